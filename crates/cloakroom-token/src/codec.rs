@@ -166,6 +166,15 @@ pub fn derive_key(master: &[u8], label: &str, purpose: &str) -> Zeroizing<[u8; 3
     out
 }
 
+/// Raw HMAC-SHA256 of `message` under `key`, for comparing with other tools (the CLI's
+/// `cloakroom hmac`). Tokens never use this directly: their keys are derived per purpose.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 fn purpose_prefix(purpose: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + purpose.len());
     // Codec::new checked that the length fits in a u16.

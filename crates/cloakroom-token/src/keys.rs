@@ -255,6 +255,9 @@ impl KeyRing {
                 format!("key ring is not valid TOML: {}{at}", e.message()),
             )
         })?;
+        if file.keys.is_empty() {
+            return Err(Error::new(ErrorKind::KeyRing, "the key ring has no keys"));
+        }
         let mut primary = None;
         let mut keys = Vec::with_capacity(file.keys.len());
         for entry in file.keys {

@@ -69,7 +69,7 @@ mod xchacha;
 
 // The codec: minting and opening tokens for one purpose.
 pub use codec::{
-    derive_key, inspect, Claims, Codec, Inspected, Opened, TokenKind, ENVELOPE_VERSION,
+    derive_key, hmac_sha256, inspect, Claims, Codec, Inspected, Opened, TokenKind, ENVELOPE_VERSION,
     HKDF_SALT, MAX_TOKEN_LEN,
 };
 // Errors.
