@@ -1,0 +1,185 @@
+//! The `cloakroom` binary, run as a user would run it.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn cloakroom(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CLOAKROOM_KEYS")
+        .env_remove("CLOAKROOM_KEYS_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cloakroom")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = cloakroom(dir, args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn seed_hmac_example() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        ok(dir.path(), &["hmac", "--key", "SEEKRIT", "Hello World"]).trim(),
+        "e655f98cb9b3c02f45576f7906d64b0b7f8731f25a5319c42ca666917aca45a4"
+    );
+}
+
+#[test]
+fn keygen_sign_open_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["keygen"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("keys.toml")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    for sealed in [false, true] {
+        let mut args = vec!["sign", "--purpose", "sess", "--ttl", "30m", "user:950"];
+        if sealed {
+            args.push("--sealed");
+        }
+        let token = ok(d, &args).trim().to_owned();
+        assert!(token.starts_with(if sealed { "e1.k1." } else { "s1.k1." }), "{token}");
+        assert_eq!(ok(d, &["open", "--purpose", "sess", &token]), "user:950");
+
+        // Another purpose, one changed character, expiry: exit 1 with one word.
+        let o = cloakroom(d, &["open", "--purpose", "csrf", &token]);
+        assert_eq!((o.status.code(), stderr(&o).trim()), (Some(1), "invalid"));
+        let mut bad = token.clone().into_bytes();
+        let i = bad.len() - 5;
+        bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+        let bad = String::from_utf8(bad).unwrap();
+        let o = cloakroom(d, &["open", "--purpose", "sess", &bad]);
+        assert_eq!((o.status.code(), stderr(&o).trim()), (Some(1), "invalid"));
+        let o = cloakroom(d, &["open", "--purpose", "sess", "--now", "99999999999", &token]);
+        assert_eq!((o.status.code(), stderr(&o).trim()), (Some(1), "expired"));
+    }
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_without_force_and_rotate_keeps_old_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["keygen", "--out", "k.toml"]);
+    let token = ok(d, &["sign", "--keys", "k.toml", "--purpose", "p", "x"]).trim().to_owned();
+    let o = cloakroom(d, &["keygen", "--out", "k.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    ok(d, &["rotate", "--keys", "k.toml"]);
+    assert_eq!(ok(d, &["open", "--keys", "k.toml", "--purpose", "p", &token]), "x");
+    let fresh = ok(d, &["sign", "--keys", "k.toml", "--purpose", "p", "x"]);
+    assert!(fresh.starts_with("s1.k2."), "{fresh}");
+    ok(d, &["keygen", "--out", "k.toml", "--force"]);
+    let o = cloakroom(d, &["open", "--keys", "k.toml", "--purpose", "p", &token]);
+    assert_eq!(o.status.code(), Some(1), "a replaced ring no longer opens old tokens");
+}
+
+#[test]
+fn keys_from_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["keygen", "--out", "elsewhere.toml"]);
+    let toml = std::fs::read_to_string(d.join("elsewhere.toml")).unwrap();
+    let run = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+        c.args(args).current_dir(d).env_remove("CLOAKROOM_KEYS").env_remove("CLOAKROOM_KEYS_FILE");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let o = run(&[("CLOAKROOM_KEYS_FILE", "elsewhere.toml")], &["sign", "--purpose", "p", "a"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o);
+    let o = run(&[("CLOAKROOM_KEYS", &toml)], &["open", "--purpose", "p", token.trim()]);
+    assert_eq!(stdout(&o), "a", "{}", stderr(&o));
+}
+
+#[test]
+fn configuration_errors_exit_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = cloakroom(d, &["sign", "--purpose", "p", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cloakroom keygen"), "{}", stderr(&o));
+
+    ok(d, &["keygen"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("keys.toml"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let o = cloakroom(d, &["sign", "--purpose", "p", "x"]);
+        assert_eq!(o.status.code(), Some(2));
+        let e = stderr(&o);
+        assert!(e.contains("chmod 600") && e.contains("0644") && e.contains("keys.toml"), "{e}");
+        std::fs::set_permissions(d.join("keys.toml"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
+    for args in [
+        &["sign", "--purpose", "p", "--ttl", "soon", "x"][..],
+        &["sign", "--purpose", "p", "--ttl", "0s", "x"],
+        &["sign", "--purpose", "", "x"],
+        &["open", "--purpose", "p"],
+        &["frobnicate"],
+        &["inspect", "not a token"],
+    ] {
+        let o = cloakroom(d, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}");
+    }
+    let big = "x".repeat(5000);
+    let o = cloakroom(d, &["sign", "--purpose", "p", &big]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bytes, over the limit of 4096"), "{}", stderr(&o));
+}
+
+#[test]
+fn garbage_tokens_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["keygen"]);
+    for t in ["", ".", "s1.", "s1..", "e1.k1.", "s1.k1.AAAA.", "e1.k1.////", "s1.k1.é.x"] {
+        let o = cloakroom(d, &["open", "--purpose", "p", t]);
+        assert_eq!(o.status.code(), Some(1), "{t:?}: {}", stderr(&o));
+        let o = cloakroom(d, &["inspect", t]);
+        assert!(matches!(o.status.code(), Some(0 | 2)), "{t:?}");
+        assert!(!stderr(&o).contains("panicked"));
+    }
+}
+
+#[test]
+fn inspect_never_claims_validity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["keygen"]);
+    let token = ok(d, &["sign", "--purpose", "p", "--now", "1767225600", "hi"]);
+    let out = ok(d, &["inspect", token.trim()]);
+    assert!(out.contains("2026-01-01T00:00:00Z") && out.contains("2026-01-01T00:30:00Z"), "{out}");
+    assert!(out.contains("verified:    NO"), "{out}");
+    assert!(out.contains("payload:     hi"), "{out}");
+}
+
+#[test]
+fn help_explains_each_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["keygen", "rotate", "sign", "open", "inspect", "hmac"] {
+        let out = ok(dir.path(), &[cmd, "--help"]);
+        assert!(out.len() > 200, "{cmd} --help is too thin: {out}");
+    }
+}
