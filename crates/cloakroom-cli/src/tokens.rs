@@ -58,10 +58,12 @@ pub(crate) fn open(args: OpenArgs) -> Result<(), Failure> {
     let ring = keys::load(args.source.keys.as_deref())?;
     let codec = ring.codec(&args.purpose)?;
     let token = token_arg(&args.token)?;
-    let opened = codec.open(&token, now(&args.source)?).map_err(|e| match e.kind() {
-        kind @ (ErrorKind::Invalid | ErrorKind::Expired) => Failure::Rejected(kind),
-        _ => Failure::Usage(e.into()),
-    })?;
+    let opened = codec
+        .open(&token, now(&args.source)?)
+        .map_err(|e| match e.kind() {
+            kind @ (ErrorKind::Invalid | ErrorKind::Expired) => Failure::Rejected(kind),
+            _ => Failure::Usage(e.into()),
+        })?;
     let mut out = std::io::stdout().lock();
     out.write_all(opened.payload())?;
     if out.is_terminal() && !opened.payload().ends_with(b"\n") {
@@ -74,7 +76,10 @@ pub(crate) fn open(args: OpenArgs) -> Result<(), Failure> {
 fn time(unix: u64) -> String {
     let rfc = UNIX_EPOCH
         .checked_add(Duration::from_secs(unix))
-        .filter(|t| t.duration_since(UNIX_EPOCH).is_ok_and(|d| d.as_secs() < 253_402_300_800))
+        .filter(|t| {
+            t.duration_since(UNIX_EPOCH)
+                .is_ok_and(|d| d.as_secs() < 253_402_300_800)
+        })
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
         .unwrap_or_else(|| "beyond year 9999".to_owned());
     format!("{unix} ({rfc})")

@@ -45,7 +45,10 @@ fn keygen_sign_open_round_trip() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.join("keys.toml")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.join("keys.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     for sealed in [false, true] {
@@ -54,7 +57,10 @@ fn keygen_sign_open_round_trip() {
             args.push("--sealed");
         }
         let token = ok(d, &args).trim().to_owned();
-        assert!(token.starts_with(if sealed { "e1.k1." } else { "s1.k1." }), "{token}");
+        assert!(
+            token.starts_with(if sealed { "e1.k1." } else { "s1.k1." }),
+            "{token}"
+        );
         assert_eq!(ok(d, &["open", "--purpose", "sess", &token]), "user:950");
 
         // Another purpose, one changed character, expiry: exit 1 with one word.
@@ -66,7 +72,10 @@ fn keygen_sign_open_round_trip() {
         let bad = String::from_utf8(bad).unwrap();
         let o = cloakroom(d, &["open", "--purpose", "sess", &bad]);
         assert_eq!((o.status.code(), stderr(&o).trim()), (Some(1), "invalid"));
-        let o = cloakroom(d, &["open", "--purpose", "sess", "--now", "99999999999", &token]);
+        let o = cloakroom(
+            d,
+            &["open", "--purpose", "sess", "--now", "99999999999", &token],
+        );
         assert_eq!((o.status.code(), stderr(&o).trim()), (Some(1), "expired"));
     }
 }
@@ -76,17 +85,26 @@ fn keygen_refuses_to_overwrite_without_force_and_rotate_keeps_old_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(d, &["keygen", "--out", "k.toml"]);
-    let token = ok(d, &["sign", "--keys", "k.toml", "--purpose", "p", "x"]).trim().to_owned();
+    let token = ok(d, &["sign", "--keys", "k.toml", "--purpose", "p", "x"])
+        .trim()
+        .to_owned();
     let o = cloakroom(d, &["keygen", "--out", "k.toml"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
     ok(d, &["rotate", "--keys", "k.toml"]);
-    assert_eq!(ok(d, &["open", "--keys", "k.toml", "--purpose", "p", &token]), "x");
+    assert_eq!(
+        ok(d, &["open", "--keys", "k.toml", "--purpose", "p", &token]),
+        "x"
+    );
     let fresh = ok(d, &["sign", "--keys", "k.toml", "--purpose", "p", "x"]);
     assert!(fresh.starts_with("s1.k2."), "{fresh}");
     ok(d, &["keygen", "--out", "k.toml", "--force"]);
     let o = cloakroom(d, &["open", "--keys", "k.toml", "--purpose", "p", &token]);
-    assert_eq!(o.status.code(), Some(1), "a replaced ring no longer opens old tokens");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a replaced ring no longer opens old tokens"
+    );
 }
 
 #[test]
@@ -97,16 +115,25 @@ fn keys_from_environment() {
     let toml = std::fs::read_to_string(d.join("elsewhere.toml")).unwrap();
     let run = |envs: &[(&str, &str)], args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
-        c.args(args).current_dir(d).env_remove("CLOAKROOM_KEYS").env_remove("CLOAKROOM_KEYS_FILE");
+        c.args(args)
+            .current_dir(d)
+            .env_remove("CLOAKROOM_KEYS")
+            .env_remove("CLOAKROOM_KEYS_FILE");
         for (k, v) in envs {
             c.env(k, v);
         }
         c.output().unwrap()
     };
-    let o = run(&[("CLOAKROOM_KEYS_FILE", "elsewhere.toml")], &["sign", "--purpose", "p", "a"]);
+    let o = run(
+        &[("CLOAKROOM_KEYS_FILE", "elsewhere.toml")],
+        &["sign", "--purpose", "p", "a"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let token = stdout(&o);
-    let o = run(&[("CLOAKROOM_KEYS", &toml)], &["open", "--purpose", "p", token.trim()]);
+    let o = run(
+        &[("CLOAKROOM_KEYS", &toml)],
+        &["open", "--purpose", "p", token.trim()],
+    );
     assert_eq!(stdout(&o), "a", "{}", stderr(&o));
 }
 
@@ -127,7 +154,10 @@ fn configuration_errors_exit_2_with_a_clear_message() {
         let o = cloakroom(d, &["sign", "--purpose", "p", "x"]);
         assert_eq!(o.status.code(), Some(2));
         let e = stderr(&o);
-        assert!(e.contains("chmod 600") && e.contains("0644") && e.contains("keys.toml"), "{e}");
+        assert!(
+            e.contains("chmod 600") && e.contains("0644") && e.contains("keys.toml"),
+            "{e}"
+        );
         std::fs::set_permissions(d.join("keys.toml"), std::fs::Permissions::from_mode(0o600))
             .unwrap();
     }
@@ -146,7 +176,11 @@ fn configuration_errors_exit_2_with_a_clear_message() {
     let big = "x".repeat(5000);
     let o = cloakroom(d, &["sign", "--purpose", "p", &big]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bytes, over the limit of 4096"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bytes, over the limit of 4096"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -154,7 +188,16 @@ fn garbage_tokens_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(d, &["keygen"]);
-    for t in ["", ".", "s1.", "s1..", "e1.k1.", "s1.k1.AAAA.", "e1.k1.////", "s1.k1.é.x"] {
+    for t in [
+        "",
+        ".",
+        "s1.",
+        "s1..",
+        "e1.k1.",
+        "s1.k1.AAAA.",
+        "e1.k1.////",
+        "s1.k1.é.x",
+    ] {
         let o = cloakroom(d, &["open", "--purpose", "p", t]);
         assert_eq!(o.status.code(), Some(1), "{t:?}: {}", stderr(&o));
         let o = cloakroom(d, &["inspect", t]);
@@ -170,7 +213,10 @@ fn inspect_never_claims_validity() {
     ok(d, &["keygen"]);
     let token = ok(d, &["sign", "--purpose", "p", "--now", "1767225600", "hi"]);
     let out = ok(d, &["inspect", token.trim()]);
-    assert!(out.contains("2026-01-01T00:00:00Z") && out.contains("2026-01-01T00:30:00Z"), "{out}");
+    assert!(
+        out.contains("2026-01-01T00:00:00Z") && out.contains("2026-01-01T00:30:00Z"),
+        "{out}"
+    );
     assert!(out.contains("verified:    NO"), "{out}");
     assert!(out.contains("payload:     hi"), "{out}");
 }

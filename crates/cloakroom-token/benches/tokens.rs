@@ -5,6 +5,8 @@
 //! `verify/{cloakroom_signed,cookie_signed}`, `open/{cloakroom_sealed,cookie_private}`,
 //! `mint/{cloakroom_signed,cloakroom_sealed,cookie_signed,cookie_private}`.
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented function.
+
 use std::hint::black_box;
 
 use cloakroom_token::KeyRing;
@@ -35,8 +37,14 @@ fn benches(c: &mut Criterion) {
     jar.private_mut(&key).add(Cookie::new(NAME, data.clone()));
     let cookie_private = jar.get(NAME).unwrap().clone();
     let verifier = CookieJar::new();
-    assert!(verifier.signed(&key).verify(cookie_signed.clone()).is_some());
-    assert!(verifier.private(&key).decrypt(cookie_private.clone()).is_some());
+    assert!(verifier
+        .signed(&key)
+        .verify(cookie_signed.clone())
+        .is_some());
+    assert!(verifier
+        .private(&key)
+        .decrypt(cookie_private.clone())
+        .is_some());
 
     let mut g = c.benchmark_group("verify");
     g.bench_function("cloakroom_signed", |b| {
@@ -67,10 +75,18 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("mint");
     g.bench_function("cloakroom_signed", |b| {
-        b.iter(|| codec.sign(black_box(data.as_bytes()), NOW, NOW + 1800).unwrap())
+        b.iter(|| {
+            codec
+                .sign(black_box(data.as_bytes()), NOW, NOW + 1800)
+                .unwrap()
+        })
     });
     g.bench_function("cloakroom_sealed", |b| {
-        b.iter(|| codec.seal(black_box(data.as_bytes()), NOW, NOW + 1800).unwrap())
+        b.iter(|| {
+            codec
+                .seal(black_box(data.as_bytes()), NOW, NOW + 1800)
+                .unwrap()
+        })
     });
     // The cookie crate mints through a jar: adding to a jar is its public way to sign.
     g.bench_function("cookie_signed", |b| {

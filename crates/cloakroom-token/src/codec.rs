@@ -327,7 +327,9 @@ impl Codec {
         if bytes.len() > MAX_TOKEN_LEN {
             return Err(Error::invalid());
         }
-        let rest = bytes.strip_prefix(SIGNED_PREFIX).ok_or_else(Error::invalid)?;
+        let rest = bytes
+            .strip_prefix(SIGNED_PREFIX)
+            .ok_or_else(Error::invalid)?;
         let (kid, body) = split_kid(rest).ok_or_else(Error::invalid)?;
         let (index, key) = self.find(kid).ok_or_else(Error::invalid)?;
         if body.len() < MAC_TEXT_LEN + 1 || body[body.len() - MAC_TEXT_LEN - 1] != b'.' {
@@ -424,7 +426,9 @@ impl Codec {
         if bytes.len() > MAX_TOKEN_LEN {
             return Err(Error::invalid());
         }
-        let rest = bytes.strip_prefix(SEALED_PREFIX).ok_or_else(Error::invalid)?;
+        let rest = bytes
+            .strip_prefix(SEALED_PREFIX)
+            .ok_or_else(Error::invalid)?;
         let (kid, body) = split_kid(rest).ok_or_else(Error::invalid)?;
         let (index, key) = self.find(kid).ok_or_else(Error::invalid)?;
         let mut sealed = b64::decode(body).ok_or_else(Error::invalid)?;
@@ -536,4 +540,22 @@ pub fn inspect(token: &str) -> Result<Inspected, Error> {
         claims,
         len: bytes.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq32_sees_every_byte() {
+        let a = [0x5au8; 32];
+        assert!(ct_eq32(&a, &a));
+        for i in 0..32 {
+            for bit in 0..8 {
+                let mut b = a;
+                b[i] ^= 1 << bit;
+                assert!(!ct_eq32(&a, &b), "byte {i} bit {bit}");
+            }
+        }
+    }
 }

@@ -24,8 +24,8 @@ impl KeyRing {
     /// too open, [`ErrorKind::KeyRing`] if its content is not a valid key ring.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let shown = path.display();
-        let mut file =
-            File::open(path).map_err(|e| Error::io(format!("cannot open key file {shown}: {e}"), e))?;
+        let mut file = File::open(path)
+            .map_err(|e| Error::io(format!("cannot open key file {shown}: {e}"), e))?;
         check_mode(&file, path)?;
         let mut text = Zeroizing::new(String::new());
         file.read_to_string(&mut text)
@@ -67,23 +67,23 @@ impl KeyRing {
         let shown = path.display();
         let text = self.to_toml();
         if !overwrite {
-            let mut file = private_options()
-                .create_new(true)
-                .open(path)
-                .map_err(|e| {
-                    let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        format!("{shown} already exists; pass --force to replace it")
-                    } else {
-                        format!("cannot create key file {shown}: {e}")
-                    };
-                    Error::io(what, e)
-                })?;
+            let mut file = private_options().create_new(true).open(path).map_err(|e| {
+                let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    format!("{shown} already exists; pass --force to replace it")
+                } else {
+                    format!("cannot create key file {shown}: {e}")
+                };
+                Error::io(what, e)
+            })?;
             return write_synced(&mut file, &text)
                 .map_err(|e| Error::io(format!("cannot write key file {shown}: {e}"), e));
         }
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("{shown} is not a file name")))?;
+        let file_name = path.file_name().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("{shown} is not a file name"),
+            )
+        })?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(file_name);
         tmp_name.push(format!(".tmp{}", std::process::id()));
@@ -163,7 +163,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
             let err = KeyRing::load(&path).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Permissions);
@@ -176,7 +179,11 @@ mod tests {
         rotated.save(&path, true).unwrap();
         let again = KeyRing::load(&path).unwrap();
         assert_eq!(again.primary().id().as_str(), "k2");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 
     #[test]

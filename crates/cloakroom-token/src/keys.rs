@@ -213,7 +213,10 @@ impl KeyRing {
         let primary = keys.iter().position(|k| &k.id == primary).ok_or_else(|| {
             Error::new(
                 ErrorKind::KeyRing,
-                format!("no key in the ring has the primary id {:?}", primary.as_str()),
+                format!(
+                    "no key in the ring has the primary id {:?}",
+                    primary.as_str()
+                ),
             )
         })?;
         Ok(Self { keys, primary })
@@ -374,7 +377,10 @@ mod tests {
         let short = secret_text(1, 31);
         let cases = [
             (String::from("keys = []"), "no keys"),
-            (format!("[[keys]]\nid = \"k1\"\nsecret = \"{s}\"\n"), "primary"),
+            (
+                format!("[[keys]]\nid = \"k1\"\nsecret = \"{s}\"\n"),
+                "primary",
+            ),
             (
                 format!("[[keys]]\nid = \"k1\"\nsecret = \"{short}\"\nprimary = true\n"),
                 "at least 32 bytes",
@@ -406,7 +412,10 @@ mod tests {
         for (text, expect) in cases {
             let err = KeyRing::from_toml(&text).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::KeyRing, "{text}");
-            assert!(err.to_string().contains(expect), "{err} should say {expect}");
+            assert!(
+                err.to_string().contains(expect),
+                "{err} should say {expect}"
+            );
         }
     }
 
@@ -416,10 +425,14 @@ mod tests {
         let text = format!("[[keys]]\nid = \"k1\"\nsecret = \"{s}\"\nprimary = true\nextra = 1\n");
         let err = KeyRing::from_toml(&text).unwrap_err();
         assert!(!err.to_string().contains(&s[..10]), "{err}");
-        let ring =
-            KeyRing::from_toml(&format!("[[keys]]\nid = \"k1\"\nsecret = \"{s}\"\nprimary = true\n"))
-                .unwrap();
+        let ring = KeyRing::from_toml(&format!(
+            "[[keys]]\nid = \"k1\"\nsecret = \"{s}\"\nprimary = true\n"
+        ))
+        .unwrap();
         let debug = format!("{ring:?} {:?}", ring.primary());
-        assert!(!debug.contains(&s[..10]) && !debug.contains("171"), "{debug}");
+        assert!(
+            !debug.contains(&s[..10]) && !debug.contains("171"),
+            "{debug}"
+        );
     }
 }

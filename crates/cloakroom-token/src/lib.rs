@@ -69,8 +69,8 @@ mod xchacha;
 
 // The codec: minting and opening tokens for one purpose.
 pub use codec::{
-    derive_key, hmac_sha256, inspect, Claims, Codec, Inspected, Opened, TokenKind, ENVELOPE_VERSION,
-    HKDF_SALT, MAX_TOKEN_LEN,
+    derive_key, hmac_sha256, inspect, Claims, Codec, Inspected, Opened, TokenKind,
+    ENVELOPE_VERSION, HKDF_SALT, MAX_TOKEN_LEN,
 };
 // Errors.
 pub use error::{Error, ErrorKind};

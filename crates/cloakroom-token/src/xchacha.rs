@@ -28,7 +28,10 @@ fn subkey(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
     sub.as_mut_slice().zeroize();
     let mut short = [0u8; 12];
     short[4..].copy_from_slice(&nonce[16..]);
-    (LessSafeKey::new(unbound), Nonce::assume_unique_for_key(short))
+    (
+        LessSafeKey::new(unbound),
+        Nonce::assume_unique_for_key(short),
+    )
 }
 
 /// Encrypts `in_out` in place and returns the tag.
@@ -90,9 +93,10 @@ mod tests {
     fn xchacha20_poly1305_test_vector() {
         let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
         let aad = unhex("50515253c0c1c2c3c4c5c6c7");
-        let key: [u8; 32] = unhex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
-            .try_into()
-            .unwrap();
+        let key: [u8; 32] =
+            unhex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+                .try_into()
+                .unwrap();
         let nonce: [u8; 24] = unhex("404142434445464748494a4b4c4d4e4f5051525354555657")
             .try_into()
             .unwrap();

@@ -14,7 +14,11 @@ const NOW: u64 = 1_767_225_600;
 
 fn ring_of(secret: &[u8], kid: &str) -> KeyRing {
     let id = KeyId::new(kid).unwrap();
-    KeyRing::new(vec![Key::new(id.clone(), Secret::new(secret.to_vec()).unwrap())], &id).unwrap()
+    KeyRing::new(
+        vec![Key::new(id.clone(), Secret::new(secret.to_vec()).unwrap())],
+        &id,
+    )
+    .unwrap()
 }
 
 /// Blocks of `name = value` lines from a vectors file.
@@ -61,8 +65,14 @@ fn known_answer_vectors_both_ways() {
                     b["expires_at_text"].parse().unwrap(),
                 );
                 let payload = hexval(&b, "payload");
-                assert_eq!(hex::encode(*derive_key(&secret, "sign:", purpose)), b["k_sign"]);
-                assert_eq!(hex::encode(*derive_key(&secret, "seal:", purpose)), b["k_seal"]);
+                assert_eq!(
+                    hex::encode(*derive_key(&secret, "sign:", purpose)),
+                    b["k_sign"]
+                );
+                assert_eq!(
+                    hex::encode(*derive_key(&secret, "seal:", purpose)),
+                    b["k_seal"]
+                );
                 let codec = ring_of(&secret, &b["kid_text"]).codec(purpose).unwrap();
                 // Mint: byte-identical to the independent implementation.
                 let token = codec.sign(&payload, iss, exp).unwrap();
@@ -74,7 +84,10 @@ fn known_answer_vectors_both_ways() {
                 assert!(opened.minted_with_primary());
                 // And dies at its expiry, which is inside the MAC.
                 if exp != u64::MAX {
-                    assert_eq!(codec.verify(&token, exp).unwrap_err().kind(), ErrorKind::Expired);
+                    assert_eq!(
+                        codec.verify(&token, exp).unwrap_err().kind(),
+                        ErrorKind::Expired
+                    );
                 }
                 signed += 1;
             }
@@ -100,17 +113,27 @@ fn token_format_doc_example() {
     let secret = hex::decode(f["master secret (hex)"]).unwrap();
     let toml = format!(
         "[[keys]]\nid = \"{}\"\nsecret = \"{}\"\nprimary = true\n",
-        f["key id"],
-        f["master secret (base64url)"]
+        f["key id"], f["master secret (base64url)"]
     );
     let ring = KeyRing::from_toml(&toml).unwrap();
     assert_eq!(ring.primary().secret().expose(), secret.as_slice());
     let purpose = f["purpose"];
-    assert_eq!(hex::encode(*derive_key(&secret, "sign:", purpose)), f["K_sign (hex)"]);
-    assert_eq!(hex::encode(*derive_key(&secret, "seal:", purpose)), f["K_seal (hex)"]);
+    assert_eq!(
+        hex::encode(*derive_key(&secret, "sign:", purpose)),
+        f["K_sign (hex)"]
+    );
+    assert_eq!(
+        hex::encode(*derive_key(&secret, "seal:", purpose)),
+        f["K_seal (hex)"]
+    );
     let codec = ring.codec(purpose).unwrap();
-    let (iss, exp) = (f["issued_at"].parse().unwrap(), f["expires_at"].parse().unwrap());
-    let token = codec.sign(f["payload (UTF-8)"].as_bytes(), iss, exp).unwrap();
+    let (iss, exp) = (
+        f["issued_at"].parse().unwrap(),
+        f["expires_at"].parse().unwrap(),
+    );
+    let token = codec
+        .sign(f["payload (UTF-8)"].as_bytes(), iss, exp)
+        .unwrap();
     assert_eq!(token, f["token"]);
     assert_eq!(
         hex::encode(hmac_sha256(b"SEEKRIT", b"Hello World")),
@@ -133,7 +156,9 @@ fn sealed_matches_rustcrypto_xchacha() {
     for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 200, 1000] {
         let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
         let nonce = [len as u8; 24];
-        let token = codec.seal_with_nonce(&payload, NOW, NOW + 60, &nonce).unwrap();
+        let token = codec
+            .seal_with_nonce(&payload, NOW, NOW + 60, &nonce)
+            .unwrap();
         let mut aad = vec![0u8, purpose.len() as u8];
         aad.extend_from_slice(purpose.as_bytes());
         aad.extend_from_slice(b"e1.k1.");
@@ -144,12 +169,25 @@ fn sealed_matches_rustcrypto_xchacha() {
         let k_seal = derive_key(&secret, "seal:", purpose);
         let cipher = XChaCha20Poly1305::new_from_slice(k_seal.as_ref()).unwrap();
         let ct = cipher
-            .encrypt((&nonce).into(), Payload { msg: &envelope, aad: &aad })
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: &envelope,
+                    aad: &aad,
+                },
+            )
             .unwrap();
         let mut expect_box = nonce.to_vec();
         expect_box.extend_from_slice(&ct);
-        assert_eq!(token, format!("e1.k1.{}", b64.encode(&expect_box)), "len {len}");
-        assert_eq!(codec.unseal(&token, NOW).unwrap().payload(), payload.as_slice());
+        assert_eq!(
+            token,
+            format!("e1.k1.{}", b64.encode(&expect_box)),
+            "len {len}"
+        );
+        assert_eq!(
+            codec.unseal(&token, NOW).unwrap().payload(),
+            payload.as_slice()
+        );
     }
 }
 
@@ -185,16 +223,31 @@ fn size_limit_names_the_size() {
         .rev()
         .find(|&n| codec.sign(&vec![0; n], NOW, NOW + 1).is_ok())
         .unwrap();
-    let longest = codec.sign(&vec![0; max_signed], NOW, NOW + 1).unwrap().len();
-    assert!(longest <= MAX_TOKEN_LEN && longest > MAX_TOKEN_LEN - 4, "{longest}");
-    assert_eq!(codec.sign(&vec![0; max_signed + 1], NOW, NOW + 1).unwrap_err().kind(), ErrorKind::TooLarge);
+    let longest = codec
+        .sign(&vec![0; max_signed], NOW, NOW + 1)
+        .unwrap()
+        .len();
+    assert!(
+        longest <= MAX_TOKEN_LEN && longest > MAX_TOKEN_LEN - 4,
+        "{longest}"
+    );
+    assert_eq!(
+        codec
+            .sign(&vec![0; max_signed + 1], NOW, NOW + 1)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::TooLarge
+    );
     let err = codec.sign(&vec![0; 4000], NOW, NOW + 1).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TooLarge);
     assert!(err.to_string().contains("5406 bytes"), "{err}");
     let err = codec.seal(&vec![0; 3100], NOW, NOW + 1).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TooLarge);
     assert!(err.to_string().contains("4096"), "{err}");
-    assert_eq!(codec.sign(b"x", NOW, NOW).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        codec.sign(b"x", NOW, NOW).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
 }
 
 #[test]
@@ -205,7 +258,10 @@ fn inspect_reads_without_claiming_validity() {
     let i = inspect(&t).unwrap();
     assert_eq!((i.kind, i.key_id.as_str()), (TokenKind::Signed, "k1"));
     let c = i.claims.unwrap();
-    assert_eq!((c.issued_at, c.expires_at, c.payload.as_slice()), (NOW, NOW + 5, &b"hello"[..]));
+    assert_eq!(
+        (c.issued_at, c.expires_at, c.payload.as_slice()),
+        (NOW, NOW + 5, &b"hello"[..])
+    );
     let s = codec.seal(b"hello", NOW, NOW + 5).unwrap();
     assert!(inspect(&s).unwrap().claims.is_none());
     assert!(inspect("nonsense").is_err());
@@ -308,8 +364,14 @@ fn tamper_suite_nothing_altered_opens() {
     other_ring.rotate().unwrap();
     let other_ring = other_ring.codec("__Host-session").unwrap();
     for token in &f.tokens {
-        assert_eq!(other_purpose.open(token, NOW).unwrap_err().kind(), ErrorKind::Invalid);
-        assert_eq!(other_ring.open(token, NOW).unwrap_err().kind(), ErrorKind::Invalid);
+        assert_eq!(
+            other_purpose.open(token, NOW).unwrap_err().kind(),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            other_ring.open(token, NOW).unwrap_err().kind(),
+            ErrorKind::Invalid
+        );
         tried += 2;
     }
     println!("tamper suite: {tried} altered tokens tried, none opened");
@@ -375,7 +437,10 @@ impl Rng {
 fn million_random_mutations_all_rejected() {
     let count: u64 = std::env::var("CLOAKROOM_MUTATIONS")
         .ok()
-        .map(|v| v.parse().expect("CLOAKROOM_MUTATIONS must be a whole number"))
+        .map(|v| {
+            v.parse()
+                .expect("CLOAKROOM_MUTATIONS must be a whole number")
+        })
         .unwrap_or(1_000_000);
     let f = fixture();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ count);
@@ -414,6 +479,11 @@ fn million_random_mutations_all_rejected() {
             Ok(_) => panic!("mutation {candidate:?} of {original:?} opened"),
         }
     }
-    println!("million-mutation test: {rejected} of {count} mutations rejected (the rest were no-ops)");
-    assert!(rejected >= count * 99 / 100, "too many no-op mutations: {rejected} of {count}");
+    println!(
+        "million-mutation test: {rejected} of {count} mutations rejected (the rest were no-ops)"
+    );
+    assert!(
+        rejected >= count * 99 / 100,
+        "too many no-op mutations: {rejected} of {count}"
+    );
 }
