@@ -1,0 +1,120 @@
+//! The one error type of this crate, shared by the session layer and every store.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A boxed backend error, kept as an [`Error`]'s `source()`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The record does not exist (or has expired, which is the same thing).
+    NotFound,
+    /// A compare-and-swap lost: the record changed since it was read, or `create` found the
+    /// id already taken. Retry from a fresh read.
+    Conflict,
+    /// The store cannot be reached or refused to work (down, locked, disk full, read-only).
+    /// A web layer answers 503 and never carries on as anonymous.
+    Unavailable,
+    /// Stored bytes do not decode as a record. The session layer treats the session as
+    /// absent; the error is still reported so an operator can see it.
+    Corrupt,
+    /// A client-mode cookie would exceed the 4096 bytes a browser keeps. The message names
+    /// the size.
+    TooLarge,
+    /// The caller passed something unusable (a reserved key, a deadline before creation).
+    InvalidInput,
+    /// A request failed a CSRF check: a missing or wrong token, or a cross-site origin.
+    Forbidden,
+    /// The operating system's random number generator failed.
+    Random,
+    /// Encoding or decoding an application value failed (a type mismatch on `get`).
+    Value,
+    /// A failure of the token codec (a key ring problem, not an invalid cookie: invalid
+    /// cookies are treated as absent sessions).
+    Token,
+    /// The session was ended while this request ran; its changes were dropped.
+    Ended,
+}
+
+/// The error type of `cloakroom` and of its stores.
+///
+/// Stores build it with [`Error::new`] and attach their backend's error with
+/// [`Error::with_source`]; it stays reachable through [`std::error::Error::source`].
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: Cow<'static, str>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// An error of `kind` with a message for people.
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `source` (the backend's own error) as this error's source.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// [`ErrorKind::NotFound`].
+    pub fn not_found() -> Self {
+        Self::new(ErrorKind::NotFound, "session not found")
+    }
+
+    /// [`ErrorKind::Conflict`].
+    pub fn conflict() -> Self {
+        Self::new(
+            ErrorKind::Conflict,
+            "session changed concurrently (version conflict)",
+        )
+    }
+
+    /// [`ErrorKind::Unavailable`] with the backend's error as source.
+    pub fn unavailable(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
+        Self::new(ErrorKind::Unavailable, message).with_source(source)
+    }
+
+    /// [`ErrorKind::Corrupt`] with the decoder's error as source.
+    pub fn corrupt(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
+        Self::new(ErrorKind::Corrupt, message).with_source(source)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub(crate) fn token(source: cloakroom_token::Error) -> Self {
+        Self::new(ErrorKind::Token, "token codec failed").with_source(source)
+    }
+
+    pub(crate) fn random(source: getrandom::Error) -> Self {
+        Self::new(ErrorKind::Random, "the OS random number generator failed").with_source(source)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The source is not repeated here: it is reachable through `source()`.
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

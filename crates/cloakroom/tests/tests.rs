@@ -1,0 +1,969 @@
+//! Integration tests of `cloakroom`: the store conformance suite against the memory store,
+//! and the session layer's verbs end to end in every mode.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::conformance::{self, ConformanceTarget};
+use cloakroom::{
+    Commit, CookieUpdate, CsrfSecret, Device, Error, ErrorKind, IdHash, KeyRing, Level,
+    ManualClock, MemoryStore, Mode, Record, Session, SessionManager, Store, MAX_COOKIE_LEN,
+};
+use futures::FutureExt as _;
+use proptest::prelude::*;
+
+const T0: u64 = 1_700_000_000;
+
+// ---- the store conformance suite ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_passes_conformance() {
+    conformance::run(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_with_a_corruption_closure_passes_conformance() {
+    // How a store defined in another crate runs the suite without implementing
+    // ConformanceTarget itself.
+    conformance::run(|| async {
+        let store = Arc::new(MemoryStore::new());
+        let inner = store.clone();
+        conformance::Corruptible::new(store, move |id: IdHash| {
+            let inner = inner.clone();
+            async move { inner.inject_corrupt(&id).await }
+        })
+    })
+    .await;
+}
+
+/// A store that forgets compare-and-swap: `update` overwrites whatever is there.
+struct LostUpdateStore(MemoryStore);
+
+#[async_trait]
+impl Store for LostUpdateStore {
+    async fn create(&self, r: &Record) -> Result<(), Error> {
+        self.0.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.0.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+        let Some(current) = self.0.load(&r.id_hash, now).await? else {
+            return Err(Error::not_found());
+        };
+        let mut forced = r.clone();
+        forced.version = current.version;
+        self.0.update(&forced, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.0.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.0.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.0.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+        self.0.revoke_user_sessions(u, e).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.0.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.0.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.0.purge_expired(now, limit).await
+    }
+}
+
+#[async_trait]
+impl ConformanceTarget for LostUpdateStore {
+    async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
+        self.0.inject_corrupt(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite_catches_a_store_without_cas() {
+    let outcome = std::panic::AssertUnwindSafe(conformance::run(|| async {
+        LostUpdateStore(MemoryStore::new())
+    }))
+    .catch_unwind()
+    .await;
+    let panic = outcome.expect_err("the suite passed a store that ignores versions");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("update_with_stale_version_is_conflict_and_writes_nothing"),
+        "{message}"
+    );
+    assert!(
+        message.contains("cas_race_32_tasks_no_lost_increments"),
+        "{message}"
+    );
+    assert!(!message.contains("delete_then_load_is_none"), "{message}");
+}
+
+/// A store that is down.
+struct DownStore;
+
+fn down() -> Error {
+    Error::unavailable("store down", std::io::Error::other("connection refused"))
+}
+
+#[async_trait]
+impl Store for DownStore {
+    async fn create(&self, _: &Record) -> Result<(), Error> {
+        Err(down())
+    }
+    async fn load(&self, _: &IdHash, _: u64) -> Result<Option<Record>, Error> {
+        Err(down())
+    }
+    async fn update(&self, _: &Record, _: u64) -> Result<u64, Error> {
+        Err(down())
+    }
+    async fn touch(&self, _: &IdHash, _: u64, _: u64) -> Result<(), Error> {
+        Err(down())
+    }
+    async fn delete(&self, _: &IdHash) -> Result<bool, Error> {
+        Err(down())
+    }
+    async fn sessions_of(&self, _: &str, _: u64) -> Result<Vec<Record>, Error> {
+        Err(down())
+    }
+    async fn revoke_user_sessions(&self, _: &str, _: Option<&IdHash>) -> Result<u64, Error> {
+        Err(down())
+    }
+    async fn user_epoch(&self, _: &str) -> Result<u64, Error> {
+        Err(down())
+    }
+    async fn bump_user_epoch(&self, _: &str) -> Result<u64, Error> {
+        Err(down())
+    }
+    async fn purge_expired(&self, _: u64, _: usize) -> Result<usize, Error> {
+        Err(down())
+    }
+}
+
+// ---- harness ----
+
+struct Env {
+    ring: KeyRing,
+    store: Arc<MemoryStore>,
+    clock: ManualClock,
+    mgr: SessionManager,
+}
+
+fn env(mode: Mode) -> Env {
+    let ring = KeyRing::generate().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let clock = ManualClock::new(T0);
+    let mgr = SessionManager::new(&ring, store.clone())
+        .unwrap()
+        .with_mode(mode)
+        .with_clock(Arc::new(clock.clone()));
+    Env {
+        ring,
+        store,
+        clock,
+        mgr,
+    }
+}
+
+const MODES: [Mode; 3] = [Mode::Server, Mode::Client, Mode::Hybrid];
+
+fn value(commit: &Commit) -> String {
+    match &commit.cookie {
+        CookieUpdate::Set { value, .. } => value.clone(),
+        other => panic!("expected a Set cookie, got {other:?}"),
+    }
+}
+
+impl Env {
+    async fn load(&self, cookie: &str) -> Session {
+        self.mgr.load(Some(cookie)).await.unwrap()
+    }
+
+    /// A new session holding `key = 1`; returns its cookie.
+    async fn new_session(&self) -> String {
+        let mut s = self.mgr.load(None).await.unwrap();
+        assert!(s.is_new());
+        s.insert("k", &1).unwrap();
+        value(&self.mgr.commit(s).await.unwrap())
+    }
+
+    async fn login(&self, cookie: Option<&str>, user: &str) -> String {
+        let mut s = self.mgr.load(cookie).await.unwrap();
+        s.login(user, Device::new().with_label("test")).unwrap();
+        value(&self.mgr.commit(s).await.unwrap())
+    }
+}
+
+// ---- basics ----
+
+#[tokio::test]
+async fn data_round_trips_in_every_mode() {
+    for mode in MODES {
+        let e = env(mode);
+        let mut s = e.mgr.load(None).await.unwrap();
+        s.insert("cart", &vec![1u32, 2, 3]).unwrap();
+        s.insert("name", "Zoë").unwrap();
+        let cookie = value(&e.mgr.commit(s).await.unwrap());
+        let mut s = e.load(&cookie).await;
+        assert!(!s.is_new(), "{mode:?}");
+        assert_eq!(s.get::<Vec<u32>>("cart").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(s.get::<String>("name").unwrap().as_deref(), Some("Zoë"));
+        assert_eq!(s.keys(), vec!["cart", "name"]);
+        assert_eq!(s.get::<u32>("name").unwrap_err().kind(), ErrorKind::Value);
+        assert!(s.remove("cart").unwrap());
+        let commit = e.mgr.commit(s).await.unwrap();
+        let cookie = match mode {
+            // Server mode keeps the cookie; the client modes reseal the data.
+            Mode::Server => {
+                assert_eq!(commit.cookie, CookieUpdate::Keep);
+                cookie
+            }
+            _ => value(&commit),
+        };
+        let s = e.load(&cookie).await;
+        assert_eq!(s.get::<Vec<u32>>("cart").unwrap(), None, "{mode:?}");
+        assert_eq!(s.keys(), vec!["name"]);
+    }
+}
+
+#[tokio::test]
+async fn server_mode_stores_by_hash_and_cookie_is_signed_id() {
+    let e = env(Mode::Server);
+    let cookie = e.new_session().await;
+    assert!(cookie.starts_with("s1."));
+    let s = e.load(&cookie).await;
+    let hash = s.id_hash().unwrap();
+    let record = e.store.load(&hash, T0).await.unwrap().unwrap();
+    assert_eq!(record.id_hash, hash);
+    // The cookie carries the id (unverified look), the store only its SHA-256.
+    let claims = cloakroom_token::inspect(&cookie).unwrap().claims.unwrap();
+    assert_eq!(claims.payload.len(), 32);
+    assert_eq!(
+        cloakroom::SessionId::from_bytes(&claims.payload)
+            .unwrap()
+            .hash(),
+        hash
+    );
+    let encoded = record.encode().unwrap();
+    assert!(
+        !encoded.windows(32).any(|w| w == claims.payload.as_slice()),
+        "the store holds the live id"
+    );
+    // Logs and Debug output show neither the id nor the cookie, only the hash prefix.
+    let shown = format!("{s:?} {record:?} {:?}", e.mgr);
+    assert!(!shown.contains(&cookie));
+    assert!(shown.contains(&hash.short()));
+    assert!(!shown.contains(&hash.to_hex()));
+}
+
+#[tokio::test]
+async fn anonymous_visit_without_writes_stores_nothing() {
+    for mode in MODES {
+        let e = env(mode);
+        let s = e.mgr.load(None).await.unwrap();
+        let commit = e.mgr.commit(s).await.unwrap();
+        assert_eq!(commit.cookie, CookieUpdate::Keep, "{mode:?}");
+        assert!(e.store.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn forged_or_foreign_cookies_are_new_sessions_and_get_removed() {
+    for mode in MODES {
+        let e = env(mode);
+        let cookie = e.new_session().await;
+        let other_ring = env(mode);
+        let foreign = other_ring.new_session().await;
+        let mut tampered = cookie.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        for bad in [tampered.as_str(), foreign.as_str(), "garbage", ""] {
+            let s = e.load(bad).await;
+            assert!(s.is_new(), "{mode:?} accepted {bad:?}");
+            assert_eq!(s.get::<u32>("k").unwrap(), None);
+            let commit = e.mgr.commit(s).await.unwrap();
+            assert_eq!(commit.cookie, CookieUpdate::Remove, "{mode:?}");
+        }
+        // The purpose is the cookie name: another name does not accept the token.
+        let renamed = SessionManager::new(&e.ring, e.store.clone())
+            .unwrap()
+            .with_mode(mode)
+            .with_clock(Arc::new(e.clock.clone()))
+            .with_cookie_name("other")
+            .unwrap();
+        assert!(
+            renamed.load(Some(&cookie)).await.unwrap().is_new(),
+            "{mode:?}"
+        );
+        assert!(!e.load(&cookie).await.is_new());
+    }
+}
+
+#[tokio::test]
+async fn store_outage_fails_closed() {
+    let good = env(Mode::Server);
+    let cookie = good.new_session().await;
+    for mode in [Mode::Server, Mode::Hybrid] {
+        let mgr = SessionManager::new(&good.ring, Arc::new(DownStore))
+            .unwrap()
+            .with_mode(mode)
+            .with_clock(Arc::new(good.clock.clone()));
+        if mode == Mode::Server {
+            let err = mgr.load(Some(&cookie)).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unavailable);
+            assert!(std::error::Error::source(&err).is_some());
+        }
+        let mut s = mgr.load(None).await.unwrap();
+        s.insert("k", &1).unwrap();
+        assert_eq!(
+            mgr.commit(s).await.unwrap_err().kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            mgr.revoke_user("u").await.unwrap_err().kind(),
+            ErrorKind::Unavailable
+        );
+    }
+    // Client mode reads the user's epoch for logged-in cookies: fails closed too.
+    let client = env(Mode::Client);
+    let cookie = client.login(None, "alice").await;
+    let mgr = SessionManager::new(&client.ring, Arc::new(DownStore))
+        .unwrap()
+        .with_mode(Mode::Client)
+        .with_clock(Arc::new(client.clock.clone()));
+    assert_eq!(
+        mgr.load(Some(&cookie)).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+}
+
+#[tokio::test]
+async fn corrupt_record_is_treated_as_absent() {
+    let e = env(Mode::Server);
+    let cookie = e.new_session().await;
+    let hash = e.load(&cookie).await.id_hash().unwrap();
+    e.store.inject_corrupt(&hash).await.unwrap();
+    assert_eq!(
+        e.store.load(&hash, T0).await.unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    let s = e.load(&cookie).await;
+    assert!(s.is_new());
+    assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Remove);
+    assert!(e.store.is_empty(), "the corrupt record was not cleaned up");
+}
+
+// ---- policy ----
+
+#[tokio::test]
+async fn idle_and_absolute_expiry_with_sparse_touches() {
+    for mode in [Mode::Server, Mode::Hybrid, Mode::Client] {
+        let e = env(mode);
+        let mut cookie = e.new_session().await;
+        // One minute later, nothing changed: no write (the touch fraction is 3 minutes).
+        e.clock.advance(Duration::from_secs(60));
+        let s = e.load(&cookie).await;
+        let before = if mode == Mode::Client {
+            None
+        } else {
+            e.store
+                .load(&s.id_hash().unwrap(), e.clock_now())
+                .await
+                .unwrap()
+        };
+        let commit = e.mgr.commit(s).await.unwrap();
+        assert_eq!(commit.cookie, CookieUpdate::Keep, "{mode:?}");
+        if let Some(before) = before {
+            let after = e
+                .store
+                .load(&before.id_hash, e.clock_now())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                after.last_seen, T0,
+                "{mode:?} wrote before the touch fraction"
+            );
+            assert_eq!(after, before);
+        }
+        // Every 20 minutes a request slides the idle deadline...
+        let mut t = 60;
+        while t + 1200 < 12 * 3600 {
+            e.clock.advance(Duration::from_secs(1200));
+            t += 1200;
+            let s = e.load(&cookie).await;
+            assert!(!s.is_new(), "{mode:?} died at +{t}s despite activity");
+            let commit = e.mgr.commit(s).await.unwrap();
+            if let CookieUpdate::Set { value, .. } = commit.cookie {
+                cookie = value;
+            }
+        }
+        // ...but never past the absolute deadline.
+        e.clock.set(T0 + 12 * 3600);
+        assert!(e.load(&cookie).await.is_new(), "{mode:?} outlived 12 h");
+
+        // Idle: 30 minutes without a request ends it.
+        let cookie = e.new_session().await;
+        e.clock.advance(Duration::from_secs(29 * 60));
+        assert!(!e.load(&cookie).await.is_new());
+        e.clock.advance(Duration::from_secs(60));
+        assert!(
+            e.load(&cookie).await.is_new(),
+            "{mode:?} outlived 30 min idle"
+        );
+    }
+}
+
+impl Env {
+    fn clock_now(&self) -> u64 {
+        use cloakroom::Clock as _;
+        self.clock.now()
+    }
+}
+
+#[tokio::test]
+async fn client_modes_refuse_oversized_cookies_clearly() {
+    for mode in [Mode::Client, Mode::Hybrid] {
+        let e = env(mode);
+        let mut s = e.mgr.load(None).await.unwrap();
+        s.insert("blob", &"x".repeat(2000)).unwrap();
+        let ok = e.mgr.commit(s).await.unwrap();
+        let CookieUpdate::Set { value, .. } = &ok.cookie else {
+            panic!("no cookie")
+        };
+        assert!(value.len() + e.mgr.cookie_name().len() < MAX_COOKIE_LEN);
+        let mut s = e.mgr.load(None).await.unwrap();
+        s.insert("blob", &"x".repeat(3500)).unwrap();
+        let err = e.mgr.commit(s).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TooLarge, "{mode:?}");
+        assert!(err.to_string().contains("4096"), "{err}");
+        assert!(err.to_string().contains("byte"), "{err}");
+    }
+    // Server mode has no such limit.
+    let e = env(Mode::Server);
+    let mut s = e.mgr.load(None).await.unwrap();
+    s.insert("blob", &"x".repeat(64 * 1024)).unwrap();
+    let cookie = value(&e.mgr.commit(s).await.unwrap());
+    assert_eq!(
+        e.load(&cookie)
+            .await
+            .get::<String>("blob")
+            .unwrap()
+            .unwrap()
+            .len(),
+        64 * 1024
+    );
+}
+
+// ---- verbs ----
+
+#[tokio::test]
+async fn login_cycles_the_id_and_the_old_id_no_longer_loads() {
+    for mode in MODES {
+        let e = env(mode);
+        let anon = e.new_session().await;
+        let mut s = e.load(&anon).await;
+        let old_hash = s.id_hash();
+        let old_token = s.csrf_token().unwrap();
+        s.login(
+            "alice",
+            Device::new().with_user_agent("UA").with_ip("192.0.2.7"),
+        )
+        .unwrap();
+        assert!(
+            !s.verify_csrf(&old_token),
+            "{mode:?}: login kept the CSRF secret"
+        );
+        let fresh_token = s.csrf_token().unwrap();
+        assert_eq!(s.user_id(), Some("alice"));
+        let commit = e.mgr.commit(s).await.unwrap();
+        let cookie = value(&commit);
+        assert_ne!(cookie, anon);
+
+        let s = e.load(&cookie).await;
+        assert_eq!(s.user_id(), Some("alice"), "{mode:?}");
+        assert_eq!(
+            s.get::<u32>("k").unwrap(),
+            Some(1),
+            "{mode:?}: data lost at login"
+        );
+        assert!(s.verify_csrf(&fresh_token), "{mode:?}");
+        assert_eq!(s.device().user_agent.as_deref(), Some("UA"));
+        if mode != Mode::Client {
+            assert_ne!(s.id_hash(), old_hash);
+            // The old id no longer loads, from the cookie or the store.
+            let old = e.load(&anon).await;
+            assert!(old.is_new(), "{mode:?}: the pre-login id still works");
+            assert!(e
+                .store
+                .load(&old_hash.unwrap(), e.clock_now())
+                .await
+                .unwrap()
+                .is_none());
+            let listed = e.mgr.sessions_of("alice").await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(Some(listed[0].id_hash), s.id_hash());
+            assert_eq!(listed[0].device.ip.as_deref(), Some("192.0.2.7"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sign_out_other_sessions_leaves_exactly_the_current_one() {
+    for mode in MODES {
+        let e = env(mode);
+        let c1 = e.login(None, "alice").await;
+        let c2 = e.login(None, "alice").await;
+        let c3 = e.login(None, "alice").await;
+        let bob = e.login(None, "bob").await;
+        let mut s = e.load(&c2).await;
+        let n = e.mgr.sign_out_other_sessions(&mut s).await.unwrap();
+        let commit = e.mgr.commit(s).await.unwrap();
+        let c2 = match mode {
+            Mode::Client => value(&commit),
+            _ => {
+                assert_eq!(n, 2, "{mode:?}");
+                c2
+            }
+        };
+        assert!(e.load(&c1).await.is_new(), "{mode:?}: c1 survived");
+        assert!(e.load(&c3).await.is_new(), "{mode:?}: c3 survived");
+        assert_eq!(e.load(&c2).await.user_id(), Some("alice"), "{mode:?}");
+        assert_eq!(e.load(&bob).await.user_id(), Some("bob"), "{mode:?}");
+        if mode != Mode::Client {
+            let listed = e.mgr.sessions_of("alice").await.unwrap();
+            let current = e.load(&c2).await.id_hash().unwrap();
+            assert_eq!(
+                listed.iter().map(|i| i.id_hash).collect::<Vec<_>>(),
+                vec![current]
+            );
+        } else {
+            assert_eq!(
+                e.mgr.sessions_of("alice").await.unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn revoke_user_kills_every_session_including_client_cookies() {
+    for mode in MODES {
+        let e = env(mode);
+        let a1 = e.login(None, "alice").await;
+        let a2 = e.login(None, "alice").await;
+        let bob = e.login(None, "bob").await;
+        let n = e.mgr.revoke_user("alice").await.unwrap();
+        if mode != Mode::Client {
+            assert_eq!(n, 2, "{mode:?}");
+        }
+        assert_eq!(e.store.user_epoch("alice").await.unwrap(), 1);
+        for c in [&a1, &a2] {
+            let s = e.load(c).await;
+            assert!(s.is_new(), "{mode:?}: a revoked cookie still works");
+            assert_eq!(s.user_id(), None);
+        }
+        assert_eq!(e.load(&bob).await.user_id(), Some("bob"), "{mode:?}");
+        // Logging in again works, with the new epoch.
+        let again = e.login(None, "alice").await;
+        assert_eq!(e.load(&again).await.user_id(), Some("alice"), "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn end_one_session_from_the_devices_page() {
+    for mode in [Mode::Server, Mode::Hybrid] {
+        let e = env(mode);
+        let a1 = e.login(None, "alice").await;
+        let a2 = e.login(None, "alice").await;
+        let h1 = e.load(&a1).await.id_hash().unwrap();
+        assert!(
+            !e.mgr.end_session("bob", &h1).await.unwrap(),
+            "ended another user's session"
+        );
+        assert!(e.mgr.end_session("alice", &h1).await.unwrap());
+        assert!(e.load(&a1).await.is_new());
+        assert!(!e.load(&a2).await.is_new());
+    }
+}
+
+#[tokio::test]
+async fn logout_destroys() {
+    for mode in MODES {
+        let e = env(mode);
+        let c = e.login(None, "alice").await;
+        let mut s = e.load(&c).await;
+        s.logout();
+        assert!(s.is_destroyed());
+        assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Remove);
+        if mode != Mode::Client {
+            assert!(e.load(&c).await.is_new(), "{mode:?}");
+            assert!(e.store.is_empty());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_racing_a_slower_commit_stays_dead() {
+    for mode in [Mode::Server, Mode::Hybrid] {
+        let e = env(mode);
+        let c = e.login(None, "alice").await;
+        let mut slow = e.load(&c).await;
+        let mut quick = e.load(&c).await;
+        quick.logout();
+        assert_eq!(
+            e.mgr.commit(quick).await.unwrap().cookie,
+            CookieUpdate::Remove
+        );
+        slow.insert("late", &1).unwrap();
+        let commit = e.mgr.commit(slow).await.unwrap();
+        if mode == Mode::Server {
+            assert!(commit.ended_concurrently);
+            assert_eq!(commit.cookie, CookieUpdate::Remove);
+        }
+        let after = match &commit.cookie {
+            CookieUpdate::Set { value, .. } => value.clone(),
+            _ => c.clone(),
+        };
+        assert!(
+            e.load(&after).await.is_new(),
+            "{mode:?}: logout undone by a slower commit"
+        );
+        assert!(e.load(&c).await.is_new());
+        assert!(e.store.is_empty(), "{mode:?}: record resurrected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_pairs_on_different_keys_keep_all_keys() {
+    let e = Arc::new(env(Mode::Server));
+    let mut cookies = Vec::new();
+    for _ in 0..1000 {
+        cookies.push(e.new_session().await);
+    }
+    // Both requests of a pair read the same version before either commits.
+    let mut pending = Vec::new();
+    for (i, c) in cookies.iter().enumerate() {
+        let mut a = e.load(c).await;
+        let mut b = e.load(c).await;
+        a.insert(&format!("a{i}"), &i).unwrap();
+        b.insert(&format!("b{i}"), &i).unwrap();
+        pending.push(a);
+        pending.push(b);
+    }
+    let handles: Vec<_> = pending
+        .into_iter()
+        .map(|s| {
+            let e = e.clone();
+            tokio::spawn(async move { e.mgr.commit(s).await })
+        })
+        .collect();
+    for h in handles {
+        let commit = h.await.unwrap().unwrap();
+        assert!(!commit.ended_concurrently);
+    }
+    let mut keys = BTreeSet::new();
+    for c in &cookies {
+        let s = e.load(c).await;
+        for k in s.keys() {
+            if k != "k" {
+                keys.insert(k.to_owned());
+            }
+        }
+    }
+    assert_eq!(keys.len(), 2000, "concurrent commits lost writes");
+}
+
+#[tokio::test]
+async fn discard_writes_nothing() {
+    for mode in MODES {
+        let e = env(mode);
+        // A new session's writes: nothing stored, no cookie issued.
+        let mut s = e.mgr.load(None).await.unwrap();
+        s.insert("k", &1).unwrap();
+        e.mgr.discard(s);
+        assert!(e.store.is_empty(), "{mode:?}");
+
+        let c = e.new_session().await;
+        let stored_before = e.store.len();
+        let mut s = e.load(&c).await;
+        s.insert("k", &2).unwrap();
+        s.flash(Level::Info, "hi");
+        e.mgr.discard(s);
+        let s = e.load(&c).await;
+        assert_eq!(s.get::<u32>("k").unwrap(), Some(1), "{mode:?}");
+        assert!(s.peek_flashes().is_empty());
+
+        // A login that ends in a 5xx logs nobody in (the seed's PHP story).
+        let mut s = e.load(&c).await;
+        s.login("mallory", Device::new()).unwrap();
+        e.mgr.discard(s);
+        assert_eq!(e.load(&c).await.user_id(), None, "{mode:?}");
+        assert_eq!(e.store.len(), stored_before);
+        if mode != Mode::Client {
+            assert!(e.mgr.sessions_of("mallory").await.unwrap().is_empty());
+        }
+    }
+}
+
+// ---- flash and CSRF ----
+
+#[tokio::test]
+async fn flash_messages_are_shown_once() {
+    for mode in MODES {
+        let e = env(mode);
+        let mut s = e.mgr.load(None).await.unwrap();
+        s.flash(Level::Success, "Saved");
+        s.flash(Level::Warning, "Check your <email>");
+        let c = value(&e.mgr.commit(s).await.unwrap());
+        let mut s = e.load(&c).await;
+        let shown = s.take_flashes();
+        assert_eq!(shown.len(), 2, "{mode:?}");
+        assert_eq!(shown[0].level, Level::Success);
+        assert_eq!(shown[1].message, "Check your <email>");
+        assert!(s.take_flashes().is_empty());
+        let commit = e.mgr.commit(s).await.unwrap();
+        let c = match commit.cookie {
+            CookieUpdate::Set { value, .. } => value,
+            _ => c,
+        };
+        let mut s = e.load(&c).await;
+        assert!(s.take_flashes().is_empty(), "{mode:?}: flash shown twice");
+    }
+}
+
+#[tokio::test]
+async fn csrf_tokens_are_fresh_per_response_and_bound_to_the_session() {
+    let e = env(Mode::Server);
+    let mut s = e.mgr.load(None).await.unwrap();
+    assert!(!s.verify_csrf("anything"));
+    let t1 = s.csrf_token().unwrap();
+    let t2 = s.csrf_token().unwrap();
+    assert_ne!(t1, t2);
+    assert!(s.verify_csrf(&t1) && s.verify_csrf(&t2));
+    let c = value(&e.mgr.commit(s).await.unwrap());
+    let s = e.load(&c).await;
+    assert!(s.verify_csrf(&t1), "secret not stored");
+    assert!(s.require_csrf(Some(&t2)).is_ok());
+    assert_eq!(
+        s.require_csrf(None).unwrap_err().kind(),
+        ErrorKind::Forbidden
+    );
+    let mut other = e.mgr.load(None).await.unwrap();
+    let foreign = other.csrf_token().unwrap();
+    assert!(!s.verify_csrf(&foreign));
+    assert!(!format!("{s:?}").contains(&t1));
+    // Reserved keys are not the application's to write.
+    let mut s = e.load(&c).await;
+    assert_eq!(
+        s.insert("__cloakroom.csrf", &1).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert!(!s.keys().iter().any(|k| k.starts_with("__cloakroom")));
+}
+
+proptest! {
+    #[test]
+    fn csrf_mask_round_trips(secret in any::<[u8; 32]>(), pad in any::<[u8; 32]>(), other in any::<[u8; 32]>()) {
+        let s = CsrfSecret::from_bytes(secret);
+        let token = s.mask_with_pad(&pad);
+        prop_assert_eq!(token.len(), cloakroom::CSRF_TOKEN_LEN);
+        prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        let back = cloakroom::unmask_csrf_token(&token).unwrap();
+        prop_assert_eq!(back.expose(), &secret);
+        prop_assert!(s.verify(&token));
+        prop_assert_eq!(CsrfSecret::from_bytes(other).verify(&token), other == secret);
+    }
+
+    #[test]
+    fn csrf_garbage_never_verifies(secret in any::<[u8; 32]>(), junk in ".{0,120}") {
+        let s = CsrfSecret::from_bytes(secret);
+        let ok = s.verify(&junk);
+        // Only a masking of this very secret verifies.
+        prop_assert_eq!(ok, cloakroom::unmask_csrf_token(&junk).is_some_and(|u| u == s));
+    }
+}
+
+// ---- usable from a tower middleware ----
+
+fn assert_send_sync<T: Send + Sync>(_: &T) {}
+fn assert_send<T: Send>(_: &T) {}
+
+#[tokio::test]
+async fn session_layer_types_and_futures_are_send() {
+    let e = env(Mode::Server);
+    assert_send_sync(&e.mgr);
+    let s = e.mgr.load(None).await.unwrap();
+    assert_send_sync(&s);
+    let load = e.mgr.load(None);
+    assert_send(&load);
+    drop(load);
+    let commit = e.mgr.commit(s);
+    assert_send(&commit);
+    assert_eq!(commit.await.unwrap().cookie, CookieUpdate::Keep);
+    let revoke = e.mgr.revoke_user("u");
+    assert_send(&revoke);
+    assert_eq!(revoke.await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn same_key_written_twice_keeps_the_later_commit() {
+    let e = env(Mode::Server);
+    let c = e.new_session().await;
+    let mut a = e.load(&c).await;
+    let mut b = e.load(&c).await;
+    a.insert("k", &10).unwrap();
+    a.insert("only_a", &true).unwrap();
+    b.insert("k", &20).unwrap();
+    b.remove("only_b_removed").unwrap();
+    e.mgr.commit(a).await.unwrap();
+    e.mgr.commit(b).await.unwrap();
+    let s = e.load(&c).await;
+    assert_eq!(s.get::<u32>("k").unwrap(), Some(20));
+    assert_eq!(s.get::<bool>("only_a").unwrap(), Some(true));
+}
+
+#[tokio::test]
+async fn purge_expired_through_the_manager() {
+    let e = env(Mode::Server);
+    for _ in 0..25 {
+        e.new_session().await;
+    }
+    let keep_clock = e.clock_now();
+    e.clock.set(keep_clock + 31 * 60);
+    let live = e.new_session().await;
+    assert_eq!(e.mgr.purge_expired(10).await.unwrap(), 25);
+    assert_eq!(e.store.len(), 1);
+    assert!(!e.load(&live).await.is_new());
+}
+
+#[tokio::test]
+async fn cycle_id_keeps_user_and_data_under_a_new_id() {
+    for mode in [Mode::Server, Mode::Hybrid] {
+        let e = env(mode);
+        let c = e.login(None, "alice").await;
+        e.clock.advance(Duration::from_secs(600));
+        let mut s = e.load(&c).await;
+        let old_hash = s.id_hash();
+        let created = s.created();
+        s.cycle_id().unwrap();
+        s.insert("after", &1).unwrap();
+        let c2 = value(&e.mgr.commit(s).await.unwrap());
+        assert!(
+            e.load(&c).await.is_new(),
+            "{mode:?}: old id survived the cycle"
+        );
+        let s = e.load(&c2).await;
+        assert_ne!(s.id_hash(), old_hash);
+        assert_eq!(s.user_id(), Some("alice"));
+        assert_eq!(s.created(), created, "{mode:?}: a cycle is not a new login");
+        assert_eq!(s.get::<u32>("after").unwrap(), Some(1));
+        // The absolute deadline still counts from the login.
+        let record = e
+            .store
+            .load(&s.id_hash().unwrap(), e.clock_now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.absolute_deadline,
+            T0 + 12 * 3600,
+            "{mode:?}: cycling extended the session"
+        );
+    }
+}
+
+/// A store where an administrator's `revoke_user` runs just before each login's record is
+/// written (after the login read the user's epoch): the worst interleaving.
+struct RevokeDuringCreate(MemoryStore);
+
+#[async_trait]
+impl Store for RevokeDuringCreate {
+    async fn create(&self, r: &Record) -> Result<(), Error> {
+        if let Some(user) = &r.user_id {
+            self.0.bump_user_epoch(user).await?;
+            self.0.revoke_user_sessions(user, None).await?;
+        }
+        self.0.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.0.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+        self.0.update(r, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.0.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.0.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.0.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+        self.0.revoke_user_sessions(u, e).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.0.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.0.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.0.purge_expired(now, limit).await
+    }
+}
+
+#[tokio::test]
+async fn a_login_racing_revoke_user_does_not_survive_it() {
+    for mode in [Mode::Server, Mode::Hybrid] {
+        let store = Arc::new(RevokeDuringCreate(MemoryStore::new()));
+        let ring = KeyRing::generate().unwrap();
+        let mgr = SessionManager::new(&ring, store.clone())
+            .unwrap()
+            .with_mode(mode)
+            .with_clock(Arc::new(ManualClock::new(T0)));
+        let mut s = mgr.load(None).await.unwrap();
+        s.login("alice", Device::new()).unwrap();
+        let err = mgr.commit(s).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Ended, "{mode:?}");
+        assert!(
+            store.0.is_empty(),
+            "{mode:?}: a revoked login left a session"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cookies_minted_with_a_retired_primary_are_reissued() {
+    for mode in MODES {
+        let e = env(mode);
+        let c = e.login(None, "alice").await;
+        let mut ring = e.ring.clone();
+        let new_kid = ring.rotate().unwrap().as_str().to_owned();
+        let rotated = SessionManager::new(&ring, e.store.clone())
+            .unwrap()
+            .with_mode(mode)
+            .with_clock(Arc::new(e.clock.clone()));
+        // Still valid (the old key is in the ring), and reissued with the new primary.
+        let s = rotated.load(Some(&c)).await.unwrap();
+        assert_eq!(s.user_id(), Some("alice"), "{mode:?}");
+        let fresh = value(&rotated.commit(s).await.unwrap());
+        assert_ne!(fresh, c);
+        assert_eq!(cloakroom_token::inspect(&fresh).unwrap().key_id, new_kid);
+        let s = rotated.load(Some(&fresh)).await.unwrap();
+        assert_eq!(s.user_id(), Some("alice"), "{mode:?}");
+        // A cookie already on the primary is left alone.
+        assert_eq!(rotated.commit(s).await.unwrap().cookie, CookieUpdate::Keep);
+    }
+}
