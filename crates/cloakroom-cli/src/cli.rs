@@ -55,6 +55,14 @@ pub enum Command {
         /// The token, or `-` to read it from standard input.
         token: String,
     },
+    /// Open another framework's session cookie and print the session as JSON.
+    ///
+    /// Reads Flask (itsdangerous), Pyramid (SignedCookieSessionFactory), Django
+    /// (signed_cookies) and Rails 6.1/7.2 (encrypted cookie store) cookies with the app's
+    /// secret, by the framework's own rules, expiry included. Prints `invalid` or `expired` to
+    /// stderr and exits 1 when the cookie does not open. Serializers that run code on load
+    /// (pickle, Marshal) are refused.
+    Import(ImportArgs),
     /// Print HMAC-SHA256(KEY, MESSAGE) in hex, for comparing with other tools.
     ///
     /// Example: `cloakroom hmac --key SEEKRIT 'Hello World'` prints
@@ -110,6 +118,36 @@ pub struct OpenArgs {
     /// Where the keys come from.
     #[command(flatten)]
     pub source: KeySource,
+}
+
+/// Arguments of `cloakroom import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The framework that made the cookie.
+    #[arg(long, value_parser = ["flask", "pyramid", "django", "rails"])]
+    pub from: String,
+    /// A file holding the app's secret (Flask SECRET_KEY, Pyramid secret, Django SECRET_KEY,
+    /// Rails secret_key_base); one trailing newline is ignored. Mode 0600 required.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: PathBuf,
+    /// The framework's salt, when the app changed the default.
+    #[arg(long)]
+    pub salt: Option<String>,
+    /// Maximum age in seconds (Flask PERMANENT_SESSION_LIFETIME, Django SESSION_COOKIE_AGE,
+    /// Pyramid timeout); the framework's default when absent.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_age: Option<u64>,
+    /// Rails only: the key derivation of `load_defaults` (6.1: PBKDF2-SHA1, 7.2: PBKDF2-SHA256).
+    #[arg(long, default_value = "7.2", value_parser = ["6.1", "7.2"])]
+    pub rails_version: String,
+    /// Rails only: the session cookie's name, which Rails binds into the encryption.
+    #[arg(long, default_value = "_app_session")]
+    pub cookie_name: String,
+    /// Pretend the time is this many seconds since 1970.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub now: Option<u64>,
+    /// The cookie value, or `-` to read it from standard input.
+    pub cookie: String,
 }
 
 fn parse_ttl(text: &str) -> Result<u64, String> {

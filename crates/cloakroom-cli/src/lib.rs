@@ -10,6 +10,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 mod cli;
+mod import;
 mod keys;
 mod tokens;
 
@@ -73,6 +74,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sign(args) => tokens::sign(args),
         Command::Open(args) => tokens::open(args),
         Command::Inspect { token } => tokens::inspect(&token),
+        Command::Import(args) => import::import(args),
         Command::Hmac { key, message } => tokens::hmac(&key, &message),
     }
 }

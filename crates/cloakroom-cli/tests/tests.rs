@@ -224,8 +224,133 @@ fn inspect_never_claims_validity() {
 #[test]
 fn help_explains_each_command() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in ["keygen", "rotate", "sign", "open", "inspect", "hmac"] {
+    for cmd in [
+        "keygen", "rotate", "sign", "open", "inspect", "import", "hmac",
+    ] {
         let out = ok(dir.path(), &[cmd, "--help"]);
         assert!(out.len() > 200, "{cmd} --help is too thin: {out}");
+    }
+}
+
+/// `cloakroom import` on cookies made by the real Django and Rails packages
+/// (../shared/interop-vectors.json).
+#[test]
+fn import_opens_real_framework_cookies() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/interop-vectors.json"
+    );
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (the shared/ folder must sit beside the repo)"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write_secret = |name: &str, secret: &str| {
+        use std::io::Write as _;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(d.join(name))
+            .unwrap()
+            .write_all(format!("{secret}\n").as_bytes())
+            .unwrap();
+    };
+
+    let dj = &v["django_signed_cookies_session"];
+    write_secret("django.secret", dj["secret_key"].as_str().unwrap());
+    let cookie = dj["cookie"].as_str().unwrap();
+    let now = dj["timestamp"].as_u64().unwrap().to_string();
+    let now = now.as_str();
+    let out = ok(
+        d,
+        &[
+            "import",
+            "--from",
+            "django",
+            "--secret-file",
+            "django.secret",
+            "--now",
+            now,
+            cookie,
+        ],
+    );
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(dj["serialized_json"].as_str().unwrap()).unwrap();
+    assert_eq!(got["data"], want, "{out}");
+    assert_eq!(got["framework"], "django");
+    // Past Django's default two-week max age: expired.
+    let late = (now.parse::<u64>().unwrap() + 1_209_601).to_string();
+    let o = cloakroom(
+        d,
+        &[
+            "import",
+            "--from",
+            "django",
+            "--secret-file",
+            "django.secret",
+            "--now",
+            &late,
+            cookie,
+        ],
+    );
+    assert_eq!((o.status.code(), stderr(&o).trim()), (Some(1), "expired"));
+    // The wrong framework's secret: invalid.
+    let o = cloakroom(
+        d,
+        &[
+            "import",
+            "--from",
+            "flask",
+            "--secret-file",
+            "django.secret",
+            cookie,
+        ],
+    );
+    assert_eq!((o.status.code(), stderr(&o).trim()), (Some(1), "invalid"));
+
+    let rails = &v["rails_7_2_encrypted_cookie"];
+    write_secret("rails.secret", rails["secret_key_base"].as_str().unwrap());
+    let out = ok(
+        d,
+        &[
+            "import",
+            "--from",
+            "rails",
+            "--secret-file",
+            "rails.secret",
+            "--cookie-name",
+            rails["cookie_name"].as_str().unwrap(),
+            rails["cookie"].as_str().unwrap(),
+        ],
+    );
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(rails["serialized_json"].as_str().unwrap()).unwrap();
+    assert_eq!(got["data"], want, "{out}");
+
+    // A secret file others can read is refused.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            d.join("rails.secret"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let o = cloakroom(
+            d,
+            &[
+                "import",
+                "--from",
+                "rails",
+                "--secret-file",
+                "rails.secret",
+                "x",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
     }
 }

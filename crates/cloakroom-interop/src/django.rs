@@ -1,0 +1,365 @@
+//! Django's cookie-based sessions. The recipe is in the docs of [`Django`].
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::codec::{self, JsonStyle, MAX_COOKIE_LEN};
+use crate::error::{Error, ErrorKind, Result};
+use crate::flask::rsplit;
+use crate::legacy::{Framework, LegacySession};
+use crate::secret::Secret;
+
+/// The salt of `django.contrib.sessions.backends.signed_cookies`.
+pub const DJANGO_DEFAULT_SALT: &str = "django.contrib.sessions.backends.signed_cookies";
+/// Django's default `SESSION_COOKIE_AGE`: two weeks, in seconds.
+pub const DJANGO_DEFAULT_MAX_AGE: u64 = 1_209_600;
+/// Django's default `SESSION_COOKIE_NAME`.
+pub const DJANGO_DEFAULT_COOKIE_NAME: &str = "sessionid";
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Reads and writes Django `signed_cookies` sessions for one `SECRET_KEY`:
+/// `django.contrib.sessions.backends.signed_cookies` with the default `JSONSerializer`
+/// (Django 5.2), built on `django.core.signing`.
+///
+/// # The recipe, in Django's own words
+///
+/// - **Key derivation** (`signing.TimestampSigner`, `utils.crypto.salted_hmac`, algorithm
+///   `sha256`): `key = SHA256(key_salt + SECRET_KEY)` with `key_salt = salt + "signer"` and
+///   `salt = "django.contrib.sessions.backends.signed_cookies"`.
+/// - **Payload** (`signing.dumps(session, compress=True, salt=..., serializer=JSONSerializer)`):
+///   `json.dumps(session, separators=(",", ":"))` (insertion order, `ensure_ascii=True`) encoded
+///   as Latin-1, then URL-safe base64 without padding (`b64_encode`). With `compress=True`,
+///   Django zlib-compresses when that saves at least two bytes and prefixes the base64 with
+///   `.` (the **compression flag**). We read both; we never compress when writing.
+/// - **Timestamp**: `b62_encode(int(time.time()))`, base 62 over
+///   `0-9A-Za-z`.
+/// - **Signature** (`Signer`, separator `:`): `value = payload + ":" + timestamp`,
+///   `signature = b64_encode(HMAC-SHA256(key, value))` (43 characters); the cookie is
+///   `value + ":" + signature`.
+/// - **Expiry** (`SessionStore.load`): `signing.loads(..., max_age=SESSION_COOKIE_AGE)`,
+///   two weeks unless configured; expired when `now - timestamp > max_age`. Django does not
+///   refuse timestamps in the future.
+/// - **Fallback keys** (`SECRET_KEY_FALLBACKS`): every key verifies, `SECRET_KEY` signs.
+///
+/// With another salt the same type reads and writes anything `signing.dumps` makes with the
+/// JSON serializer (for example `salt="django.core.signing"`, the default).
+///
+/// Django 4.x's `PickleSerializer` payloads are refused with [`ErrorKind::Unsupported`]:
+/// unpickling runs code. Signatures made with the `sha1` algorithm of Django before 3.1 are
+/// not accepted (Django 5 no longer accepts them either).
+///
+/// ```
+/// use cloakroom_interop::{Django, Secret};
+/// use serde_json::json;
+///
+/// let django = Django::new(Secret::from("django-insecure-test-secret-key-0123456789"))?;
+/// let cookie = django.write(&json!({"_auth_user_id": "1"}), 1_700_000_000)?;
+/// let session = django.open(&cookie, 1_700_000_060)?;
+/// assert_eq!(session.data["_auth_user_id"], "1");
+/// # Ok::<(), cloakroom_interop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Django {
+    keys: Vec<Zeroizing<[u8; 32]>>,
+    secrets: Vec<Secret>,
+    salt: String,
+    max_age: Option<u64>,
+    cookie_name: String,
+}
+
+impl std::fmt::Debug for Django {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            keys,
+            secrets: _,
+            salt,
+            max_age,
+            cookie_name,
+        } = self;
+        f.debug_struct("Django")
+            .field("keys", &keys.len())
+            .field("salt", salt)
+            .field("max_age", max_age)
+            .field("cookie_name", cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Django {
+    /// Django's defaults with this `SECRET_KEY`: the `signed_cookies` salt, two weeks, cookie
+    /// `sessionid`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the secret is empty.
+    pub fn new(secret_key: Secret) -> Result<Self> {
+        if secret_key.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the Django SECRET_KEY is empty",
+            ));
+        }
+        let mut django = Self {
+            keys: Vec::new(),
+            secrets: vec![secret_key],
+            salt: DJANGO_DEFAULT_SALT.to_owned(),
+            max_age: Some(DJANGO_DEFAULT_MAX_AGE),
+            cookie_name: DJANGO_DEFAULT_COOKIE_NAME.to_owned(),
+        };
+        django.rederive();
+        Ok(django)
+    }
+
+    /// Another salt, as passed to `signing.dumps(salt=...)`.
+    #[must_use]
+    pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
+        self.salt = salt.into();
+        self.rederive();
+        self
+    }
+
+    /// The maximum age in seconds (`SESSION_COOKIE_AGE`); `None` disables the check.
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Adds a key from `SECRET_KEY_FALLBACKS`: it verifies cookies but never signs.
+    #[must_use]
+    pub fn with_fallback_secret(mut self, secret: Secret) -> Self {
+        self.keys.push(derive(secret.expose(), &self.salt));
+        self.secrets.push(secret);
+        self
+    }
+
+    /// Another cookie name (`SESSION_COOKIE_NAME`); not part of the crypto.
+    #[must_use]
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// Django's `AbstractBaseUser.get_session_auth_hash()` for a user whose `password` column
+    /// holds `password_hash`, under `SECRET_KEY`: `HMAC-SHA256(SHA256(key_salt + SECRET_KEY),
+    /// password_hash)` in hex, with `key_salt =
+    /// "django.contrib.auth.models.AbstractBaseUser.get_session_auth_hash"`. Django stores it in
+    /// the session as `_auth_user_hash` and logs the session out when it no longer matches (the
+    /// password changed).
+    pub fn session_auth_hash(&self, password_hash: &str) -> String {
+        session_auth_hash(&self.secrets[0], password_hash)
+    }
+
+    /// Whether `hash` (a session's `_auth_user_hash`) matches `password_hash` under
+    /// `SECRET_KEY` or one of the fallbacks, as `django.contrib.auth.get_user` checks it.
+    /// Constant-time.
+    pub fn verify_session_auth_hash(&self, password_hash: &str, hash: &str) -> bool {
+        self.secrets.iter().fold(false, |ok, secret| {
+            let expected = session_auth_hash(secret, password_hash);
+            ok | bool::from(expected.as_bytes().ct_eq(hash.as_bytes()))
+        })
+    }
+
+    fn rederive(&mut self) {
+        self.keys = self
+            .secrets
+            .iter()
+            .map(|s| derive(s.expose(), &self.salt))
+            .collect();
+    }
+
+    /// Opens a Django session cookie at unix time `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Invalid`] if no key verifies it, [`ErrorKind::Expired`] if it is older than
+    /// the max age, [`ErrorKind::Unsupported`] if the authentic payload is pickle or not JSON,
+    /// [`ErrorKind::TooLarge`] if it inflates past the limit.
+    pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
+        let cookie = cookie.as_bytes();
+        if cookie.len() > MAX_COOKIE_LEN {
+            return Err(Error::invalid());
+        }
+        let (value, sig) = rsplit(cookie, b':').ok_or_else(Error::invalid)?;
+        let sig = codec::b64url_decode(sig).ok_or_else(Error::invalid)?;
+        let verified = self.keys.iter().any(|key| {
+            let mut mac = HmacSha256::new_from_slice(&key[..]).expect("HMAC takes any key length");
+            mac.update(value);
+            mac.verify_slice(&sig).is_ok()
+        });
+        if !verified {
+            return Err(Error::invalid());
+        }
+        // Authentic from here on.
+        let (payload, ts) = rsplit(value, b':').ok_or_else(Error::invalid)?;
+        let ts = b62_decode(ts).ok_or_else(Error::invalid)?;
+        if let Some(max_age) = self.max_age {
+            if now.saturating_sub(ts) > max_age {
+                return Err(Error::expired());
+            }
+        }
+        let (compressed, payload) = match payload.strip_prefix(b".") {
+            Some(rest) => (true, rest),
+            None => (false, payload),
+        };
+        let mut data = codec::b64url_decode(payload).ok_or_else(Error::invalid)?;
+        if compressed {
+            data = codec::inflate(&data)?;
+        }
+        // JSONSerializer.loads decodes Latin-1; what Django writes is ASCII, where Latin-1 and
+        // UTF-8 agree. Mirror it so a non-ASCII byte means what it means to Django.
+        let text: String = if data.is_ascii() {
+            String::from_utf8(data).map_err(|_| Error::invalid())?
+        } else if data.first() == Some(&0x80) {
+            return Err(Error::new(ErrorKind::Unsupported, codec::PICKLE_REFUSED));
+        } else {
+            data.iter().map(|&b| char::from(b)).collect()
+        };
+        let data = codec::parse_json(text.as_bytes())?;
+        Ok(LegacySession {
+            framework: Framework::Django,
+            data,
+            issued_at: Some(ts),
+            accessed_at: None,
+            expires_at: self.max_age.map(|m| ts.saturating_add(m).saturating_add(1)),
+        })
+    }
+
+    /// Writes a session cookie Django accepts, signed at unix time `now` with `SECRET_KEY`.
+    /// Deterministic; never compressed. Object keys keep the order the session gives them
+    /// (Django keeps insertion order).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the session does not serialize to JSON.
+    pub fn write<T: Serialize + ?Sized>(&self, session: &T, now: u64) -> Result<String> {
+        let json = codec::to_json(session, JsonStyle::PYTHON_COMPACT)?;
+        let mut out = codec::b64url_encode(&json);
+        out.push(':');
+        out.push_str(&b62_encode(now));
+        let mut mac =
+            HmacSha256::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
+        mac.update(out.as_bytes());
+        let sig = mac.finalize().into_bytes();
+        out.push(':');
+        out.push_str(&codec::b64url_encode(&sig));
+        Ok(out)
+    }
+}
+
+impl Django {
+    /// Signs an arbitrary `value` (normally `payload:timestamp`) with `SECRET_KEY`, so tests
+    /// and fuzz targets reach the parsing that happens behind the MAC. Not a way to make
+    /// sessions: use [`Django::write`].
+    #[cfg(feature = "test-vectors")]
+    pub fn sign_for_tests(&self, value: &str) -> String {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
+        mac.update(value.as_bytes());
+        format!(
+            "{value}:{}",
+            codec::b64url_encode(&mac.finalize().into_bytes())
+        )
+    }
+}
+
+fn session_auth_hash(secret: &Secret, password_hash: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"django.contrib.auth.models.AbstractBaseUser.get_session_auth_hash");
+    h.update(secret.expose());
+    let key: Zeroizing<[u8; 32]> = Zeroizing::new(h.finalize().into());
+    let mut mac = HmacSha256::new_from_slice(&key[..]).expect("HMAC takes any key length");
+    mac.update(password_hash.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    tag.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn derive(secret: &[u8], salt: &str) -> Zeroizing<[u8; 32]> {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(b"signer");
+    h.update(secret);
+    Zeroizing::new(h.finalize().into())
+}
+
+/// Django's `b62_encode` for a non-negative number.
+pub fn b62_encode(mut n: u64) -> String {
+    if n == 0 {
+        return "0".to_owned();
+    }
+    let mut digits = Vec::new();
+    while n > 0 {
+        digits.push(BASE62[(n % 62) as usize]);
+        n /= 62;
+    }
+    digits.reverse();
+    String::from_utf8(digits).expect("base 62 digits are ASCII")
+}
+
+/// Django's `b62_decode` for a non-negative number; `None` for anything else.
+pub fn b62_decode(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &c| {
+        let d = BASE62.iter().position(|&x| x == c)? as u64;
+        acc.checked_mul(62)?.checked_add(d)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn base62() {
+        assert_eq!(b62_encode(1_700_000_000), "1r31eq");
+        assert_eq!(b62_decode(b"1r31eq"), Some(1_700_000_000));
+        assert_eq!(b62_encode(0), "0");
+        assert_eq!(b62_decode(b"0"), Some(0));
+        assert_eq!(b62_decode(b""), None);
+        assert_eq!(b62_decode(b"-1"), None);
+        assert_eq!(b62_decode(b"zzzzzzzzzzzzzzzz"), None);
+        for n in [1, 61, 62, 3843, 3844, u64::MAX] {
+            assert_eq!(b62_decode(b62_encode(n).as_bytes()), Some(n));
+        }
+    }
+
+    #[test]
+    fn expiry_rules() {
+        let d = Django::new(Secret::from("k"))
+            .unwrap()
+            .with_max_age(Some(10));
+        let c = d.write(&json!({"a": 1}), 1000).unwrap();
+        assert!(d.open(&c, 1010).is_ok());
+        assert!(
+            d.open(&c, 900).is_ok(),
+            "Django accepts timestamps in the future"
+        );
+        assert_eq!(d.open(&c, 1011).unwrap_err().kind(), ErrorKind::Expired);
+    }
+
+    #[test]
+    fn fallbacks_and_salt() {
+        let old = Django::new(Secret::from("old")).unwrap().with_salt("s");
+        let c = old.write(&json!(1), 5).unwrap();
+        let new = Django::new(Secret::from("new"))
+            .unwrap()
+            .with_fallback_secret(Secret::from("old"));
+        assert_eq!(new.open(&c, 5).unwrap_err().kind(), ErrorKind::Invalid);
+        let new = new.with_salt("s");
+        assert_eq!(new.open(&c, 5).unwrap().data, json!(1));
+    }
+}

@@ -1,0 +1,325 @@
+//! Flask's default session cookie. The recipe is in the docs of [`Flask`].
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha1::Sha1;
+use zeroize::Zeroizing;
+
+use crate::codec::{self, JsonStyle, MAX_COOKIE_LEN};
+use crate::error::{Error, ErrorKind, Result};
+use crate::legacy::{Framework, LegacySession};
+use crate::secret::Secret;
+
+/// Flask's `SecureCookieSessionInterface.salt`.
+pub const FLASK_DEFAULT_SALT: &str = "cookie-session";
+/// Flask's default `PERMANENT_SESSION_LIFETIME`: 31 days, in seconds.
+pub const FLASK_DEFAULT_MAX_AGE: u64 = 31 * 24 * 3600;
+/// Flask's default `SESSION_COOKIE_NAME`.
+pub const FLASK_DEFAULT_COOKIE_NAME: &str = "session";
+
+type HmacSha1 = Hmac<Sha1>;
+
+/// Reads and writes Flask session cookies for one `SECRET_KEY`: itsdangerous'
+/// `URLSafeTimedSerializer` as configured by `flask.sessions.SecureCookieSessionInterface`
+/// (Flask 3.1, itsdangerous 2.2).
+///
+/// # The recipe, in itsdangerous' own words
+///
+/// - **Key derivation** (`key_derivation="hmac"`, `digest_method=hashlib.sha1`):
+///   `derived_key = HMAC-SHA1(key=SECRET_KEY, msg=salt)`, with `salt = "cookie-session"`
+///   (`SecureCookieSessionInterface.salt`).
+/// - **Payload** (`URLSafeSerializerMixin.dump_payload`): the session goes through Flask's
+///   `TaggedJSONSerializer`, then `json.dumps(..., separators=(",", ":"), sort_keys=True,
+///   ensure_ascii=True)`; the JSON is URL-safe base64 without `=` padding. If zlib makes it
+///   shorter by at least two bytes, Flask compresses it and prefixes the base64 with `.`
+///   (the **compression flag**). We read both; we never compress when writing.
+/// - **Timestamp** (`TimestampSigner`): `int(time.time())` as big-endian bytes with leading
+///   zero bytes stripped (`int_to_bytes`), URL-safe base64 without padding; at most 8 bytes.
+/// - **Signature** (`Signer`, separator `.`): `value = payload + "." + timestamp`,
+///   `signature = base64url(HMAC-SHA1(derived_key, value))` (27 characters);
+///   the cookie is `value + "." + signature`.
+/// - **Expiry** (`SecureCookieSessionInterface.open_session`): `loads(..., max_age =
+///   PERMANENT_SESSION_LIFETIME)`, 31 days unless configured, whether or not the session was
+///   marked permanent. `TimestampSigner.unsign` fails when `now - timestamp > max_age` and also
+///   when `now - timestamp < 0` (a cookie from the future).
+/// - **Fallback keys** (`SECRET_KEY_FALLBACKS`, Flask 3.1): every key verifies, the current
+///   one signs.
+///
+/// Flask tags values JSON cannot hold (`{" t": [..]}` for a tuple, `{" b": "base64"}` for
+/// bytes, `{" d": "HTTP date"}`, `{" u": "uuid hex"}`, `{" m": "markup"}`, `{" di": {..}}` for a
+/// dict whose only key looks like a tag). [`Flask::open`] returns the tagged JSON as Flask
+/// stored it, and [`Flask::write`] writes the value it is given as is, so a round trip keeps
+/// the tags.
+///
+/// ```
+/// use cloakroom_interop::{Flask, Secret};
+/// use serde_json::json;
+///
+/// let flask = Flask::new(Secret::from("flask-test-secret-key"))?;
+/// let cookie = flask.write(&json!({"user_id": 42}), 1_700_000_000)?;
+/// let session = flask.open(&cookie, 1_700_000_060)?;
+/// assert_eq!(session.data, json!({"user_id": 42}));
+/// assert_eq!(session.issued_at, Some(1_700_000_000));
+/// # Ok::<(), cloakroom_interop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Flask {
+    /// Derived keys: the current one first, then the fallbacks.
+    keys: Vec<Zeroizing<[u8; 20]>>,
+    salt: String,
+    max_age: Option<u64>,
+    cookie_name: String,
+    /// The secrets the keys come from, in the same order, to re-derive on a salt change.
+    secrets: Vec<Secret>,
+}
+
+impl std::fmt::Debug for Flask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            keys,
+            salt,
+            max_age,
+            cookie_name,
+            secrets: _,
+        } = self;
+        f.debug_struct("Flask")
+            .field("keys", &keys.len())
+            .field("salt", salt)
+            .field("max_age", max_age)
+            .field("cookie_name", cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Flask {
+    /// Flask's defaults with this `SECRET_KEY`: salt `cookie-session`, max age 31 days,
+    /// cookie `session`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the secret is empty (Flask refuses to sign with none).
+    pub fn new(secret_key: Secret) -> Result<Self> {
+        if secret_key.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the Flask SECRET_KEY is empty",
+            ));
+        }
+        let mut flask = Self {
+            keys: Vec::new(),
+            salt: FLASK_DEFAULT_SALT.to_owned(),
+            max_age: Some(FLASK_DEFAULT_MAX_AGE),
+            cookie_name: FLASK_DEFAULT_COOKIE_NAME.to_owned(),
+            secrets: vec![secret_key],
+        };
+        flask.rederive();
+        Ok(flask)
+    }
+
+    /// Another salt (`app.session_interface.salt`).
+    #[must_use]
+    pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
+        self.salt = salt.into();
+        self.rederive();
+        self
+    }
+
+    fn rederive(&mut self) {
+        self.keys = self
+            .secrets
+            .iter()
+            .map(|s| derive(s.expose(), &self.salt))
+            .collect();
+    }
+
+    /// The maximum age in seconds (`PERMANENT_SESSION_LIFETIME`); `None` disables the check,
+    /// which Flask itself never does.
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Adds a key from `SECRET_KEY_FALLBACKS`: it verifies cookies but never signs.
+    #[must_use]
+    pub fn with_fallback_secret(mut self, secret: Secret) -> Self {
+        self.keys.push(derive(secret.expose(), &self.salt));
+        self.secrets.push(secret);
+        self
+    }
+
+    /// Another cookie name (`SESSION_COOKIE_NAME`); only reported by
+    /// [`Legacy::cookie_name`](crate::Legacy::cookie_name), not part of the crypto.
+    #[must_use]
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// Opens a Flask session cookie at unix time `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Invalid`] if no key verifies it, [`ErrorKind::Expired`] if it is older than
+    /// the max age or dated in the future, [`ErrorKind::Unsupported`] if the authentic payload
+    /// is not JSON, [`ErrorKind::TooLarge`] if it inflates past the limit.
+    pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
+        let cookie = cookie.as_bytes();
+        if cookie.len() > MAX_COOKIE_LEN {
+            return Err(Error::invalid());
+        }
+        let (value, sig) = rsplit(cookie, b'.').ok_or_else(Error::invalid)?;
+        let sig = codec::b64url_decode(sig).ok_or_else(Error::invalid)?;
+        let verified = self.keys.iter().any(|key| {
+            let mut mac = HmacSha1::new_from_slice(&key[..]).expect("HMAC takes any key length");
+            mac.update(value);
+            mac.verify_slice(&sig).is_ok()
+        });
+        if !verified {
+            return Err(Error::invalid());
+        }
+        // Authentic from here on.
+        let (payload, ts) = rsplit(value, b'.').ok_or_else(Error::invalid)?;
+        let ts = codec::b64url_decode(ts).ok_or_else(Error::invalid)?;
+        if ts.len() > 8 {
+            return Err(Error::invalid());
+        }
+        let ts = ts.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+        if let Some(max_age) = self.max_age {
+            if now < ts || now - ts > max_age {
+                return Err(Error::expired());
+            }
+        }
+        let (compressed, payload) = match payload.strip_prefix(b".") {
+            Some(rest) => (true, rest),
+            None => (false, payload),
+        };
+        let mut json = codec::b64url_decode(payload).ok_or_else(Error::invalid)?;
+        if compressed {
+            json = codec::inflate(&json)?;
+        }
+        let data = codec::parse_json(&json)?;
+        Ok(LegacySession {
+            framework: Framework::Flask,
+            data,
+            issued_at: Some(ts),
+            accessed_at: None,
+            expires_at: self.max_age.map(|m| ts.saturating_add(m).saturating_add(1)),
+        })
+    }
+
+    /// Writes a session cookie Flask accepts, signed at unix time `now` with the current key.
+    /// Deterministic: the same session, key and `now` give the same cookie. Never compressed.
+    ///
+    /// The session is written as Flask writes it: keys sorted at every depth, compact, non-ASCII
+    /// as `\uXXXX`. Pass Flask's tagged form for tuples, bytes and the like (see the module
+    /// docs).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the session does not serialize to JSON.
+    pub fn write<T: Serialize + ?Sized>(&self, session: &T, now: u64) -> Result<String> {
+        let style = JsonStyle {
+            sort_keys: true,
+            ..JsonStyle::PYTHON_COMPACT
+        };
+        let json = codec::to_json(session, style)?;
+        let ts_bytes = now.to_be_bytes();
+        let first = ts_bytes.iter().position(|&b| b != 0).unwrap_or(8);
+        let mut out = codec::b64url_encode(&json);
+        out.push('.');
+        out.push_str(&codec::b64url_encode(&ts_bytes[first..]));
+        let mut mac =
+            HmacSha1::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
+        mac.update(out.as_bytes());
+        let sig = mac.finalize().into_bytes();
+        out.push('.');
+        out.push_str(&codec::b64url_encode(&sig));
+        Ok(out)
+    }
+}
+
+impl Flask {
+    /// Signs an arbitrary `value` (normally `payload.timestamp`) with the current key, so tests
+    /// and fuzz targets reach the parsing that happens behind the MAC. Not a way to make
+    /// sessions: use [`Flask::write`].
+    #[cfg(feature = "test-vectors")]
+    pub fn sign_for_tests(&self, value: &str) -> String {
+        let mut mac =
+            HmacSha1::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
+        mac.update(value.as_bytes());
+        format!(
+            "{value}.{}",
+            codec::b64url_encode(&mac.finalize().into_bytes())
+        )
+    }
+}
+
+fn derive(secret: &[u8], salt: &str) -> Zeroizing<[u8; 20]> {
+    let mut mac = HmacSha1::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(salt.as_bytes());
+    Zeroizing::new(mac.finalize().into_bytes().into())
+}
+
+/// Splits at the last `sep`, like Python's `rsplit(sep, 1)`.
+pub(crate) fn rsplit(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let i = s.iter().rposition(|&b| b == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expiry_rules() {
+        let f = Flask::new(Secret::from("k"))
+            .unwrap()
+            .with_max_age(Some(100));
+        let c = f.write(&json!({"a": 1}), 1000).unwrap();
+        assert!(f.open(&c, 1000).is_ok());
+        assert!(f.open(&c, 1100).is_ok());
+        assert_eq!(f.open(&c, 1101).unwrap_err().kind(), ErrorKind::Expired);
+        assert_eq!(f.open(&c, 999).unwrap_err().kind(), ErrorKind::Expired);
+        let f = f.with_max_age(None);
+        assert!(f.open(&c, 10_000_000).is_ok());
+    }
+
+    #[test]
+    fn fallback_keys_verify_but_never_sign() {
+        let old = Flask::new(Secret::from("old")).unwrap();
+        let c = old.write(&json!({"a": 1}), 1000).unwrap();
+        let new = Flask::new(Secret::from("new")).unwrap();
+        assert_eq!(new.open(&c, 1000).unwrap_err().kind(), ErrorKind::Invalid);
+        let new = new.with_fallback_secret(Secret::from("old"));
+        assert_eq!(new.open(&c, 1000).unwrap().data, json!({"a": 1}));
+        assert_eq!(
+            old.open(&new.write(&json!({}), 5).unwrap(), 5)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Invalid
+        );
+    }
+
+    #[test]
+    fn zero_timestamp_is_empty() {
+        let f = Flask::new(Secret::from("k")).unwrap().with_max_age(None);
+        let c = f.write(&json!({}), 0).unwrap();
+        assert!(c.contains(".."));
+        assert_eq!(f.open(&c, 0).unwrap().issued_at, Some(0));
+    }
+
+    #[test]
+    fn debug_hides_keys() {
+        let f = Flask::new(Secret::from("supersecret")).unwrap();
+        let d = format!("{f:?}");
+        assert!(!d.contains("supersecret"));
+        assert!(d.contains("cookie-session"));
+    }
+}
