@@ -1,0 +1,42 @@
+//! Session stores for Cloakroom, one module per backend behind a feature of the same name.
+//!
+//! | feature | store | for |
+//! |---|---|---|
+//! | `file` | one file per session in a directory | one machine, no database |
+//! | `sqlite` (default) | one SQLite file | the embedded default |
+//! | `redis` | Redis (and Redis Cluster) | many machines |
+//! | `postgres` | PostgreSQL | many machines |
+//! | `memcached` | memcached | many machines, sessions may be evicted |
+//!
+//! Every store implements [`cloakroom::Store`] and passes the conformance suite
+//! (`cloakroom::conformance::run`) against the real backend.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+// Stores, one per feature.
+
+// One machine (issue 4): a directory of files; one SQLite file, the embedded default.
+#[cfg(feature = "file")]
+mod file;
+#[cfg(feature = "file")]
+pub use file::FileStore;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION};
+
+// Many machines (issue 6): Redis, PostgreSQL, memcached.
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use crate::redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use crate::postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "memcached")]
+mod memcached;
+#[cfg(feature = "memcached")]
+pub use crate::memcached::{MemcachedStore, MemcachedStoreBuilder};

@@ -1,0 +1,1008 @@
+//! The memcached store (feature `memcached`): records as items that expire on the server,
+//! CAS with `gets`/`cas`, the user index and the purge index as CAS-updated items. Speaks
+//! memcached's text protocol over TCP itself (a small client, [`client`] below).
+//!
+//! # What memcached cannot promise
+//!
+//! memcached is a cache. Read this before choosing it:
+//!
+//! - **Eviction logs people out.** Under memory pressure memcached evicts items, least
+//!   recently used first: a session evicted is a user logged out, with no error anywhere.
+//!   Give it memory enough for every live session (`-m`), and watch its `evictions` counter.
+//! - **A restart logs everyone out.** Nothing is written to disk.
+//! - **User epochs can be lost.** An epoch is an item like any other; if it is evicted it reads
+//!   0 again, and cookies of the client and hybrid modes that an epoch bump had killed come
+//!   back to life until they expire. Use this store with the server mode only (the default),
+//!   where revocation deletes the records themselves, or keep epochs elsewhere.
+//! - **Purge is the server's job.** Records carry the server's TTL (their earlier deadline),
+//!   so memcached drops them itself. [`Store::purge_expired`] still works through a small
+//!   sharded index of ids, but the index is itself an item that can be evicted: then the
+//!   records it listed are dropped by their TTL instead. Only purge removes entries from a
+//!   shard (one item, 40 bytes per session): run it regularly, or past roughly 400 000
+//!   sessions created since the last purge a shard outgrows memcached's 1 MiB item size and
+//!   [`Store::create`] fails [`ErrorKind::Unavailable`].
+//! - **Indexes are best effort.** A user's index is one item holding their id hashes; it is
+//!   updated with `gets`/`cas` and read with pruning. If it is evicted, "sign out other
+//!   sessions" cannot find that user's older sessions (they still die at their deadline).
+//!
+//! # Guarantees it does keep
+//!
+//! - [`Store::update`] is compare-and-swap twice over: the record's version is checked, and
+//!   the write is a `cas` on the `gets` token, so no concurrent write is lost.
+//! - A record expires on the server at its earlier deadline: the TTL is the deadline minus
+//!   the caller's `now` (the record's `last_seen` on create), as memcached wants relative
+//!   TTLs up to 30 days; longer ones are turned into unix times with the system clock.
+//! - Every round trip is bounded by the command timeout, every connection attempt by the
+//!   connect timeout (1 s each by default); a down server is [`ErrorKind::Unavailable`], and
+//!   connections are made again once it is back.
+//!
+//! # Keys
+//!
+//! `<prefix>r:<id hash hex>` the record, `<prefix>u:<SHA-256 of the user id, hex>` the user's
+//! index, `<prefix>e:<same>` the user's epoch, `<prefix>x:<0-f>` the purge index shards.
+//! User ids are hashed because memcached keys are at most 250 bytes without spaces.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use self::client::{Conn, McError, Reply};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_PREFIX: &str = "cloakroom:";
+const DEFAULT_POOL_SIZE: usize = 16;
+
+/// `flags` of every item this store writes; an item with other flags is not ours.
+const FLAGS_RECORD: u32 = 0xC10A_0001;
+const FLAGS_INDEX: u32 = 0xC10A_0002;
+
+/// memcached reads TTLs above this many seconds as unix times.
+const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
+
+/// How often a `gets`/`cas` loop retries when another writer got in between.
+const CAS_ATTEMPTS: usize = 16;
+
+/// One index entry: an id hash and an expiry (upper bound in a user index, lower bound in a
+/// purge shard).
+const ENTRY: usize = 40;
+
+/// How to reach memcached: built by [`MemcachedStore::builder`], finished by
+/// [`MemcachedStoreBuilder::connect`].
+#[derive(Debug)]
+pub struct MemcachedStoreBuilder {
+    addr: String,
+    prefix: String,
+    pool_size: usize,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl MemcachedStoreBuilder {
+    /// The prefix of every key (default `cloakroom:`): at most 100 printable ASCII
+    /// characters, no spaces.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The most connections open at once (default 16).
+    #[must_use]
+    pub fn with_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long one connection attempt, or waiting for a free connection, may take
+    /// (default 1 s).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one round trip may take (default 1 s).
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and opens a first connection.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a bad prefix or pool size; [`ErrorKind::Unavailable`]
+    /// if the server cannot be reached.
+    pub async fn connect(self) -> Result<MemcachedStore, Error> {
+        let ok_prefix =
+            self.prefix.len() <= 100 && self.prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !ok_prefix {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a memcached key prefix is at most 100 printable ASCII characters, no spaces",
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a pool of 0 connections",
+            ));
+        }
+        let store = MemcachedStore {
+            inner: Arc::new(Inner {
+                addr: self.addr,
+                prefix: self.prefix,
+                connect_timeout: self.connect_timeout,
+                command_timeout: self.command_timeout,
+                permits: Semaphore::new(self.pool_size),
+                idle: Mutex::new(Vec::new()),
+            }),
+        };
+        store.run("version", async |c| c.version().await).await?;
+        Ok(store)
+    }
+}
+
+struct Inner {
+    addr: String,
+    prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    permits: Semaphore,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// Sessions in memcached. Cheap to clone: clones share one pool of connections.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), cloakroom::Error> {
+/// use cloakroom_stores::MemcachedStore;
+///
+/// let store = MemcachedStore::builder("127.0.0.1:11211")
+///     .with_prefix("myapp:")
+///     .connect()
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemcachedStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Inner {
+            addr,
+            prefix,
+            connect_timeout,
+            command_timeout,
+            permits: _,
+            idle: _,
+        } = &*self.inner;
+        f.debug_struct("MemcachedStore")
+            .field("addr", addr)
+            .field("prefix", prefix)
+            .field("connect_timeout", connect_timeout)
+            .field("command_timeout", command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn exptime(deadline: u64, reference: u64) -> u32 {
+    let ttl = deadline.saturating_sub(reference).max(1);
+    if ttl <= RELATIVE_TTL_MAX {
+        return u32::try_from(ttl).unwrap_or(u32::MAX);
+    }
+    // Longer than memcached's relative range: a unix time by the system clock.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(now.saturating_add(ttl)).unwrap_or(u32::MAX)
+}
+
+fn entries(key: &str, bytes: &[u8]) -> Result<Vec<(IdHash, u64)>, Error> {
+    if bytes.len() % ENTRY != 0 {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("the memcached index {key} is not a whole number of entries"),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(ENTRY)
+        .map(|c| {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&c[..32]);
+            let mut e = [0u8; 8];
+            e.copy_from_slice(&c[32..]);
+            (IdHash::from_bytes(id), u64::from_be_bytes(e))
+        })
+        .collect())
+}
+
+fn encode_entries(list: &[(IdHash, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len() * ENTRY);
+    for (id, e) in list {
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&e.to_be_bytes());
+    }
+    out
+}
+
+fn not_ours(key: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("the memcached item {key} was not written by this store"),
+    )
+}
+
+impl MemcachedStore {
+    /// A builder for a store on the server at `addr` (`host:port`).
+    pub fn builder(addr: impl Into<String>) -> MemcachedStoreBuilder {
+        MemcachedStoreBuilder {
+            addr: addr.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+            connect_timeout: DEFAULT_TIMEOUT,
+            command_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A store on `addr` with the default prefix, pool size and timeouts.
+    ///
+    /// # Errors
+    /// As [`MemcachedStoreBuilder::connect`].
+    pub async fn connect(addr: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(addr).connect().await
+    }
+
+    /// The key the record of `id` is kept under (for operators and tests).
+    pub fn record_key(&self, id: &IdHash) -> String {
+        format!("{}r:{}", self.inner.prefix, id.to_hex())
+    }
+
+    fn user_hash(user: &str) -> String {
+        let digest = Sha256::digest(user.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn index_key(&self, user: &str) -> String {
+        format!("{}u:{}", self.inner.prefix, Self::user_hash(user))
+    }
+
+    fn epoch_key(&self, user: &str) -> String {
+        format!("{}e:{}", self.inner.prefix, Self::user_hash(user))
+    }
+
+    fn shard_key(&self, shard: u8) -> String {
+        format!("{}x:{shard:x}", self.inner.prefix)
+    }
+
+    fn shard_of(id: &IdHash) -> u8 {
+        id.as_bytes()[0] >> 4
+    }
+
+    /// Runs `f` on a pooled connection: waiting for one is bounded by the connect timeout,
+    /// `f` by the command timeout. A connection that saw any error is dropped.
+    async fn run<T, F>(&self, what: &'static str, f: F) -> Result<T, Error>
+    where
+        F: AsyncFnOnce(&mut Conn) -> Result<T, McError>,
+    {
+        let inner = &*self.inner;
+        let _permit = tokio::time::timeout(inner.connect_timeout, inner.permits.acquire())
+            .await
+            .map_err(|e| Error::unavailable(format!("no free memcached connection for {what}"), e))?
+            .map_err(|e| Error::unavailable("the memcached pool is closed", e))?;
+        let pooled = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => Conn::connect(&inner.addr, inner.connect_timeout)
+                .await
+                .map_err(|e| {
+                    Error::unavailable(format!("cannot connect to memcached for {what}"), e)
+                })?,
+        };
+        match tokio::time::timeout(inner.command_timeout, f(&mut conn)).await {
+            Ok(Ok(v)) => {
+                inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(Error::unavailable(format!("memcached failed {what}"), e)),
+            Err(e) => Err(Error::unavailable(
+                format!("memcached did not answer {what} in time"),
+                e,
+            )),
+        }
+    }
+
+    /// `gets` of one record: its decoded value and cas token.
+    async fn gets_record(&self, id: &IdHash) -> Result<Option<(Record, u64)>, Error> {
+        let key = self.record_key(id);
+        let item = self.run("gets", async |c| c.gets_one(&key).await).await?;
+        let Some(item) = item else { return Ok(None) };
+        if item.flags != FLAGS_RECORD {
+            return Err(not_ours(&key));
+        }
+        let record = Record::decode(&item.data)?;
+        if record.id_hash != *id {
+            return Err(not_ours(&key));
+        }
+        Ok(Some((record, item.cas)))
+    }
+
+    /// Changes an index item under `gets`/`cas` (`add` when it is missing). `f` returns
+    /// `false` to write nothing.
+    async fn modify_index<F>(&self, key: &str, mut f: F) -> Result<(), Error>
+    where
+        F: FnMut(&mut Vec<(IdHash, u64)>) -> bool + Send,
+    {
+        for _ in 0..CAS_ATTEMPTS {
+            let item = self
+                .run("gets (index)", async |c| c.gets_one(key).await)
+                .await?;
+            let (mut list, cas) = match &item {
+                Some(item) if item.flags == FLAGS_INDEX => {
+                    (entries(key, &item.data)?, Some(item.cas))
+                }
+                Some(_) => return Err(not_ours(key)),
+                None => (Vec::new(), None),
+            };
+            if !f(&mut list) {
+                return Ok(());
+            }
+            let bytes = encode_entries(&list);
+            let stored = self
+                .run("cas (index)", async |c| match cas {
+                    Some(cas) => c.store("cas", key, FLAGS_INDEX, 0, &bytes, Some(cas)).await,
+                    None => c.store("add", key, FLAGS_INDEX, 0, &bytes, None).await,
+                })
+                .await?;
+            if stored == Reply::Stored {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("the memcached index {key} changed {CAS_ATTEMPTS} times under one write"),
+        ))
+    }
+
+    /// Adds (or raises/lowers) the entry of `id` in a user index (`raise`) or a purge
+    /// shard (lower).
+    async fn index_entry(
+        &self,
+        key: &str,
+        id: IdHash,
+        expiry: u64,
+        raise: bool,
+    ) -> Result<(), Error> {
+        self.modify_index(key, |list| match list.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, e)) if raise && *e >= expiry => false,
+            Some((_, e)) if !raise && *e <= expiry => false,
+            Some((_, e)) => {
+                *e = expiry;
+                true
+            }
+            None => {
+                list.push((id, expiry));
+                true
+            }
+        })
+        .await
+    }
+
+    async fn index_record(&self, record: &Record) -> Result<(), Error> {
+        let e = record.expires_at();
+        if let Some(user) = &record.user_id {
+            self.index_entry(&self.index_key(user), record.id_hash, e, true)
+                .await?;
+        }
+        self.index_entry(
+            &self.shard_key(Self::shard_of(&record.id_hash)),
+            record.id_hash,
+            e,
+            false,
+        )
+        .await
+    }
+
+    /// The `gets`/`cas` loop shared by update and touch: `change` gets the live record and
+    /// returns the record to write (or an error).
+    async fn cas_loop<F>(&self, id: &IdHash, now: u64, mut change: F) -> Result<Record, Error>
+    where
+        F: FnMut(Record) -> Result<Record, Error> + Send,
+    {
+        let key = self.record_key(id);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((current, cas)) = self.gets_record(id).await? else {
+                return Err(Error::not_found());
+            };
+            if !current.is_live(now) {
+                return Err(Error::not_found());
+            }
+            let (was, was_user) = (current.expires_at(), current.user_id.clone());
+            let next = change(current)?;
+            // Indexes learn of a later expiry (user index) or an earlier one (purge index)
+            // before the record has it: they may over-state, never miss.
+            if let Some(user) = next.user_id.as_ref() {
+                if next.expires_at() > was || was_user.as_ref() != Some(user) {
+                    self.index_entry(&self.index_key(user), *id, next.expires_at(), true)
+                        .await?;
+                }
+            }
+            if next.expires_at() < was {
+                let shard = self.shard_key(Self::shard_of(id));
+                self.index_entry(&shard, *id, next.expires_at(), false)
+                    .await?;
+            }
+            let bytes = next.encode()?;
+            let ttl = exptime(next.expires_at(), now);
+            let stored = self
+                .run("cas", async |c| {
+                    c.store("cas", &key, FLAGS_RECORD, ttl, &bytes, Some(cas))
+                        .await
+                })
+                .await?;
+            match stored {
+                Reply::Stored => return Ok(next),
+                Reply::NotFound => return Err(Error::not_found()),
+                // Another writer (perhaps a touch) got in between: read again.
+                Reply::Exists | Reply::NotStored => tokio::task::yield_now().await,
+            }
+        }
+        Err(Error::conflict())
+    }
+}
+
+#[async_trait]
+impl Store for MemcachedStore {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        let bytes = record.encode()?;
+        // Index entries first: an index may point at nothing, never miss a record.
+        self.index_record(record).await?;
+        let key = self.record_key(&record.id_hash);
+        let ttl = exptime(record.expires_at(), record.last_seen);
+        let stored = self
+            .run("add", async |c| {
+                c.store("add", &key, FLAGS_RECORD, ttl, &bytes, None).await
+            })
+            .await?;
+        match stored {
+            Reply::Stored => Ok(()),
+            _ => Err(Error::conflict()),
+        }
+    }
+
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        Ok(self
+            .gets_record(id)
+            .await?
+            .map(|(r, _)| r)
+            .filter(|r| r.is_live(now)))
+    }
+
+    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+        let next = record.version.saturating_add(1);
+        let mut write = record.clone();
+        write.version = next;
+        let bytes = write.encode()?;
+        let key = self.record_key(&record.id_hash);
+        let ttl = exptime(write.expires_at(), now);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((current, cas)) = self.gets_record(&record.id_hash).await? else {
+                return Err(Error::not_found());
+            };
+            if !current.is_live(now) {
+                return Err(Error::not_found());
+            }
+            if current.version != record.version {
+                return Err(Error::conflict());
+            }
+            // Indexes learn of a new user or an earlier expiry before the record says so.
+            // (The old user's index is pruned when it is next read.)
+            // A user index scores each id with an upper bound of its expiry.
+            let raise =
+                current.user_id != write.user_id || write.expires_at() > current.expires_at();
+            if let Some(user) = write.user_id.as_ref().filter(|_| raise) {
+                self.index_entry(
+                    &self.index_key(user),
+                    write.id_hash,
+                    write.expires_at(),
+                    true,
+                )
+                .await?;
+            }
+            if write.expires_at() < current.expires_at() {
+                let shard = self.shard_key(Self::shard_of(&write.id_hash));
+                self.index_entry(&shard, write.id_hash, write.expires_at(), false)
+                    .await?;
+            }
+            let stored = self
+                .run("cas", async |c| {
+                    c.store("cas", &key, FLAGS_RECORD, ttl, &bytes, Some(cas))
+                        .await
+                })
+                .await?;
+            match stored {
+                Reply::Stored => {
+                    return Ok(next);
+                }
+                Reply::NotFound => return Err(Error::not_found()),
+                // Another writer (perhaps a touch) got in between: read again.
+                Reply::Exists | Reply::NotStored => tokio::task::yield_now().await,
+            }
+        }
+        Err(Error::conflict())
+    }
+
+    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        self.cas_loop(id, now, |mut current| {
+            current.last_seen = now;
+            current.idle_deadline = idle_deadline.min(current.absolute_deadline);
+            Ok(current)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        // Index entries are pruned when read: a missing record is dropped from them.
+        let key = self.record_key(id);
+        self.run("delete", async |c| c.delete(&key).await).await
+    }
+
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        let index = self.index_key(user);
+        let item = self
+            .run("get (index)", async |c| c.gets_one(&index).await)
+            .await?;
+        let list = match &item {
+            None => return Ok(Vec::new()),
+            Some(item) if item.flags == FLAGS_INDEX => entries(&index, &item.data)?,
+            Some(_) => return Err(not_ours(&index)),
+        };
+        let candidates: Vec<IdHash> = list
+            .iter()
+            .filter(|(_, e)| *e > now)
+            .map(|(i, _)| *i)
+            .collect();
+        let keys: Vec<String> = candidates.iter().map(|id| self.record_key(id)).collect();
+        let items = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.run("get (records)", async |c| c.get_many(&keys).await)
+                .await?
+        };
+        let mut out = Vec::new();
+        let mut keep: Vec<IdHash> = Vec::new();
+        for (id, key) in candidates.iter().zip(&keys) {
+            let Some(item) = items.iter().find(|i| &i.key == key) else {
+                continue; // gone: pruned below
+            };
+            if item.flags != FLAGS_RECORD {
+                return Err(not_ours(key));
+            }
+            let record = Record::decode(&item.data)?;
+            if record.user_id.as_deref() != Some(user) || record.id_hash != *id {
+                continue; // moved to another user: pruned below
+            }
+            keep.push(*id);
+            if record.is_live(now) {
+                out.push(record);
+            }
+        }
+        if keep.len() != list.len() {
+            // Best effort: a concurrent writer wins and the next read prunes again.
+            let pruned = self
+                .modify_index(&index, |l| {
+                    let before = l.len();
+                    l.retain(|(id, e)| *e > now && (keep.contains(id) || !candidates.contains(id)));
+                    l.len() != before
+                })
+                .await;
+            if let Err(e) = pruned {
+                tracing::debug!(error = %e, "pruning a memcached user index failed");
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, Error> {
+        let index = self.index_key(user);
+        let item = self
+            .run("get (index)", async |c| c.gets_one(&index).await)
+            .await?;
+        let list = match &item {
+            None => return Ok(0),
+            Some(item) if item.flags == FLAGS_INDEX => entries(&index, &item.data)?,
+            Some(_) => return Err(not_ours(&index)),
+        };
+        let targets: Vec<IdHash> = list
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| Some(id) != except)
+            .collect();
+        let mut deleted = 0;
+        for id in &targets {
+            let belongs = match self.gets_record(id).await {
+                Ok(Some((r, _))) => r.user_id.as_deref() == Some(user),
+                Ok(None) => false,
+                // Garbage listed under this user: delete it too.
+                Err(e) if e.kind() == ErrorKind::Corrupt => true,
+                Err(e) => return Err(e),
+            };
+            if belongs {
+                let key = self.record_key(id);
+                if self.run("delete", async |c| c.delete(&key).await).await? {
+                    deleted += 1;
+                }
+            }
+        }
+        self.modify_index(&index, |l| {
+            let before = l.len();
+            l.retain(|(id, _)| !targets.contains(id));
+            l.len() != before
+        })
+        .await?;
+        Ok(deleted)
+    }
+
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let key = self.epoch_key(user);
+        let item = self
+            .run("get (epoch)", async |c| c.gets_one(&key).await)
+            .await?;
+        match item {
+            None => Ok(0),
+            Some(item) => std::str::from_utf8(&item.data)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| not_ours(&key)),
+        }
+    }
+
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let key = self.epoch_key(user);
+        for _ in 0..CAS_ATTEMPTS {
+            if let Some(n) = self.run("incr", async |c| c.incr(&key).await).await? {
+                return Ok(n);
+            }
+            let stored = self
+                .run("add (epoch)", async |c| {
+                    c.store("add", &key, 0, 0, b"1", None).await
+                })
+                .await?;
+            if stored == Reply::Stored {
+                return Ok(1);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "bumping a memcached epoch kept racing",
+        ))
+    }
+
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        let mut deleted = 0;
+        for shard in 0..16u8 {
+            if deleted >= limit {
+                break;
+            }
+            let key = self.shard_key(shard);
+            let item = self
+                .run("get (purge index)", async |c| c.gets_one(&key).await)
+                .await?;
+            let list = match &item {
+                None => continue,
+                Some(item) if item.flags == FLAGS_INDEX => entries(&key, &item.data)?,
+                Some(_) => return Err(not_ours(&key)),
+            };
+            let due: Vec<IdHash> = list
+                .iter()
+                .filter(|(_, e)| *e <= now)
+                .map(|(i, _)| *i)
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let keys: Vec<String> = due.iter().map(|id| self.record_key(id)).collect();
+            let items = self
+                .run("get (purge)", async |c| c.get_many(&keys).await)
+                .await?;
+            let mut drop: Vec<IdHash> = Vec::new();
+            let mut rescore: Vec<(IdHash, u64)> = Vec::new();
+            for (id, rkey) in due.iter().zip(&keys) {
+                if deleted >= limit {
+                    break;
+                }
+                let Some(item) = items.iter().find(|i| &i.key == rkey) else {
+                    drop.push(*id); // dropped by its TTL (or deleted) already
+                    continue;
+                };
+                let live = (item.flags == FLAGS_RECORD)
+                    .then(|| Record::decode(&item.data).ok())
+                    .flatten()
+                    .filter(|r| r.is_live(now));
+                match live {
+                    Some(r) => rescore.push((*id, r.expires_at())),
+                    None => {
+                        if self.run("delete", async |c| c.delete(rkey).await).await? {
+                            deleted += 1;
+                        }
+                        drop.push(*id);
+                    }
+                }
+            }
+            self.modify_index(&key, |l| {
+                l.retain(|(id, _)| !drop.contains(id));
+                for (id, e) in &rescore {
+                    if let Some(entry) = l.iter_mut().find(|(i, _)| i == id) {
+                        entry.1 = *e;
+                    }
+                }
+                true
+            })
+            .await?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// A small client for memcached's text protocol: the commands this store needs, nothing
+/// more. Replies are read with bounded line and value lengths.
+mod client {
+    use std::fmt;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+    use tokio::net::TcpStream;
+
+    /// The largest value accepted from the server (memcached's item limit is 1 MiB by
+    /// default, configurable up to 1 GiB; records are far smaller).
+    const MAX_VALUE: usize = 64 << 20;
+    const MAX_LINE: usize = 2048;
+    /// Keys per `get` command.
+    const GET_BATCH: usize = 16;
+
+    /// A protocol or I/O failure; the connection it happened on is dropped.
+    #[derive(Debug)]
+    pub(super) enum McError {
+        Io(std::io::Error),
+        Protocol(String),
+    }
+
+    impl fmt::Display for McError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Self::Io(e) => write!(f, "memcached I/O: {e}"),
+                Self::Protocol(m) => write!(f, "memcached protocol: {m}"),
+            }
+        }
+    }
+
+    impl std::error::Error for McError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            match self {
+                Self::Io(e) => Some(e),
+                Self::Protocol(_) => None,
+            }
+        }
+    }
+
+    impl From<std::io::Error> for McError {
+        fn from(e: std::io::Error) -> Self {
+            Self::Io(e)
+        }
+    }
+
+    /// The answer to a storage command.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Reply {
+        Stored,
+        NotStored,
+        Exists,
+        NotFound,
+    }
+
+    /// One item of a `get`/`gets` reply.
+    #[derive(Debug)]
+    pub(super) struct Item {
+        pub(super) key: String,
+        pub(super) flags: u32,
+        pub(super) cas: u64,
+        pub(super) data: Vec<u8>,
+    }
+
+    /// One connection.
+    pub(super) struct Conn {
+        io: BufStream<TcpStream>,
+        line: Vec<u8>,
+    }
+
+    fn protocol(m: impl Into<String>) -> McError {
+        McError::Protocol(m.into())
+    }
+
+    impl Conn {
+        pub(super) async fn connect(addr: &str, timeout: Duration) -> Result<Self, McError> {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| protocol("connect timed out"))??;
+            stream.set_nodelay(true)?;
+            Ok(Self {
+                io: BufStream::new(stream),
+                line: Vec::with_capacity(128),
+            })
+        }
+
+        async fn read_line(&mut self) -> Result<&str, McError> {
+            self.line.clear();
+            let n = (&mut self.io)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut self.line)
+                .await?;
+            if n == 0 {
+                return Err(McError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            let line = self
+                .line
+                .strip_suffix(b"\r\n")
+                .ok_or_else(|| protocol("reply line too long or not terminated"))?;
+            let line = std::str::from_utf8(line).map_err(|_| protocol("reply line not UTF-8"))?;
+            if line.starts_with("ERROR")
+                || line.starts_with("CLIENT_ERROR")
+                || line.starts_with("SERVER_ERROR")
+            {
+                return Err(protocol(line.to_owned()));
+            }
+            Ok(line)
+        }
+
+        pub(super) async fn version(&mut self) -> Result<String, McError> {
+            self.io.write_all(b"version\r\n").await?;
+            self.io.flush().await?;
+            let line = self.read_line().await?;
+            line.strip_prefix("VERSION ")
+                .map(str::to_owned)
+                .ok_or_else(|| protocol(format!("unexpected reply to version: {line}")))
+        }
+
+        async fn read_items(&mut self, with_cas: bool) -> Result<Vec<Item>, McError> {
+            let mut items = Vec::new();
+            loop {
+                let line = self.read_line().await?;
+                if line == "END" {
+                    return Ok(items);
+                }
+                let mut parts = line.split(' ');
+                let bad = || protocol(format!("unexpected VALUE line: {line}"));
+                if parts.next() != Some("VALUE") {
+                    return Err(bad());
+                }
+                let key = parts.next().ok_or_else(bad)?.to_owned();
+                let flags: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+                let len: usize = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+                let cas: u64 = if with_cas {
+                    parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?
+                } else {
+                    0
+                };
+                if len > MAX_VALUE {
+                    return Err(protocol(format!("a value of {len} bytes")));
+                }
+                let mut data = vec![0u8; len + 2];
+                self.io.read_exact(&mut data).await?;
+                if !data.ends_with(b"\r\n") {
+                    return Err(protocol("value not followed by CRLF"));
+                }
+                data.truncate(len);
+                items.push(Item {
+                    key,
+                    flags,
+                    cas,
+                    data,
+                });
+            }
+        }
+
+        pub(super) async fn gets_one(&mut self, key: &str) -> Result<Option<Item>, McError> {
+            self.io
+                .write_all(format!("gets {key}\r\n").as_bytes())
+                .await?;
+            self.io.flush().await?;
+            let mut items = self.read_items(true).await?;
+            match items.len() {
+                0 => Ok(None),
+                1 => Ok(items.pop()),
+                _ => Err(protocol("several items for one key")),
+            }
+        }
+
+        /// `get` of many keys, in commands of at most [`GET_BATCH`] keys sent together
+        /// (one round trip) so that no command line grows long.
+        pub(super) async fn get_many(&mut self, keys: &[String]) -> Result<Vec<Item>, McError> {
+            let batches: Vec<&[String]> = keys.chunks(GET_BATCH).collect();
+            for batch in &batches {
+                let mut cmd = String::from("get");
+                for k in *batch {
+                    cmd.push(' ');
+                    cmd.push_str(k);
+                }
+                cmd.push_str("\r\n");
+                self.io.write_all(cmd.as_bytes()).await?;
+            }
+            self.io.flush().await?;
+            let mut items = Vec::new();
+            for _ in &batches {
+                items.extend(self.read_items(false).await?);
+            }
+            Ok(items)
+        }
+
+        /// `set`/`add`/`cas`.
+        pub(super) async fn store(
+            &mut self,
+            verb: &str,
+            key: &str,
+            flags: u32,
+            exptime: u32,
+            data: &[u8],
+            cas: Option<u64>,
+        ) -> Result<Reply, McError> {
+            let head = match cas {
+                Some(cas) => format!("{verb} {key} {flags} {exptime} {} {cas}\r\n", data.len()),
+                None => format!("{verb} {key} {flags} {exptime} {}\r\n", data.len()),
+            };
+            self.io.write_all(head.as_bytes()).await?;
+            self.io.write_all(data).await?;
+            self.io.write_all(b"\r\n").await?;
+            self.io.flush().await?;
+            match self.read_line().await? {
+                "STORED" => Ok(Reply::Stored),
+                "NOT_STORED" => Ok(Reply::NotStored),
+                "EXISTS" => Ok(Reply::Exists),
+                "NOT_FOUND" => Ok(Reply::NotFound),
+                other => Err(protocol(format!("unexpected reply to {verb}: {other}"))),
+            }
+        }
+
+        pub(super) async fn delete(&mut self, key: &str) -> Result<bool, McError> {
+            self.io
+                .write_all(format!("delete {key}\r\n").as_bytes())
+                .await?;
+            self.io.flush().await?;
+            match self.read_line().await? {
+                "DELETED" => Ok(true),
+                "NOT_FOUND" => Ok(false),
+                other => Err(protocol(format!("unexpected reply to delete: {other}"))),
+            }
+        }
+
+        /// `incr key 1`: the new value, or `None` when the key is missing.
+        pub(super) async fn incr(&mut self, key: &str) -> Result<Option<u64>, McError> {
+            self.io
+                .write_all(format!("incr {key} 1\r\n").as_bytes())
+                .await?;
+            self.io.flush().await?;
+            let line = self.read_line().await?;
+            if line == "NOT_FOUND" {
+                return Ok(None);
+            }
+            line.parse()
+                .map(Some)
+                .map_err(|_| protocol(format!("unexpected reply to incr: {line}")))
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! The PostgreSQL store (feature `postgres`): one table of records, CAS as a conditional
+//! `UPDATE`, a pool of connections.
+//!
+//! # Schema
+//!
+//! The store creates and migrates its schema itself (default `cloakroom`; one schema per
+//! application, or per test), recording the applied migrations in `schema_version`:
+//!
+//! ```sql
+//! CREATE TABLE cloakroom.sessions (
+//!     id                bytea  PRIMARY KEY,   -- SHA-256 of the session id
+//!     user_id           text,                 -- indexed (partial: logged-in sessions)
+//!     version           bigint NOT NULL,
+//!     last_seen         bigint NOT NULL,      -- touch writes these three columns alone
+//!     idle_deadline     bigint NOT NULL,
+//!     absolute_deadline bigint NOT NULL,
+//!     expires_at        bigint NOT NULL,      -- the earlier deadline; indexed, for purge
+//!     record            bytea  NOT NULL       -- Record::encode
+//! );
+//! CREATE TABLE cloakroom.user_epochs (user_id text PRIMARY KEY, epoch bigint NOT NULL);
+//! ```
+//!
+//! Migrations run in one transaction under an advisory lock, so many nodes starting at once
+//! migrate once.
+//!
+//! # Guarantees
+//!
+//! - [`Store::update`] is `UPDATE … WHERE id = $1 AND version = $2 AND expires_at > $now`,
+//!   one statement that also says, from the same snapshot, whether a miss was a conflict or
+//!   a dead record: one round trip.
+//! - [`Store::load`] is one `SELECT` by primary key: one round trip (statements are prepared
+//!   once per connection).
+//! - [`Store::purge_expired`] deletes at most `limit` rows per statement
+//!   (`FOR UPDATE SKIP LOCKED`), so it never holds locks for more than one batch.
+//! - Durability is PostgreSQL's: a write that returned `Ok` was committed.
+//!
+//! # Connections
+//!
+//! A [`deadpool_postgres`] pool (default 16 connections). Connecting, waiting for a pooled
+//! connection and each statement are bounded by the connect and command timeouts (1 s each
+//! by default); when the server is away every operation answers [`ErrorKind::Unavailable`],
+//! and broken connections are replaced once it is back.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_POOL_SIZE: usize = 16;
+const DEFAULT_SCHEMA: &str = "cloakroom";
+
+/// The migrations, in order; `schema_version` holds how many were applied. `{s}` is the
+/// schema.
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions and epochs.
+    "CREATE TABLE {s}.sessions (
+        id bytea PRIMARY KEY,
+        user_id text,
+        version bigint NOT NULL,
+        last_seen bigint NOT NULL,
+        idle_deadline bigint NOT NULL,
+        absolute_deadline bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        record bytea NOT NULL
+    );
+    CREATE INDEX sessions_user_id ON {s}.sessions (user_id) WHERE user_id IS NOT NULL;
+    CREATE INDEX sessions_expires_at ON {s}.sessions (expires_at);
+    CREATE TABLE {s}.user_epochs (user_id text PRIMARY KEY, epoch bigint NOT NULL);",
+];
+
+/// How to reach PostgreSQL: built by [`PostgresStore::builder`], finished by
+/// [`PostgresStoreBuilder::connect`].
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: String,
+    pool_size: usize,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password: it is not shown.
+        let Self {
+            url: _,
+            schema,
+            pool_size,
+            connect_timeout,
+            command_timeout,
+        } = self;
+        f.debug_struct("PostgresStoreBuilder")
+            .field("schema", schema)
+            .field("pool_size", pool_size)
+            .field("connect_timeout", connect_timeout)
+            .field("command_timeout", command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// The schema the store's tables live in (default `cloakroom`): lowercase ASCII letters,
+    /// digits and `_`, not starting with a digit. Created if missing.
+    #[must_use]
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The most connections the pool opens (default 16).
+    #[must_use]
+    pub fn with_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long opening a connection, or waiting for a pooled one, may take (default 1 s).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one statement may take (default 1 s).
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Builds the pool, then creates or migrates the schema.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a bad URL, schema name or pool size;
+    /// [`ErrorKind::Unavailable`] if the server cannot be reached or the migration fails.
+    pub async fn connect(self) -> Result<PostgresStore, Error> {
+        let valid_schema = !self.schema.is_empty()
+            && self.schema.len() <= 63
+            && !self.schema.starts_with(|c: char| c.is_ascii_digit())
+            && self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_schema {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a PostgreSQL schema name is 1 to 63 of [a-z0-9_], not starting with a digit",
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a pool of 0 connections",
+            ));
+        }
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, "invalid PostgreSQL URL").with_source(e)
+        })?;
+        config.connect_timeout(self.connect_timeout);
+        config.application_name("cloakroom");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.connect_timeout))
+            .create_timeout(Some(self.connect_timeout))
+            .recycle_timeout(Some(self.connect_timeout))
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::InvalidInput, "cannot build the PostgreSQL pool")
+                    .with_source(e)
+            })?;
+        let s = &self.schema;
+        let sql = Sql {
+            load: format!(
+                "SELECT record, last_seen, idle_deadline FROM {s}.sessions
+                 WHERE id = $1 AND expires_at > $2"
+            ),
+            create: format!(
+                "INSERT INTO {s}.sessions (id, user_id, version, last_seen, idle_deadline,
+                   absolute_deadline, expires_at, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
+            ),
+            update: format!(
+                "WITH done AS (
+                   UPDATE {s}.sessions SET user_id = $3, version = $4, last_seen = $5,
+                     idle_deadline = $6, absolute_deadline = $7, expires_at = $8, record = $9
+                   WHERE id = $1 AND version = $2 AND expires_at > $10 RETURNING 1)
+                 SELECT (SELECT count(*) FROM done),
+                        (SELECT expires_at > $10 FROM {s}.sessions WHERE id = $1)"
+            ),
+            touch: format!(
+                "UPDATE {s}.sessions SET last_seen = $2,
+                   idle_deadline = LEAST($3, absolute_deadline),
+                   expires_at = LEAST($3, absolute_deadline)
+                 WHERE id = $1 AND expires_at > $2"
+            ),
+            delete: format!("DELETE FROM {s}.sessions WHERE id = $1"),
+            sessions_of: format!(
+                "SELECT record, last_seen, idle_deadline FROM {s}.sessions
+                 WHERE user_id = $1 AND expires_at > $2"
+            ),
+            revoke: format!(
+                "DELETE FROM {s}.sessions
+                 WHERE user_id = $1 AND ($2::bytea IS NULL OR id <> $2::bytea)"
+            ),
+            epoch: format!("SELECT epoch FROM {s}.user_epochs WHERE user_id = $1"),
+            bump: format!(
+                "INSERT INTO {s}.user_epochs (user_id, epoch) VALUES ($1, 1)
+                 ON CONFLICT (user_id) DO UPDATE SET epoch = {s}.user_epochs.epoch + 1
+                 RETURNING epoch"
+            ),
+            purge: format!(
+                "DELETE FROM {s}.sessions WHERE id IN (
+                   SELECT id FROM {s}.sessions WHERE expires_at <= $1
+                   LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+        };
+        let store = PostgresStore {
+            pool,
+            schema: self.schema,
+            bound: self.connect_timeout + self.command_timeout,
+            sql: std::sync::Arc::new(sql),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+struct Sql {
+    load: String,
+    create: String,
+    update: String,
+    touch: String,
+    delete: String,
+    sessions_of: String,
+    revoke: String,
+    epoch: String,
+    bump: String,
+    purge: String,
+}
+
+/// Sessions in PostgreSQL. Cheap to clone: clones share one pool.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), cloakroom::Error> {
+/// use cloakroom_stores::PostgresStore;
+///
+/// let store = PostgresStore::builder("postgres://app@127.0.0.1:5432/app")
+///     .with_schema("sessions")
+///     .with_pool_size(8)
+///     .connect()
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    schema: String,
+    bound: Duration,
+    sql: std::sync::Arc<Sql>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            pool,
+            schema,
+            bound,
+            sql: _,
+        } = self;
+        f.debug_struct("PostgresStore")
+            .field("schema", schema)
+            .field("pool_size", &pool.status().max_size)
+            .field("round_trip_bound", bound)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |e| Error::unavailable(what, e)
+}
+
+/// Whether `e` says a prepared statement no longer fits the table.
+fn stale_statement(e: &Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|c| {
+            *c == SqlState::FEATURE_NOT_SUPPORTED || *c == SqlState::INVALID_SQL_STATEMENT_NAME
+        })
+}
+
+fn i64_of(what: &str, v: u64) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{what} {v} does not fit PostgreSQL's bigint"),
+        )
+    })
+}
+
+fn u64_of(v: i64) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::new(ErrorKind::Corrupt, "a negative stored number"))
+}
+
+impl PostgresStore {
+    /// A builder for a store on `url` (`postgres://user:password@host:port/database`).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+            connect_timeout: DEFAULT_TIMEOUT,
+            command_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A store on `url` with the default schema, pool size and timeouts.
+    ///
+    /// # Errors
+    /// As [`PostgresStoreBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(url).connect().await
+    }
+
+    /// The schema this store's tables live in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Runs `f` with a pooled connection, the whole bounded by the connect plus command
+    /// timeout.
+    async fn with<T, F>(&self, what: &'static str, f: F) -> Result<T, Error>
+    where
+        F: AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, Error> + Clone,
+    {
+        let work = async {
+            let client = self.pool.get().await.map_err(|e| {
+                Error::unavailable(format!("no PostgreSQL connection for {what}"), e)
+            })?;
+            match f.clone()(&client).await {
+                // The table changed under a statement prepared before (a migration by a newer
+                // node, an operator's ALTER): prepare again, once.
+                Err(e) if stale_statement(&e) => {
+                    client.statement_cache.clear();
+                    f(&client).await
+                }
+                other => other,
+            }
+        };
+        tokio::time::timeout(self.bound, work).await.map_err(|e| {
+            Error::unavailable(format!("PostgreSQL did not answer {what} in time"), e)
+        })?
+    }
+
+    async fn migrate(&self) -> Result<(), Error> {
+        let s = self.schema.clone();
+        let mut client = tokio::time::timeout(self.bound, self.pool.get())
+            .await
+            .map_err(|e| Error::unavailable("PostgreSQL did not answer in time", e))?
+            .map_err(|e| Error::unavailable("cannot connect to PostgreSQL", e))?;
+        let work = async {
+            let tx = client.transaction().await.map_err(db("migration"))?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('cloakroom schema ' || $1))",
+                &[&s],
+            )
+            .await
+            .map_err(db("migration lock"))?;
+            tx.batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s};
+                 CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL);"
+            ))
+            .await
+            .map_err(db("creating the schema"))?;
+            let row = tx
+                .query_one(
+                    &format!("SELECT coalesce(max(version), 0) FROM {s}.schema_version"),
+                    &[],
+                )
+                .await
+                .map_err(db("reading the schema version"))?;
+            let applied: i32 = row.get(0);
+            let applied = usize::try_from(applied).unwrap_or(0);
+            if applied > MIGRATIONS.len() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the PostgreSQL schema {s} is at version {applied}, newer than this \
+                         store knows ({})",
+                        MIGRATIONS.len()
+                    ),
+                ));
+            }
+            for (n, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+                tx.batch_execute(&migration.replace("{s}", &s))
+                    .await
+                    .map_err(db("migrating the schema"))?;
+                let version = i32::try_from(n + 1).unwrap_or(i32::MAX);
+                tx.execute(
+                    &format!("INSERT INTO {s}.schema_version (version) VALUES ($1)"),
+                    &[&version],
+                )
+                .await
+                .map_err(db("recording the schema version"))?;
+            }
+            tx.commit().await.map_err(db("migration commit"))
+        };
+        tokio::time::timeout(self.bound * 10, work)
+            .await
+            .map_err(|e| Error::unavailable("the PostgreSQL migration timed out", e))?
+    }
+
+    fn decode(row: &Row) -> Result<Record, Error> {
+        let not_ours = |e| Error::corrupt("a PostgreSQL session row has the wrong types", e);
+        let bytes: Vec<u8> = row.try_get(0).map_err(not_ours)?;
+        let last_seen: i64 = row.try_get(1).map_err(not_ours)?;
+        let idle: i64 = row.try_get(2).map_err(not_ours)?;
+        let mut record = Record::decode(&bytes)?;
+        // `touch` writes these columns alone, without rewriting the record.
+        record.last_seen = u64_of(last_seen)?;
+        record.idle_deadline = u64_of(idle)?;
+        Ok(record)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        let bytes = record.encode()?;
+        let id = record.id_hash.as_bytes().as_slice();
+        let version = i64_of("version", record.version)?;
+        let last_seen = i64_of("last_seen", record.last_seen)?;
+        let idle = i64_of("idle deadline", record.idle_deadline)?;
+        let absolute = i64_of("absolute deadline", record.absolute_deadline)?;
+        let expires = i64_of("expiry", record.expires_at())?;
+        let user = record.user_id.as_deref();
+        let n = self
+            .with("create", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.create)
+                    .await
+                    .map_err(db("create"))?;
+                let params: [&(dyn ToSql + Sync); 8] = [
+                    &id, &user, &version, &last_seen, &idle, &absolute, &expires, &bytes,
+                ];
+                c.execute(&st, &params).await.map_err(db("create"))
+            })
+            .await?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::conflict())
+        }
+    }
+
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        let now = i64_of("now", now)?;
+        let key = id.as_bytes().as_slice();
+        let row = self
+            .with("load", async |c| {
+                let st = c.prepare_cached(&self.sql.load).await.map_err(db("load"))?;
+                c.query_opt(&st, &[&key, &now]).await.map_err(db("load"))
+            })
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let record = Self::decode(&row)?;
+        if record.id_hash != *id {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "a PostgreSQL row holds another session's record",
+            ));
+        }
+        Ok(Some(record))
+    }
+
+    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+        let next = record.version.saturating_add(1);
+        let mut stored = record.clone();
+        stored.version = next;
+        let bytes = stored.encode()?;
+        let id = record.id_hash.as_bytes().as_slice();
+        let expected = i64_of("version", record.version)?;
+        let next_i = i64_of("version", next)?;
+        let last_seen = i64_of("last_seen", record.last_seen)?;
+        let idle = i64_of("idle deadline", record.idle_deadline)?;
+        let absolute = i64_of("absolute deadline", record.absolute_deadline)?;
+        let expires = i64_of("expiry", record.expires_at())?;
+        let now = i64_of("now", now)?;
+        let user = record.user_id.as_deref();
+        let row = self
+            .with("update", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.update)
+                    .await
+                    .map_err(db("update"))?;
+                let params: [&(dyn ToSql + Sync); 10] = [
+                    &id, &expected, &user, &next_i, &last_seen, &idle, &absolute, &expires, &bytes,
+                    &now,
+                ];
+                c.query_one(&st, &params).await.map_err(db("update"))
+            })
+            .await?;
+        let updated: i64 = row.get(0);
+        let live: Option<bool> = row.get(1);
+        match (updated, live) {
+            (1, _) => Ok(next),
+            (_, Some(true)) => Err(Error::conflict()),
+            _ => Err(Error::not_found()),
+        }
+    }
+
+    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        let key = id.as_bytes().as_slice();
+        let now = i64_of("now", now)?;
+        let idle = i64_of("idle deadline", idle_deadline)?;
+        let n = self
+            .with("touch", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.touch)
+                    .await
+                    .map_err(db("touch"))?;
+                c.execute(&st, &[&key, &now, &idle])
+                    .await
+                    .map_err(db("touch"))
+            })
+            .await?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::not_found())
+        }
+    }
+
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        let key = id.as_bytes().as_slice();
+        let n = self
+            .with("delete", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.delete)
+                    .await
+                    .map_err(db("delete"))?;
+                c.execute(&st, &[&key]).await.map_err(db("delete"))
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        let now = i64_of("now", now)?;
+        let rows = self
+            .with("sessions_of", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.sessions_of)
+                    .await
+                    .map_err(db("sessions_of"))?;
+                c.query(&st, &[&user, &now])
+                    .await
+                    .map_err(db("sessions_of"))
+            })
+            .await?;
+        rows.iter().map(Self::decode).collect()
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, Error> {
+        let except = except.map(|id| id.as_bytes().as_slice());
+        self.with("revoke_user_sessions", async |c| {
+            let st = c
+                .prepare_cached(&self.sql.revoke)
+                .await
+                .map_err(db("revoke_user_sessions"))?;
+            c.execute(&st, &[&user, &except])
+                .await
+                .map_err(db("revoke_user_sessions"))
+        })
+        .await
+    }
+
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let row = self
+            .with("user_epoch", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.epoch)
+                    .await
+                    .map_err(db("user_epoch"))?;
+                c.query_opt(&st, &[&user]).await.map_err(db("user_epoch"))
+            })
+            .await?;
+        match row {
+            None => Ok(0),
+            Some(row) => u64_of(row.get(0)),
+        }
+    }
+
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let row = self
+            .with("bump_user_epoch", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.bump)
+                    .await
+                    .map_err(db("bump_user_epoch"))?;
+                c.query_one(&st, &[&user])
+                    .await
+                    .map_err(db("bump_user_epoch"))
+            })
+            .await?;
+        u64_of(row.get(0))
+    }
+
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        let now = i64_of("now", now)?;
+        let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
+        let n = self
+            .with("purge_expired", async |c| {
+                let st = c
+                    .prepare_cached(&self.sql.purge)
+                    .await
+                    .map_err(db("purge_expired"))?;
+                c.execute(&st, &[&now, &limit_i])
+                    .await
+                    .map_err(db("purge_expired"))
+            })
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}

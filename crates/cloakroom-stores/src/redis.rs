@@ -1,0 +1,946 @@
+//! The Redis store (feature `redis`): records as hashes that expire on the server, CAS as one
+//! server-side Lua script, per-user indexes as sorted sets.
+//!
+//! # Keys
+//!
+//! With the default prefix `cloakroom:`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `cloakroom:{r:<id hash hex>}` | hash | `d` the record ([`Record::encode`]), `v` its version, `u` its user, `l`/`i`/`a` last seen, idle and absolute deadline, `e` the earlier deadline |
+//! | `cloakroom:{u:<user>}:sessions` | sorted set | the user's id hashes, scored by (at least) their expiry |
+//! | `cloakroom:{u:<user>}:epoch` | string | the user's epoch |
+//! | `cloakroom:expiry` | sorted set | every id hash, scored by (at most) its expiry, for [`Store::purge_expired`] |
+//!
+//! The parts in braces are Redis Cluster hash tags: a record's key is alone in its slot and
+//! both keys of one user share a slot, so every script and every multi-key command touches a
+//! single slot, as Redis Cluster requires. (This store connects to one server; the key layout
+//! is what lets a cluster client use it unchanged.)
+//!
+//! # Guarantees
+//!
+//! - A record's key expires on the server at its earlier deadline (`PEXPIREAT`), translated
+//!   into the server's clock: the store reads no clock of its own, so the deadline is taken
+//!   relative to the `now` the caller passed (or the record's `last_seen` for
+//!   [`Store::create`]) and added to the server's `TIME`. Liveness is still decided against
+//!   the caller's `now` on every read.
+//! - [`Store::update`] is one Lua script (loaded once with `SCRIPT LOAD`, called with
+//!   `EVALSHA`, loaded again when the server answers `NOSCRIPT`, e.g. after a restart) that
+//!   compares the version and writes, so it is atomic.
+//! - The index writes that go with a record write are sent before it (in the same round
+//!   trip where they can be), so an index is always a superset of the records it points at;
+//!   entries that point at nothing are pruned as they are read.
+//! - Durability is Redis's: with `appendonly yes` and `appendfsync everysec` at most a second
+//!   of writes can be lost in a crash; without persistence a restart logs everyone out.
+//!
+//! # Connections
+//!
+//! One multiplexed connection ([`redis::aio::ConnectionManager`]) shared by every clone of
+//! the store, reconnecting by itself after the server went away. Every round trip is bounded
+//! by the connect timeout plus the command timeout (1 s each by default); a store that
+//! cannot reach its server answers [`ErrorKind::Unavailable`].
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use redis::aio::ConnectionManager;
+use redis::{Cmd, Pipeline, Value};
+
+/// The connect and command timeouts unless configured otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The key prefix unless configured otherwise.
+const DEFAULT_PREFIX: &str = "cloakroom:";
+
+/// Server-side TTLs are capped at this many seconds (400 days), whatever the deadlines say.
+const MAX_TTL_SECS: u64 = 400 * 24 * 3600;
+
+/// How many expired candidates one purge round looks at, at most.
+const PURGE_ROUND: usize = 256;
+
+// Every script touches KEYS[1] only. Return values are arrays whose first element is a
+// status: 0 = absent (or not live), 1 = conflict / done, 2 = written, -1 = not ours.
+
+/// Sets the key's expiry to the server's time plus ARGV[n] milliseconds.
+const EXPIRE_FN: &str = r"
+local function expire_in(key, ms)
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('PEXPIREAT', key, now_ms + tonumber(ms))
+end
+";
+
+/// ARGV: d v u l i a e ttl_ms. Returns {2} when created, {1} when the id is taken.
+const CREATE_BODY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', ARGV[2], 'u', ARGV[3], 'l', ARGV[4],
+  'i', ARGV[5], 'a', ARGV[6], 'e', ARGV[7])
+expire_in(KEYS[1], ARGV[8])
+return {2}
+";
+
+/// ARGV: expected_v now d new_v u l i a e ttl_ms. Returns {2, old_u}, {1} on a version
+/// mismatch, {0} when absent or not live, {-1} when the key is not ours.
+const UPDATE_BODY: &str = r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {0} end
+if t ~= 'hash' then return {-1} end
+local f = redis.call('HMGET', KEYS[1], 'v', 'e', 'u')
+if not f[1] or not f[2] or not f[3] or not tonumber(f[2]) then return {-1} end
+if tonumber(f[2]) <= tonumber(ARGV[2]) then return {0} end
+if f[1] ~= ARGV[1] then return {1} end
+redis.call('HSET', KEYS[1], 'd', ARGV[3], 'v', ARGV[4], 'u', ARGV[5], 'l', ARGV[6],
+  'i', ARGV[7], 'a', ARGV[8], 'e', ARGV[9])
+expire_in(KEYS[1], ARGV[10])
+return {2, f[3]}
+";
+
+/// ARGV: now idle. Returns {2, u, new_idle}, {0}, {-1}.
+const TOUCH_BODY: &str = r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {0} end
+if t ~= 'hash' then return {-1} end
+local f = redis.call('HMGET', KEYS[1], 'e', 'a', 'u')
+if not f[1] or not f[2] or not f[3] or not tonumber(f[1]) or not tonumber(f[2]) then
+  return {-1}
+end
+local now = tonumber(ARGV[1])
+if tonumber(f[1]) <= now then return {0} end
+local idle = ARGV[2]
+if tonumber(idle) > tonumber(f[2]) then idle = f[2] end
+redis.call('HSET', KEYS[1], 'l', ARGV[1], 'i', idle, 'e', idle)
+expire_in(KEYS[1], (tonumber(idle) - now) * 1000)
+return {2, f[3], idle}
+";
+
+/// Returns {1, u} when a key was deleted (u is '' when it was not a hash), {0} otherwise.
+const DELETE_BODY: &str = r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {0} end
+local u = ''
+if t == 'hash' then u = redis.call('HGET', KEYS[1], 'u') or '' end
+redis.call('DEL', KEYS[1])
+return {1, u}
+";
+
+/// ARGV: tagged user. Deletes the record if it still belongs to that user: {1} or {0}.
+const REVOKE_BODY: &str = r"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return {0} end
+if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return {0} end
+redis.call('DEL', KEYS[1])
+return {1}
+";
+
+/// ARGV: now. {1, u} deleted (not live), {2, e} live (rescore), {0} absent.
+const PURGE_BODY: &str = r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {0} end
+if t ~= 'hash' then redis.call('DEL', KEYS[1]) return {1, ''} end
+local f = redis.call('HMGET', KEYS[1], 'e', 'u')
+if f[1] and tonumber(f[1]) and tonumber(f[1]) > tonumber(ARGV[1]) then return {2, f[1]} end
+redis.call('DEL', KEYS[1])
+return {1, f[2] or ''}
+";
+
+/// A Lua script sent by hash; its source is sent again when the server has forgotten it.
+struct Script {
+    source: String,
+    sha: String,
+}
+
+impl Script {
+    fn new(body: &str) -> Self {
+        let source = format!("{EXPIRE_FN}{body}");
+        let sha = redis::Script::new(&source).get_hash().to_owned();
+        Self { source, sha }
+    }
+
+    /// `EVALSHA <sha> 1 key args...`.
+    fn call(&self, key: &str, args: &[&[u8]]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(1).arg(key);
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    }
+}
+
+struct Scripts {
+    create: Script,
+    update: Script,
+    touch: Script,
+    delete: Script,
+    revoke: Script,
+    purge: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            create: Script::new(CREATE_BODY),
+            update: Script::new(UPDATE_BODY),
+            touch: Script::new(TOUCH_BODY),
+            delete: Script::new(DELETE_BODY),
+            revoke: Script::new(REVOKE_BODY),
+            purge: Script::new(PURGE_BODY),
+        }
+    }
+
+    fn all(&self) -> [&Script; 6] {
+        [
+            &self.create,
+            &self.update,
+            &self.touch,
+            &self.delete,
+            &self.revoke,
+            &self.purge,
+        ]
+    }
+}
+
+/// How to reach Redis: built by [`RedisStore::builder`], finished by
+/// [`RedisStoreBuilder::connect`].
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password: it is not shown.
+        let Self {
+            url: _,
+            prefix,
+            connect_timeout,
+            command_timeout,
+        } = self;
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", prefix)
+            .field("connect_timeout", connect_timeout)
+            .field("command_timeout", command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key this store writes (default `cloakroom:`). Two stores
+    /// with different prefixes on one server never see each other's sessions. It must not
+    /// contain `{` or `}` (they would break the hash tags).
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one connection attempt may take (default 1 s).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the server may take to answer one round trip (default 1 s).
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Connects and loads the scripts.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a bad URL or prefix; [`ErrorKind::Unavailable`] if the
+    /// server cannot be reached within the connect timeout.
+    pub async fn connect(self) -> Result<RedisStore, Error> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a Redis key prefix must not contain braces (they are hash tags)",
+            ));
+        }
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid Redis URL").with_source(e))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(self.connect_timeout);
+        let bound = self.connect_timeout + self.command_timeout;
+        let conn =
+            match tokio::time::timeout(bound, ConnectionManager::new_with_config(client, config))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return Err(Error::unavailable("cannot connect to Redis", e)),
+                Err(e) => return Err(Error::unavailable("connecting to Redis timed out", e)),
+            };
+        let store = RedisStore {
+            conn,
+            prefix: self.prefix,
+            bound,
+            scripts: std::sync::Arc::new(Scripts::new()),
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+}
+
+/// Sessions in Redis. Cheap to clone: clones share one multiplexed connection.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), cloakroom::Error> {
+/// use std::time::Duration;
+/// use cloakroom_stores::RedisStore;
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379")
+///     .with_prefix("myapp:sessions:")
+///     .with_command_timeout(Duration::from_millis(500))
+///     .connect()
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    bound: Duration,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            conn: _,
+            prefix,
+            bound,
+            scripts: _,
+        } = self;
+        f.debug_struct("RedisStore")
+            .field("prefix", prefix)
+            .field("round_trip_bound", bound)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record as the scripts take it: the fields of the hash.
+struct Fields {
+    d: Vec<u8>,
+    v: String,
+    u: Vec<u8>,
+    l: String,
+    i: String,
+    a: String,
+    e: String,
+    ttl_ms: String,
+}
+
+fn tagged_user(user: Option<&str>) -> Vec<u8> {
+    match user {
+        Some(u) => {
+            let mut out = Vec::with_capacity(u.len() + 1);
+            out.push(b'+');
+            out.extend_from_slice(u.as_bytes());
+            out
+        }
+        None => b"-".to_vec(),
+    }
+}
+
+fn untag_user(tagged: &[u8]) -> Option<String> {
+    match tagged.split_first() {
+        Some((b'+', rest)) => String::from_utf8(rest.to_vec()).ok(),
+        _ => None,
+    }
+}
+
+fn ttl_ms(deadline: u64, reference: u64) -> u64 {
+    deadline
+        .saturating_sub(reference)
+        .clamp(0, MAX_TTL_SECS)
+        .saturating_mul(1000)
+        .max(1)
+}
+
+fn fields(record: &Record, version: u64, reference: u64) -> Result<Fields, Error> {
+    let mut stored = record.clone();
+    stored.version = version;
+    Ok(Fields {
+        d: stored.encode()?,
+        v: version.to_string(),
+        u: tagged_user(record.user_id.as_deref()),
+        l: record.last_seen.to_string(),
+        i: record.idle_deadline.to_string(),
+        a: record.absolute_deadline.to_string(),
+        e: record.expires_at().to_string(),
+        ttl_ms: ttl_ms(record.expires_at(), reference).to_string(),
+    })
+}
+
+fn map_err(what: &'static str, e: redis::RedisError) -> Error {
+    let not_ours = e.code() == Some("WRONGTYPE")
+        || e.to_string().contains("WRONGTYPE")
+        || e.to_string().contains("not an integer");
+    if not_ours {
+        Error::corrupt(what, e)
+    } else {
+        Error::unavailable(what, e)
+    }
+}
+
+fn not_ours(key: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("the Redis key {key} holds something this store did not write"),
+    )
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("unexpected reply from Redis to {what}"),
+    )
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// `[status, ...]` from a script.
+fn status(v: &Value) -> Option<(i64, &[Value])> {
+    match v {
+        Value::Array(items) => {
+            let (first, rest) = items.split_first()?;
+            Some((int(first)?, rest))
+        }
+        _ => None,
+    }
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+impl RedisStore {
+    /// A builder for a store on the server at `url` (`redis://host:port/db`, or
+    /// `redis://:password@host:port`).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connect_timeout: DEFAULT_TIMEOUT,
+            command_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A store on `url` with the default prefix and timeouts.
+    ///
+    /// # Errors
+    /// As [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(url).connect().await
+    }
+
+    /// The key the record of `id` is kept under (for operators and tests).
+    pub fn record_key(&self, id: &IdHash) -> String {
+        format!("{}{{r:{}}}", self.prefix, id.to_hex())
+    }
+
+    fn user_key(&self, user: &str, what: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + user.len() + 16);
+        k.extend_from_slice(self.prefix.as_bytes());
+        k.extend_from_slice(b"{u:");
+        k.extend_from_slice(user.as_bytes());
+        k.extend_from_slice(b"}:");
+        k.extend_from_slice(what.as_bytes());
+        k
+    }
+
+    fn index_key(&self, user: &str) -> Vec<u8> {
+        self.user_key(user, "sessions")
+    }
+
+    fn epoch_key(&self, user: &str) -> Vec<u8> {
+        self.user_key(user, "epoch")
+    }
+
+    fn expiry_key(&self) -> String {
+        format!("{}expiry", self.prefix)
+    }
+
+    async fn load_scripts(&self) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        for s in self.scripts.all() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
+        }
+        let _: Vec<Value> = self.bounded("SCRIPT LOAD", pipe).await?;
+        Ok(())
+    }
+
+    /// One round trip, bounded in time, with NOSCRIPT answered by loading the scripts and
+    /// sending the pipeline again (every pipeline here is safe to repeat).
+    async fn bounded(&self, what: &'static str, pipe: Pipeline) -> Result<Vec<Value>, Error> {
+        for attempt in 0..2 {
+            let mut conn = self.conn.clone();
+            let result =
+                tokio::time::timeout(self.bound, pipe.query_async::<Vec<Value>>(&mut conn))
+                    .await
+                    .map_err(|e| {
+                        Error::unavailable(format!("Redis did not answer {what} in time"), e)
+                    })?;
+            match result {
+                Ok(values) => return Ok(values),
+                Err(e)
+                    if attempt == 0
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    // The server restarted or its script cache was flushed.
+                    tracing::debug!("Redis lost the scripts; loading them again");
+                    Box::pin(self.load_scripts()).await?;
+                }
+                Err(e) => return Err(map_err(what, e)),
+            }
+        }
+        Err(unexpected(what))
+    }
+
+    async fn one(&self, what: &'static str, cmd: Cmd) -> Result<Value, Error> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        self.bounded(what, pipe)
+            .await?
+            .pop()
+            .ok_or_else(|| unexpected(what))
+    }
+
+    /// Decodes the `HMGET d l i` reply of a record key.
+    fn decode(&self, id: &IdHash, reply: &Value, now: u64) -> Result<Option<Record>, Error> {
+        let Value::Array(items) = reply else {
+            return Err(unexpected("HMGET"));
+        };
+        let [d, l, i] = items.as_slice() else {
+            return Err(unexpected("HMGET"));
+        };
+        if matches!((d, l, i), (Value::Nil, Value::Nil, Value::Nil)) {
+            return Ok(None);
+        }
+        let key = self.record_key(id);
+        let (Some(d), Some(l), Some(i)) = (bytes(d), bytes(l), bytes(i)) else {
+            return Err(not_ours(&key));
+        };
+        let mut record = Record::decode(d)?;
+        let (Some(l), Some(i)) = (parse_u64(l), parse_u64(i)) else {
+            return Err(not_ours(&key));
+        };
+        if record.id_hash != *id {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("the Redis key {key} holds another session's record"),
+            ));
+        }
+        // `touch` writes these two fields alone, without rewriting the record.
+        record.last_seen = l;
+        record.idle_deadline = i;
+        Ok(record.is_live(now).then_some(record))
+    }
+
+    fn hmget(&self, id: &IdHash) -> Cmd {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.record_key(id)).arg("d").arg("l").arg("i");
+        cmd
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        let f = fields(record, record.version, record.last_seen)?;
+        let id = record.id_hash.to_hex();
+        let e = record.expires_at();
+        let mut pipe = redis::pipe();
+        // Index entries first: an index may point at nothing, never miss a record.
+        if let Some(user) = &record.user_id {
+            pipe.cmd("ZADD")
+                .arg(self.index_key(user))
+                .arg("GT")
+                .arg(e)
+                .arg(&id);
+        }
+        pipe.cmd("ZADD")
+            .arg(self.expiry_key())
+            .arg("LT")
+            .arg(e)
+            .arg(&id);
+        pipe.add_command(self.scripts.create.call(
+            &self.record_key(&record.id_hash),
+            &[
+                &f.d,
+                f.v.as_bytes(),
+                &f.u,
+                f.l.as_bytes(),
+                f.i.as_bytes(),
+                f.a.as_bytes(),
+                f.e.as_bytes(),
+                f.ttl_ms.as_bytes(),
+            ],
+        ));
+        let replies = self.bounded("create", pipe).await?;
+        match replies.last().and_then(status) {
+            Some((2, _)) => Ok(()),
+            Some((1, _)) => Err(Error::conflict()),
+            _ => Err(unexpected("create")),
+        }
+    }
+
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        let reply = self.one("load", self.hmget(id)).await?;
+        self.decode(id, &reply, now)
+    }
+
+    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+        let next = record.version.saturating_add(1);
+        let f = fields(record, next, now)?;
+        let id = record.id_hash.to_hex();
+        let e = record.expires_at();
+        let key = self.record_key(&record.id_hash);
+        let expected = record.version.to_string();
+        let now_s = now.to_string();
+        let mut pipe = redis::pipe();
+        if let Some(user) = &record.user_id {
+            pipe.cmd("ZADD")
+                .arg(self.index_key(user))
+                .arg("GT")
+                .arg(e)
+                .arg(&id);
+        }
+        pipe.cmd("ZADD")
+            .arg(self.expiry_key())
+            .arg("LT")
+            .arg(e)
+            .arg(&id);
+        pipe.add_command(self.scripts.update.call(
+            &key,
+            &[
+                expected.as_bytes(),
+                now_s.as_bytes(),
+                &f.d,
+                f.v.as_bytes(),
+                &f.u,
+                f.l.as_bytes(),
+                f.i.as_bytes(),
+                f.a.as_bytes(),
+                f.e.as_bytes(),
+                f.ttl_ms.as_bytes(),
+            ],
+        ));
+        let replies = self.bounded("update", pipe).await?;
+        match replies.last().and_then(status) {
+            Some((2, rest)) => {
+                let old = rest.first().and_then(bytes).and_then(untag_user);
+                if let Some(old) = old.filter(|o| Some(o) != record.user_id.as_ref()) {
+                    // The session moved to another user: the old index lets go of it.
+                    let mut cmd = redis::cmd("ZREM");
+                    cmd.arg(self.index_key(&old)).arg(&id);
+                    self.one("update (index)", cmd).await?;
+                }
+                Ok(next)
+            }
+            Some((1, _)) => Err(Error::conflict()),
+            Some((0, _)) => Err(Error::not_found()),
+            Some((-1, _)) => Err(not_ours(&key)),
+            _ => Err(unexpected("update")),
+        }
+    }
+
+    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        let key = self.record_key(id);
+        let hex = id.to_hex();
+        let (now_s, idle_s) = (now.to_string(), idle_deadline.to_string());
+        // The user's index learns the later expiry before the record has it: an index may
+        // over-state an expiry (it is checked when read), never under-state it.
+        let mut hget = redis::cmd("HGET");
+        hget.arg(&key).arg("u");
+        let user = bytes(&self.one("touch", hget).await?).and_then(untag_user);
+        let mut pipe = redis::pipe();
+        if let Some(user) = &user {
+            pipe.cmd("ZADD")
+                .arg(self.index_key(user))
+                .arg("GT")
+                .arg(idle_deadline)
+                .arg(&hex)
+                .ignore();
+        }
+        pipe.add_command(
+            self.scripts
+                .touch
+                .call(&key, &[now_s.as_bytes(), idle_s.as_bytes()]),
+        );
+        pipe.cmd("ZADD")
+            .arg(self.expiry_key())
+            .arg("LT")
+            .arg(idle_deadline)
+            .arg(&hex)
+            .ignore();
+        let replies = self.bounded("touch", pipe).await?;
+        match replies.last().and_then(status) {
+            Some((2, rest)) => {
+                let now_user = rest.first().and_then(bytes).and_then(untag_user);
+                let idle = rest
+                    .get(1)
+                    .and_then(bytes)
+                    .and_then(parse_u64)
+                    .ok_or_else(|| unexpected("touch"))?;
+                // Rare: the session changed user in between, or the deadline was capped at
+                // the absolute one (the purge index wants the lower score).
+                let mut pipe = redis::pipe();
+                let mut more = false;
+                if let Some(u) = now_user.filter(|u| Some(u) != user.as_ref()) {
+                    pipe.cmd("ZADD")
+                        .arg(self.index_key(&u))
+                        .arg("GT")
+                        .arg(idle)
+                        .arg(&hex);
+                    more = true;
+                }
+                if idle < idle_deadline {
+                    pipe.cmd("ZADD")
+                        .arg(self.expiry_key())
+                        .arg("LT")
+                        .arg(idle)
+                        .arg(&hex);
+                    more = true;
+                }
+                if more {
+                    self.bounded("touch (index)", pipe).await?;
+                }
+                Ok(())
+            }
+            Some((0, _)) => Err(Error::not_found()),
+            Some((-1, _)) => Err(not_ours(&key)),
+            _ => Err(unexpected("touch")),
+        }
+    }
+
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        let reply = self
+            .one(
+                "delete",
+                self.scripts.delete.call(&self.record_key(id), &[]),
+            )
+            .await?;
+        match status(&reply) {
+            Some((1, rest)) => {
+                let hex = id.to_hex();
+                let mut pipe = redis::pipe();
+                if let Some(user) = rest.first().and_then(bytes).and_then(untag_user) {
+                    pipe.cmd("ZREM").arg(self.index_key(&user)).arg(&hex);
+                }
+                pipe.cmd("ZREM").arg(self.expiry_key()).arg(&hex);
+                self.bounded("delete (index)", pipe).await?;
+                Ok(true)
+            }
+            Some((0, _)) => Ok(false),
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        let index = self.index_key(user);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        // Pruned as read: entries scored at or before `now` belong to dead sessions.
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(now)
+            .ignore();
+        pipe.cmd("ZRANGE").arg(&index).arg(0).arg(-1);
+        let replies = self.bounded("sessions_of", pipe).await?;
+        let Some(Value::Array(members)) = replies.into_iter().next() else {
+            return Err(unexpected("sessions_of"));
+        };
+        let mut ids = Vec::with_capacity(members.len());
+        for m in &members {
+            let id = bytes(m)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| IdHash::from_hex(s).ok())
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Corrupt,
+                        "a Redis user index holds a non-id member",
+                    )
+                })?;
+            ids.push(id);
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.add_command(self.hmget(id));
+        }
+        let replies = self.bounded("sessions_of (records)", pipe).await?;
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        for (id, reply) in ids.iter().zip(&replies) {
+            match self.decode(id, reply, now)? {
+                Some(r) if r.user_id.as_deref() == Some(user) => out.push(r),
+                // Dead, gone, or moved to another user. A dead one stays until its score
+                // passes (it may be dead only at this `now`, not at a caller's earlier one).
+                Some(_) => stale.push(id.to_hex()),
+                None if matches!(reply, Value::Array(v) if v.iter().all(|x| *x == Value::Nil)) => {
+                    stale.push(id.to_hex());
+                }
+                None => {}
+            }
+        }
+        if !stale.is_empty() {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(&index).arg(&stale);
+            self.one("sessions_of (prune)", cmd).await?;
+        }
+        Ok(out)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, Error> {
+        let index = self.index_key(user);
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(&index).arg(0).arg(-1);
+        let Value::Array(members) = self.one("revoke_user_sessions", cmd).await? else {
+            return Err(unexpected("revoke_user_sessions"));
+        };
+        let keep = except.map(IdHash::to_hex);
+        let ids: Vec<String> = members
+            .iter()
+            .filter_map(|m| bytes(m).and_then(|b| String::from_utf8(b.to_vec()).ok()))
+            .filter(|m| Some(m) != keep.as_ref())
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let tagged = tagged_user(Some(user));
+        let mut pipe = redis::pipe();
+        for hex in &ids {
+            let key = format!("{}{{r:{hex}}}", self.prefix);
+            pipe.add_command(self.scripts.revoke.call(&key, &[&tagged]));
+        }
+        let replies = self.bounded("revoke_user_sessions", pipe).await?;
+        let deleted: Vec<&String> = ids
+            .iter()
+            .zip(&replies)
+            .filter(|(_, r)| matches!(status(r), Some((1, _))))
+            .map(|(id, _)| id)
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(&index).arg(&ids);
+        if !deleted.is_empty() {
+            pipe.cmd("ZREM").arg(self.expiry_key()).arg(&deleted);
+        }
+        self.bounded("revoke_user_sessions (index)", pipe).await?;
+        Ok(deleted.len() as u64)
+    }
+
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.epoch_key(user));
+        match self.one("user_epoch", cmd).await? {
+            Value::Nil => Ok(0),
+            v => bytes(&v).and_then(parse_u64).ok_or_else(|| {
+                Error::new(ErrorKind::Corrupt, "a Redis user epoch is not a number")
+            }),
+        }
+    }
+
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(self.epoch_key(user));
+        let v = self.one("bump_user_epoch", cmd).await?;
+        int(&v)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected("INCR"))
+    }
+
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        let mut deleted = 0;
+        while deleted < limit {
+            let mut cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(self.expiry_key())
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg((limit - deleted).min(PURGE_ROUND));
+            let Value::Array(members) = self.one("purge_expired", cmd).await? else {
+                return Err(unexpected("purge_expired"));
+            };
+            let ids: Vec<Vec<u8>> = members
+                .iter()
+                .filter_map(bytes)
+                .map(<[u8]>::to_vec)
+                .collect();
+            if ids.is_empty() {
+                break;
+            }
+            let now_s = now.to_string();
+            let mut pipe = redis::pipe();
+            for hex in &ids {
+                let mut key = self.prefix.as_bytes().to_vec();
+                key.extend_from_slice(b"{r:");
+                key.extend_from_slice(hex);
+                key.push(b'}');
+                let key = String::from_utf8_lossy(&key).into_owned();
+                pipe.add_command(self.scripts.purge.call(&key, &[now_s.as_bytes()]));
+            }
+            let replies = self.bounded("purge_expired", pipe).await?;
+            let mut follow = redis::pipe();
+            for (hex, reply) in ids.iter().zip(&replies) {
+                match status(reply) {
+                    Some((2, rest)) => {
+                        // Live after all (touched since it was indexed): rescore it.
+                        let e = rest.first().and_then(bytes).and_then(parse_u64);
+                        let e = e.ok_or_else(|| unexpected("purge_expired"))?;
+                        follow
+                            .cmd("ZADD")
+                            .arg(self.expiry_key())
+                            .arg("XX")
+                            .arg(e)
+                            .arg(hex);
+                    }
+                    Some((1, rest)) => {
+                        deleted += 1;
+                        follow.cmd("ZREM").arg(self.expiry_key()).arg(hex);
+                        if let Some(user) = rest.first().and_then(bytes).and_then(untag_user) {
+                            follow.cmd("ZREM").arg(self.index_key(&user)).arg(hex);
+                        }
+                    }
+                    _ => {
+                        follow.cmd("ZREM").arg(self.expiry_key()).arg(hex);
+                    }
+                }
+            }
+            self.bounded("purge_expired (index)", follow).await?;
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,685 @@
+//! The SQLite store, the embedded default (feature `sqlite`).
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+/// The schema, one entry per version: entry `i` migrates version `i` to `i + 1`. The
+/// `schema_version` table holds the version a database is at; [`SqliteStore::open`] applies
+/// the missing steps in one transaction. Never edit a released step: append one.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE sessions (
+        id         BLOB PRIMARY KEY NOT NULL, -- SHA-256 of the session id, 32 bytes
+        user_id    TEXT,                      -- the record's user, for the per-user index
+        expires_at INTEGER NOT NULL,          -- min(idle, absolute deadline), unix seconds
+        version    INTEGER NOT NULL,          -- compare-and-swap version
+        record     BLOB NOT NULL              -- Record::encode
+    );
+    CREATE INDEX sessions_by_user ON sessions (user_id) WHERE user_id IS NOT NULL;
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    CREATE TABLE user_epochs (
+        user_id TEXT PRIMARY KEY NOT NULL,
+        epoch   INTEGER NOT NULL
+    );
+"];
+
+/// The schema version this build creates and understands.
+pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How hard SQLite pushes a commit to the disk (`PRAGMA synchronous`, in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// `NORMAL` (the default): a commit is written to the write-ahead log before it is
+    /// acknowledged, and the log is `fsync`ed at checkpoints. An acknowledged write survives
+    /// the process being killed (`kill -9`, a panic, an OOM kill): the log is in the OS page
+    /// cache. A power loss or kernel crash may lose the last commits before a checkpoint
+    /// (never corrupting the database).
+    #[default]
+    Normal,
+    /// `FULL`: the log is `fsync`ed on every commit, so an acknowledged write also survives a
+    /// power loss. The cost is one `fsync` per write (session create, update, touch,
+    /// delete): from tens of microseconds on a good NVMe disk to several milliseconds on
+    /// network or rotating storage, and it serialises writers on the disk.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
+/// How to open a [`SqliteStore`]: the file is required, everything else has a default.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    path: PathBuf,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    max_idle_readers: usize,
+}
+
+impl SqliteOptions {
+    /// The database file `path` (created `0600` if missing), `synchronous = NORMAL`, a busy
+    /// timeout of 5 s, and up to 4 idle reader connections.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+            max_idle_readers: 4,
+        }
+    }
+
+    /// Sets how commits reach the disk; see [`Synchronous`].
+    #[must_use]
+    pub fn with_synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long an operation waits for a lock held by another connection (another process,
+    /// or a backup) before it fails with [`ErrorKind::Unavailable`].
+    #[must_use]
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How many reader connections are kept open between reads (more are opened while
+    /// many reads run at once, and closed after).
+    #[must_use]
+    pub fn with_max_idle_readers(mut self, readers: usize) -> Self {
+        self.max_idle_readers = readers;
+        self
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A [`Store`] in one SQLite file: the embedded default.
+///
+/// # Storage
+///
+/// One table `sessions` (id hash, user id, expiry, version, and the record as
+/// [`Record::encode`] bytes) with indexes on the user and on the expiry, one table
+/// `user_epochs`, and a `schema_version` table. The store creates the schema and migrates
+/// older versions of it when it opens the file, and refuses a file whose schema is newer
+/// than it knows. The file is created `0600` (SQLite gives its `-wal` and `-shm` files the
+/// same mode).
+///
+/// # Durability
+///
+/// The database runs in WAL mode with `synchronous = NORMAL` by default: an acknowledged
+/// write survives `kill -9` of the process; [`Synchronous::Full`] makes it survive a power
+/// loss too, at one `fsync` per write. See [`Synchronous`].
+///
+/// # Connections
+///
+/// One writer connection behind a mutex, and a small pool of reader connections. SQLite
+/// lets one writer at a time commit whatever the number of connections, so more writer
+/// connections in one process would only trade the mutex for `SQLITE_BUSY` retries and the
+/// busy timeout; readers in WAL mode run in parallel with each other and with the writer,
+/// so loads (the hot path) do not queue behind writes. Other processes may open the same
+/// file: they are ordered by SQLite's own locks and wait up to the busy timeout.
+///
+/// Compare-and-swap is one statement, `UPDATE … WHERE id = ? AND version = ?`; purges
+/// delete at most `limit` rows per statement (one short transaction per batch). Every
+/// call runs on tokio's blocking pool ([`tokio::task::spawn_blocking`]).
+///
+/// # Errors
+///
+/// A file that is not a database or is damaged gives [`ErrorKind::Corrupt`]; a locked
+/// database (past the busy timeout), a missing or read-only directory, a full disk give
+/// [`ErrorKind::Unavailable`]. The SQLite error is the `source()`.
+///
+/// # Example
+///
+/// ```
+/// use cloakroom::{Policy, Record, SessionId, Store};
+/// use cloakroom_stores::{SqliteOptions, SqliteStore, Synchronous};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = SqliteStore::open_with(
+///     SqliteOptions::new(dir.path().join("sessions.db")).with_synchronous(Synchronous::Full),
+/// )
+/// .await?;
+/// let record = Record::new(SessionId::generate()?.hash(), 1_700_000_000, &Policy::default());
+/// store.create(&record).await?;
+/// assert_eq!(store.update(&record, 1_700_000_001).await?, 2);
+/// # Ok::<(), cloakroom::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+struct Inner {
+    options: SqliteOptions,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database file `path` with the default
+    /// [`SqliteOptions`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] if the file cannot be created or opened, is locked past
+    /// the busy timeout, or has a newer schema; [`ErrorKind::Corrupt`] if it is not a SQLite
+    /// database or is damaged.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, Error> {
+        Self::open_with(SqliteOptions::new(path)).await
+    }
+
+    /// Opens the database with `options`.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub async fn open_with(options: SqliteOptions) -> Result<Self, Error> {
+        let inner = tokio::task::spawn_blocking(move || Inner::open(options))
+            .await
+            .map_err(|e| Error::unavailable("a SQLite store worker thread failed", e))??;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.options.path
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::unavailable("a SQLite store worker thread failed", e))?
+    }
+}
+
+fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+    move |e| {
+        let kind = match &e {
+            rusqlite::Error::SqliteFailure(failure, _)
+                if matches!(
+                    failure.code,
+                    ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase
+                ) =>
+            {
+                ErrorKind::Corrupt
+            }
+            _ => ErrorKind::Unavailable,
+        };
+        Error::new(kind, format!("sqlite store: {what}: {e}")).with_source(e)
+    }
+}
+
+/// SQLite integers are signed: times past `i64::MAX` (never in practice) are capped.
+fn sql_time(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+fn sql_version(v: u64) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::new(ErrorKind::InvalidInput, "record version too large"))
+}
+
+fn decode(id: &IdHash, bytes: &[u8]) -> Result<Record, Error> {
+    let record = Record::decode(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("sqlite store: the record of session {id} does not decode"),
+        )
+        .with_source(e)
+    })?;
+    if record.id_hash != *id {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("sqlite store: the row of session {id} holds another session's record"),
+        ));
+    }
+    Ok(record)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic under the lock cannot leave a half-done change: SQLite rolls back an open
+    // transaction when its guard is dropped.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn open(options: SqliteOptions) -> Result<Self, Error> {
+        let path = options.path.clone();
+        let at = path.display().to_string();
+        // Create the file ourselves so it is 0600 from the start (SQLite would use 0644).
+        if let Err(e) = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+        {
+            let what = format!("sqlite store: cannot create or open {at}: {e}");
+            return Err(Error::new(ErrorKind::Unavailable, what).with_source(e));
+        }
+        let mut writer = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err(&at))?;
+        writer
+            .busy_timeout(options.busy_timeout)
+            .map_err(db_err(&at))?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db_err(&at))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("sqlite store: {at} cannot use WAL mode (journal mode is {mode})"),
+            ));
+        }
+        writer
+            .pragma_update(None, "synchronous", options.synchronous.pragma())
+            .map_err(db_err(&at))?;
+        migrate(&mut writer, &at)?;
+        let first_reader = open_reader(&options)?;
+        Ok(Self {
+            options,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(vec![first_reader]),
+        })
+    }
+
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        f(&mut lock(&self.writer))
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_reader(&self.options)?,
+        };
+        let result = f(&conn);
+        let mut idle = lock(&self.readers);
+        if idle.len() < self.options.max_idle_readers {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn create(&self, record: &Record) -> Result<(), Error> {
+        let bytes = record.encode()?;
+        let version = sql_version(record.version)?;
+        self.with_writer(|conn| {
+            // `create` is given no clock: like the memory store, an existing record is
+            // judged at the new record's `last_seen`, and replaced only if expired then.
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (id, user_id, expires_at, version, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO UPDATE SET
+                        user_id = excluded.user_id, expires_at = excluded.expires_at,
+                        version = excluded.version, record = excluded.record
+                     WHERE sessions.expires_at <= ?6",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        record.id_hash.as_bytes(),
+                        record.user_id,
+                        sql_time(record.expires_at()),
+                        version,
+                        bytes,
+                        sql_time(record.last_seen),
+                    ])
+                })
+                .map_err(db_err("create"))?;
+            if changed == 0 {
+                return Err(Error::conflict());
+            }
+            Ok(())
+        })
+    }
+
+    fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        let bytes: Option<Vec<u8>> = self.with_reader(|conn| {
+            conn.prepare_cached("SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![id.as_bytes(), sql_time(now)], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db_err("load"))
+        })?;
+        match bytes {
+            Some(bytes) => {
+                let record = decode(id, &bytes)?;
+                Ok(record.is_live(now).then_some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn update(&self, mut next: Record, now: u64) -> Result<u64, Error> {
+        let expected = sql_version(next.version)?;
+        next.version = next
+            .version
+            .checked_add(1)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "record version overflow"))?;
+        let new = sql_version(next.version)?;
+        let bytes = next.encode()?;
+        let args = params![
+            next.user_id,
+            sql_time(next.expires_at()),
+            new,
+            bytes,
+            next.id_hash.as_bytes(),
+            expected,
+            sql_time(now),
+        ];
+        self.with_writer(|conn| {
+            // SQLite rewrites the index entries of every column an UPDATE sets, changed or
+            // not. The user of a session rarely changes, so first try without setting
+            // `user_id` (the statement matches only if it is unchanged), which keeps
+            // `sessions_by_user` out of the write; then the full statement.
+            for sql in [
+                "UPDATE sessions SET expires_at = ?2, version = ?3, record = ?4
+                 WHERE id = ?5 AND version = ?6 AND expires_at > ?7 AND user_id IS ?1",
+                "UPDATE sessions SET user_id = ?1, expires_at = ?2, version = ?3, record = ?4
+                 WHERE id = ?5 AND version = ?6 AND expires_at > ?7",
+            ] {
+                let changed = conn
+                    .prepare_cached(sql)
+                    .and_then(|mut stmt| stmt.execute(args))
+                    .map_err(db_err("update"))?;
+                if changed == 1 {
+                    return Ok(next.version);
+                }
+            }
+            // Nothing written: tell a lost race from a session that is gone.
+            let live: Option<i64> = conn
+                .prepare_cached("SELECT version FROM sessions WHERE id = ?1 AND expires_at > ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![next.id_hash.as_bytes(), sql_time(now)], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+                })
+                .map_err(db_err("update"))?;
+            Err(match live {
+                Some(_) => Error::conflict(),
+                None => Error::not_found(),
+            })
+        })
+    }
+
+    fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        self.with_writer(|conn| {
+            // Read, change two fields, write back, in one write transaction so no other
+            // process's update slips in between.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err("touch"))?;
+            let bytes: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![id.as_bytes(), sql_time(now)], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db_err("touch"))?;
+            let Some(bytes) = bytes else {
+                return Err(Error::not_found());
+            };
+            let mut record = decode(id, &bytes)?;
+            if !record.is_live(now) {
+                return Err(Error::not_found());
+            }
+            record.last_seen = now;
+            record.idle_deadline = idle_deadline.min(record.absolute_deadline);
+            let bytes = record.encode()?;
+            tx.prepare_cached("UPDATE sessions SET expires_at = ?1, record = ?2 WHERE id = ?3")
+                .and_then(|mut stmt| {
+                    stmt.execute(params![sql_time(record.expires_at()), bytes, id.as_bytes()])
+                })
+                .map_err(db_err("touch"))?;
+            tx.commit().map_err(db_err("touch"))
+        })
+    }
+
+    fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.with_writer(|conn| {
+            conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![id.as_bytes()]))
+                .map(|n| n > 0)
+                .map_err(db_err("delete"))
+        })
+    }
+
+    fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.with_reader(|conn| {
+            conn.prepare_cached(
+                "SELECT id, record FROM sessions WHERE user_id = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![user, sql_time(now)], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect()
+            })
+            .map_err(db_err("sessions_of"))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, bytes) in rows {
+            let Ok(id) = <[u8; 32]>::try_from(id.as_slice()) else {
+                tracing::warn!("skipping a session row whose id is not 32 bytes");
+                continue;
+            };
+            match decode(&IdHash::from_bytes(id), &bytes) {
+                Ok(record) if record.is_live(now) => out.push(record),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(session = %IdHash::from_bytes(id), error = %e,
+                        "skipping a corrupt session record");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn revoke_user_sessions(&self, user: &str, except: Option<&IdHash>) -> Result<u64, Error> {
+        self.with_writer(|conn| {
+            conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2")
+                .and_then(|mut stmt| {
+                    stmt.execute(params![user, except.map(|id| id.as_bytes().as_slice())])
+                })
+                .map(|n| n as u64)
+                .map_err(db_err("revoke_user_sessions"))
+        })
+    }
+
+    fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let epoch: Option<i64> = self.with_reader(|conn| {
+            conn.prepare_cached("SELECT epoch FROM user_epochs WHERE user_id = ?1")
+                .and_then(|mut stmt| stmt.query_row([user], |row| row.get(0)).optional())
+                .map_err(db_err("user_epoch"))
+        })?;
+        epoch_of(epoch.unwrap_or(0))
+    }
+
+    fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let epoch: i64 = self.with_writer(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO user_epochs (user_id, epoch) VALUES (?1, 1)
+                 ON CONFLICT (user_id) DO UPDATE SET epoch = epoch + 1
+                 RETURNING epoch",
+            )
+            .and_then(|mut stmt| stmt.query_row([user], |row| row.get(0)))
+            .map_err(db_err("bump_user_epoch"))
+        })?;
+        epoch_of(epoch)
+    }
+
+    fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_writer(|conn| {
+            conn.prepare_cached(
+                "DELETE FROM sessions WHERE id IN
+                    (SELECT id FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![sql_time(now), limit]))
+            .map_err(db_err("purge_expired"))
+        })
+    }
+}
+
+fn epoch_of(epoch: i64) -> Result<u64, Error> {
+    u64::try_from(epoch)
+        .map_err(|_| Error::new(ErrorKind::Corrupt, "sqlite store: a user epoch is negative"))
+}
+
+fn open_reader(options: &SqliteOptions) -> Result<Connection, Error> {
+    let at = options.path.display().to_string();
+    let conn = Connection::open_with_flags(
+        &options.path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err(&at))?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(db_err(&at))?;
+    // A reader never writes; say so, so a bug cannot make it.
+    conn.pragma_update(None, "query_only", true)
+        .map_err(db_err(&at))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, at: &str) -> Result<(), Error> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err(at))?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db_err(at))?;
+    let current: Option<i64> = tx
+        .query_row("SELECT max(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })
+        .map_err(db_err(at))?;
+    let current = current.unwrap_or(0);
+    if current > SQLITE_SCHEMA_VERSION {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "sqlite store: {at} has schema version {current}, newer than this build's \
+                 {SQLITE_SCHEMA_VERSION}: upgrade Cloakroom"
+            ),
+        ));
+    }
+    let from = usize::try_from(current).unwrap_or(0);
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+        let what = format!("{at}: migrating the schema to version {}", step + 1);
+        tx.execute_batch(sql).map_err(db_err(&what))?;
+    }
+    if current < SQLITE_SCHEMA_VERSION {
+        tx.execute("DELETE FROM schema_version", [])
+            .and_then(|_| {
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SQLITE_SCHEMA_VERSION],
+                )
+            })
+            .map_err(db_err(at))?;
+        tracing::info!(
+            path = at,
+            from = current,
+            to = SQLITE_SCHEMA_VERSION,
+            "migrated the session database"
+        );
+    }
+    tx.commit().map_err(db_err(at))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        let record = record.clone();
+        self.run(move |s| s.create(&record)).await
+    }
+
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        let id = *id;
+        self.run(move |s| s.load(&id, now)).await
+    }
+
+    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+        let record = record.clone();
+        self.run(move |s| s.update(record, now)).await
+    }
+
+    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        let id = *id;
+        self.run(move |s| s.touch(&id, now, idle_deadline)).await
+    }
+
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        let id = *id;
+        self.run(move |s| s.delete(&id)).await
+    }
+
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        let user = user.to_owned();
+        self.run(move |s| s.sessions_of(&user, now)).await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, Error> {
+        let user = user.to_owned();
+        let except = except.copied();
+        self.run(move |s| s.revoke_user_sessions(&user, except.as_ref()))
+            .await
+    }
+
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let user = user.to_owned();
+        self.run(move |s| s.user_epoch(&user)).await
+    }
+
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let user = user.to_owned();
+        self.run(move |s| s.bump_user_epoch(&user)).await
+    }
+
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.run(move |s| s.purge_expired(now, limit)).await
+    }
+}

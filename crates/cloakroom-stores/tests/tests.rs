@@ -1,0 +1,1776 @@
+//! The integration tests of cloakroom-stores: the conformance suite against every store, and
+//! each store's faults. One module per store.
+
+// ---------------------------------------------------------------------------------------
+// Single machine (issue 4): the file and SQLite stores.
+// ---------------------------------------------------------------------------------------
+
+/// Shared by `file_store` and `sqlite_store`: a writer process killed with SIGKILL in the
+/// middle of its writes, then a load.
+#[cfg(any(feature = "file", feature = "sqlite"))]
+mod single_machine_crash {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::{IdHash, Policy, Record, SessionId, Store, Value};
+
+    pub(crate) const T0: u64 = 1_700_000_000;
+    const CHILD_ENV: &str = "CLOAKROOM_STORES_CRASH_CHILD";
+    const PATH_ENV: &str = "CLOAKROOM_STORES_CRASH_PATH";
+    const ID_ENV: &str = "CLOAKROOM_STORES_CRASH_ID";
+
+    /// The blob size written at `version`: 1 to 61 KiB, different for neighbours, so a torn
+    /// write would show as a size that does not match the version.
+    fn blob_len(version: u64) -> usize {
+        1024 + usize::try_from(version.wrapping_mul(7919) % (60 * 1024)).unwrap()
+    }
+
+    /// The record content the writer stores at `version`.
+    fn fill(record: &mut Record, version: u64) {
+        record.data.insert("n".into(), Value::from(version));
+        record.data.insert(
+            "blob".into(),
+            Value::Binary(vec![(version % 251) as u8; blob_len(version)]),
+        );
+    }
+
+    pub(crate) fn first_record() -> Record {
+        let mut r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            T0,
+            &Policy::default(),
+        );
+        r.user_id = Some("crash-test".into());
+        fill(&mut r, 1);
+        r
+    }
+
+    /// Updates the record `iterations` times, reporting each acknowledged version.
+    pub(crate) async fn write_loop<S: Store>(
+        store: &S,
+        id: IdHash,
+        iterations: u64,
+        mut ack: impl FnMut(u64),
+    ) {
+        for _ in 0..iterations {
+            let mut r = store.load(&id, T0).await.unwrap().expect("record present");
+            let next = r.version + 1;
+            fill(&mut r, next);
+            let v = store.update(&r, T0).await.unwrap();
+            assert_eq!(v, next);
+            ack(v);
+        }
+    }
+
+    /// The record read back is whole: its data is exactly what was written at its version,
+    /// and that version is the last acknowledged one or the one in flight.
+    pub(crate) fn check_whole(r: &Record, last_acked: u64) {
+        let n = r.data.get("n").and_then(Value::as_u64);
+        assert_eq!(
+            n,
+            Some(r.version),
+            "data of another version than the record's"
+        );
+        let Some(Value::Binary(blob)) = r.data.get("blob") else {
+            panic!("blob missing from {r:?}");
+        };
+        assert_eq!(blob.len(), blob_len(r.version), "torn blob");
+        assert!(
+            blob.iter().all(|b| u64::from(*b) == r.version % 251),
+            "torn blob"
+        );
+        assert!(
+            r.version == last_acked || r.version == last_acked + 1,
+            "version {} after the last acknowledged {last_acked}: an acknowledged write was lost",
+            r.version
+        );
+    }
+
+    /// In the child (the env says which store and where): open the store and write until
+    /// killed, printing `acked N` after each acknowledged write. Returns `false` when not
+    /// in a child.
+    pub(crate) fn child_main<S, F, Fut>(open: F) -> bool
+    where
+        S: Store,
+        F: FnOnce(std::path::PathBuf) -> Fut,
+        Fut: std::future::Future<Output = S>,
+    {
+        let (Ok(path), Ok(id)) = (std::env::var(PATH_ENV), std::env::var(ID_ENV)) else {
+            return false;
+        };
+        if std::env::var(CHILD_ENV).is_err() {
+            return false;
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = open(path.into()).await;
+            let id = IdHash::from_hex(&id).unwrap();
+            // Bounded: the parent kills us long before this ends.
+            write_loop(&store, id, 100_000, |v| {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "acked {v}").unwrap();
+                out.flush().unwrap();
+            })
+            .await;
+        });
+        true
+    }
+
+    /// In the parent: runs `test` (this binary's test that calls [`child_main`]) as a child
+    /// writing to `path`, kills it with SIGKILL once it acknowledged version `acks`, plus
+    /// `extra_us` microseconds (so the kill lands at varied points of a write), and returns
+    /// the last version it acknowledged.
+    pub(crate) fn run_and_kill(
+        test: &str,
+        path: &std::path::Path,
+        id: &IdHash,
+        acks: u64,
+        extra_us: u64,
+    ) -> u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+            .env(CHILD_ENV, "1")
+            .env(PATH_ENV, path)
+            .env(ID_ENV, id.to_hex())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut last = 0;
+        let mut lines = stdout.lines();
+        while last < acks {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(v) = line.strip_prefix("acked ") {
+                        last = v.trim().parse().unwrap();
+                    }
+                }
+                _ => {
+                    let out = child.wait_with_output().unwrap();
+                    panic!(
+                        "the writer child ended early ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(extra_us));
+        child.kill().unwrap(); // SIGKILL on Unix
+                               // What it printed before it died: acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            if let Some(v) = line.strip_prefix("acked ") {
+                last = last.max(v.trim().parse().unwrap());
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "the child was killed, not finished: {status}"
+        );
+        last
+    }
+}
+
+#[cfg(feature = "file")]
+mod file_store {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Policy, Record, SessionId, Store};
+    use cloakroom_stores::FileStore;
+
+    use crate::single_machine_crash as crash;
+
+    const T0: u64 = crash::T0;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = AtomicUsize::new(0);
+        conformance::run(|| {
+            let path = dir
+                .path()
+                .join(format!("store-{}", n.fetch_add(1, Ordering::Relaxed)));
+            async move {
+                let store = FileStore::open(path).await.unwrap();
+                let files = store.clone();
+                Corruptible::new(store, move |id: IdHash| {
+                    let path = files.record_path(&id);
+                    async move {
+                        std::fs::write(path, b"\x01not messagepack")
+                            .map_err(|e| Error::unavailable("inject_corrupt", e))
+                    }
+                })
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn directory_0700_files_0600_named_by_id_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a/b/sessions");
+        let store = FileStore::open(&root).await.unwrap();
+        assert_eq!(mode(&root), 0o700);
+        for sub in ["sessions", "users", "epochs", "locks"] {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
+        }
+        let mut r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            T0,
+            &Policy::default(),
+        );
+        r.user_id = Some("mallory/../../etc".into());
+        store.create(&r).await.unwrap();
+        store.bump_user_epoch("mallory/../../etc").await.unwrap();
+        let file = root.join("sessions").join(r.id_hash.to_hex());
+        assert_eq!(store.record_path(&r.id_hash), file);
+        assert_eq!(mode(&file), 0o600);
+        // Nothing but hex names anywhere: the user id never became a path.
+        let mut names = Vec::new();
+        for sub in ["sessions", "users", "epochs"] {
+            for e in std::fs::read_dir(root.join(sub)).unwrap() {
+                let e = e.unwrap();
+                assert_eq!(mode(&e.path()) & 0o077, 0, "{:?}", e.path());
+                names.push(e.file_name().into_string().unwrap());
+            }
+        }
+        assert!(
+            names
+                .iter()
+                .all(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{names:?}"
+        );
+        // The record file holds Record::encode bytes (the atomic write left no temp file).
+        assert_eq!(Record::decode(&std::fs::read(&file).unwrap()).unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn refuses_an_unsafe_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_dir = dir.path().join("world-readable");
+        std::fs::create_dir(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = FileStore::open(&open_dir).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.to_string().contains("other users"), "{e}");
+
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("link");
+        symlink(&private, &link).unwrap();
+        let e = FileStore::open(&link).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // The real directory is fine.
+        FileStore::open(&private).await.unwrap();
+    }
+
+    /// Tests run as root here, and root ignores permission bits, so a `chmod 0500`
+    /// directory would not stop a write. What does stop root: a path whose parent is a
+    /// regular file (ENOTDIR), and a directory removed under a running store.
+    #[tokio::test]
+    async fn missing_or_unusable_directory_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let under_file = file.join("sessions");
+        let e = FileStore::open(&under_file).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the OS error is kept as source"
+        );
+
+        // Removed under a live store: every operation fails closed, none panics, and a load
+        // is not mistaken for "no such session".
+        let root = dir.path().join("gone");
+        let store = FileStore::open(&root).await.unwrap();
+        let r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            T0,
+            &Policy::default(),
+        );
+        store.create(&r).await.unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let kinds = [
+            store.create(&r).await.map(|_| ()).unwrap_err().kind(),
+            store
+                .load(&r.id_hash, T0)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
+            store.update(&r, T0).await.map(|_| ()).unwrap_err().kind(),
+            store
+                .touch(&r.id_hash, T0, T0 + 1)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
+            store
+                .delete(&r.id_hash)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
+            store
+                .sessions_of("u", T0)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
+            store.user_epoch("u").await.map(|_| ()).unwrap_err().kind(),
+            store
+                .bump_user_epoch("u")
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
+            store
+                .purge_expired(T0, 10)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
+        ];
+        assert!(
+            kinds.iter().all(|k| *k == ErrorKind::Unavailable),
+            "{kinds:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_directory_share_records_and_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileStore::open(dir.path().join("s")).await.unwrap();
+        let b = FileStore::open(dir.path().join("s")).await.unwrap();
+        let r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            T0,
+            &Policy::default(),
+        );
+        a.create(&r).await.unwrap();
+        assert_eq!(b.create(&r).await.unwrap_err().kind(), ErrorKind::Conflict);
+        assert_eq!(b.update(&r, T0).await.unwrap(), 2);
+        assert_eq!(
+            a.update(&r, T0).await.unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(a.load(&r.id_hash, T0).await.unwrap().unwrap().version, 2);
+    }
+
+    /// With the crash env set, this is the writer child of `killed_writer_*`; otherwise it
+    /// runs the same writer briefly in process and checks every record it wrote.
+    #[test]
+    fn crash_child() {
+        if crash::child_main(|path| async move { FileStore::open(path).await.unwrap() }) {
+            return;
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FileStore::open(dir.path().join("s")).await.unwrap();
+            let r = crash::first_record();
+            store.create(&r).await.unwrap();
+            let mut acked = 1;
+            crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
+            crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
+            assert_eq!(acked, 21);
+        });
+    }
+
+    #[test]
+    fn killed_writer_leaves_the_old_or_the_new_record() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let r = crash::first_record();
+        rt.block_on(async {
+            FileStore::open(&path)
+                .await
+                .unwrap()
+                .create(&r)
+                .await
+                .unwrap();
+        });
+        let mut after = 0;
+        for (round, extra_us) in [0u64, 150, 400, 900, 1300, 2100, 3300, 5000, 7700, 11000]
+            .into_iter()
+            .enumerate()
+        {
+            let acked = crash::run_and_kill(
+                "file_store::crash_child",
+                &path,
+                &r.id_hash,
+                after + 3 + round as u64,
+                extra_us,
+            );
+            let back = rt.block_on(async {
+                let store = FileStore::open(&path).await.unwrap();
+                store
+                    .load(&r.id_hash, T0)
+                    .await
+                    .unwrap()
+                    .expect("record survived")
+            });
+            crash::check_whole(&back, acked);
+            after = back.version;
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite_store {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Policy, Record, SessionId, Store};
+    use cloakroom_stores::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION};
+
+    use crate::single_machine_crash as crash;
+
+    const T0: u64 = crash::T0;
+
+    fn fresh() -> Record {
+        Record::new(
+            SessionId::generate().unwrap().hash(),
+            T0,
+            &Policy::default(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = AtomicUsize::new(0);
+        conformance::run(|| {
+            let path = dir
+                .path()
+                .join(format!("store-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+            async move {
+                let store = SqliteStore::open(&path).await.unwrap();
+                Corruptible::new(store, move |id: IdHash| {
+                    let path = path.clone();
+                    async move {
+                        let conn = rusqlite::Connection::open(&path)
+                            .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                        conn.execute(
+                            "UPDATE sessions SET record = x'016e6f74206d73677061636b' WHERE id = ?1",
+                            [id.as_bytes().as_slice()],
+                        )
+                        .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                        Ok(())
+                    }
+                })
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = AtomicUsize::new(0);
+        conformance::run(|| {
+            let path = dir
+                .path()
+                .join(format!("full-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+            async move {
+                let store = SqliteStore::open_with(
+                    SqliteOptions::new(&path).with_synchronous(Synchronous::Full),
+                )
+                .await
+                .unwrap();
+                Corruptible::new(store, move |id: IdHash| {
+                    let path = path.clone();
+                    async move {
+                        let conn = rusqlite::Connection::open(&path)
+                            .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                        conn.execute(
+                            "UPDATE sessions SET record = x'00' WHERE id = ?1",
+                            [id.as_bytes().as_slice()],
+                        )
+                        .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                        Ok(())
+                    }
+                })
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn schema_wal_indexes_and_file_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let r = fresh();
+        store.create(&r).await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SQLITE_SCHEMA_VERSION);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(names, ["sessions_by_expiry", "sessions_by_user"]);
+        // The planner uses them.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE user_id = 'u' AND expires_at > 0",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("sessions_by_"), "{plan}");
+        drop(stmt);
+        drop(conn);
+        drop(store);
+        // Reopening is idempotent and keeps the data.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.load(&r.id_hash, T0).await.unwrap(), Some(r));
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(SqliteStore::open(&path).await.unwrap());
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE schema_version SET version = 99", [])
+            .unwrap();
+        let e = SqliteStore::open(&path).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![0x5a; 16 * 1024]).unwrap();
+        let e = SqliteStore::open(&path).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("garbage.db"), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_database_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("damaged.db");
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            for _ in 0..50 {
+                store.create(&fresh()).await.unwrap();
+            }
+        }
+        // The last connection closed: the log is checkpointed into the file. Keep the
+        // 100-byte header, overwrite everything after it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 4096, "{}", bytes.len());
+        for b in &mut bytes[100..] {
+            *b = 0xa5;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let e = match SqliteStore::open(&path).await {
+            Err(e) => e,
+            Ok(store) => store.load(&fresh().id_hash, T0).await.unwrap_err(),
+        };
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    }
+
+    #[tokio::test]
+    async fn missing_directory_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = SqliteStore::open(file.join("s.db")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.to_string().contains("s.db"), "{e}");
+        let e = SqliteStore::open(dir.path().join("no/such/dir/s.db"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_locked_database_is_unavailable_then_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open_with(
+            SqliteOptions::new(&path).with_busy_timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+        let r = fresh();
+        store.create(&r).await.unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute_batch("BEGIN EXCLUSIVE; DELETE FROM user_epochs;")
+            .unwrap();
+        let e = store.create(&fresh()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.to_string().contains("locked"), "{e}");
+        let e = store.update(&r, T0).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        // WAL: readers are not blocked by the writer.
+        assert!(store.load(&r.id_hash, T0).await.unwrap().is_some());
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(store.update(&r, T0).await.unwrap(), 2);
+    }
+
+    /// With the crash env set, this is the writer child of `killed_writer_*`; otherwise it
+    /// runs the same writer briefly in process and checks every record it wrote.
+    #[test]
+    fn crash_child() {
+        if crash::child_main(|path| async move { SqliteStore::open(path).await.unwrap() }) {
+            return;
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+            let r = crash::first_record();
+            store.create(&r).await.unwrap();
+            let mut acked = 1;
+            crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
+            crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
+            assert_eq!(acked, 21);
+        });
+    }
+
+    #[test]
+    fn killed_writer_leaves_the_old_or_the_new_record() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let r = crash::first_record();
+        rt.block_on(async {
+            SqliteStore::open(&path)
+                .await
+                .unwrap()
+                .create(&r)
+                .await
+                .unwrap();
+        });
+        let mut after = 0;
+        for (round, extra_us) in [0u64, 150, 400, 900, 1300, 2100, 3300, 5000, 7700, 11000]
+            .into_iter()
+            .enumerate()
+        {
+            let acked = crash::run_and_kill(
+                "sqlite_store::crash_child",
+                &path,
+                &r.id_hash,
+                after + 3 + round as u64,
+                extra_us,
+            );
+            let back = rt.block_on(async {
+                let store = SqliteStore::open(&path).await.unwrap();
+                store
+                    .load(&r.id_hash, T0)
+                    .await
+                    .unwrap()
+                    .expect("record survived")
+            });
+            crash::check_whole(&back, acked);
+            after = back.version;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Many machines (issue 6): the Redis, PostgreSQL and memcached stores, on real servers.
+// ---------------------------------------------------------------------------------------
+
+/// Shared by `redis_store`, `postgres_store` and `memcached_store`: throwaway servers on free
+/// ports, and the checks every store's fault tests make.
+#[cfg(any(feature = "redis", feature = "postgres", feature = "memcached"))]
+mod many_machines {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use cloakroom::{Error, ErrorKind, Policy, Record, SessionId, Store};
+
+    pub(crate) const T0: u64 = 1_700_000_000;
+
+    /// A name no other test run (or test in this run) uses.
+    pub(crate) fn unique(prefix: &str) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!(
+            "{prefix}{}_{}_{}",
+            std::process::id(),
+            nanos,
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub(crate) fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub(crate) fn wait_port(port: u16, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what} did not start listening on 127.0.0.1:{port}");
+    }
+
+    pub(crate) fn record(user: &str) -> Record {
+        let mut r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            T0,
+            &Policy::default(),
+        );
+        r.user_id = Some(user.to_owned());
+        r
+    }
+
+    /// The bound within which a store whose server is gone must answer (timeouts of 300 ms
+    /// are configured; this is a hang check, not a speed test).
+    pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+    async fn unavailable<T: std::fmt::Debug>(
+        what: &str,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) {
+        let started = Instant::now();
+        let result = tokio::time::timeout(ANSWER_WITHIN, fut)
+            .await
+            .unwrap_or_else(|_| panic!("{what} hung with the server down"));
+        match result {
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{what}: {e}");
+                assert!(std::error::Error::source(&e).is_some(), "{what}: no source");
+            }
+            Ok(v) => panic!("{what} succeeded with the server down: {v:?}"),
+        }
+        assert!(started.elapsed() < ANSWER_WITHIN, "{what} took too long");
+    }
+
+    /// Every operation of `store` answers Unavailable within [`ANSWER_WITHIN`].
+    pub(crate) async fn all_unavailable<S: Store>(store: &S, known: &Record) {
+        let fresh = record("down");
+        unavailable("create", store.create(&fresh)).await;
+        unavailable("load", store.load(&known.id_hash, T0)).await;
+        unavailable("update", store.update(known, T0)).await;
+        unavailable("touch", store.touch(&known.id_hash, T0, T0 + 60)).await;
+        unavailable("delete", store.delete(&known.id_hash)).await;
+        unavailable("sessions_of", store.sessions_of("down", T0)).await;
+        unavailable("revoke", store.revoke_user_sessions("down", None)).await;
+        unavailable("user_epoch", store.user_epoch("down")).await;
+        unavailable("bump", store.bump_user_epoch("down")).await;
+        unavailable("purge", store.purge_expired(T0, 10)).await;
+    }
+
+    /// After the server came back, the same store works again (within 20 s of retrying),
+    /// then every operation succeeds.
+    pub(crate) async fn recovers<S: Store>(store: &S) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let r = record("back");
+        loop {
+            match store.create(&r).await {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::Conflict => break,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the store did not recover after the server came back: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let back = store
+            .load(&r.id_hash, T0)
+            .await
+            .unwrap()
+            .expect("record after recovery");
+        assert_eq!(store.update(&back, T0).await.unwrap(), back.version + 1);
+        store.touch(&r.id_hash, T0 + 1, T0 + 100).await.unwrap();
+        assert_eq!(store.sessions_of("back", T0 + 2).await.unwrap().len(), 1);
+        let epoch = store.user_epoch("back").await.unwrap();
+        assert_eq!(store.bump_user_epoch("back").await.unwrap(), epoch + 1);
+        store.purge_expired(T0, 10).await.unwrap();
+        assert_eq!(store.revoke_user_sessions("back", None).await.unwrap(), 1);
+        assert!(!store.delete(&r.id_hash).await.unwrap());
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the child: a server that hangs instead of dying.
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    pub(crate) fn signal(child: &Child, signal: &str) {
+        let pid = child.0.as_ref().expect("running").id();
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
+    /// A child process killed (and waited for) when dropped.
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    pub(crate) struct Child(pub(crate) Option<std::process::Child>);
+
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    impl Child {
+        pub(crate) fn kill(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    impl Drop for Child {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom_stores::RedisStore;
+
+    use crate::many_machines::{self as mm, Child, T0};
+
+    const START: &str = "scripts/test --setup-only (or: redis-server --daemonize yes --bind \
+                         127.0.0.1 --port 6379 --save '' --appendonly no)";
+
+    fn url() -> String {
+        std::env::var("CLOAKROOM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    async fn store(url: &str, prefix: &str) -> RedisStore {
+        RedisStore::builder(url)
+            .with_prefix(prefix)
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_command_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("Redis is not reachable at {url} ({e}); start it: {START}"))
+    }
+
+    async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("Redis is not reachable at {url} ({e}); start it: {START}"))
+    }
+
+    async fn cmd(conn: &mut redis::aio::MultiplexedConnection, c: &mut redis::Cmd) {
+        let _: redis::Value = c.query_async(conn).await.unwrap();
+    }
+
+    /// Deletes every key under `prefix` (the test's own).
+    async fn cleanup(url: &str, prefix: &str) {
+        let mut conn = raw(url).await;
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            cmd(&mut conn, redis::cmd("DEL").arg(keys)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_on_the_shared_server() {
+        let url = url();
+        let base = mm::unique("cloakroom-test:");
+        let mut n = 0;
+        conformance::run(|| {
+            n += 1;
+            let prefix = format!("{base}:{n}:");
+            let url = url.clone();
+            async move {
+                let store = store(&url, &prefix).await;
+                let conn = raw(&url).await;
+                let target = store.clone();
+                Corruptible::new(store, move |id: IdHash| {
+                    let key = target.record_key(&id);
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("HSET")
+                            .arg(key)
+                            .arg("d")
+                            .arg(&b"\x01not messagepack"[..])
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map(drop)
+                            .map_err(|e| Error::unavailable("HSET", e))
+                    }
+                })
+            }
+        })
+        .await;
+        cleanup(&url, &base).await;
+    }
+
+    #[tokio::test]
+    async fn records_expire_on_the_server_and_keys_are_tagged() {
+        let url = url();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&url, &prefix).await;
+        let r = mm::record("ttl user");
+        store.create(&r).await.unwrap();
+        let mut conn = raw(&url).await;
+        let key = store.record_key(&r.id_hash);
+        assert_eq!(key, format!("{prefix}{{r:{}}}", r.id_hash.to_hex()));
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // Created at T0 with a 30 minute idle deadline: the key expires 30 minutes from now
+        // on the server's clock.
+        assert!((1_790_000..=1_800_000).contains(&ttl), "PTTL {ttl}");
+        store
+            .touch(&r.id_hash, T0 + 600, T0 + 600 + 60)
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((50_000..=60_000).contains(&ttl), "PTTL after touch {ttl}");
+        // One user's index and epoch share a hash tag, hence a cluster slot.
+        store.bump_user_epoch("ttl user").await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}{{u:ttl user}}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        cleanup(&url, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn scripts_are_loaded_again_after_script_flush() {
+        let url = url();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&url, &prefix).await;
+        let r = mm::record("flush");
+        store.create(&r).await.unwrap();
+        let mut conn = raw(&url).await;
+        cmd(&mut conn, redis::cmd("SCRIPT").arg("FLUSH")).await;
+        assert_eq!(store.update(&r, T0).await.unwrap(), 2);
+        cleanup(&url, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn data_that_is_not_ours_is_corrupt() {
+        let url = url();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&url, &prefix).await;
+        let mut conn = raw(&url).await;
+        // A wrong type under our key.
+        let r = mm::record("eve");
+        store.create(&r).await.unwrap();
+        let key = store.record_key(&r.id_hash);
+        cmd(&mut conn, redis::cmd("DEL").arg(&key)).await;
+        cmd(&mut conn, redis::cmd("SET").arg(&key).arg("hello")).await;
+        let kind = |r: Result<_, Error>| r.map(drop).unwrap_err().kind();
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.update(&r, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.touch(&r.id_hash, T0, T0 + 9).await),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.sessions_of("eve", T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert!(store.delete(&r.id_hash).await.unwrap());
+        // A truncated record.
+        let r = mm::record("eve");
+        store.create(&r).await.unwrap();
+        let key = store.record_key(&r.id_hash);
+        let full: Vec<u8> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("d")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        cmd(
+            &mut conn,
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg("d")
+                .arg(&full[..full.len() / 2]),
+        )
+        .await;
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        // A hash missing our fields.
+        cmd(&mut conn, redis::cmd("HDEL").arg(&key).arg("l")).await;
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        // An epoch that is not a number, and a user index of the wrong type.
+        let epoch_key = format!("{prefix}{{u:eve}}:epoch");
+        cmd(&mut conn, redis::cmd("SET").arg(&epoch_key).arg("many")).await;
+        assert_eq!(
+            kind(store.user_epoch("eve").await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.bump_user_epoch("eve").await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        cmd(
+            &mut conn,
+            redis::cmd("DEL").arg(format!("{prefix}{{u:mallory}}:sessions")),
+        )
+        .await;
+        cmd(
+            &mut conn,
+            redis::cmd("SET")
+                .arg(format!("{prefix}{{u:mallory}}:sessions"))
+                .arg("x"),
+        )
+        .await;
+        assert_eq!(
+            kind(store.sessions_of("mallory", T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        cleanup(&url, &prefix).await;
+    }
+
+    fn redis_server(port: u16, dir: &std::path::Path) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install it: apt-get install -y redis-server")
+            });
+        mm::wait_port(port, "redis-server");
+        Child(Some(child))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_killed_then_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = mm::free_port();
+        let mut server = redis_server(port, dir.path());
+        let url = format!("redis://127.0.0.1:{port}");
+        let store = store(&url, "fault:").await;
+        let r = mm::record("down");
+        store.create(&r).await.unwrap();
+        server.kill();
+        mm::all_unavailable(&store, &r).await;
+        // Twice: a store that failed many times still answers within the bound.
+        mm::all_unavailable(&store, &r).await;
+        let _server = redis_server(port, dir.path());
+        mm::recovers(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_frozen_then_thawed() {
+        // SIGSTOP: connections stay open but nothing answers; only the timeouts save us.
+        let dir = tempfile::tempdir().unwrap();
+        let port = mm::free_port();
+        let server = redis_server(port, dir.path());
+        let store = store(&format!("redis://127.0.0.1:{port}"), "frozen:").await;
+        let r = mm::record("down");
+        store.create(&r).await.unwrap();
+        mm::signal(&server, "STOP");
+        mm::all_unavailable(&store, &r).await;
+        mm::signal(&server, "CONT");
+        mm::recovers(&store).await;
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_store {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom_stores::PostgresStore;
+
+    use crate::many_machines::{self as mm, T0};
+
+    const START: &str = "scripts/test --setup-only (or: pg_ctlcluster 15 main start, then \
+                         sudo -u postgres createdb test)";
+
+    fn url() -> String {
+        std::env::var("CLOAKROOM_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
+    }
+
+    async fn store(url: &str, schema: &str) -> PostgresStore {
+        PostgresStore::builder(url)
+            .with_schema(schema)
+            .with_pool_size(4)
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_command_timeout(Duration::from_millis(2000))
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL is not reachable at {url} ({e:?}); start it: {START}")
+            })
+    }
+
+    async fn raw(url: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL is not reachable at {url} ({e}); start it: {START}")
+            });
+        tokio::spawn(conn);
+        client
+    }
+
+    async fn drop_schemas(url: &str, schemas: &[String]) {
+        let client = raw(url).await;
+        for s in schemas {
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_on_the_shared_server() {
+        let url = url();
+        let base = mm::unique("t_");
+        let mut schemas = Vec::new();
+        conformance::run(|| {
+            let schema = format!("{base}_{}", schemas.len());
+            schemas.push(schema.clone());
+            let url = url.clone();
+            async move {
+                let store = store(&url, &schema).await;
+                let client = std::sync::Arc::new(raw(&url).await);
+                Corruptible::new(store, move |id: IdHash| {
+                    let client = client.clone();
+                    let schema = schema.clone();
+                    async move {
+                        client
+                            .execute(
+                                &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
+                                &[&id.as_bytes().as_slice(), &&b"\x01not messagepack"[..]],
+                            )
+                            .await
+                            .map(drop)
+                            .map_err(|e| Error::unavailable("UPDATE", e))
+                    }
+                })
+            }
+        })
+        .await;
+        drop_schemas(&url, &schemas).await;
+    }
+
+    #[tokio::test]
+    async fn schema_is_created_once_and_migrated() {
+        let url = url();
+        let schema = mm::unique("t_");
+        let (a, b) = tokio::join!(store(&url, &schema), store(&url, &schema));
+        let r = mm::record("mig");
+        a.create(&r).await.unwrap();
+        assert!(b.load(&r.id_hash, T0).await.unwrap().is_some());
+        let client = raw(&url).await;
+        let versions = client
+            .query(&format!("SELECT version FROM {schema}.schema_version"), &[])
+            .await
+            .unwrap();
+        assert_eq!(versions.len(), 1, "one migration, applied once");
+        let indexes: Vec<String> = client
+            .query(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'sessions'",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(
+            indexes.iter().any(|i| i == "sessions_user_id"),
+            "{indexes:?}"
+        );
+        assert!(
+            indexes.iter().any(|i| i == "sessions_expires_at"),
+            "{indexes:?}"
+        );
+        // A schema from a newer store is refused rather than misread.
+        client
+            .execute(
+                &format!("INSERT INTO {schema}.schema_version VALUES (99)"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let err = PostgresStore::builder(&url)
+            .with_schema(&schema)
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        let bad = PostgresStore::builder(&url)
+            .with_schema("x; DROP")
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidInput);
+        drop_schemas(&url, &[schema]).await;
+    }
+
+    #[tokio::test]
+    async fn data_that_is_not_ours_is_corrupt() {
+        let url = url();
+        let schema = mm::unique("t_");
+        let store = store(&url, &schema).await;
+        let client = raw(&url).await;
+        let kind = |r: Result<(), Error>| r.unwrap_err().kind();
+        let r = mm::record("eve");
+        store.create(&r).await.unwrap();
+        let id = r.id_hash.as_bytes().as_slice();
+        // A truncated record.
+        client
+            .execute(
+                &format!(
+                    "UPDATE {schema}.sessions SET record = substring(record for 10) WHERE id = $1"
+                ),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.sessions_of("eve", T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        // Another session's record under this id.
+        let other = mm::record("eve");
+        client
+            .execute(
+                &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
+                &[&id, &other.encode().unwrap()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        // A column of the wrong type.
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {schema}.sessions ALTER COLUMN last_seen TYPE text"
+            ))
+            .await
+            .unwrap();
+        // The running store prepares its statements again, and a fresh one agrees.
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        let fresh = self::store(&url, &schema).await;
+        assert_eq!(
+            kind(fresh.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert!(fresh.delete(&r.id_hash).await.unwrap());
+        drop_schemas(&url, &[schema]).await;
+    }
+
+    /// A throwaway PostgreSQL cluster (initdb + pg_ctl, as the postgres user when we are
+    /// root) on its own port.
+    struct Cluster {
+        bin: PathBuf,
+        dir: tempfile::TempDir,
+        port: u16,
+    }
+
+    fn as_postgres(bin: &Path, args: &[&str]) -> Command {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    }
+
+    impl Cluster {
+        fn new() -> Self {
+            let bin = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()
+                .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).max())
+                .filter(|b| b.join("initdb").exists())
+                .expect("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin; run: apt-get install -y postgresql");
+            let dir = tempfile::tempdir().unwrap();
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status();
+            let data = dir.path().join("data");
+            let ok = as_postgres(
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                ],
+            )
+            .status()
+            .unwrap()
+            .success();
+            assert!(ok, "initdb failed");
+            let cluster = Self {
+                bin,
+                dir,
+                port: mm::free_port(),
+            };
+            cluster.start();
+            cluster
+        }
+
+        fn data(&self) -> String {
+            self.dir.path().join("data").to_str().unwrap().to_owned()
+        }
+
+        fn start(&self) {
+            let opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.path().display()
+            );
+            let log = self.dir.path().join("log");
+            let ok = as_postgres(
+                &self.bin.join("pg_ctl"),
+                &[
+                    "-D",
+                    &self.data(),
+                    "-o",
+                    &opts,
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-w",
+                    "start",
+                ],
+            )
+            .status()
+            .unwrap()
+            .success();
+            assert!(ok, "pg_ctl start failed");
+            mm::wait_port(self.port, "PostgreSQL");
+        }
+
+        fn kill(&self) {
+            let _ = as_postgres(
+                &self.bin.join("pg_ctl"),
+                &["-D", &self.data(), "-m", "immediate", "stop"],
+            )
+            .status();
+        }
+
+        fn url(&self) -> String {
+            format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_killed_then_restarted() {
+        let cluster = Cluster::new();
+        let store = store(&cluster.url(), "fault").await;
+        let r = mm::record("down");
+        store.create(&r).await.unwrap();
+        // Fill the pool with idle connections, so that the broken ones are met.
+        let mut loads = Vec::new();
+        for _ in 0..4 {
+            loads.push(store.load(&r.id_hash, T0));
+        }
+        for l in futures_join(loads).await {
+            l.unwrap();
+        }
+        cluster.kill();
+        mm::all_unavailable(&store, &r).await;
+        mm::all_unavailable(&store, &r).await;
+        cluster.start();
+        // The data survived (PostgreSQL is durable): the old record loads again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match store.load(&r.id_hash, T0).await {
+                Ok(got) => {
+                    assert!(got.is_some(), "a committed record was lost");
+                    break;
+                }
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "no recovery: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        mm::recovers(&store).await;
+    }
+
+    async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+        let mut out = Vec::new();
+        let handles: Vec<_> = futs.into_iter().map(Box::pin).collect();
+        for h in handles {
+            out.push(h.await);
+        }
+        out
+    }
+}
+
+#[cfg(feature = "memcached")]
+mod memcached_store {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom_stores::MemcachedStore;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+
+    use crate::many_machines::{self as mm, Child, T0};
+
+    const START: &str = "scripts/test --setup-only (or: apt-get install -y memcached && \
+                         memcached -d -u memcache -l 127.0.0.1 -p 11211)";
+
+    fn addr() -> String {
+        std::env::var("CLOAKROOM_TEST_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into())
+    }
+
+    async fn store(addr: &str, prefix: &str) -> MemcachedStore {
+        MemcachedStore::builder(addr)
+            .with_prefix(prefix)
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_command_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("memcached is not reachable at {addr} ({e}); start it: {START}")
+            })
+    }
+
+    /// Sends one raw text-protocol command and returns the first reply line.
+    async fn raw(addr: &str, command: &[u8]) -> Result<String, std::io::Error> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(command).await?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    fn set(key: &str, flags: u32, value: &[u8]) -> Vec<u8> {
+        let mut c = format!("set {key} {flags} 3600 {}\r\n", value.len()).into_bytes();
+        c.extend_from_slice(value);
+        c.extend_from_slice(b"\r\n");
+        c
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_on_the_shared_server() {
+        let addr = addr();
+        let base = mm::unique("cloakroom-test:");
+        let mut n = 0;
+        conformance::run(|| {
+            n += 1;
+            let prefix = format!("{base}:{n}:");
+            let addr = addr.clone();
+            async move {
+                let store = store(&addr, &prefix).await;
+                let target = store.clone();
+                Corruptible::new(store, move |id: IdHash| {
+                    let key = target.record_key(&id);
+                    let addr = addr.clone();
+                    async move {
+                        match raw(&addr, &set(&key, 0xC10A_0001, b"\x01not messagepack")).await {
+                            Ok(line) if line == "STORED" => Ok(()),
+                            Ok(line) => Err(Error::new(ErrorKind::Unavailable, line)),
+                            Err(e) => Err(Error::unavailable("set", e)),
+                        }
+                    }
+                })
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn data_that_is_not_ours_is_corrupt() {
+        let addr = addr();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&addr, &prefix).await;
+        let kind = |r: Result<(), Error>| r.unwrap_err().kind();
+        // Another application's item under our key (other flags).
+        let r = mm::record("eve");
+        store.create(&r).await.unwrap();
+        let key = store.record_key(&r.id_hash);
+        assert_eq!(
+            raw(&addr, &set(&key, 0, &r.encode().unwrap()))
+                .await
+                .unwrap(),
+            "STORED"
+        );
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.update(&r, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.touch(&r.id_hash, T0, T0 + 5).await),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(store.sessions_of("eve", T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        assert!(store.delete(&r.id_hash).await.unwrap());
+        // A truncated record.
+        let r = mm::record("eve");
+        store.create(&r).await.unwrap();
+        let bytes = r.encode().unwrap();
+        let truncated = &bytes[..bytes.len() / 2];
+        assert_eq!(
+            raw(
+                &addr,
+                &set(&key_of(&store, &r.id_hash), 0xC10A_0001, truncated)
+            )
+            .await
+            .unwrap(),
+            "STORED"
+        );
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        // Another session's record under this id.
+        let other = mm::record("eve");
+        assert_eq!(
+            raw(
+                &addr,
+                &set(
+                    &key_of(&store, &r.id_hash),
+                    0xC10A_0001,
+                    &other.encode().unwrap()
+                )
+            )
+            .await
+            .unwrap(),
+            "STORED"
+        );
+        assert_eq!(
+            kind(store.load(&r.id_hash, T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        // A user's epoch that is not a number.
+        store.bump_user_epoch("eve").await.unwrap();
+        let digest: String = sha_hex("eve");
+        assert_eq!(
+            raw(&addr, &set(&format!("{prefix}e:{digest}"), 0, b"many"))
+                .await
+                .unwrap(),
+            "STORED"
+        );
+        assert_eq!(
+            kind(store.user_epoch("eve").await.map(drop)),
+            ErrorKind::Corrupt
+        );
+        // A user index that is not a whole number of entries.
+        assert_eq!(
+            raw(
+                &addr,
+                &set(&format!("{prefix}u:{digest}"), 0xC10A_0002, b"short")
+            )
+            .await
+            .unwrap(),
+            "STORED"
+        );
+        assert_eq!(
+            kind(store.sessions_of("eve", T0).await.map(drop)),
+            ErrorKind::Corrupt
+        );
+    }
+
+    fn key_of(store: &MemcachedStore, id: &IdHash) -> String {
+        store.record_key(id)
+    }
+
+    fn sha_hex(user: &str) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(user.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_user_with_many_sessions() {
+        // More sessions than one `get` command carries: the reads are batched.
+        let addr = addr();
+        let store = store(&addr, &mm::unique("cloakroom-test:")).await;
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..70 {
+            let r = mm::record("busy");
+            store.create(&r).await.unwrap();
+            ids.insert(r.id_hash);
+        }
+        let listed = store.sessions_of("busy", T0).await.unwrap();
+        let listed: std::collections::BTreeSet<_> = listed.iter().map(|r| r.id_hash).collect();
+        assert_eq!(listed, ids);
+        assert_eq!(store.purge_expired(T0 + 12 * 3600, 50).await.unwrap(), 50);
+        assert_eq!(store.purge_expired(T0 + 12 * 3600, 50).await.unwrap(), 20);
+        assert!(store.sessions_of("busy", T0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_carry_the_server_ttl() {
+        let addr = addr();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&addr, &prefix).await;
+        // A record whose idle deadline is 1 s after its last_seen: gone from the server at most 2 s
+        // later, whatever `now` a caller passes.
+        let mut r = mm::record("ttl");
+        r.idle_deadline = r.last_seen + 1;
+        store.create(&r).await.unwrap();
+        assert!(store.load(&r.id_hash, T0).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert!(
+            store.load(&r.id_hash, T0).await.unwrap().is_none(),
+            "memcached kept it"
+        );
+    }
+
+    fn memcached(port: u16) -> Child {
+        let child = Command::new("memcached")
+            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "16", "-p"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run memcached ({e}); install it: apt-get install -y memcached")
+            });
+        mm::wait_port(port, "memcached");
+        Child(Some(child))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_killed_then_restarted() {
+        let port = mm::free_port();
+        let mut server = memcached(port);
+        let addr = format!("127.0.0.1:{port}");
+        let store = store(&addr, "fault:").await;
+        let r = mm::record("down");
+        store.create(&r).await.unwrap();
+        server.kill();
+        mm::all_unavailable(&store, &r).await;
+        mm::all_unavailable(&store, &r).await;
+        let _server = memcached(port);
+        mm::recovers(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_frozen_then_thawed() {
+        // SIGSTOP: connections stay open but nothing answers; only the timeouts save us.
+        let port = mm::free_port();
+        let server = memcached(port);
+        let store = store(&format!("127.0.0.1:{port}"), "frozen:").await;
+        let r = mm::record("down");
+        store.create(&r).await.unwrap();
+        mm::signal(&server, "STOP");
+        mm::all_unavailable(&store, &r).await;
+        mm::signal(&server, "CONT");
+        mm::recovers(&store).await;
+    }
+}
