@@ -78,8 +78,3 @@ pub use error::{Error, ErrorKind};
 pub use keyfile::KEYS_ENV;
 // Keys and the key ring.
 pub use keys::{Key, KeyId, KeyRing, Secret, GENERATED_SECRET_LEN, MAX_KEY_ID_LEN, MIN_SECRET_LEN};
-
-/// The README's Rust examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

@@ -1,0 +1,1136 @@
+//! The semantics of the session layer, shown over real TCP on 127.0.0.1 with a real HTTP
+//! client: concurrent writes kept, logout wins over a slow write, nothing written on a 5xx
+//! or a panic, 503 while the store is down, tampered cookies anonymous, ids cycled on login.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use cloakroom::{IdHash, Record};
+use cloakroom_tower::{
+    async_trait, BoxError, Csrf, CsrfLayer, CurrentUser, Device, Error, Flash, KeyRing, Level,
+    MemoryStore, Mode, Session, SessionLayer, Store, UserLoader, CSRF_HEADER,
+};
+use tokio::sync::Notify;
+
+const COOKIE: &str = "__Host-session";
+
+// ---------------------------------------------------------------- the application under test
+
+#[derive(Clone, Default)]
+struct Gates {
+    entered: Arc<Notify>,
+    go: Arc<Notify>,
+}
+
+async fn get_key(session: Session, Path(key): Path<String>) -> Result<String, Error> {
+    Ok(session
+        .get::<String>(&key)?
+        .unwrap_or_else(|| "none".to_owned()))
+}
+
+async fn set_key(
+    session: Session,
+    Path((key, value)): Path<(String, String)>,
+) -> Result<&'static str, Error> {
+    session.insert(&key, &value)?;
+    Ok("ok")
+}
+
+async fn slow_set(
+    State(gates): State<Gates>,
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<&'static str, Error> {
+    gates.entered.notify_one();
+    gates.go.notified().await;
+    session.insert(&key, "slow")?;
+    Ok("ok")
+}
+
+async fn keys(session: Session) -> String {
+    session.keys().join(",")
+}
+
+async fn whoami(session: Session) -> String {
+    session.user_id().unwrap_or_else(|| "anonymous".to_owned())
+}
+
+async fn login(session: Session, Path(user): Path<String>) -> Result<&'static str, Error> {
+    session.login(user, Device::new().with_label("test"))?;
+    session.flash(Level::Success, "Welcome back");
+    Ok("ok")
+}
+
+async fn logout(session: Session) -> &'static str {
+    session.logout();
+    "ok"
+}
+
+async fn sign_out_others(session: Session) -> Result<String, Error> {
+    Ok(session.sign_out_other_sessions().await?.to_string())
+}
+
+async fn fail_500(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<(StatusCode, &'static str), Error> {
+    session.insert(&key, "must not be stored")?;
+    Ok((StatusCode::INTERNAL_SERVER_ERROR, "failed"))
+}
+
+async fn fail_panic(session: Session, Path(key): Path<String>) -> &'static str {
+    session.insert(&key, "must not be stored").unwrap();
+    panic!("the handler fails half-way");
+}
+
+async fn big(session: Session) -> Result<&'static str, Error> {
+    session.insert("big", &"x".repeat(5000))?;
+    Ok("ok")
+}
+
+async fn flashes(flash: Flash) -> String {
+    flash
+        .messages()
+        .iter()
+        .map(|f| f.message.clone())
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+async fn form(csrf: Csrf) -> String {
+    csrf.token().to_owned()
+}
+
+async fn submit() -> &'static str {
+    "accepted"
+}
+
+#[derive(Clone, Debug)]
+struct User {
+    name: String,
+}
+
+#[derive(Clone, Default)]
+struct Users {
+    known: Arc<Mutex<HashMap<String, User>>>,
+    broken: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl UserLoader for Users {
+    type User = User;
+    async fn load_user(&self, user_id: &str) -> Result<Option<User>, BoxError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err("the user database is down".into());
+        }
+        Ok(self.known.lock().unwrap().get(user_id).cloned())
+    }
+}
+
+async fn me(user: CurrentUser<User>) -> String {
+    user.name.clone()
+}
+
+async fn maybe_me(user: Option<CurrentUser<User>>) -> String {
+    user.map_or_else(|| "nobody".to_owned(), |u| u.name.clone())
+}
+
+fn app(layer: SessionLayer, gates: Gates) -> Router {
+    Router::new()
+        .route("/get/{key}", get(get_key))
+        .route("/set/{key}/{value}", post(set_key))
+        .route("/slow-set/{key}", post(slow_set))
+        .route("/keys", get(keys))
+        .route("/whoami", get(whoami))
+        .route("/login/{user}", post(login))
+        .route("/logout", post(logout))
+        .route("/sign-out-others", post(sign_out_others))
+        .route("/fail500/{key}", post(fail_500))
+        .route("/panic/{key}", post(fail_panic))
+        .route("/big", post(big))
+        .route("/flashes", get(flashes))
+        .route("/me", get(me))
+        .route("/maybe-me", get(maybe_me))
+        .with_state(gates)
+        .layer(layer)
+}
+
+fn csrf_app(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/form", get(form))
+        .route("/submit", post(submit))
+        .layer(CsrfLayer::new(["http://app.test"]))
+        .layer(layer)
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+// ---------------------------------------------------------------- a store that can be stopped
+
+/// Wraps a store and fails every call with `Unavailable` while `down` is set.
+/// Also counts the writes (create, update, touch) that reach the store.
+struct Switchable {
+    inner: Arc<dyn Store>,
+    down: AtomicBool,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl Switchable {
+    fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            down: AtomicBool::new(false),
+            writes: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), cloakroom::Error> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(cloakroom::Error::new(
+                cloakroom::ErrorKind::Unavailable,
+                "store stopped",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Switchable {
+    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
+        self.check()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
+        self.check()?;
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
+        self.check()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.update(r, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
+        self.check()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
+        self.check()?;
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
+        self.check()?;
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, cloakroom::Error> {
+        self.check()?;
+        self.inner.revoke_user_sessions(user, except).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+        self.check()?;
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+        self.check()?;
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
+        self.check()?;
+        self.inner.purge_expired(now, limit).await
+    }
+}
+
+// ---------------------------------------------------------------- a client that keeps one cookie
+
+/// One browser: sends its session cookie by hand, so tests can copy and tamper with it.
+#[derive(Clone)]
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    name: String,
+    cookie: Option<String>,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: String,
+    set_cookie: Vec<String>,
+    retry_after: Option<String>,
+}
+
+impl Browser {
+    fn new(addr: SocketAddr) -> Self {
+        Self::named(addr, COOKIE)
+    }
+
+    fn named(addr: SocketAddr, name: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("http://{addr}"),
+            name: name.to_owned(),
+            cookie: None,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: Option<String>,
+    ) -> Reply {
+        let reply = self.send_once(method, path, headers, form).await;
+        self.absorb(&reply);
+        reply
+    }
+
+    /// Sends without taking the answer's cookie (for concurrent requests).
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: Option<String>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", format!("{}={c}", self.name));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(form) = form {
+            req = req
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form);
+        }
+        let resp = req.send().await.expect("the server answers");
+        let status = resp.status();
+        let set_cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = resp.text().await.unwrap();
+        Reply {
+            status,
+            body,
+            set_cookie,
+            retry_after,
+        }
+    }
+
+    fn absorb(&mut self, reply: &Reply) {
+        for line in &reply.set_cookie {
+            let (pair, _) = line.split_once(';').unwrap_or((line, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if name != self.name {
+                continue;
+            }
+            if line.contains("Max-Age=0") {
+                self.cookie = None;
+            } else {
+                self.cookie = Some(value.to_owned());
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, &[], None).await
+    }
+
+    async fn post(&mut self, path: &str) -> Reply {
+        self.send(reqwest::Method::POST, path, &[], None).await
+    }
+}
+
+fn layer(store: Arc<dyn Store>, mode: Mode) -> SessionLayer {
+    SessionLayer::builder()
+        .key_ring(&KeyRing::generate().unwrap())
+        .store(store)
+        .with_mode(mode)
+        .build()
+        .unwrap()
+}
+
+async fn started(store: Arc<dyn Store>) -> (SocketAddr, SessionLayer, Gates) {
+    let gates = Gates::default();
+    let layer = layer(store, Mode::Server);
+    let addr = serve(app(layer.clone(), gates.clone())).await;
+    (addr, layer, gates)
+}
+
+// ---------------------------------------------------------------- the suite, for any store
+
+async fn concurrent_pairs_keep_every_write(store: Arc<dyn Store>, pairs: usize) {
+    let (addr, _, _) = started(store).await;
+    let mut browser = Browser::new(addr);
+    assert_eq!(browser.post("/set/start/1").await.status, StatusCode::OK);
+    assert!(
+        browser.cookie.is_some(),
+        "the first write creates the session"
+    );
+    for i in 0..pairs {
+        let (pa, pb) = (format!("/set/a{i}/x"), format!("/set/b{i}/y"));
+        let (a, b) = tokio::join!(
+            browser.send_once(reqwest::Method::POST, &pa, &[], None),
+            browser.send_once(reqwest::Method::POST, &pb, &[], None),
+        );
+        for r in [&a, &b] {
+            assert_eq!(r.status, StatusCode::OK, "pair {i}: {}", r.body);
+            assert!(
+                r.set_cookie.is_empty(),
+                "a write to an existing session keeps its cookie"
+            );
+        }
+    }
+    let keys = browser.get("/keys").await.body;
+    let keys: Vec<&str> = keys.split(',').collect();
+    assert_eq!(keys.len(), 2 * pairs + 1, "every concurrent write is kept");
+    for i in 0..pairs {
+        assert!(
+            keys.contains(&format!("a{i}").as_str()) && keys.contains(&format!("b{i}").as_str()),
+            "pair {i} lost a write"
+        );
+    }
+}
+
+async fn logout_beats_a_slow_write(store: Arc<dyn Store>) {
+    let (addr, layer, gates) = started(store).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/login/ada").await;
+    assert_eq!(browser.get("/whoami").await.body, "ada");
+    let slow = {
+        let b = browser.clone();
+        tokio::spawn(async move {
+            b.send_once(reqwest::Method::POST, "/slow-set/late", &[], None)
+                .await
+        })
+    };
+    gates.entered.notified().await;
+    let mut other_tab = browser.clone();
+    let out = other_tab.post("/logout").await;
+    assert_eq!(out.status, StatusCode::OK);
+    assert!(out.set_cookie.iter().any(|c| c.contains("Max-Age=0")));
+    gates.go.notify_one();
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, StatusCode::OK);
+    assert!(
+        slow.set_cookie.iter().any(|c| c.contains("Max-Age=0")),
+        "the slow request learns the session ended and removes the cookie"
+    );
+    // The old cookie is dead and the slow write did not bring the session back.
+    assert_eq!(browser.get("/whoami").await.body, "anonymous");
+    assert!(layer.manager().sessions_of("ada").await.unwrap().is_empty());
+}
+
+async fn failures_write_nothing(store: Arc<dyn Store>) {
+    let (addr, _, _) = started(store).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/set/a/1").await;
+    let before = browser.cookie.clone();
+    let r = browser.post("/fail500/b").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.set_cookie.is_empty());
+    let r = browser.post("/panic/c").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.set_cookie.is_empty());
+    assert_eq!(browser.cookie, before);
+    assert_eq!(browser.get("/get/b").await.body, "none");
+    assert_eq!(browser.get("/get/c").await.body, "none");
+    assert_eq!(browser.get("/get/a").await.body, "1");
+    // A new visitor whose first request fails gets no session at all.
+    let mut fresh = Browser::new(addr);
+    let r = fresh.post("/panic/d").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.set_cookie.is_empty() && fresh.cookie.is_none());
+    // And the server still serves after a panic.
+    assert_eq!(browser.get("/get/a").await.body, "1");
+}
+
+async fn tampered_cookie_is_anonymous(store: Arc<dyn Store>) {
+    let (addr, _, _) = started(store).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/login/ada").await;
+    assert_eq!(browser.get("/whoami").await.body, "ada");
+    let good = browser.cookie.clone().unwrap();
+    for at in [0, good.len() / 2, good.len() - 1] {
+        let mut bytes = good.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let mut forged = browser.clone();
+        forged.cookie = Some(String::from_utf8(bytes).unwrap());
+        let r = forged.get("/whoami").await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "a tampered cookie is not an error page"
+        );
+        assert_eq!(r.body, "anonymous");
+        assert!(
+            r.set_cookie.iter().any(|c| c.contains("Max-Age=0")),
+            "the bad cookie is removed"
+        );
+    }
+    assert_eq!(browser.get("/whoami").await.body, "ada");
+}
+
+async fn login_cycles_the_id(store: Arc<dyn Store>) {
+    let (addr, _, _) = started(store).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/set/cart/3").await;
+    let anonymous = browser.clone();
+    let before = browser.cookie.clone().unwrap();
+    let r = browser.post("/login/ada").await;
+    assert!(r.set_cookie.iter().any(|c| c.starts_with(COOKIE)));
+    let after = browser.cookie.clone().unwrap();
+    assert_ne!(before, after, "a login gives a new cookie");
+    assert_eq!(browser.get("/whoami").await.body, "ada");
+    assert_eq!(
+        browser.get("/get/cart").await.body,
+        "3",
+        "the data survives the login"
+    );
+    assert_eq!(browser.get("/flashes").await.body, "Welcome back");
+    assert_eq!(
+        browser.get("/flashes").await.body,
+        "",
+        "a flash is shown once"
+    );
+    let mut old = anonymous;
+    assert_eq!(
+        old.get("/whoami").await.body,
+        "anonymous",
+        "the pre-login id is dead"
+    );
+    assert_eq!(old.get("/get/cart").await.body, "none");
+}
+
+async fn store_down_is_503_then_recovers(switch: Arc<Switchable>) {
+    let (addr, _, _) = started(switch.clone()).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/login/ada").await;
+    let cookie = browser.cookie.clone();
+    switch.down.store(true, Ordering::SeqCst);
+    for path in ["/whoami", "/get/x"] {
+        let r = browser.get(path).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_ne!(r.body, "anonymous");
+        assert!(r.retry_after.is_some(), "503 says when to retry");
+        assert!(
+            r.set_cookie.is_empty(),
+            "the cookie is kept through an outage"
+        );
+    }
+    let mut fresh = Browser::new(addr);
+    let r = fresh.post("/set/a/1").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.set_cookie.is_empty());
+    switch.down.store(false, Ordering::SeqCst);
+    assert_eq!(browser.cookie, cookie);
+    let r = browser.get("/whoami").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "ada"));
+}
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+// ---------------------------------------------------------------- the memory store
+
+#[tokio::test]
+async fn memory_concurrent_pairs_keep_every_write() {
+    concurrent_pairs_keep_every_write(memory(), 1000).await;
+}
+
+#[tokio::test]
+async fn memory_logout_beats_a_slow_write() {
+    logout_beats_a_slow_write(memory()).await;
+}
+
+#[tokio::test]
+async fn memory_failures_write_nothing() {
+    failures_write_nothing(memory()).await;
+}
+
+#[tokio::test]
+async fn memory_tampered_cookie_is_anonymous() {
+    tampered_cookie_is_anonymous(memory()).await;
+}
+
+#[tokio::test]
+async fn memory_login_cycles_the_id() {
+    login_cycles_the_id(memory()).await;
+}
+
+#[tokio::test]
+async fn memory_store_down_is_503_then_recovers() {
+    store_down_is_503_then_recovers(Switchable::new(memory())).await;
+}
+
+// ---------------------------------------------------------------- layer behaviour
+
+#[tokio::test]
+async fn cookie_defaults_and_set_cookie_only_on_change() {
+    let (addr, _, _) = started(memory()).await;
+    let mut browser = Browser::new(addr);
+    let r = browser.get("/whoami").await;
+    assert!(
+        r.set_cookie.is_empty(),
+        "an empty anonymous session sets no cookie"
+    );
+    let r = browser.post("/set/a/1").await;
+    let line = &r.set_cookie[0];
+    assert!(line.starts_with("__Host-session="), "{line}");
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(
+            line.split("; ").any(|a| a == attr),
+            "{attr} missing in {line}"
+        );
+    }
+    assert!(browser.get("/get/a").await.set_cookie.is_empty());
+    assert!(browser.post("/set/a/2").await.set_cookie.is_empty());
+    assert_eq!(browser.get("/get/a").await.body, "2");
+}
+
+#[tokio::test]
+async fn plain_http_is_a_named_option() {
+    let ring = KeyRing::generate().unwrap();
+    let layer = SessionLayer::builder()
+        .key_ring(&ring)
+        .store(memory())
+        .insecure_plain_http_for_local_development()
+        .build()
+        .unwrap();
+    let addr = serve(app(layer, Gates::default())).await;
+    let mut browser = Browser::named(addr, cloakroom_tower::PLAIN_HTTP_COOKIE_NAME);
+    let r = browser.post("/set/a/1").await;
+    let line = &r.set_cookie[0];
+    assert!(line.starts_with("cloakroom-session="), "{line}");
+    assert!(!line.contains("Secure"), "{line}");
+    assert_eq!(browser.get("/get/a").await.body, "1");
+    let refused = SessionLayer::builder()
+        .key_ring(&ring)
+        .store(memory())
+        .with_cookie_name("__Host-x")
+        .insecure_plain_http_for_local_development()
+        .build();
+    assert!(
+        refused.is_err(),
+        "a __Host- cookie cannot go over plain http"
+    );
+}
+
+#[tokio::test]
+async fn every_mode_logs_in_and_out() {
+    for mode in [Mode::Server, Mode::Client, Mode::Hybrid] {
+        let addr = serve(app(layer(memory(), mode), Gates::default())).await;
+        let mut browser = Browser::new(addr);
+        browser.post("/set/a/1").await;
+        browser.post("/login/ada").await;
+        assert_eq!(browser.get("/whoami").await.body, "ada", "{mode:?}");
+        assert_eq!(browser.get("/get/a").await.body, "1", "{mode:?}");
+        let r = browser.post("/logout").await;
+        assert!(
+            r.set_cookie.iter().any(|c| c.contains("Max-Age=0")),
+            "{mode:?}"
+        );
+        assert!(browser.cookie.is_none());
+        assert_eq!(browser.get("/whoami").await.body, "anonymous", "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_over_4096_bytes_is_a_server_error() {
+    let addr = serve(app(layer(memory(), Mode::Client), Gates::default())).await;
+    let mut browser = Browser::new(addr);
+    let r = browser.post("/big").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.set_cookie.is_empty(), "never a truncated cookie");
+}
+
+#[tokio::test]
+async fn sign_out_other_sessions_ends_the_others_only() {
+    let (addr, layer, _) = started(memory()).await;
+    let mut a = Browser::new(addr);
+    let mut b = Browser::new(addr);
+    a.post("/login/ada").await;
+    b.post("/login/ada").await;
+    assert_eq!(layer.manager().sessions_of("ada").await.unwrap().len(), 2);
+    assert_eq!(a.post("/sign-out-others").await.body, "1");
+    assert_eq!(b.get("/whoami").await.body, "anonymous");
+    assert_eq!(a.get("/whoami").await.body, "ada");
+}
+
+#[tokio::test]
+async fn current_user_is_loaded_on_every_request() {
+    let users = Users::default();
+    users
+        .known
+        .lock()
+        .unwrap()
+        .insert("u1".into(), User { name: "Ada".into() });
+    let layer = SessionLayer::builder()
+        .key_ring(&KeyRing::generate().unwrap())
+        .store(memory())
+        .with_user_loader(users.clone())
+        .build()
+        .unwrap();
+    let addr = serve(app(layer, Gates::default())).await;
+    let mut browser = Browser::new(addr);
+    assert_eq!(browser.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(browser.get("/maybe-me").await.body, "nobody");
+    browser.post("/login/u1").await;
+    assert_eq!(browser.get("/me").await.body, "Ada");
+    users.known.lock().unwrap().get_mut("u1").unwrap().name = "Ada L.".into();
+    assert_eq!(
+        browser.get("/me").await.body,
+        "Ada L.",
+        "asked again, not cached"
+    );
+    users.broken.store(true, Ordering::SeqCst);
+    let r = browser.get("/me").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    users.broken.store(false, Ordering::SeqCst);
+    users.known.lock().unwrap().clear();
+    assert_eq!(browser.get("/me").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn csrf_refuses_missing_wrong_and_cross_site() {
+    let addr = serve(csrf_app(layer(memory(), Mode::Server))).await;
+    let mut browser = Browser::new(addr);
+    let token = browser.get("/form").await.body;
+    assert!(
+        browser.cookie.is_some(),
+        "a CSRF token makes the session worth keeping"
+    );
+    let post = reqwest::Method::POST;
+    let r = browser
+        .send(post.clone(), "/submit", &[], Some("a=1".into()))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no token");
+    let r = browser.send(post.clone(), "/submit", &[], None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no token, no form");
+    let other = browser.clone().get("/form").await.body; // same session, other mask: valid too
+    let wrong = format!("{}A", &token[..token.len() - 1]);
+    let wrong = if wrong == token {
+        format!("{}B", &token[..token.len() - 1])
+    } else {
+        wrong
+    };
+    let r = browser
+        .send(
+            post.clone(),
+            "/submit",
+            &[],
+            Some(format!("csrf_token={wrong}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong token");
+    let r = browser
+        .send(
+            post.clone(),
+            "/submit",
+            &[],
+            Some(format!("a=1&csrf_token={token}")),
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
+    let r = browser
+        .send(post.clone(), "/submit", &[(CSRF_HEADER, &other)], None)
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
+    let r = browser
+        .send(
+            post.clone(),
+            "/submit",
+            &[(CSRF_HEADER, &token), ("sec-fetch-site", "cross-site")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "cross-site by Sec-Fetch-Site"
+    );
+    let r = browser
+        .send(
+            post.clone(),
+            "/submit",
+            &[(CSRF_HEADER, &token), ("origin", "http://evil.test")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "cross-site by Origin");
+    let r = browser
+        .send(
+            post.clone(),
+            "/submit",
+            &[(CSRF_HEADER, &token), ("origin", "http://app.test")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "same origin");
+    // Another session's token is refused.
+    let mut mallory = Browser::new(addr);
+    mallory.get("/form").await;
+    let r = mallory
+        .send(post, "/submit", &[(CSRF_HEADER, &token)], None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a token of another session"
+    );
+}
+
+// ---------------------------------------------------------------- SQLite
+
+struct Sqlite {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn sqlite() -> Sqlite {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cloakroom_stores::SqliteStore::open(dir.path().join("sessions.db"))
+        .await
+        .unwrap();
+    Sqlite {
+        store: Arc::new(store),
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_pairs_keep_every_write() {
+    let db = sqlite().await;
+    concurrent_pairs_keep_every_write(db.store.clone(), 1000).await;
+}
+
+#[tokio::test]
+async fn sqlite_logout_beats_a_slow_write() {
+    let db = sqlite().await;
+    logout_beats_a_slow_write(db.store.clone()).await;
+}
+
+#[tokio::test]
+async fn sqlite_failures_write_nothing() {
+    let db = sqlite().await;
+    failures_write_nothing(db.store.clone()).await;
+}
+
+#[tokio::test]
+async fn sqlite_tampered_cookie_is_anonymous() {
+    let db = sqlite().await;
+    tampered_cookie_is_anonymous(db.store.clone()).await;
+}
+
+#[tokio::test]
+async fn sqlite_login_cycles_the_id() {
+    let db = sqlite().await;
+    login_cycles_the_id(db.store.clone()).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_down_is_503_then_recovers() {
+    let db = sqlite().await;
+    store_down_is_503_then_recovers(Switchable::new(db.store.clone())).await;
+}
+
+// ---------------------------------------------------------------- Redis
+
+fn redis_url() -> String {
+    std::env::var("CLOAKROOM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A store on the shared test Redis under a key prefix of its own.
+async fn redis() -> Arc<dyn Store> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let prefix = format!(
+        "cloakroom-tower-test:{}:{}:{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        cloakroom::SessionId::generate().unwrap().hash()
+    );
+    let url = redis_url();
+    match cloakroom_stores::RedisStore::builder(url.as_str())
+        .with_prefix(prefix)
+        .connect()
+        .await
+    {
+        Ok(store) => Arc::new(store),
+        Err(e) => panic!(
+            "no Redis at {url} ({e}); start one with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no (or run scripts/test --setup-only), or set CLOAKROOM_TEST_REDIS"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn redis_concurrent_pairs_keep_every_write() {
+    concurrent_pairs_keep_every_write(redis().await, 1000).await;
+}
+
+#[tokio::test]
+async fn redis_logout_beats_a_slow_write() {
+    logout_beats_a_slow_write(redis().await).await;
+}
+
+#[tokio::test]
+async fn redis_failures_write_nothing() {
+    failures_write_nothing(redis().await).await;
+}
+
+#[tokio::test]
+async fn redis_tampered_cookie_is_anonymous() {
+    tampered_cookie_is_anonymous(redis().await).await;
+}
+
+#[tokio::test]
+async fn redis_login_cycles_the_id() {
+    login_cycles_the_id(redis().await).await;
+}
+
+/// A redis-server of this test's own on a free loopback port, persisted with an fsync'd
+/// append-only file so a kill and a restart keep the sessions.
+struct OwnRedis {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut me = Self {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            child: None,
+        };
+        me.restart();
+        me
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed; run: sudo apt-get install -y redis-server");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_is_503_then_recovers_after_restart() {
+    let mut server = OwnRedis::start();
+    let store = cloakroom_stores::RedisStore::builder(format!("redis://127.0.0.1:{}", server.port))
+        .with_prefix("cloakroom-tower-outage:")
+        .connect()
+        .await
+        .unwrap();
+    let (addr, _, _) = started(Arc::new(store)).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/login/ada").await;
+    browser.post("/set/a/1").await;
+    assert_eq!(browser.get("/whoami").await.body, "ada");
+    let cookie = browser.cookie.clone();
+
+    server.kill();
+    for path in ["/whoami", "/get/a"] {
+        let r = browser.get(path).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            r.body
+        );
+        assert!(r.retry_after.is_some());
+        assert!(r.set_cookie.is_empty(), "the cookie survives the outage");
+    }
+    assert_eq!(
+        browser.post("/set/b/2").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(browser.cookie, cookie);
+
+    server.restart();
+    // The application was not restarted: the next requests work again by themselves.
+    let mut recovered = None;
+    for _ in 0..100 {
+        let r = browser.get("/whoami").await;
+        if r.status == StatusCode::OK {
+            recovered = Some(r.body);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        recovered.as_deref(),
+        Some("ada"),
+        "service resumes with the same user"
+    );
+    assert_eq!(browser.get("/get/a").await.body, "1");
+    assert_eq!(
+        browser.get("/get/b").await.body,
+        "none",
+        "the write refused during the outage is not applied later"
+    );
+    assert_eq!(browser.post("/set/c/3").await.status, StatusCode::OK);
+    assert_eq!(browser.get("/get/c").await.body, "3");
+}
+
+#[tokio::test]
+async fn cookie_headers_are_marked_sensitive() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    let seen_sensitive = Arc::new(AtomicBool::new(false));
+    let seen = seen_sensitive.clone();
+    let probe = move |req: axum::http::Request<Body>| {
+        let seen = seen.clone();
+        async move {
+            let all = req
+                .headers()
+                .get_all("cookie")
+                .iter()
+                .all(|v| v.is_sensitive());
+            seen.store(
+                all && req.headers().contains_key("cookie"),
+                Ordering::SeqCst,
+            );
+            "ok"
+        }
+    };
+    let router = Router::new()
+        .route("/set/{key}/{value}", post(set_key))
+        .route("/probe", get(probe))
+        .layer(layer(memory(), Mode::Server));
+    let response = router
+        .clone()
+        .oneshot(
+            axum::http::Request::post("/set/a/1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let set_cookie = response.headers().get("set-cookie").unwrap();
+    assert!(set_cookie.is_sensitive(), "Set-Cookie is marked sensitive");
+    let pair = set_cookie
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let request = axum::http::Request::get("/probe")
+        .header("cookie", pair)
+        .body(Body::empty())
+        .unwrap();
+    router.oneshot(request).await.unwrap();
+    assert!(
+        seen_sensitive.load(Ordering::SeqCst),
+        "the handler sees Cookie marked sensitive"
+    );
+}
+
+#[tokio::test]
+async fn sliding_expiry_writes_only_when_the_policy_says_so() {
+    let clock = cloakroom::ManualClock::new(1_700_000_000);
+    let store = Switchable::new(memory());
+    let layer = SessionLayer::builder()
+        .key_ring(&KeyRing::generate().unwrap())
+        .store(store.clone())
+        .with_clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let addr = serve(app(layer, Gates::default())).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/set/a/1").await;
+    assert_eq!(store.writes(), 1, "the session is created");
+    // Reads within the first tenth of the 30-minute idle window write nothing.
+    for _ in 0..3 {
+        clock.advance(std::time::Duration::from_secs(50));
+        let r = browser.get("/get/a").await;
+        assert_eq!(r.body, "1");
+        assert!(r.set_cookie.is_empty());
+    }
+    assert_eq!(
+        store.writes(),
+        1,
+        "no write for reads inside the touch window"
+    );
+    // Past it, one read slides the idle deadline: one write, and no new cookie.
+    clock.advance(std::time::Duration::from_secs(50));
+    let r = browser.get("/get/a").await;
+    assert!(r.set_cookie.is_empty());
+    assert_eq!(store.writes(), 2, "one touch once the policy says so");
+    browser.get("/get/a").await;
+    assert_eq!(store.writes(), 2, "and not again right after");
+    // Idle past the deadline: gone, anonymous.
+    clock.advance(std::time::Duration::from_secs(31 * 60));
+    assert_eq!(browser.get("/get/a").await.body, "none");
+}
