@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Tamper-proof session tokens and key rings.
+/// Tamper-proof session tokens and key rings, and Flask, Pyramid, Django and Rails session
+/// cookies turned into Cloakroom sessions.
 ///
 /// Keys are read from --keys FILE, else the file named by CLOAKROOM_KEYS_FILE, else the TOML
 /// in CLOAKROOM_KEYS (for containers), else ./keys.toml. A key file must have mode 0600.
 ///
-/// Exit codes: 0 success, 1 a token that is invalid or expired, 2 a usage or configuration
-/// error.
+/// Exit codes: 0 success, 1 a token or legacy cookie that is invalid or expired, 2 a usage or
+/// configuration error (including an unsupported --store or a missing --user-field).
 #[derive(Debug, Parser)]
 #[command(name = "cloakroom", version, max_term_width = 100)]
 pub struct Cli {
@@ -55,13 +56,25 @@ pub enum Command {
         /// The token, or `-` to read it from standard input.
         token: String,
     },
-    /// Open another framework's session cookie and print the session as JSON.
+    /// Open a Flask, Pyramid, Django or Rails session cookie and print it as JSON; with
+    /// --store, also create a Cloakroom session for its user and print its cookie.
     ///
     /// Reads Flask (itsdangerous), Pyramid (SignedCookieSessionFactory), Django
     /// (signed_cookies) and Rails 6.1/7.2 (encrypted cookie store) cookies with the app's
     /// secret, by the framework's own rules, expiry included. Prints `invalid` or `expired` to
     /// stderr and exits 1 when the cookie does not open. Serializers that run code on load
     /// (pickle, Marshal) are refused.
+    ///
+    /// Output (stdout, one JSON object): `framework`, `data`, `issued_at`, `accessed_at`,
+    /// `expires_at`. With --store sqlite:PATH it also creates a server-mode Cloakroom session
+    /// in that SQLite file, logged in as the value of --user-field (default `user_id`; a
+    /// string or a number), signed with the key ring (--keys, else CLOAKROOM_KEYS_FILE, else
+    /// CLOAKROOM_KEYS, else ./keys.toml), and adds `"cloakroom": {"cookie_name", "cookie",
+    /// "user_id", "max_age"}`; `jq -r .cloakroom.cookie` gives the new cookie's value. A
+    /// session without that field, or a store scheme other than `sqlite:`, exits 2.
+    ///
+    /// Example: cloakroom import --from django --secret-file django.secret --store
+    /// sqlite:/var/lib/app/sessions.db --user-field _auth_user_id "$COOKIE"
     Import(ImportArgs),
     /// Print HMAC-SHA256(KEY, MESSAGE) in hex, for comparing with other tools.
     ///
@@ -143,9 +156,32 @@ pub struct ImportArgs {
     /// Rails only: the session cookie's name, which Rails binds into the encryption.
     #[arg(long, default_value = "_app_session")]
     pub cookie_name: String,
-    /// Pretend the time is this many seconds since 1970.
+    /// Pretend the time is this many seconds since 1970 when checking the legacy cookie's
+    /// expiry (a --store session is always created at the real time).
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub now: Option<u64>,
+    /// Also create the Cloakroom session in this store and print its cookie. Supported:
+    /// `sqlite:PATH` (the SQLite file the service's SqliteStore uses; created if missing).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// With --store: the key ring that signs the new cookie (default: CLOAKROOM_KEYS_FILE,
+    /// else CLOAKROOM_KEYS, else ./keys.toml). Use the service's own ring.
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub keys: Option<PathBuf>,
+    /// With --store: the top-level session field holding the user id (a string or a
+    /// number), e.g. `_auth_user_id` for Django, `_user_id` for Flask-Login.
+    #[arg(long, value_name = "NAME", default_value = "user_id")]
+    pub user_field: String,
+    /// With --store: the Cloakroom cookie's name, which the token is bound to; the same as
+    /// the service's SessionLayer.
+    #[arg(long, value_name = "NAME", default_value = "__Host-session")]
+    pub cloakroom_cookie_name: String,
+    /// With --store: the idle timeout of the new session (the service's Policy).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_ttl)]
+    pub idle: u64,
+    /// With --store: the absolute lifetime of the new session (the service's Policy).
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_ttl)]
+    pub absolute: u64,
     /// The cookie value, or `-` to read it from standard input.
     pub cookie: String,
 }

@@ -1,16 +1,21 @@
-//! `import`: open another framework's session cookie.
+//! `import`: open another framework's session cookie, and with `--store` turn it into a
+//! Cloakroom session.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use cloakroom::{CookieUpdate, Device, Policy, SessionManager, Store};
 use cloakroom_interop::{
     Django, ErrorKind, Flask, Legacy, LegacySession, Pyramid, Rails, RailsVersion, Secret,
 };
+use cloakroom_stores::SqliteStore;
 use cloakroom_token::ErrorKind as TokenErrorKind;
 
 use crate::cli::ImportArgs;
-use crate::Failure;
+use crate::{keys, Failure};
 
 /// Reads a secret file, refusing one readable by group or other.
 fn read_secret(path: &Path) -> anyhow::Result<Secret> {
@@ -126,6 +131,137 @@ pub(crate) fn import(args: ImportArgs) -> Result<(), Failure> {
         ErrorKind::Expired => Failure::Rejected(TokenErrorKind::Expired),
         _ => Failure::Usage(e.into()),
     })?;
-    println!("{}", serde_json::to_string_pretty(&to_json(&session))?);
+    // Everything that can be refused is checked before the store is touched.
+    let mut out = to_json(&session);
+    if let Some(url) = &args.store {
+        let target = StoreUrl::parse(url)?;
+        let user = user_id(&session, &args.user_field)?;
+        let created = create_session(&args, &target, &session, user)?;
+        out["cloakroom"] = created;
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// A `--store` URL.
+#[derive(Debug, PartialEq, Eq)]
+enum StoreUrl {
+    /// `sqlite:PATH`.
+    Sqlite(PathBuf),
+}
+
+impl StoreUrl {
+    const SUPPORTED: &'static str = "sqlite:PATH";
+
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            bail!(
+                "--store {url:?} names no store; supported: {}",
+                Self::SUPPORTED
+            );
+        };
+        match scheme {
+            "sqlite" => {
+                // `sqlite:PATH`, also written `sqlite://PATH`.
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                if path.is_empty() {
+                    bail!("--store sqlite: needs a file, as in sqlite:/var/lib/app/sessions.db");
+                }
+                Ok(Self::Sqlite(PathBuf::from(path)))
+            }
+            other => bail!(
+                "unsupported store scheme {other:?} in --store; supported: {}",
+                Self::SUPPORTED
+            ),
+        }
+    }
+}
+
+/// The user id under `field`: a string as is, a number in decimal.
+fn user_id(session: &LegacySession, field: &str) -> anyhow::Result<String> {
+    let fields = || match &session.data {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            map.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+        _ => "none".to_owned(),
+    };
+    match session.data.get(field) {
+        None => bail!(
+            "the {} session has no field {field:?} to take the user id from (choose one with \
+             --user-field NAME; its fields: {})",
+            session.framework,
+            fields()
+        ),
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        Some(_) => bail!(
+            "the {} session's field {field:?} is not a user id (a non-empty string or a number)",
+            session.framework
+        ),
+    }
+}
+
+/// Logs `user` in to a new server-mode session in the store; the `cloakroom` part of the
+/// output.
+fn create_session(
+    args: &ImportArgs,
+    target: &StoreUrl,
+    session: &LegacySession,
+    user: String,
+) -> anyhow::Result<serde_json::Value> {
+    let ring = keys::load(args.keys.as_deref())?;
+    let policy = Policy::default()
+        .with_absolute(Duration::from_secs(args.absolute))?
+        .with_idle(Duration::from_secs(args.idle))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let store: Arc<dyn Store> = match target {
+            StoreUrl::Sqlite(path) => Arc::new(
+                SqliteStore::open(path.clone())
+                    .await
+                    .with_context(|| format!("opening the SQLite store {}", path.display()))?,
+            ),
+        };
+        let manager = SessionManager::new(&ring, store)?
+            .with_cookie_name(&args.cloakroom_cookie_name)
+            .context("--cloakroom-cookie-name")?
+            .with_policy(policy);
+        let mut new = manager.load(None).await?;
+        let device = Device::new().with_label(format!("imported from {}", session.framework));
+        new.login(user.clone(), device)?;
+        let commit = manager.commit(new).await?;
+        let CookieUpdate::Set { value, max_age } = commit.cookie else {
+            bail!("the store did not keep the new session");
+        };
+        Ok(serde_json::json!({
+            "cookie_name": manager.cookie_name(),
+            "cookie": value,
+            "user_id": user,
+            "max_age": max_age,
+        }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            StoreUrl::parse("sqlite:/tmp/s.db").unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("/tmp/s.db"))
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite://rel/s.db").unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("rel/s.db"))
+        );
+        for bad in ["sqlite:", "redis://localhost", "s.db", "postgres:x"] {
+            let e = StoreUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("sqlite:"), "{bad}: {e}");
+        }
+    }
 }

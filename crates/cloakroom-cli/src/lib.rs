@@ -1,4 +1,5 @@
-//! The `cloakroom` command line: key rings and tokens from the shell.
+//! The `cloakroom` command line: key rings and tokens from the shell, and other frameworks'
+//! session cookies imported into Cloakroom sessions (`cloakroom import --store`).
 //!
 //! Every decision lives here so tests can reach it; `main.rs` only calls [`main`].
 //!
@@ -21,7 +22,7 @@ pub use cli::{Cli, Command};
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
-/// Exit code for a token that did not open.
+/// Exit code for a token (or a legacy cookie) that did not open.
 pub const EXIT_REJECTED: u8 = 1;
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;

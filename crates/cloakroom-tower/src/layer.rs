@@ -15,11 +15,13 @@ use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use tower::{Layer, Service};
 
 use cloakroom::{
-    Clock, CookieUpdate, KeyRing, Mode, Policy, SessionManager, Store, DEFAULT_COOKIE_NAME,
-    MAX_COOKIE_LEN,
+    Clock, CookieUpdate, KeyRing, Mode, Policy, SessionManager, Store, SystemClock,
+    DEFAULT_COOKIE_NAME, MAX_COOKIE_LEN,
 };
 
 use crate::error::{status_response, Error, ErrorKind};
+#[cfg(feature = "migrate")]
+use crate::migrate::LegacyMigration;
 use crate::user::{LoaderHandle, UserLoader};
 
 /// The cookie name used with [`Builder::insecure_plain_http_for_local_development`]:
@@ -53,6 +55,8 @@ pub struct Builder<K, S> {
     cookie_name: Option<String>,
     plain_http: bool,
     inserters: Vec<Inserter>,
+    #[cfg(feature = "migrate")]
+    migration: Option<LegacyMigration>,
 }
 
 impl<K, S> fmt::Debug for Builder<K, S> {
@@ -66,14 +70,18 @@ impl<K, S> fmt::Debug for Builder<K, S> {
             cookie_name,
             plain_http,
             inserters,
+            #[cfg(feature = "migrate")]
+            migration,
         } = self;
-        f.debug_struct("Builder")
-            .field("mode", mode)
+        let mut f = f.debug_struct("Builder");
+        f.field("mode", mode)
             .field("policy", policy)
             .field("cookie_name", cookie_name)
             .field("plain_http", plain_http)
-            .field("user_loaders", &inserters.len())
-            .finish_non_exhaustive()
+            .field("user_loaders", &inserters.len());
+        #[cfg(feature = "migrate")]
+        f.field("migration", migration);
+        f.finish_non_exhaustive()
     }
 }
 
@@ -89,6 +97,8 @@ impl<S> Builder<NeedsKeyRing, S> {
             cookie_name: self.cookie_name,
             plain_http: self.plain_http,
             inserters: self.inserters,
+            #[cfg(feature = "migrate")]
+            migration: self.migration,
         }
     }
 }
@@ -106,6 +116,8 @@ impl<K> Builder<K, NeedsStore> {
             cookie_name: self.cookie_name,
             plain_http: self.plain_http,
             inserters: self.inserters,
+            #[cfg(feature = "migrate")]
+            migration: self.migration,
         }
     }
 }
@@ -159,6 +171,15 @@ impl<K, S> Builder<K, S> {
             }));
         self
     }
+
+    /// Accepts another framework's session cookie once and answers with a Cloakroom login
+    /// (feature `migrate`); see [`LegacyMigration`].
+    #[cfg(feature = "migrate")]
+    #[must_use]
+    pub fn with_legacy_migration(mut self, migration: LegacyMigration) -> Self {
+        self.migration = Some(migration);
+        self
+    }
 }
 
 impl Builder<KeyRing, Arc<dyn Store>> {
@@ -180,6 +201,16 @@ impl Builder<KeyRing, Arc<dyn Store>> {
             )
             .into());
         }
+        #[cfg(feature = "migrate")]
+        if let Some(migration) = &self.migration {
+            if migration.cookie_name() == name {
+                return Err(cloakroom::Error::new(
+                    cloakroom::ErrorKind::InvalidInput,
+                    "the legacy session cookie and the Cloakroom cookie have the same name",
+                )
+                .into());
+            }
+        }
         if self.plain_http {
             tracing::warn!(
                 cookie = %name,
@@ -192,14 +223,16 @@ impl Builder<KeyRing, Arc<dyn Store>> {
         if let Some(policy) = self.policy {
             manager = manager.with_policy(policy);
         }
-        if let Some(clock) = self.clock {
-            manager = manager.with_clock(clock);
-        }
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        manager = manager.with_clock(clock.clone());
         Ok(SessionLayer {
             shared: Arc::new(Shared {
                 manager,
                 secure: !self.plain_http,
                 inserters: self.inserters,
+                clock,
+                #[cfg(feature = "migrate")]
+                migration: self.migration,
             }),
         })
     }
@@ -209,6 +242,10 @@ pub(crate) struct Shared {
     pub(crate) manager: SessionManager,
     secure: bool,
     inserters: Vec<Inserter>,
+    #[cfg_attr(not(feature = "migrate"), allow(dead_code))]
+    clock: Arc<dyn Clock>,
+    #[cfg(feature = "migrate")]
+    migration: Option<LegacyMigration>,
 }
 
 impl Shared {
@@ -261,6 +298,8 @@ impl SessionLayer {
             cookie_name: None,
             plain_http: false,
             inserters: Vec::new(),
+            #[cfg(feature = "migrate")]
+            migration: None,
         }
     }
 
@@ -328,9 +367,16 @@ where
 {
     mark_cookie_sensitive(req.headers_mut());
     let cookie = find_cookie(req.headers(), shared.manager.cookie_name());
-    let session = match shared.manager.load(cookie.as_deref()).await {
+    #[cfg_attr(not(feature = "migrate"), allow(unused_mut))]
+    let mut session = match shared.manager.load(cookie.as_deref()).await {
         Ok(session) => session,
         Err(e) => return Ok(Error::from(e).into_response()),
+    };
+    // The legacy cookie to expire in the response, if the request carried one.
+    #[cfg(feature = "migrate")]
+    let expire_legacy = match migrate(&shared, &mut session, req.headers()) {
+        Ok(expire) => expire,
+        Err(e) => return Ok(e.into_response()),
     };
     let slot = Slot::new(shared.clone(), session);
     req.extensions_mut().insert(slot.clone());
@@ -350,6 +396,16 @@ where
     if response.status().is_server_error() {
         slot.discard();
         return Ok(response);
+    }
+    #[cfg(feature = "migrate")]
+    if let Some(line) = expire_legacy {
+        if let Ok(mut value) = HeaderValue::from_str(&line) {
+            value.set_sensitive(true);
+            response.headers_mut().append(header::SET_COOKIE, value);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
     }
     let Some(session) = slot.take() else {
         return Ok(response);
@@ -387,6 +443,28 @@ where
         }
     }
     Ok(response)
+}
+
+/// Logs `session` in from the legacy cookie if it has no user and the cookie opens and
+/// maps to one; returns the `Set-Cookie` line expiring the legacy cookie, if the request
+/// carried it.
+#[cfg(feature = "migrate")]
+fn migrate(
+    shared: &Shared,
+    session: &mut cloakroom::Session,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Error> {
+    let Some(migration) = &shared.migration else {
+        return Ok(None);
+    };
+    let Some(old) = find_cookie(headers, migration.cookie_name()) else {
+        return Ok(None);
+    };
+    // A Cloakroom login wins over the legacy cookie.
+    if session.user_id().is_none() {
+        migration.apply(session, &old, headers, shared.clock.now())?;
+    }
+    Ok(migration.expiry_header(shared.secure))
 }
 
 fn mark_cookie_sensitive(headers: &mut HeaderMap) {

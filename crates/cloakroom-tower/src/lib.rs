@@ -48,6 +48,8 @@ mod csrf;
 mod error;
 mod extract;
 mod layer;
+#[cfg(feature = "migrate")]
+mod migrate;
 mod user;
 
 // The layer, its builder (and the typestates that make a key ring and a store required).
@@ -57,6 +59,11 @@ pub use layer::{
 // Extractors.
 pub use extract::{Csrf, Flash, Session};
 pub use user::{CurrentUser, UserLoader};
+// Moving users over from another framework's session cookie (feature `migrate`).
+#[cfg(feature = "migrate")]
+pub use cloakroom_interop;
+#[cfg(feature = "migrate")]
+pub use migrate::{LegacyMigration, MigratedLogin};
 // CSRF.
 pub use csrf::{CsrfLayer, CsrfService, CSRF_FIELD, CSRF_HEADER, DEFAULT_MAX_FORM_BYTES};
 // Errors (they answer as HTTP responses).

@@ -1134,3 +1134,274 @@ async fn sliding_expiry_writes_only_when_the_policy_says_so() {
     clock.advance(std::time::Duration::from_secs(31 * 60));
     assert_eq!(browser.get("/get/a").await.body, "none");
 }
+
+// ---------------------------------------------------------------- migration from a legacy cookie
+
+/// `LegacyMigration` (feature `migrate`): a Flask cookie turns into a Cloakroom login in one
+/// request, over real TCP.
+#[cfg(feature = "migrate")]
+mod migrate {
+    use super::*;
+    use cloakroom::ManualClock;
+    use cloakroom_tower::cloakroom_interop::{Flask, LegacySession, Secret};
+    use cloakroom_tower::{LegacyMigration, MigratedLogin};
+    use serde_json::{json, Value};
+
+    /// Flask's default session cookie name.
+    const LEGACY: &str = "session";
+
+    /// The Flask vector made by Flask 3.1 / itsdangerous 2.2: (secret, cookie, signed at).
+    fn flask_vector() -> (String, String, u64) {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/interop-vectors.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!("{path}: {e} (the shared/ folder must sit beside the repo)")
+        });
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let flask = &v["flask_session"];
+        assert_eq!(flask["cookie_name"], LEGACY);
+        let first = &flask["vectors"][0];
+        assert_eq!(
+            first["session"]["user_id"], 42,
+            "the vector this test expects"
+        );
+        (
+            flask["secret_key"].as_str().unwrap().to_owned(),
+            first["cookie"].as_str().unwrap().to_owned(),
+            flask["timestamp"].as_u64().unwrap(),
+        )
+    }
+
+    /// The application's choice: the user id, and the theme if there is one.
+    fn map(old: &LegacySession) -> Option<MigratedLogin> {
+        let id = match old.data.get("user_id")? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        let mut login = MigratedLogin::new(id);
+        if let Some(theme) = old.data.get("theme") {
+            login = login.with_value("theme", theme.clone());
+        }
+        Some(login)
+    }
+
+    async fn started(secret: &str, now: u64, keep: bool) -> (SocketAddr, SessionLayer) {
+        let mut migration = LegacyMigration::new(Flask::new(Secret::from(secret)).unwrap(), map);
+        if keep {
+            migration = migration.keep_legacy_cookie();
+        }
+        let layer = SessionLayer::builder()
+            .key_ring(&KeyRing::generate().unwrap())
+            .store(Arc::new(MemoryStore::new()))
+            .with_clock(Arc::new(ManualClock::new(now)))
+            .with_legacy_migration(migration)
+            .build()
+            .unwrap();
+        let addr = serve(app(layer.clone(), Gates::default())).await;
+        (addr, layer)
+    }
+
+    /// Sends `path` with the browser's Cloakroom cookie (if any) and the legacy cookie.
+    async fn with_legacy(
+        browser: &mut Browser,
+        method: reqwest::Method,
+        path: &str,
+        legacy: &str,
+    ) -> Reply {
+        let header = format!("{LEGACY}={legacy}");
+        browser
+            .send(method, path, &[("cookie", header.as_str())], None)
+            .await
+    }
+
+    fn expires_legacy(reply: &Reply) -> bool {
+        reply.set_cookie.iter().any(|c| {
+            c.starts_with(&format!("{LEGACY}=;")) && c.contains("Max-Age=0") && c.contains("Path=/")
+        })
+    }
+
+    fn touches_legacy(reply: &Reply) -> bool {
+        reply
+            .set_cookie
+            .iter()
+            .any(|c| c.starts_with(&format!("{LEGACY}=")))
+    }
+
+    fn sets_cloakroom(reply: &Reply) -> bool {
+        reply
+            .set_cookie
+            .iter()
+            .any(|c| c.starts_with(&format!("{COOKIE}=")) && !c.contains("Max-Age=0"))
+    }
+
+    #[tokio::test]
+    async fn a_flask_cookie_becomes_a_cloakroom_login_in_one_request() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, layer) = started(&secret, signed_at + 60, false).await;
+        let mut browser = Browser::new(addr);
+
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, "42", "the handler already sees the migrated user");
+        assert!(sets_cloakroom(&r), "{:?}", r.set_cookie);
+        assert!(expires_legacy(&r), "{:?}", r.set_cookie);
+        assert_eq!(r.set_cookie.len(), 2, "{:?}", r.set_cookie);
+        assert!(browser.cookie.is_some());
+
+        // The next request carries only the Cloakroom cookie.
+        let r = browser.get("/whoami").await;
+        assert_eq!(r.body, "42");
+        assert!(r.set_cookie.is_empty(), "{:?}", r.set_cookie);
+
+        let sessions = layer.manager().sessions_of("42").await.unwrap();
+        assert_eq!(sessions.len(), 1, "one new Cloakroom session");
+        assert_eq!(
+            sessions[0].device.label.as_deref(),
+            Some("migrated from flask")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cookie_written_by_the_flask_writer_carries_what_the_app_maps() {
+        let now = 1_750_000_000;
+        let flask = Flask::new(Secret::from("another flask secret")).unwrap();
+        let cookie = flask
+            .write(
+                &json!({"user_id": "u7", "theme": "dark", "cart": [1, 2]}),
+                now - 5,
+            )
+            .unwrap();
+        let (addr, layer) = started("another flask secret", now, false).await;
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/get/theme", &cookie).await;
+        assert_eq!(r.body, "dark");
+        assert!(
+            sets_cloakroom(&r) && expires_legacy(&r),
+            "{:?}",
+            r.set_cookie
+        );
+        assert_eq!(browser.get("/whoami").await.body, "u7");
+        assert_eq!(browser.get("/get/theme").await.body, "dark");
+        assert_eq!(
+            browser.get("/keys").await.body,
+            "theme",
+            "the cart stayed behind"
+        );
+        assert_eq!(layer.manager().sessions_of("u7").await.unwrap().len(), 1);
+
+        // A valid Flask session without a user: anonymous, and the cookie is expired.
+        let anonymous = flask.write(&json!({"csrf": "abc"}), now).unwrap();
+        let mut other = Browser::new(addr);
+        let r = with_legacy(&mut other, reqwest::Method::GET, "/whoami", &anonymous).await;
+        assert_eq!(r.body, "anonymous");
+        assert!(
+            expires_legacy(&r) && !sets_cloakroom(&r),
+            "{:?}",
+            r.set_cookie
+        );
+    }
+
+    #[tokio::test]
+    async fn tampered_or_expired_legacy_cookies_are_anonymous_and_expired() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, layer) = started(&secret, signed_at + 60, false).await;
+        // One changed character in the payload, then in the signature.
+        for i in [3, cookie.len() - 2] {
+            let mut bad = cookie.clone().into_bytes();
+            bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+            let bad = String::from_utf8(bad).unwrap();
+            let mut browser = Browser::new(addr);
+            let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &bad).await;
+            assert_eq!(r.status, StatusCode::OK);
+            assert_eq!(r.body, "anonymous");
+            assert!(expires_legacy(&r), "{:?}", r.set_cookie);
+            assert!(!sets_cloakroom(&r), "{:?}", r.set_cookie);
+            assert!(browser.cookie.is_none());
+        }
+        // Garbage is no error page either.
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(
+            &mut browser,
+            reqwest::Method::GET,
+            "/whoami",
+            "not.a.cookie",
+        )
+        .await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "anonymous"));
+        assert!(expires_legacy(&r));
+        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
+
+        // Past Flask's 31 days: expired, so anonymous.
+        let (late, _) = started(&secret, signed_at + 32 * 86_400, false).await;
+        let mut browser = Browser::new(late);
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "anonymous");
+        assert!(
+            expires_legacy(&r) && !sets_cloakroom(&r),
+            "{:?}",
+            r.set_cookie
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cloakroom_login_wins_over_a_legacy_cookie() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, layer) = started(&secret, signed_at + 60, false).await;
+        let mut browser = Browser::new(addr);
+        browser.post("/login/ada").await;
+        let ada = browser.cookie.clone();
+        assert!(ada.is_some());
+
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "ada");
+        assert!(expires_legacy(&r), "{:?}", r.set_cookie);
+        assert!(!sets_cloakroom(&r), "{:?}", r.set_cookie);
+        assert_eq!(browser.cookie, ada, "the Cloakroom cookie is unchanged");
+        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
+        assert_eq!(layer.manager().sessions_of("ada").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_migrates_nothing_and_the_next_one_does() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, layer) = started(&secret, signed_at + 60, false).await;
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(&mut browser, reqwest::Method::POST, "/fail500/x", &cookie).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.set_cookie.is_empty(), "{:?}", r.set_cookie);
+        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "42");
+        assert!(
+            sets_cloakroom(&r) && expires_legacy(&r),
+            "{:?}",
+            r.set_cookie
+        );
+    }
+
+    #[tokio::test]
+    async fn keep_legacy_cookie_leaves_it_for_the_old_app() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, _) = started(&secret, signed_at + 60, true).await;
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "42");
+        assert!(sets_cloakroom(&r), "{:?}", r.set_cookie);
+        assert!(!touches_legacy(&r), "{:?}", r.set_cookie);
+    }
+
+    #[test]
+    fn the_two_cookies_cannot_share_a_name() {
+        let migration = LegacyMigration::new(Flask::new(Secret::from("s")).unwrap(), map);
+        let built = SessionLayer::builder()
+            .key_ring(&KeyRing::generate().unwrap())
+            .store(Arc::new(MemoryStore::new()))
+            .with_cookie_name(LEGACY)
+            .with_legacy_migration(migration)
+            .build();
+        assert!(built.is_err());
+    }
+}
