@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::{Error, ErrorKind, IdHash, Record};
 use fs2::FileExt;
 use sha2::{Digest, Sha256};
 
@@ -37,7 +36,7 @@ const MAX_HINT: u64 = 253_402_300_799;
 /// A temporary file left by a writer that died is removed by a purge after this long.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
-/// A [`Store`] that keeps one file per session in a directory: for one machine without a
+/// A [`Store`](cloakroom::Store) that keeps one file per session in a directory: for one machine without a
 /// database.
 ///
 /// # Guarantees
@@ -557,7 +556,8 @@ impl Inner {
         }
     }
 
-    fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+    fn update(&self, record: Record, now: u64) -> Result<u64, Error> {
+        let record = &record;
         let id = &record.id_hash;
         let _lock = self.lock_record(id)?;
         let current = match self.read_record(id)? {
@@ -770,60 +770,4 @@ impl Drop for Locked<'_> {
     }
 }
 
-#[async_trait]
-impl Store for FileStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        let record = record.clone();
-        self.run(move |s| s.create(&record)).await
-    }
-
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        let id = *id;
-        self.run(move |s| s.load(&id, now)).await
-    }
-
-    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
-        let record = record.clone();
-        self.run(move |s| s.update(&record, now)).await
-    }
-
-    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
-        let id = *id;
-        self.run(move |s| s.touch(&id, now, idle_deadline)).await
-    }
-
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        let id = *id;
-        self.run(move |s| s.delete(&id)).await
-    }
-
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        let user = user.to_owned();
-        self.run(move |s| s.sessions_of(&user, now)).await
-    }
-
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, Error> {
-        let user = user.to_owned();
-        let except = except.copied();
-        self.run(move |s| s.revoke_user_sessions(&user, except.as_ref()))
-            .await
-    }
-
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let user = user.to_owned();
-        self.run(move |s| s.user_epoch(&user)).await
-    }
-
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let user = user.to_owned();
-        self.run(move |s| s.bump_user_epoch(&user)).await
-    }
-
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.run(move |s| s.purge_expired(now, limit)).await
-    }
-}
+crate::blocking::blocking_store!(FileStore);

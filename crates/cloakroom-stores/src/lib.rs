@@ -18,6 +18,8 @@
 // Stores, one per feature.
 
 // One machine (issue 4): a directory of files; one SQLite file, the embedded default.
+#[cfg(any(feature = "file", feature = "sqlite"))]
+mod blocking;
 #[cfg(feature = "file")]
 mod file;
 #[cfg(feature = "file")]

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::{Error, ErrorKind, IdHash, Record};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 /// The schema, one entry per version: entry `i` migrates version `i` to `i + 1`. The
@@ -109,7 +108,7 @@ impl SqliteOptions {
     }
 }
 
-/// A [`Store`] in one SQLite file: the embedded default.
+/// A [`Store`](cloakroom::Store) in one SQLite file: the embedded default.
 ///
 /// # Storage
 ///
@@ -626,60 +625,4 @@ fn migrate(conn: &mut Connection, at: &str) -> Result<(), Error> {
     tx.commit().map_err(db_err(at))
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        let record = record.clone();
-        self.run(move |s| s.create(&record)).await
-    }
-
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        let id = *id;
-        self.run(move |s| s.load(&id, now)).await
-    }
-
-    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
-        let record = record.clone();
-        self.run(move |s| s.update(record, now)).await
-    }
-
-    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
-        let id = *id;
-        self.run(move |s| s.touch(&id, now, idle_deadline)).await
-    }
-
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        let id = *id;
-        self.run(move |s| s.delete(&id)).await
-    }
-
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        let user = user.to_owned();
-        self.run(move |s| s.sessions_of(&user, now)).await
-    }
-
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, Error> {
-        let user = user.to_owned();
-        let except = except.copied();
-        self.run(move |s| s.revoke_user_sessions(&user, except.as_ref()))
-            .await
-    }
-
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let user = user.to_owned();
-        self.run(move |s| s.user_epoch(&user)).await
-    }
-
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let user = user.to_owned();
-        self.run(move |s| s.bump_user_epoch(&user)).await
-    }
-
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.run(move |s| s.purge_expired(now, limit)).await
-    }
-}
+crate::blocking::blocking_store!(SqliteStore);
