@@ -17,25 +17,11 @@ use cloakroom_token::ErrorKind as TokenErrorKind;
 use crate::cli::ImportArgs;
 use crate::{keys, Failure};
 
-/// Reads a secret file, refusing one readable by group or other.
+/// Reads a secret file (mode 0600 required), less one trailing newline.
 fn read_secret(path: &Path) -> anyhow::Result<Secret> {
-    let mut file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open secret file {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata()?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            bail!(
-                "secret file {} has mode {mode:04o}, readable by group or other; run: chmod 600 {}",
-                path.display(),
-                path.display()
-            );
-        }
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    let mut file = cloakroom_token::read_private_file(path, "secret file")?;
+    // Move the bytes out (no copy): they go on into `Secret`, which zeroizes them on drop.
+    let mut bytes = std::mem::take(&mut *file);
     if bytes.ends_with(b"\n") {
         bytes.pop();
         if bytes.ends_with(b"\r") {

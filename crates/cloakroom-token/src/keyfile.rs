@@ -2,7 +2,7 @@
 //! functions do, and only when called.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read as _, Write};
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -23,14 +23,15 @@ impl KeyRing {
     /// [`ErrorKind::Io`] if the file cannot be read, [`ErrorKind::Permissions`] if its mode is
     /// too open, [`ErrorKind::KeyRing`] if its content is not a valid key ring.
     pub fn load(path: &Path) -> Result<Self, Error> {
+        let bytes = read_private_file(path, "key file")?;
         let shown = path.display();
-        let mut file = File::open(path)
-            .map_err(|e| Error::io(format!("cannot open key file {shown}: {e}"), e))?;
-        check_mode(&file, path)?;
-        let mut text = Zeroizing::new(String::new());
-        file.read_to_string(&mut text)
-            .map_err(|e| Error::io(format!("cannot read key file {shown}: {e}"), e))?;
-        Self::from_toml(&text).map_err(|e| Error::new(e.kind(), format!("{shown}: {e}")))
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::new(
+                ErrorKind::KeyRing,
+                format!("{shown}: the key file is not UTF-8"),
+            )
+        })?;
+        Self::from_toml(text).map_err(|e| Error::new(e.kind(), format!("{shown}: {e}")))
     }
 
     /// Loads the key ring from the environment variable [`KEYS_ENV`] (`CLOAKROOM_KEYS`), which
@@ -104,6 +105,26 @@ impl KeyRing {
     }
 }
 
+/// Reads a file that holds secrets (`what` names it in messages, e.g. `"key file"`).
+///
+/// On Unix a file readable or writable by group or other is refused with
+/// [`ErrorKind::Permissions`] and a message that names the file and its mode and says
+/// `chmod 600`. The bytes are zeroized when the result is dropped.
+///
+/// # Errors
+/// [`ErrorKind::Io`] if the file cannot be opened or read, [`ErrorKind::Permissions`] if its
+/// mode is too open.
+pub fn read_private_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let shown = path.display();
+    let mut file =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {what} {shown}: {e}"), e))?;
+    check_mode(&file, path, what)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("cannot read {what} {shown}: {e}"), e))?;
+    Ok(bytes)
+}
+
 fn write_synced(file: &mut File, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())?;
     file.sync_all()
@@ -121,17 +142,17 @@ fn private_options() -> OpenOptions {
 }
 
 #[cfg(unix)]
-fn check_mode(file: &File, path: &Path) -> Result<(), Error> {
+fn check_mode(file: &File, path: &Path, what: &str) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     let meta = file
         .metadata()
-        .map_err(|e| Error::io(format!("cannot stat key file {}: {e}", path.display()), e))?;
+        .map_err(|e| Error::io(format!("cannot stat {what} {}: {e}", path.display()), e))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::new(
             ErrorKind::Permissions,
             format!(
-                "key file {} has mode {mode:04o}, readable by group or other; run: chmod 600 {}",
+                "{what} {} has mode {mode:04o}, readable by group or other; run: chmod 600 {}",
                 path.display(),
                 path.display()
             ),
@@ -141,7 +162,7 @@ fn check_mode(file: &File, path: &Path) -> Result<(), Error> {
 }
 
 #[cfg(not(unix))]
-fn check_mode(_file: &File, _path: &Path) -> Result<(), Error> {
+fn check_mode(_file: &File, _path: &Path, _what: &str) -> Result<(), Error> {
     Ok(())
 }
 

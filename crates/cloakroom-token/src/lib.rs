@@ -2,7 +2,7 @@
 //!
 //! This is the codec underneath Cloakroom's session cookies. It is sans-IO: it reads no clock
 //! (every call takes `now` in unix seconds), no socket and no file, except the key-file loaders
-//! ([`KeyRing::load`], [`KeyRing::save`], [`KeyRing::from_env`]) when they are called.
+//! ([`KeyRing::load`], [`KeyRing::save`], [`KeyRing::from_env`], [`read_private_file`]) when they are called.
 //!
 //! Two kinds of token, both valid cookie values:
 //!
@@ -75,6 +75,6 @@ pub use codec::{
 // Errors.
 pub use error::{Error, ErrorKind};
 // Key files and the environment.
-pub use keyfile::KEYS_ENV;
+pub use keyfile::{read_private_file, KEYS_ENV};
 // Keys and the key ring.
 pub use keys::{Key, KeyId, KeyRing, Secret, GENERATED_SECRET_LEN, MAX_KEY_ID_LEN, MIN_SECRET_LEN};
