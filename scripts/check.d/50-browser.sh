@@ -32,7 +32,7 @@ DATA="$E2E/demo-data"
 rm -rf "$DATA"
 rm -f "$E2E"/*.png
 CLOAKROOM_DEMO_DIR="$DATA" CLOAKROOM_DEMO_ADDR="127.0.0.1:$PORT" \
-    "${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/demo" > "$E2E/demo.log" 2>    "$ROOT/target/debug/examples/demo" > "$E2E/demo.log" 2>&1 &1 &
+    "${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/demo" > "$E2E/demo.log" 2>&1 &
 DEMO_PID=$!
 trap 'kill "$DEMO_PID" 2>/dev/null || true' EXIT
 wait_port 127.0.0.1 "$PORT" "the demo"
