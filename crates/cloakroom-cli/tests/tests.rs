@@ -233,16 +233,10 @@ fn help_explains_each_command() {
 }
 
 /// `cloakroom import` on cookies made by the real Django and Rails packages
-/// (../shared/interop-vectors.json).
+/// (crates/cloakroom-testdata/data/interop-vectors.json).
 #[test]
 fn import_opens_real_framework_cookies() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/interop-vectors.json"
-    );
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (the shared/ folder must sit beside the repo)"));
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = cloakroom_testdata::interop_vectors();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let write_secret = |name: &str, secret: &str| {
@@ -359,13 +353,7 @@ fn import_opens_real_framework_cookies() {
 /// packages become Cloakroom sessions in a SQLite file, which the cloakroom library opens.
 #[test]
 fn import_with_store_creates_a_cloakroom_session() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/interop-vectors.json"
-    );
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (the shared/ folder must sit beside the repo)"));
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = cloakroom_testdata::interop_vectors();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let write_secret = |name: &str, secret: &str| {

@@ -1,6 +1,6 @@
 //! The integration suite of cloakroom-interop:
 //!
-//! - the shipped vectors (cookies made by the real packages, `../shared/interop-vectors.json`)
+//! - the shipped vectors (cookies made by the real packages, `crates/cloakroom-testdata/data/interop-vectors.json`)
 //!   open to their payloads, and our writer reproduces them byte for byte where the framework
 //!   is deterministic;
 //! - every single-character change of every valid vector fails to open;
@@ -22,19 +22,8 @@ use rand::{Rng, SeedableRng};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{json, Value};
 
-const VECTORS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/interop-vectors.json"
-);
-
 fn vectors() -> Value {
-    let text = std::fs::read_to_string(VECTORS).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the shipped interop vectors at {VECTORS}: {e}. They live in shared/ beside \
-             the repository (CI lays a copy there); this test needs them."
-        )
-    });
-    serde_json::from_str(&text).expect("interop-vectors.json is JSON")
+    cloakroom_testdata::interop_vectors()
 }
 
 fn s(v: &Value) -> &str {

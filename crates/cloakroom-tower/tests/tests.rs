@@ -1152,14 +1152,7 @@ mod migrate {
 
     /// The Flask vector made by Flask 3.1 / itsdangerous 2.2: (secret, cookie, signed at).
     fn flask_vector() -> (String, String, u64) {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/interop-vectors.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!("{path}: {e} (the shared/ folder must sit beside the repo)")
-        });
-        let v: Value = serde_json::from_str(&text).unwrap();
+        let v: Value = cloakroom_testdata::interop_vectors();
         let flask = &v["flask_session"];
         assert_eq!(flask["cookie_name"], LEGACY);
         let first = &flask["vectors"][0];

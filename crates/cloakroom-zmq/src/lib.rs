@@ -3,9 +3,9 @@
 //!
 //! One task owns each [`Socket`]; it receives with [`Socket::recv`] and sends with
 //! [`Socket::send`], and worker tasks hand it replies through a [`ReplySender`]. The loop
-//! follows the rules of DESIGN.md §5 (drain to `EAGAIN` under a budget, wait on the
+//! follows the rules of `docs/zmq-event-loop.md` (drain to `EAGAIN` under a budget, wait on the
 //! descriptor only after `ZMQ_EVENTS` shows nothing, clear readiness before re-checking,
-//! re-check after every send, count lost wakeups); `docs/zmq-event-loop.md` explains each.
+//! re-check after every send, count lost wakeups); that page explains each.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -1,4 +1,4 @@
-//! The async socket: one owner task, the rules of DESIGN.md §5.
+//! The async socket: one owner task, the rules of docs/zmq-event-loop.md.
 //!
 //! The loop, in the words of the rules (see `docs/zmq-event-loop.md` for the why):
 //!
@@ -75,7 +75,7 @@ impl SocketKind {
 }
 
 /// A deliberately broken event loop, for the test suite only: each one breaks one rule of
-/// DESIGN.md §5 so the tests can show they fail when the rule is broken.
+/// docs/zmq-event-loop.md so the tests can show they fail when the rule is broken.
 #[cfg(feature = "broken-variants")]
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

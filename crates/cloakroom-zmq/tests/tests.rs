@@ -1,4 +1,4 @@
-//! Integration tests of cloakroom-zmq: one test per rule of DESIGN.md §5, each also run
+//! Integration tests of cloakroom-zmq: one test per rule of docs/zmq-event-loop.md, each also run
 //! against a deliberately broken event loop (`Broken::*`, feature `broken-variants`) to
 //! show that it fails when its rule is broken. Every scenario is bounded by watchdogs and
 //! uses loopback TCP, ipc or inproc only.
