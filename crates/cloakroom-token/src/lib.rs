@@ -2,7 +2,8 @@
 //!
 //! This is the codec underneath Cloakroom's session cookies. It is sans-IO: it reads no clock
 //! (every call takes `now` in unix seconds), no socket and no file, except the key-file loaders
-//! ([`KeyRing::load`], [`KeyRing::save`], [`KeyRing::from_env`], [`read_private_file`]) when they are called.
+//! ([`KeyRing::load`], [`KeyRing::save`], [`KeyRing::from_env`],
+//! [`KeyRing::from_env_or_file`], [`read_private_file`]) when they are called.
 //!
 //! Two kinds of token, both valid cookie values:
 //!

@@ -8,8 +8,8 @@
 //!
 //! Data lives in `target/cloakroom-demo/` (or `$CLOAKROOM_DEMO_DIR`), out of git, since a key
 //! ring must never be committed: `keys.toml` (the key ring, generated on first run with mode
-//! 0600), `sessions.db` (Cloakroom's SQLite session
-//! store) and `users.db`. `$CLOAKROOM_DEMO_ADDR` changes the address (loopback only).
+//! 0600 and kept, so a restart keeps you signed in; `$CLOAKROOM_KEYS` replaces it),
+//! `sessions.db` (Cloakroom's SQLite session store) and `users.db`. `$CLOAKROOM_DEMO_ADDR` changes the address (loopback only).
 //!
 //! The demo serves plain http on loopback, so it uses the named
 //! `insecure_plain_http_for_local_development` option: never serve it beyond the machine.
@@ -71,7 +71,9 @@ async fn run() -> anyhow::Result<()> {
         bail!("the demo serves plain http and listens on loopback only, not {addr}");
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let ring = key_ring(&dir.join("keys.toml"))?;
+    // $CLOAKROOM_KEYS, else keys.toml in the data directory, created on the first run: a
+    // restart keeps everyone signed in.
+    let ring = KeyRing::from_env_or_file(dir.join("keys.toml"))?;
     let sessions = SqliteStore::open(dir.join("sessions.db"))
         .await
         .context("cannot open the session store")?;
@@ -96,20 +98,6 @@ async fn run() -> anyhow::Result<()> {
     );
     axum::serve(listener, app).await?;
     Ok(())
-}
-
-/// Loads the key ring, generating it on first run.
-fn key_ring(path: &Path) -> anyhow::Result<KeyRing> {
-    if path.exists() {
-        return Ok(KeyRing::load(path)?);
-    }
-    let ring = KeyRing::generate()?;
-    ring.save(path, false)?;
-    println!(
-        "Generated a new key ring in {} (mode 0600). Keep it secret; deleting it signs everyone out.",
-        path.display()
-    );
-    Ok(ring)
 }
 
 // ---------------------------------------------------------------- users

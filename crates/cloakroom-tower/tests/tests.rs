@@ -1398,3 +1398,52 @@ mod migrate {
         assert!(built.is_err());
     }
 }
+
+// ---------------------------------------------------------------- keys that survive a restart
+
+/// A restart keeps everyone signed in: the key ring comes from a file the first start created
+/// (`KeyRing::from_env_or_file`), the sessions from a SQLite file, and a second server built
+/// from the same two files opens the cookie the first one set. A server that generates its
+/// ring on every start (the control) signs the user out.
+#[tokio::test]
+async fn a_restart_with_the_key_file_keeps_the_user_signed_in() {
+    // The file is what is under test, not a ring the environment might supply (nextest runs
+    // each test in its own process).
+    std::env::remove_var(cloakroom_token::KEYS_ENV);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    let db = dir.path().join("sessions.db");
+    let start = |ring: KeyRing| {
+        let db = db.clone();
+        async move {
+            let store = cloakroom_stores::SqliteStore::open(db).await.unwrap();
+            let layer = SessionLayer::builder()
+                .key_ring(&ring)
+                .store(Arc::new(store))
+                .build()
+                .unwrap();
+            serve(app(layer, Gates::default())).await
+        }
+    };
+
+    let first = start(KeyRing::from_env_or_file(&keys).unwrap()).await;
+    assert!(keys.exists(), "the first start writes the key file");
+    let mut browser = Browser::new(first);
+    assert_eq!(browser.post("/login/ada").await.status, StatusCode::OK);
+    assert_eq!(browser.get("/whoami").await.body, "ada");
+    let cookie = browser.cookie.clone().expect("a session cookie");
+
+    let restarted = start(KeyRing::from_env_or_file(&keys).unwrap()).await;
+    let mut after = Browser::new(restarted);
+    after.cookie = Some(cookie.clone());
+    assert_eq!(
+        after.get("/whoami").await.body,
+        "ada",
+        "the restart signed the user out"
+    );
+
+    let regenerated = start(KeyRing::generate().unwrap()).await;
+    let mut control = Browser::new(regenerated);
+    control.cookie = Some(cookie);
+    assert_eq!(control.get("/whoami").await.body, "anonymous");
+}
