@@ -1,6 +1,7 @@
 //! `keygen`, `rotate`, and finding the key ring.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 use cloakroom_token::{KeyRing, KEYS_ENV};
@@ -49,7 +50,40 @@ pub(crate) fn keygen(out: &Path, force: bool) -> Result<(), Failure> {
         out.display(),
         ring.primary().id()
     );
+    if let Some(warning) = git_would_track(out) {
+        eprintln!("{warning}");
+    }
     Ok(())
+}
+
+/// The warning to print when `path` lies in a git work tree that does not ignore it, so a
+/// `git add -A` would commit the key ring. `None` when it is ignored, when the directory is not
+/// in a work tree, and when git is not installed: only a clear "not ignored" answer warns.
+fn git_would_track(path: &Path) -> Option<String> {
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = parent.unwrap_or(Path::new("."));
+    let name = path.file_name()?;
+    // `git check-ignore -q`: exit 0 ignored, 1 not ignored, 128 not a work tree (or an error).
+    let status = Command::new("git")
+        .args(["check-ignore", "-q", "--"])
+        .arg(name)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    (status.code() == Some(1)).then(|| {
+        format!(
+            "warning: {} is inside a git work tree and git does not ignore it: a key ring must \
+             never be committed. Add it to .gitignore, e.g. run: echo '/{}' >> {}",
+            path.display(),
+            name.to_string_lossy(),
+            parent
+                .map_or_else(|| ".gitignore".into(), |d| d.join(".gitignore"))
+                .display()
+        )
+    })
 }
 
 pub(crate) fn rotate(keys: Option<&Path>) -> Result<(), Failure> {

@@ -80,6 +80,58 @@ fn keygen_sign_open_round_trip() {
     }
 }
 
+/// A key ring written where `git add -A` would commit it gets a warning naming the fix.
+#[test]
+fn keygen_warns_when_git_would_commit_the_key_ring() {
+    let git = |dir: &Path, args: &[&str]| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git is installed (apt-get install git)");
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+    };
+    let warned = |o: &Output| stderr(o).contains("warning:");
+
+    // Outside any work tree: no warning.
+    let plain = tempfile::tempdir().unwrap();
+    let o = cloakroom(plain.path(), &["keygen"]);
+    assert!(o.status.success() && !warned(&o), "{}", stderr(&o));
+
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "-q"]);
+    std::fs::create_dir(r.join("config")).unwrap();
+
+    // Not ignored, in the work tree's root and in a subdirectory (--out from elsewhere).
+    let o = cloakroom(r, &["keygen"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(warned(&o), "no warning: {err}");
+    assert!(
+        err.contains("keys.toml") && err.contains(".gitignore"),
+        "{err}"
+    );
+    let o = cloakroom(
+        plain.path(),
+        &[
+            "keygen",
+            "--out",
+            &r.join("config/k.toml").display().to_string(),
+        ],
+    );
+    assert!(o.status.success() && warned(&o), "{}", stderr(&o));
+
+    // Ignored: no warning.
+    std::fs::write(r.join(".gitignore"), "/prod-keys.toml\nsecret/\n").unwrap();
+    std::fs::create_dir(r.join("secret")).unwrap();
+    for out in ["prod-keys.toml", "secret/keys.toml"] {
+        let o = cloakroom(r, &["keygen", "--out", out]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!warned(&o), "{out} is ignored, yet: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn keygen_refuses_to_overwrite_without_force_and_rotate_keeps_old_tokens() {
     let dir = tempfile::tempdir().unwrap();
