@@ -18,6 +18,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 check() {
+    if ! git -C "$1" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        echo "error: $1 is not a git work tree; this check reads the list of tracked files from git" >&2
+        return 2
+    fi
     python3 - "$1" <<'PY'
 import os
 import re
