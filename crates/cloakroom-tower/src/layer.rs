@@ -713,8 +713,10 @@ impl Slot {
     }
 
     /// Takes the session out for good (the response is ready). Never take it out to put it
-    /// back after an await: a cancelled request would lose it.
-    fn take(&self) -> Option<cloakroom::Session> {
+    /// back after an await: a cancelled request would lose it. Read what is needed under
+    /// the lock, await, then apply the result under the lock (see
+    /// `Session::sign_out_other_sessions`).
+    pub(crate) fn take(&self) -> Option<cloakroom::Session> {
         self.lock().take()
     }
 
