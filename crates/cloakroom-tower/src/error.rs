@@ -120,6 +120,14 @@ impl std::error::Error for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        self.log();
+        status_response(self.status())
+    }
+}
+
+impl Error {
+    /// Logs the error: server errors at error level, refusals at debug.
+    fn log(&self) {
         let status = self.status();
         if status.is_server_error() {
             // Messages of this crate and of `cloakroom` name hash prefixes, never ids.
@@ -127,8 +135,30 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(kind = ?self.kind, error = %self, "session request refused");
         }
-        status_response(status)
     }
+
+    /// The response for this error with an empty body of any type (the layer serves any
+    /// response body), after logging it.
+    pub(crate) fn into_bare_response<B: Default>(self) -> http::Response<B> {
+        self.log();
+        bare_response(self.status())
+    }
+}
+
+/// A response for `status` with an empty body of any type: `Retry-After` on a 503, and
+/// `Cache-Control: no-store`.
+pub(crate) fn bare_response<B: Default>(status: StatusCode) -> http::Response<B> {
+    let mut response = http::Response::new(B::default());
+    *response.status_mut() = status;
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A plain-text response for `status`, with `Retry-After` on a 503.

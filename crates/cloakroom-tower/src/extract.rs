@@ -1,6 +1,7 @@
 //! The extractors `Session`, `Flash` and `Csrf`.
 
 use std::fmt;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
@@ -99,11 +100,44 @@ impl Session {
 
     /// Logs `user` in: a new id at commit (the old one stops working), a new CSRF secret now.
     ///
+    /// What `device` leaves empty is taken from the request: the `User-Agent` (its first
+    /// 256 characters) and the client's address (the peer's, or behind a proxy listed with
+    /// [`Builder::with_trusted_proxies`](crate::Builder::with_trusted_proxies), the one it
+    /// forwarded). `Device::new()` is enough for a "your sessions" page.
+    ///
     /// # Errors
     /// [`ErrorKind::Session`] if the OS random generator fails.
     pub fn login(&self, user: impl Into<String>, device: Device) -> Result<(), Error> {
         let user = user.into();
+        let device = self.slot.request.fill(device);
         Ok(self.slot.with(|s| s.login(user, device))??)
+    }
+
+    /// Logs `user` in as [`Session::login`] does, for "remember me": the session lasts
+    /// `lifetime` from now, cut to the policy's bound
+    /// ([`Policy::max_remember`](cloakroom::Policy::max_remember), default 30 days), is not
+    /// ended by the idle timeout, and its cookie has a `Max-Age` even with
+    /// [`Builder::with_browser_session_cookie`](crate::Builder::with_browser_session_cookie).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Session`] for a lifetime under one second, or if the OS random
+    /// generator fails.
+    pub fn login_remembered(
+        &self,
+        user: impl Into<String>,
+        device: Device,
+        lifetime: Duration,
+    ) -> Result<(), Error> {
+        let user = user.into();
+        let device = self.slot.request.fill(device);
+        Ok(self
+            .slot
+            .with(|s| s.login_remembered(user, device, lifetime))??)
+    }
+
+    /// Whether this session was logged in with [`Session::login_remembered`].
+    pub fn is_remembered(&self) -> bool {
+        self.slot.with(|s| s.is_remembered()).unwrap_or(false)
     }
 
     /// Logs out: the session is destroyed at commit and the cookie removed.
@@ -144,20 +178,21 @@ impl Session {
     /// # Errors
     /// [`ErrorKind::Unavailable`] if the store is down.
     pub async fn sign_out_other_sessions(&self) -> Result<u64, Error> {
-        let Some(mut session) = self.slot.take() else {
-            return Err(Error::new(
-                ErrorKind::Finished,
-                "the session was used after its response was sent",
-            ));
+        // The session stays in its slot throughout: a request cancelled during the store
+        // call (a timeout, a client gone) finds it where it was.
+        let (user, current) = self
+            .slot
+            .with(|s| (s.user_id().map(str::to_owned), s.id_hash()))?;
+        let Some(user) = user else {
+            return Ok(0);
         };
-        let result = self
+        let done = self
             .slot
             .shared
             .manager
-            .sign_out_other_sessions(&mut session)
-            .await;
-        self.slot.put_back(session);
-        Ok(result?)
+            .sign_out_others_of(&user, current.as_ref())
+            .await?;
+        self.slot.with(|s| s.apply_signed_out(&done))
     }
 
     /// Ends every session of the logged-in user, this one included (account lock). For a

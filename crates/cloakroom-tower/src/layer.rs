@@ -1,27 +1,28 @@
 //! The session layer: its builder, the service it wraps handlers in, and the per-request slot
 //! the extractors share.
 
-use std::convert::Infallible;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::extract::ConnectInfo;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use cloakroom::{
-    Clock, CookieUpdate, KeyRing, Mode, Policy, SessionManager, Store, SystemClock,
+    Clock, Commit, CookieUpdate, Device, KeyRing, Mode, Policy, SessionManager, Store, SystemClock,
     DEFAULT_COOKIE_NAME, MAX_COOKIE_LEN,
 };
 
-use crate::error::{status_response, Error, ErrorKind};
+use crate::cookie::{self, CookieOptions, SameSite};
+use crate::error::{bare_response, Error, ErrorKind};
 #[cfg(feature = "migrate")]
 use crate::migrate::LegacyMigration;
+use crate::proxy::{ForwardedHeader, TrustedProxies};
 use crate::user::{LoaderHandle, UserLoader};
 
 /// The cookie name used with [`Builder::insecure_plain_http_for_local_development`]:
@@ -55,8 +56,19 @@ pub struct Builder<K, S> {
     cookie_name: Option<String>,
     plain_http: bool,
     inserters: Vec<Inserter>,
+    site: SiteOptions,
     #[cfg(feature = "migrate")]
     migration: Option<LegacyMigration>,
+}
+
+/// The cookie and proxy options a site sets on the [`Builder`].
+#[derive(Debug, Clone, Default)]
+struct SiteOptions {
+    domain: Option<String>,
+    same_site: SameSite,
+    browser_session: bool,
+    trusted_proxies: Vec<String>,
+    forwarded_header: ForwardedHeader,
 }
 
 impl<K, S> fmt::Debug for Builder<K, S> {
@@ -70,6 +82,7 @@ impl<K, S> fmt::Debug for Builder<K, S> {
             cookie_name,
             plain_http,
             inserters,
+            site,
             #[cfg(feature = "migrate")]
             migration,
         } = self;
@@ -78,7 +91,8 @@ impl<K, S> fmt::Debug for Builder<K, S> {
             .field("policy", policy)
             .field("cookie_name", cookie_name)
             .field("plain_http", plain_http)
-            .field("user_loaders", &inserters.len());
+            .field("user_loaders", &inserters.len())
+            .field("site", site);
         #[cfg(feature = "migrate")]
         f.field("migration", migration);
         f.finish_non_exhaustive()
@@ -97,6 +111,7 @@ impl<S> Builder<NeedsKeyRing, S> {
             cookie_name: self.cookie_name,
             plain_http: self.plain_http,
             inserters: self.inserters,
+            site: self.site,
             #[cfg(feature = "migrate")]
             migration: self.migration,
         }
@@ -116,6 +131,7 @@ impl<K> Builder<K, NeedsStore> {
             cookie_name: self.cookie_name,
             plain_http: self.plain_http,
             inserters: self.inserters,
+            site: self.site,
             #[cfg(feature = "migrate")]
             migration: self.migration,
         }
@@ -148,6 +164,66 @@ impl<K, S> Builder<K, S> {
     #[must_use]
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie_name = Some(name.into());
+        self
+    }
+
+    /// Sends the cookie to `domain` and every host under it (`Domain=example.com`), for a
+    /// login shared by `www.example.com` and `shop.example.com`. Without it (the default)
+    /// the cookie goes back only to the host that set it.
+    ///
+    /// Browsers refuse a `__Host-` cookie with a `Domain`, so this needs a cookie name
+    /// without that prefix ([`Builder::with_cookie_name`], e.g. `__Secure-session`);
+    /// [`Builder::build`] refuses the default name with a `Domain`. Every host under
+    /// `domain` then receives the session cookie, and any of them can set one of that name
+    /// for the others (see the warning [`Builder::build`] logs).
+    #[must_use]
+    pub fn with_cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.site.domain = Some(domain.into());
+        self
+    }
+
+    /// The cookie's `SameSite` attribute (default [`SameSite::Lax`]). [`SameSite::None`]
+    /// needs `Secure`: [`Builder::build`] refuses it with
+    /// [`Builder::insecure_plain_http_for_local_development`].
+    #[must_use]
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.site.same_site = same_site;
+        self
+    }
+
+    /// Sends browser-session cookies: no `Max-Age`, so the browser forgets the cookie when
+    /// it closes. The server-side deadlines (idle, absolute) apply as before; a "remember
+    /// me" login ([`Session::login_remembered`](crate::Session::login_remembered)) still
+    /// gets a cookie that lasts its lifetime.
+    #[must_use]
+    pub fn with_browser_session_cookie(mut self) -> Self {
+        self.site.browser_session = true;
+        self
+    }
+
+    /// The reverse proxies in front of the application, as addresses or networks
+    /// (`["10.0.0.0/8", "192.0.2.7", "fd00::/8"]`). When a request comes from one of them,
+    /// the client address a login records ([`Device`]) is read from the header those
+    /// proxies write ([`Builder::with_forwarded_header`], default `X-Forwarded-For`): the
+    /// right-most address in it that is not one of them. From any other peer the header is
+    /// ignored and the peer's address is the client's. The peer is known only when the
+    /// server hands it over: serve the router with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    #[must_use]
+    pub fn with_trusted_proxies<I>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.site.trusted_proxies = proxies.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Which header the trusted proxies write the client's address in (default
+    /// [`ForwardedHeader::XForwardedFor`]).
+    #[must_use]
+    pub fn with_forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.site.forwarded_header = header;
         self
     }
 
@@ -185,36 +261,75 @@ impl<K, S> Builder<K, S> {
 impl Builder<KeyRing, Arc<dyn Store>> {
     /// The layer.
     ///
+    /// A cookie name without the `__Host-` prefix logs a warning saying what that costs: a
+    /// sibling subdomain, or a plain-http page of the same host, can then set a cookie of
+    /// that name (the layer tries every cookie of its name, so a planted one cannot log the
+    /// user out, but a planted valid session of the planter's logs the user in as them),
+    /// and with a `Domain` every host under it receives the cookie.
+    ///
     /// # Errors
     /// [`ErrorKind::Session`] for an invalid cookie name (not an RFC 6265 token, or a
-    /// `__Host-`/`__Secure-` name with plain http) or a key ring the codec cannot use.
+    /// `__Host-`/`__Secure-` name with plain http), a `Domain` that is not a host name or
+    /// comes with a `__Host-` name, `SameSite=None` with plain http, a trusted proxy that is
+    /// not an address or network, or a key ring the codec cannot use.
     pub fn build(self) -> Result<SessionLayer, Error> {
+        let invalid = |msg: String| {
+            Error::from(cloakroom::Error::new(
+                cloakroom::ErrorKind::InvalidInput,
+                msg,
+            ))
+        };
         let name = match (&self.cookie_name, self.plain_http) {
             (Some(name), _) => name.clone(),
             (None, false) => DEFAULT_COOKIE_NAME.to_owned(),
             (None, true) => PLAIN_HTTP_COOKIE_NAME.to_owned(),
         };
         if self.plain_http && (name.starts_with("__Host-") || name.starts_with("__Secure-")) {
-            return Err(cloakroom::Error::new(
-                cloakroom::ErrorKind::InvalidInput,
-                "a __Host- or __Secure- cookie needs Secure, which plain http cannot have",
-            )
-            .into());
+            return Err(invalid(
+                "a __Host- or __Secure- cookie needs Secure, which plain http cannot have".into(),
+            ));
         }
+        let domain = match &self.site.domain {
+            None => None,
+            Some(domain) => {
+                if name.starts_with("__Host-") {
+                    return Err(invalid(format!(
+                        "cookie {name:?} cannot have a Domain: browsers refuse a __Host- cookie with one; \
+                         name it without the prefix (with_cookie_name(\"__Secure-session\")) to share it with {domain:?}"
+                    )));
+                }
+                Some(cookie::check_domain(domain).map_err(invalid)?)
+            }
+        };
+        if self.site.same_site == SameSite::None && self.plain_http {
+            return Err(invalid(
+                "SameSite=None needs Secure, which plain http cannot have".into(),
+            ));
+        }
+        let proxies = TrustedProxies::parse(&self.site.trusted_proxies, self.site.forwarded_header)
+            .map_err(invalid)?;
         #[cfg(feature = "migrate")]
         if let Some(migration) = &self.migration {
             if migration.cookie_name() == name {
-                return Err(cloakroom::Error::new(
-                    cloakroom::ErrorKind::InvalidInput,
-                    "the legacy session cookie and the Cloakroom cookie have the same name",
-                )
-                .into());
+                return Err(invalid(
+                    "the legacy session cookie and the Cloakroom cookie have the same name".into(),
+                ));
             }
         }
         if self.plain_http {
             tracing::warn!(
                 cookie = %name,
                 "session cookie without Secure (plain http for local development): never serve this beyond the machine"
+            );
+        }
+        if self.cookie_name.is_some() && !name.starts_with("__Host-") {
+            let scope = domain.as_deref().map_or_else(
+                || "this host".to_owned(),
+                |d| format!("every host under {d} (Domain={d}), each of which receives the session cookie"),
+            );
+            tracing::warn!(
+                cookie = %name,
+                "session cookie without the __Host- prefix: browsers then accept a cookie of this name set by a sibling subdomain or a plain-http page, not only by {scope} over https (cookie tossing); a planted invalid cookie is skipped, but a planted valid session would log the user in as its planter"
             );
         }
         let mut manager = SessionManager::new(&self.ring, self.store)?
@@ -228,7 +343,14 @@ impl Builder<KeyRing, Arc<dyn Store>> {
         Ok(SessionLayer {
             shared: Arc::new(Shared {
                 manager,
-                secure: !self.plain_http,
+                cookie: CookieOptions {
+                    name,
+                    domain,
+                    same_site: self.site.same_site,
+                    secure: !self.plain_http,
+                    browser_session: self.site.browser_session,
+                },
+                proxies,
                 inserters: self.inserters,
                 clock,
                 #[cfg(feature = "migrate")]
@@ -240,7 +362,8 @@ impl Builder<KeyRing, Arc<dyn Store>> {
 
 pub(crate) struct Shared {
     pub(crate) manager: SessionManager,
-    secure: bool,
+    cookie: CookieOptions,
+    proxies: TrustedProxies,
     inserters: Vec<Inserter>,
     #[cfg_attr(not(feature = "migrate"), allow(dead_code))]
     clock: Arc<dyn Clock>,
@@ -248,24 +371,16 @@ pub(crate) struct Shared {
     migration: Option<LegacyMigration>,
 }
 
-impl Shared {
-    fn set_cookie(&self, update: &CookieUpdate) -> Option<String> {
-        let header = update.set_cookie_header(self.manager.cookie_name())?;
-        Some(if self.secure {
-            header
-        } else {
-            header.replace("; Secure", "")
-        })
-    }
-}
-
 /// Cloakroom sessions for an axum [`Router`](axum::Router) or any tower service of
-/// `Request<Body>`.
+/// `Request<B>` to `Response<R>`, whatever the bodies (`R: Default`: the layer's own
+/// answers, 503 and 500, have an empty body) and the error type (passed through).
 ///
 /// Per request it loads the session from the cookie (a store that is down answers 503 with
 /// `Retry-After`, before the handler runs), hands it to the extractors, and when the handler
 /// is done:
-/// - on a 5xx response or a panic (answered 500), writes nothing;
+/// - on a 5xx or 408 response (a timeout layer's answer for a handler it cancelled), an
+///   error from the inner service (passed through) or a panic (answered 500), writes
+///   nothing;
 /// - otherwise commits the changed keys under compare-and-swap and sends `Set-Cookie` only
 ///   if the cookie changed.
 ///
@@ -280,7 +395,8 @@ impl fmt::Debug for SessionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayer")
             .field("manager", &self.shared.manager)
-            .field("secure", &self.shared.secure)
+            .field("cookie", &self.shared.cookie)
+            .field("trusted_proxies", &self.shared.proxies)
             .finish_non_exhaustive()
     }
 }
@@ -298,6 +414,7 @@ impl SessionLayer {
             cookie_name: None,
             plain_http: false,
             inserters: Vec::new(),
+            site: SiteOptions::default(),
             #[cfg(feature = "migrate")]
             migration: None,
         }
@@ -334,20 +451,23 @@ impl<S> fmt::Debug for SessionService<S> {
     }
 }
 
-impl<S> Service<Request<Body>> for SessionService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<ResBody>, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // The clone is not ready; the ready one serves this request.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -356,44 +476,71 @@ where
     }
 }
 
-async fn serve<S>(
+/// Whether a response of this status means the handler did not complete: nothing of its
+/// session is written. 408 is what tower-http's `TimeoutLayer` answers for a handler it
+/// cancelled half-way.
+fn failed(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
+}
+
+async fn serve<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
     mut inner: S,
-    mut req: Request<Body>,
-) -> Result<Response, Infallible>
+    mut req: Request<ReqBody>,
+) -> Result<Response<ResBody>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
+    ResBody: Default,
 {
     mark_cookie_sensitive(req.headers_mut());
-    let cookie = find_cookie(req.headers(), shared.manager.cookie_name());
+    let candidates = cookie::values(req.headers(), &shared.cookie.name);
+    let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
     #[cfg_attr(not(feature = "migrate"), allow(unused_mut))]
-    let mut session = match shared.manager.load(cookie.as_deref()).await {
+    let mut session = match shared.manager.load_any(&candidates).await {
         Ok(session) => session,
-        Err(e) => return Ok(Error::from(e).into_response()),
+        Err(e) => return Ok(Error::from(e).into_bare_response()),
     };
     // The legacy cookie to expire in the response, if the request carried one.
     #[cfg(feature = "migrate")]
     let expire_legacy = match migrate(&shared, &mut session, req.headers()) {
         Ok(expire) => expire,
-        Err(e) => return Ok(e.into_response()),
+        Err(e) => return Ok(e.into_bare_response()),
     };
-    let slot = Slot::new(shared.clone(), session);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let request = RequestInfo {
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        client_ip: shared.proxies.client_ip(peer, req.headers()),
+    };
+    let slot = Slot::new(shared.clone(), session, request);
     req.extensions_mut().insert(slot.clone());
     for insert in &shared.inserters {
         insert(req.extensions_mut());
     }
-    let outcome = AssertUnwindSafe(inner.call(req)).catch_unwind().await;
+    // A panic in `call` itself or in the future it returns: nothing written, 500.
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    #[cfg_attr(not(feature = "migrate"), allow(unused_mut))]
     let mut response = match outcome {
         Err(_panic) => {
             slot.discard();
             tracing::error!("the handler panicked: session changes discarded, answering 500");
-            return Ok(status_response(StatusCode::INTERNAL_SERVER_ERROR));
+            return Ok(bare_response(StatusCode::INTERNAL_SERVER_ERROR));
         }
-        Ok(Err(never)) => match never {},
+        Ok(Err(e)) => {
+            // An error instead of a response (a timeout layer's): the handler did not
+            // complete, so nothing of it is written.
+            slot.discard();
+            return Err(e);
+        }
         Ok(Ok(response)) => response,
     };
-    if response.status().is_server_error() {
+    if failed(response.status()) {
         slot.discard();
         return Ok(response);
     }
@@ -410,22 +557,23 @@ where
     let Some(session) = slot.take() else {
         return Ok(response);
     };
-    let commit = match shared.manager.commit(session).await {
+    let remembered = session.is_remembered();
+    let commit = match commit_to_the_end(&shared, session).await {
         Ok(commit) => commit,
-        Err(e) => return Ok(Error::from(e).into_response()),
+        Err(e) => return Ok(e.into_bare_response()),
     };
     if let CookieUpdate::Set { value, .. } = &commit.cookie {
-        let len = shared.manager.cookie_name().len() + 1 + value.len();
+        let len = shared.cookie.name.len() + 1 + value.len();
         if len > MAX_COOKIE_LEN {
             tracing::error!(
                 cookie_len = len,
                 max = MAX_COOKIE_LEN,
                 "the session cookie would exceed what browsers keep; store less in the session or use server mode"
             );
-            return Ok(status_response(StatusCode::INTERNAL_SERVER_ERROR));
+            return Ok(bare_response(StatusCode::INTERNAL_SERVER_ERROR));
         }
     }
-    if let Some(line) = shared.set_cookie(&commit.cookie) {
+    if let Some(line) = shared.cookie.set_cookie(&commit.cookie, remembered) {
         match HeaderValue::from_str(&line) {
             Ok(mut value) => {
                 value.set_sensitive(true);
@@ -438,11 +586,35 @@ where
             }
             Err(_) => {
                 tracing::error!("the session cookie is not a valid header value");
-                return Ok(status_response(StatusCode::INTERNAL_SERVER_ERROR));
+                return Ok(bare_response(StatusCode::INTERNAL_SERVER_ERROR));
             }
         }
     }
     Ok(response)
+}
+
+/// Commits `session`, on a task of its own under a tokio runtime, so a response future
+/// dropped during the commit (a client gone, a timeout outside this layer) does not stop
+/// it half-way: a login's new record is never left beside the old one. Without a tokio
+/// runtime the commit runs in place.
+async fn commit_to_the_end(
+    shared: &Arc<Shared>,
+    session: cloakroom::Session,
+) -> Result<Commit, Error> {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Ok(shared.manager.commit(session).await?);
+    };
+    let shared = shared.clone();
+    match runtime
+        .spawn(async move { shared.manager.commit(session).await })
+        .await
+    {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(Error::new(
+            ErrorKind::Session,
+            format!("the session commit did not finish: {e}"),
+        )),
+    }
 }
 
 /// Logs `session` in from the legacy cookie if it has no user and the cookie opens and
@@ -457,14 +629,14 @@ fn migrate(
     let Some(migration) = &shared.migration else {
         return Ok(None);
     };
-    let Some(old) = find_cookie(headers, migration.cookie_name()) else {
+    let Some(old) = cookie::first(headers, migration.cookie_name()) else {
         return Ok(None);
     };
     // A Cloakroom login wins over the legacy cookie.
     if session.user_id().is_none() {
         migration.apply(session, &old, headers, shared.clock.now())?;
     }
-    Ok(migration.expiry_header(shared.secure))
+    Ok(migration.expiry_header(shared.cookie.secure))
 }
 
 fn mark_cookie_sensitive(headers: &mut HeaderMap) {
@@ -475,17 +647,36 @@ fn mark_cookie_sensitive(headers: &mut HeaderMap) {
     }
 }
 
-/// The value of cookie `name` from the request's `Cookie` headers (the first one).
-fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then(|| v.trim().trim_matches('"').to_owned())
-        })
+/// What a login takes from the request by default ([`Device`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestInfo {
+    user_agent: Option<HeaderValue>,
+    client_ip: Option<IpAddr>,
+}
+
+/// The most of a `User-Agent` a login records.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+impl RequestInfo {
+    /// `device` with the user agent and client address filled in where the application
+    /// left them empty.
+    pub(crate) fn fill(&self, mut device: Device) -> Device {
+        if device.user_agent.is_none() {
+            if let Some(agent) = &self.user_agent {
+                let agent: String = String::from_utf8_lossy(agent.as_bytes())
+                    .chars()
+                    .take(MAX_USER_AGENT_CHARS)
+                    .collect();
+                device = device.with_user_agent(agent);
+            }
+        }
+        if device.ip.is_none() {
+            if let Some(ip) = self.client_ip {
+                device = device.with_ip(ip.to_string());
+            }
+        }
+        device
+    }
 }
 
 /// One request's session, shared by the extractors and the service.
@@ -493,13 +684,15 @@ fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 pub(crate) struct Slot {
     pub(crate) shared: Arc<Shared>,
     session: Arc<Mutex<Option<cloakroom::Session>>>,
+    pub(crate) request: Arc<RequestInfo>,
 }
 
 impl Slot {
-    fn new(shared: Arc<Shared>, session: cloakroom::Session) -> Self {
+    fn new(shared: Arc<Shared>, session: cloakroom::Session, request: RequestInfo) -> Self {
         Self {
             shared,
             session: Arc::new(Mutex::new(Some(session))),
+            request: Arc::new(request),
         }
     }
 
@@ -519,12 +712,12 @@ impl Slot {
         }
     }
 
+    /// Takes the session out for good (the response is ready). Never take it out to put it
+    /// back after an await: a cancelled request would lose it. Read what is needed under
+    /// the lock, await, then apply the result under the lock (see
+    /// `Session::sign_out_other_sessions`).
     pub(crate) fn take(&self) -> Option<cloakroom::Session> {
         self.lock().take()
-    }
-
-    pub(crate) fn put_back(&self, session: cloakroom::Session) {
-        *self.lock() = Some(session);
     }
 
     fn discard(&self) {
@@ -539,20 +732,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_named_cookie() {
+    fn cookie_headers_are_marked_sensitive() {
         let mut h = HeaderMap::new();
         h.append(
             header::COOKIE,
             HeaderValue::from_static("a=1; __Host-session=xyz"),
         );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(find_cookie(&h, "__Host-session").as_deref(), Some("xyz"));
-        assert_eq!(find_cookie(&h, "b").as_deref(), Some("2"));
-        assert_eq!(find_cookie(&h, "session"), None);
         mark_cookie_sensitive(&mut h);
         assert!(h
             .get_all(header::COOKIE)
             .iter()
             .all(HeaderValue::is_sensitive));
+    }
+
+    #[test]
+    fn a_login_fills_what_the_application_left_empty() {
+        let info = RequestInfo {
+            user_agent: Some(HeaderValue::from_str(&"x".repeat(1000)).unwrap()),
+            client_ip: Some("203.0.113.5".parse().unwrap()),
+        };
+        let d = info.fill(Device::new().with_label("laptop"));
+        assert_eq!(
+            d.user_agent.as_deref().map(str::len),
+            Some(MAX_USER_AGENT_CHARS)
+        );
+        assert_eq!(d.ip.as_deref(), Some("203.0.113.5"));
+        assert_eq!(d.label.as_deref(), Some("laptop"));
+        let d = info.fill(Device::new().with_user_agent("mine").with_ip("192.0.2.1"));
+        assert_eq!(d.user_agent.as_deref(), Some("mine"));
+        assert_eq!(d.ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(RequestInfo::default().fill(Device::new()), Device::new());
     }
 }

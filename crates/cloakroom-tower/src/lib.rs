@@ -32,10 +32,16 @@
 //! - A cookie that would exceed 4096 bytes (client and hybrid modes) answers 500 and logs
 //!   why, never a truncated cookie. A forged, tampered or expired cookie is an anonymous
 //!   session, not an error.
-//! - The cookie is `__Host-session; Path=/; Secure; HttpOnly; SameSite=Lax` by default; plain
-//!   http for local development is
-//!   [`Builder::insecure_plain_http_for_local_development`]. `Cookie` and `Set-Cookie` are
-//!   marked sensitive, and logs name sessions by their hash prefix only.
+//! - The cookie is `__Host-session; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=..` by
+//!   default; [`Builder::with_cookie_domain`], [`Builder::with_same_site`] and
+//!   [`Builder::with_browser_session_cookie`] change it, and plain http for local
+//!   development is [`Builder::insecure_plain_http_for_local_development`]. `Cookie` and
+//!   `Set-Cookie` are marked sensitive, and logs name sessions by their hash prefix only.
+//! - Every cookie of the session's name is tried until one opens, so a cookie planted by a
+//!   sibling subdomain cannot log the user out.
+//! - The layer serves any request and response body (`Response<B>` with `B: Default`) and
+//!   passes the inner service's errors through; a handler cut off by a timeout writes
+//!   nothing.
 //!
 //! Layer order in axum: the last `.layer` is the outermost, so
 //! `.layer(CsrfLayer::new([origin])).layer(sessions)`.
@@ -44,18 +50,23 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+mod cookie;
 mod csrf;
 mod error;
 mod extract;
 mod layer;
 #[cfg(feature = "migrate")]
 mod migrate;
+mod proxy;
 mod user;
 
 // The layer, its builder (and the typestates that make a key ring and a store required).
 pub use layer::{
     Builder, NeedsKeyRing, NeedsStore, SessionLayer, SessionService, PLAIN_HTTP_COOKIE_NAME,
 };
+// Cookie and proxy options of the builder.
+pub use cookie::SameSite;
+pub use proxy::ForwardedHeader;
 // Extractors.
 pub use extract::{Csrf, Flash, Session};
 pub use user::{CurrentUser, UserLoader};

@@ -1447,3 +1447,851 @@ async fn a_restart_with_the_key_file_keeps_the_user_signed_in() {
     control.cookie = Some(cookie);
     assert_eq!(control.get("/whoami").await.body, "anonymous");
 }
+
+// ---------------------------------------------------------------- cookie options sites ask for
+
+/// A layer on a manual clock at `NOW`, configured by `configure`.
+fn configured(
+    store: Arc<dyn Store>,
+    clock: &cloakroom::ManualClock,
+    configure: impl FnOnce(
+        cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
+    ) -> cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
+) -> Result<SessionLayer, Error> {
+    let builder = SessionLayer::builder()
+        .key_ring(&KeyRing::generate().unwrap())
+        .store(store)
+        .with_clock(Arc::new(clock.clone()));
+    configure(builder).build()
+}
+
+const NOW: u64 = 1_700_000_000;
+
+async fn remember_login(
+    session: Session,
+    Path((user, days)): Path<(String, u64)>,
+) -> Result<&'static str, Error> {
+    session.login_remembered(
+        user,
+        Device::new(),
+        std::time::Duration::from_secs(days * 86_400),
+    )?;
+    Ok("ok")
+}
+
+fn site_app(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/remember/{user}/{days}", post(remember_login))
+        .layer(layer.clone())
+        .merge(app(layer, Gates::default()))
+}
+
+#[tokio::test]
+async fn set_cookie_lines_are_exact() {
+    let clock = cloakroom::ManualClock::new(NOW);
+    let addr = serve(site_app(configured(memory(), &clock, |b| b).unwrap())).await;
+    let mut browser = Browser::new(addr);
+    let r = browser.post("/login/ada").await;
+    let value = browser.cookie.clone().unwrap();
+    assert_eq!(
+        r.set_cookie,
+        [format!(
+            "{COOKIE}={value}; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=43200"
+        )]
+    );
+    let r = browser.post("/logout").await;
+    assert_eq!(
+        r.set_cookie,
+        [format!(
+            "{COOKIE}=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        )]
+    );
+
+    // A shared login across subdomains: its removal carries the same Domain and SameSite,
+    // or the browser would keep the cookie.
+    let layer = configured(memory(), &clock, |b| {
+        b.with_cookie_name("__Secure-shop")
+            .with_cookie_domain("Example.com")
+            .with_same_site(cloakroom_tower::SameSite::Strict)
+    })
+    .unwrap();
+    let addr = serve(site_app(layer)).await;
+    let mut browser = Browser::named(addr, "__Secure-shop");
+    let r = browser.post("/login/ada").await;
+    let value = browser.cookie.clone().unwrap();
+    assert_eq!(
+        r.set_cookie,
+        [format!(
+            "__Secure-shop={value}; HttpOnly; SameSite=Strict; Secure; Path=/; Domain=example.com; Max-Age=43200"
+        )]
+    );
+    assert_eq!(browser.get("/whoami").await.body, "ada");
+    let r = browser.post("/logout").await;
+    assert_eq!(
+        r.set_cookie,
+        ["__Secure-shop=; HttpOnly; SameSite=Strict; Secure; Path=/; Domain=example.com; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]
+    );
+}
+
+#[tokio::test]
+async fn a_domain_needs_a_name_without_the_host_prefix() {
+    let clock = cloakroom::ManualClock::new(NOW);
+    for name in [None, Some("__Host-shop")] {
+        let err = configured(memory(), &clock, |b| {
+            let b = b.with_cookie_domain("example.com");
+            match name {
+                Some(n) => b.with_cookie_name(n),
+                None => b,
+            }
+        })
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("__Host-") && message.contains("Domain"),
+            "{message}"
+        );
+        assert_eq!(err.session_kind(), Some(cloakroom::ErrorKind::InvalidInput));
+    }
+    for bad in ["", "exa mple.com", "example..com", "a;b=c"] {
+        let built = configured(memory(), &clock, |b| {
+            b.with_cookie_name("__Secure-shop").with_cookie_domain(bad)
+        });
+        assert!(built.is_err(), "{bad:?}");
+    }
+    configured(memory(), &clock, |b| {
+        b.with_cookie_name("__Secure-shop")
+            .with_cookie_domain("example.com")
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn same_site_none_needs_secure() {
+    let clock = cloakroom::ManualClock::new(NOW);
+    let refused = configured(memory(), &clock, |b| {
+        b.with_same_site(cloakroom_tower::SameSite::None)
+            .insecure_plain_http_for_local_development()
+    });
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("SameSite=None"), "{message}");
+
+    let layer = configured(memory(), &clock, |b| {
+        b.with_same_site(cloakroom_tower::SameSite::None)
+    })
+    .unwrap();
+    let addr = serve(site_app(layer)).await;
+    let mut browser = Browser::new(addr);
+    let r = browser.post("/set/a/1").await;
+    let value = browser.cookie.clone().unwrap();
+    assert_eq!(
+        r.set_cookie,
+        [format!(
+            "{COOKIE}={value}; HttpOnly; SameSite=None; Secure; Path=/; Max-Age=43200"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn browser_session_cookies_have_no_max_age_and_still_expire_on_the_server() {
+    let clock = cloakroom::ManualClock::new(NOW);
+    let layer = configured(memory(), &clock, |b| b.with_browser_session_cookie()).unwrap();
+    let addr = serve(site_app(layer)).await;
+    let mut browser = Browser::new(addr);
+    let r = browser.post("/login/ada").await;
+    let value = browser.cookie.clone().unwrap();
+    assert_eq!(
+        r.set_cookie,
+        [format!(
+            "{COOKIE}={value}; HttpOnly; SameSite=Lax; Secure; Path=/"
+        )],
+        "no Max-Age, no Expires: the cookie dies with the browser"
+    );
+    // The server's idle deadline still ends it, whatever the browser keeps.
+    clock.advance(std::time::Duration::from_secs(31 * 60));
+    assert_eq!(browser.get("/whoami").await.body, "anonymous");
+    // The removal is explicit.
+    let mut browser = Browser::new(addr);
+    browser.post("/login/bob").await;
+    let r = browser.post("/logout").await;
+    assert!(r.set_cookie[0].contains("Max-Age=0"), "{:?}", r.set_cookie);
+}
+
+#[tokio::test]
+async fn remember_me_is_bounded_by_the_policy() {
+    let clock = cloakroom::ManualClock::new(NOW);
+    let week = std::time::Duration::from_secs(7 * 86_400);
+    let policy = cloakroom_tower::Policy::default()
+        .with_max_remember(week)
+        .unwrap();
+    let store = memory();
+    let layer = configured(store.clone(), &clock, |b| {
+        b.with_policy(policy).with_browser_session_cookie()
+    })
+    .unwrap();
+    let addr = serve(site_app(layer.clone())).await;
+
+    // Asking for two days: two days, and a persistent cookie even with browser-session
+    // cookies.
+    let mut two = Browser::new(addr);
+    let r = two.post("/remember/ada/2").await;
+    assert!(
+        r.set_cookie[0].ends_with("; Max-Age=172800"),
+        "{:?}",
+        r.set_cookie
+    );
+
+    // Asking for a year: cut to the policy's week.
+    let mut year = Browser::new(addr);
+    let r = year.post("/remember/bob/365").await;
+    assert!(
+        r.set_cookie[0].ends_with("; Max-Age=604800"),
+        "{:?}",
+        r.set_cookie
+    );
+    let bob = layer.manager().sessions_of("bob").await.unwrap();
+    assert_eq!(bob[0].absolute_deadline, NOW + 7 * 86_400);
+
+    // A remembered login outlives the idle timeout and the 12-hour absolute one ...
+    clock.advance(std::time::Duration::from_secs(36 * 3600));
+    assert_eq!(year.get("/whoami").await.body, "bob");
+    assert_eq!(two.get("/whoami").await.body, "ada");
+    // ... but not its own lifetime, nor the policy's bound.
+    clock.advance(std::time::Duration::from_secs(13 * 3600));
+    assert_eq!(two.get("/whoami").await.body, "anonymous");
+    assert_eq!(year.get("/whoami").await.body, "bob");
+    clock.set(NOW + 7 * 86_400);
+    assert_eq!(year.get("/whoami").await.body, "anonymous");
+
+    // An ordinary login in the same layer keeps the ordinary timeouts.
+    clock.set(NOW);
+    let mut plain = Browser::new(addr);
+    let r = plain.post("/login/cy").await;
+    assert!(!r.set_cookie[0].contains("Max-Age"), "{:?}", r.set_cookie);
+    clock.advance(std::time::Duration::from_secs(31 * 60));
+    assert_eq!(plain.get("/whoami").await.body, "anonymous");
+}
+
+#[tokio::test]
+async fn a_planted_cookie_sent_first_neither_hides_nor_removes_the_real_one() {
+    let (addr, _, _) = started(memory()).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/login/ada").await;
+    let real = browser.cookie.clone().unwrap();
+    // A well-formed token from another key ring, and junk: what a sibling subdomain plants.
+    let foreign = {
+        let ring = KeyRing::generate().unwrap();
+        let other = SessionLayer::builder()
+            .key_ring(&ring)
+            .store(memory())
+            .build()
+            .unwrap();
+        let addr = serve(app(other, Gates::default())).await;
+        let mut b = Browser::new(addr);
+        b.post("/login/mallory").await;
+        b.cookie.unwrap()
+    };
+    for planted in [foreign.as_str(), "junk"] {
+        for header in [
+            format!("{COOKIE}={planted}; {COOKIE}={real}"),
+            format!("{COOKIE}={planted}; other=1; {COOKIE}={real}"),
+        ] {
+            let anonymous = Browser::new(addr);
+            let r = anonymous
+                .send_once(
+                    reqwest::Method::GET,
+                    "/whoami",
+                    &[("cookie", header.as_str())],
+                    None,
+                )
+                .await;
+            assert_eq!(r.body, "ada", "{header}");
+            assert!(
+                r.set_cookie.is_empty(),
+                "no removal of the real cookie: {:?}",
+                r.set_cookie
+            );
+        }
+    }
+    // Two Cookie header lines are one list too.
+    let r = Browser::new(addr)
+        .send_once(
+            reqwest::Method::GET,
+            "/whoami",
+            &[
+                ("cookie", format!("{COOKIE}=junk").as_str()),
+                ("cookie", format!("{COOKIE}={real}").as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.body, "ada");
+    assert!(r.set_cookie.is_empty(), "{:?}", r.set_cookie);
+    // Only planted ones: anonymous, and the stale cookie is removed.
+    let r = Browser::new(addr)
+        .send_once(
+            reqwest::Method::GET,
+            "/whoami",
+            &[(
+                "cookie",
+                format!("{COOKIE}=junk; {COOKIE}={foreign}").as_str(),
+            )],
+            None,
+        )
+        .await;
+    assert_eq!(r.body, "anonymous");
+    assert!(r.set_cookie[0].contains("Max-Age=0"), "{:?}", r.set_cookie);
+}
+
+/// Collects what `tracing` writes while `f` runs.
+fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[test]
+fn dropping_the_host_prefix_logs_what_is_lost() {
+    let clock = cloakroom::ManualClock::new(NOW);
+    let (built, log) = logged(|| {
+        configured(memory(), &clock, |b| {
+            b.with_cookie_name("__Secure-shop")
+                .with_cookie_domain("example.com")
+        })
+    });
+    built.unwrap();
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains("__Host-"), "{log}");
+    assert!(log.contains("cookie tossing"), "{log}");
+    assert!(log.contains("every host under example.com"), "{log}");
+    let (built, log) = logged(|| configured(memory(), &clock, |b| b));
+    built.unwrap();
+    assert!(
+        !log.contains("WARN"),
+        "the default name warns of nothing: {log}"
+    );
+}
+
+// ---------------------------------------------------------------- the device a login records
+
+async fn serve_with_peer(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+async fn device_after_login(
+    configure: impl FnOnce(
+        cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
+    ) -> cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
+    headers: &[(&str, &str)],
+) -> Device {
+    let clock = cloakroom::ManualClock::new(NOW);
+    let layer = configured(memory(), &clock, configure).unwrap();
+    let addr = serve_with_peer(app(layer.clone(), Gates::default())).await;
+    let mut browser = Browser::new(addr);
+    let r = browser
+        .send(reqwest::Method::POST, "/login/ada", headers, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let sessions = layer.manager().sessions_of("ada").await.unwrap();
+    sessions[0].device.clone()
+}
+
+#[tokio::test]
+async fn a_login_records_the_user_agent_and_the_peer_address() {
+    let headers = [
+        ("user-agent", "Mozilla/5.0 (TestBrowser)"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.10"),
+    ];
+    // No trusted proxies: the peer is the client, whatever the request claims.
+    let device = device_after_login(|b| b, &headers).await;
+    assert_eq!(
+        device.user_agent.as_deref(),
+        Some("Mozilla/5.0 (TestBrowser)")
+    );
+    assert_eq!(device.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        device.label.as_deref(),
+        Some("test"),
+        "the app's label is kept"
+    );
+    // Proxies listed, but the peer is not one of them: its headers are ignored.
+    let device = device_after_login(|b| b.with_trusted_proxies(["10.0.0.0/8"]), &headers).await;
+    assert_eq!(device.ip.as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_address_is_recorded() {
+    let headers = [
+        // The client's own claim (left) is not believed; the proxy's entry (right) is.
+        ("x-forwarded-for", "198.51.100.1, 203.0.113.9"),
+        ("forwarded", "for=203.0.113.10"),
+    ];
+    let device = device_after_login(|b| b.with_trusted_proxies(["127.0.0.1"]), &headers).await;
+    assert_eq!(device.ip.as_deref(), Some("203.0.113.9"));
+    let device = device_after_login(
+        |b| {
+            b.with_trusted_proxies(["127.0.0.0/8", "::1"])
+                .with_forwarded_header(cloakroom_tower::ForwardedHeader::Forwarded)
+        },
+        &headers,
+    )
+    .await;
+    assert_eq!(device.ip.as_deref(), Some("203.0.113.10"));
+    // Without ConnectInfo the peer is unknown: no address rather than a guess.
+    let clock = cloakroom::ManualClock::new(NOW);
+    let layer = configured(memory(), &clock, |b| b.with_trusted_proxies(["127.0.0.1"])).unwrap();
+    let addr = serve(app(layer.clone(), Gates::default())).await;
+    Browser::new(addr)
+        .send(reqwest::Method::POST, "/login/ada", &headers, None)
+        .await;
+    let sessions = layer.manager().sessions_of("ada").await.unwrap();
+    assert_eq!(sessions[0].device.ip, None);
+}
+
+// ---------------------------------------------------------------- any body, any error
+
+#[tokio::test]
+async fn any_body_type_and_errors_pass_through() {
+    use axum::extract::FromRequestParts;
+    use tower::{Layer, Service, ServiceExt};
+
+    // A tower service of Request<String> to Response<Vec<u8>> with its own error type.
+    let inner = tower::service_fn(|req: axum::http::Request<String>| async move {
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, &()).await.unwrap();
+        session.insert("body", &body).unwrap();
+        if body == "fail" {
+            return Err(std::io::Error::other("the backend failed"));
+        }
+        Ok::<_, std::io::Error>(axum::http::Response::new(body.into_bytes()))
+    });
+    let store = Switchable::new(memory());
+    let mut service = layer(store.clone(), Mode::Server).layer(inner);
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(axum::http::Request::new("hello".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(response.body(), b"hello");
+    assert!(response.headers().contains_key("set-cookie"));
+    assert_eq!(store.writes(), 1);
+    let err = service
+        .ready()
+        .await
+        .unwrap()
+        .call(axum::http::Request::new("fail".to_owned()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "the backend failed");
+    assert_eq!(store.writes(), 1, "an error writes nothing");
+    // The layer's own answers have an empty body of the service's type.
+    let pair = {
+        let r = service
+            .ready()
+            .await
+            .unwrap()
+            .call(axum::http::Request::new("again".to_owned()))
+            .await
+            .unwrap();
+        let line = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        line.split(';').next().unwrap().to_owned()
+    };
+    store.down.store(true, Ordering::SeqCst);
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(
+            axum::http::Request::builder()
+                .header("cookie", pair)
+                .body("x".to_owned())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.body().is_empty());
+    assert_eq!(response.headers()["retry-after"], "2");
+}
+
+#[tokio::test]
+async fn responses_that_set_a_cookie_are_not_cached() {
+    let (addr, _, _) = started(memory()).await;
+    let mut browser = Browser::new(addr);
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/set/a/1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("set-cookie"));
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    // A response that sets no cookie is left to the application.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!resp.headers().contains_key("set-cookie"));
+    assert!(!resp.headers().contains_key("cache-control"));
+    // The removal of a cookie too.
+    browser.post("/login/ada").await;
+    let cookie = format!("{COOKIE}={}", browser.cookie.clone().unwrap());
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/logout"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+}
+
+// ---------------------------------------------------------------- cancel safety
+
+/// A memory store whose one named operation waits, once entered, until the test opens the
+/// gate: a slow `revoke_user_sessions`, a slow `delete`.
+struct Gated {
+    inner: MemoryStore,
+    op: &'static str,
+    entered: Notify,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gated {
+    fn new(op: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::new(),
+            op,
+            entered: Notify::new(),
+            open: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Makes the operation wait again (the gate starts open for setting things up).
+    fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    async fn gate(&self, op: &str) {
+        if op != self.op {
+            return;
+        }
+        let mut open = self.open.subscribe();
+        if *open.borrow_and_update() {
+            return;
+        }
+        self.entered.notify_one();
+        while !*open.borrow_and_update() {
+            open.changed().await.unwrap();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Gated {
+    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
+        self.gate("create").await;
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
+        self.gate("update").await;
+        self.inner.update(r, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
+        self.gate("delete").await;
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, cloakroom::Error> {
+        self.gate("revoke").await;
+        self.inner.revoke_user_sessions(user, except).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
+        self.inner.purge_expired(now, limit).await
+    }
+}
+
+async fn note_then_sign_out(session: Session) -> Result<String, Error> {
+    session.insert("note", "before the sign-out")?;
+    Ok(session.sign_out_other_sessions().await?.to_string())
+}
+
+/// What the application answers when the timeout cuts the handler off: a flash and a
+/// redirect back, using the same session.
+async fn too_slow(session: Session, _: BoxError) -> axum::response::Redirect {
+    session.flash(Level::Error, "That took too long; try again.");
+    axum::response::Redirect::to("/")
+}
+
+#[tokio::test]
+async fn a_sign_out_cut_off_by_a_timeout_leaves_the_session_in_its_slot() {
+    use axum::error_handling::HandleErrorLayer;
+    use std::time::Duration;
+    use tower::ServiceBuilder;
+
+    let store = Gated::new("revoke");
+    store.release();
+    let layer = layer(store.clone(), Mode::Server);
+    let timed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(too_slow))
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            200,
+        )));
+    let router = Router::new()
+        .route("/slow-sign-out", post(note_then_sign_out).layer(timed))
+        .layer(layer.clone())
+        .merge(app(layer.clone(), Gates::default()));
+    let addr = serve(router).await;
+    let mut phone = Browser::new(addr);
+    // A browser that shows the redirect rather than following it.
+    let mut laptop = Browser {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        ..Browser::new(addr)
+    };
+    phone.post("/login/ada").await;
+    laptop.post("/login/ada").await;
+    assert_eq!(laptop.get("/flashes").await.body, "Welcome back");
+    store.close();
+
+    let r = laptop.post("/slow-sign-out").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    // The error handler found the session where the handler left it: its flash and the
+    // handler's note were committed with the redirect.
+    assert_eq!(
+        laptop.get("/flashes").await.body,
+        "That took too long; try again."
+    );
+    assert_eq!(laptop.get("/get/note").await.body, "before the sign-out");
+    assert_eq!(laptop.get("/whoami").await.body, "ada");
+    // The revocation never ran: the phone is still signed in.
+    assert_eq!(phone.get("/whoami").await.body, "ada");
+    // And a later sign-out works.
+    store.release();
+    assert_eq!(laptop.post("/sign-out-others").await.body, "1");
+    assert_eq!(phone.get("/whoami").await.body, "anonymous");
+}
+
+#[tokio::test]
+async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
+    use axum::body::Body;
+    use std::time::Duration;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let store = Gated::new("revoke");
+    store.release();
+    let layer = layer(store.clone(), Mode::Server);
+    // The routes without a session layer of their own: the one below wraps them all.
+    let router = Router::new()
+        .route("/slow-sign-out", post(note_then_sign_out))
+        .route("/timed-out", post(timed_out))
+        .route("/login/{user}", post(login))
+        .route("/get/{key}", get(get_key))
+        .route("/whoami", get(whoami));
+    // The timeout's error goes through the session layer as an error, not a response.
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            200,
+        )))
+        .service(router);
+    let login = service
+        .clone()
+        .oneshot(
+            axum::http::Request::post("/login/ada")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let line = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = line.split(';').next().unwrap().to_owned();
+    let request = |method: &str, path: &str| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("cookie", cookie.clone())
+            .body(Body::empty())
+            .unwrap()
+    };
+    store.close();
+    let err = service
+        .clone()
+        .oneshot(request("POST", "/slow-sign-out"))
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    store.release();
+    let body = |r: axum::http::Response<Body>| async move {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let r = service
+        .clone()
+        .oneshot(request("GET", "/get/note"))
+        .await
+        .unwrap();
+    assert_eq!(
+        body(r).await,
+        "none",
+        "the cut-off handler's note is not written"
+    );
+    let r = service
+        .clone()
+        .oneshot(request("GET", "/whoami"))
+        .await
+        .unwrap();
+    assert_eq!(body(r).await, "ada", "the session is intact");
+
+    // tower-http's TimeoutLayer answers 408 for a handler it cancelled: nothing written.
+    let r = service
+        .clone()
+        .oneshot(request("POST", "/timed-out"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(!r.headers().contains_key("set-cookie"));
+    let r = service
+        .clone()
+        .oneshot(request("GET", "/get/note"))
+        .await
+        .unwrap();
+    assert_eq!(body(r).await, "none");
+}
+
+async fn timed_out(session: Session) -> Result<StatusCode, Error> {
+    session.insert("note", "half-done")?;
+    Ok(StatusCode::REQUEST_TIMEOUT)
+}
+
+#[tokio::test]
+async fn a_commit_finishes_when_the_client_is_gone() {
+    use axum::body::Body;
+    use std::time::Duration;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let store = Gated::new("delete");
+    store.release();
+    let layer = layer(store.clone(), Mode::Server);
+    let router = Router::new()
+        .route("/set/{key}/{value}", post(set_key))
+        .route("/login/{user}", post(login))
+        .route("/get/{key}", get(get_key));
+    // A timeout OUTSIDE the session layer: it drops the whole request future, the commit
+    // included, as a client that hangs up does.
+    let service = ServiceBuilder::new()
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            200,
+        )))
+        .layer(layer.clone())
+        .service(router);
+    let set = service
+        .clone()
+        .oneshot(
+            axum::http::Request::post("/set/a/1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let line = set.headers()["set-cookie"].to_str().unwrap();
+    let old = line.split(';').next().unwrap().to_owned();
+    let request = |method: &str, path: &str| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("cookie", old.clone())
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The login creates the new record, then waits to delete the old one; the client
+    // gives up meanwhile.
+    store.close();
+    let err = service
+        .clone()
+        .oneshot(request("POST", "/login/ada"))
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    store.release();
+    // The commit went on without the client: the pre-login session is gone (fixation
+    // defence), the login's session exists.
+    let body = |r: axum::http::Response<Body>| async move {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let mut old_value = String::new();
+    for _ in 0..100 {
+        let r = service
+            .clone()
+            .oneshot(request("GET", "/get/a"))
+            .await
+            .unwrap();
+        old_value = body(r).await;
+        if old_value == "none" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        old_value, "none",
+        "the old id still opens: the commit stopped half-way"
+    );
+    assert_eq!(layer.manager().sessions_of("ada").await.unwrap().len(), 1);
+}

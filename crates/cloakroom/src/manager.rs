@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cloakroom_token::{Codec, KeyRing, Opened};
 
@@ -10,7 +11,7 @@ use crate::error::{Error, ErrorKind};
 use crate::id::{IdHash, SessionId, SESSION_ID_LEN};
 use crate::policy::{Clock, Policy, SystemClock};
 use crate::record::{Device, Record};
-use crate::session::{Mode, Session, Verb};
+use crate::session::{remembered_in, Mode, Session, Verb};
 use crate::store::Store;
 
 /// The default cookie name. The `__Host-` prefix makes browsers insist on `Secure`,
@@ -21,11 +22,16 @@ pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
 /// that every browser honours. Client and hybrid modes refuse to go over it.
 pub const MAX_COOKIE_LEN: usize = 4096;
 
+/// How many cookie values of the session's name [`SessionManager::load_any`] tries.
+pub const MAX_COOKIE_CANDIDATES: usize = 8;
+
 /// How many times [`SessionManager::commit`] re-reads and re-applies its changes after a
 /// compare-and-swap conflict before giving up with [`ErrorKind::Conflict`].
 pub const DEFAULT_MAX_RETRIES: u32 = 8;
 
-/// What the response must do with the session cookie after a commit.
+/// What the response must do with the session cookie after a commit. Formatting the
+/// `Set-Cookie` header (its `Domain`, `SameSite` and the rest) is the HTTP layer's work:
+/// `cloakroom-tower` does it with the `cookie` crate.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CookieUpdate {
@@ -40,22 +46,6 @@ pub enum CookieUpdate {
     },
     /// Remove the cookie (`Max-Age=0`).
     Remove,
-}
-
-impl CookieUpdate {
-    /// The `Set-Cookie` header value for cookie `name` with the defaults of DESIGN.md §8
-    /// (`Path=/; Secure; HttpOnly; SameSite=Lax`), or `None` for [`CookieUpdate::Keep`].
-    pub fn set_cookie_header(&self, name: &str) -> Option<String> {
-        match self {
-            Self::Keep => None,
-            Self::Set { value, max_age } => Some(format!(
-                "{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
-            )),
-            Self::Remove => Some(format!(
-                "{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
-            )),
-        }
-    }
 }
 
 impl fmt::Debug for CookieUpdate {
@@ -116,6 +106,22 @@ pub struct SessionInfo {
     pub absolute_deadline: u64,
     /// What the application recorded about the device.
     pub device: Device,
+}
+
+/// What [`SessionManager::sign_out_others_of`] did, for [`Session::apply_signed_out`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedOut {
+    pub(crate) user: String,
+    pub(crate) ended: u64,
+    /// Client mode: the user's epoch after the bump, which the current session takes.
+    pub(crate) new_epoch: Option<u64>,
+}
+
+impl SignedOut {
+    /// How many sessions were ended (0 in client mode, where the epoch was bumped).
+    pub fn ended(&self) -> u64 {
+        self.ended
+    }
 }
 
 /// The session layer: one per application, shared by every request.
@@ -277,6 +283,34 @@ impl SessionManager {
         let mut session = self.open_payload(&opened, now).await?;
         session.reissue = session.stored && !opened.minted_with_primary();
         Ok(session)
+    }
+
+    /// Opens the request's session from several cookie values of the session's name, in
+    /// the order given: the first that opens to a live session wins. A request carries
+    /// several when a sibling subdomain planted a cookie of the same name next to the real
+    /// one ("cookie tossing", possible for any name without the `__Host-` prefix); taking
+    /// the first would let the planted one log the user out. At most
+    /// [`MAX_COOKIE_CANDIDATES`] values are tried (each that verifies costs a store read).
+    ///
+    /// If none opens, the result is a new session whose commit removes the stale cookie,
+    /// as [`SessionManager::load`] does for one bad value; an empty slice is a request
+    /// without a cookie.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] if the store cannot be reached.
+    pub async fn load_any(&self, cookies: &[&str]) -> Result<Session, Error> {
+        let mut last = None;
+        for value in cookies.iter().take(MAX_COOKIE_CANDIDATES) {
+            let session = self.load(Some(value)).await?;
+            if session.stored {
+                return Ok(session);
+            }
+            last = Some(session);
+        }
+        match last {
+            Some(session) => Ok(session),
+            None => self.load(None).await,
+        }
     }
 
     async fn open_payload(&self, opened: &Opened, now: u64) -> Result<Session, Error> {
@@ -449,6 +483,13 @@ impl SessionManager {
                 record.user_id = Some(user.clone());
                 record.user_epoch = self.store.user_epoch(user).await?;
                 record.device = device.clone();
+                if let Some(asked) = remembered_in(&data) {
+                    // "Remember me": its own lifetime, cut to the policy's bound, and no idle
+                    // expiry before it.
+                    let lifetime = self.policy.remember_lifetime(Duration::from_secs(asked));
+                    record.absolute_deadline = now.saturating_add(lifetime.as_secs());
+                    record.idle_deadline = record.absolute_deadline;
+                }
                 record.data = data;
                 Ok(record)
             }
@@ -461,6 +502,9 @@ impl SessionManager {
                 record.version = 1;
                 record.last_seen = now;
                 record.idle_deadline = self.policy.idle_deadline(now, record.absolute_deadline);
+                if remembered_in(&data).is_some() {
+                    record.idle_deadline = record.absolute_deadline;
+                }
                 record.data = data;
                 if let Some(epoch) = session.new_epoch {
                     record.user_epoch = epoch;
@@ -694,24 +738,50 @@ impl SessionManager {
     /// (ending all their cookies) and gives this session the new epoch at commit, so the
     /// count is unknown and reported as 0. Does nothing for an anonymous session.
     ///
+    /// This borrows the session across the store call; a caller that keeps the session
+    /// behind a lock (a web framework's per-request slot) should use the two halves,
+    /// [`SessionManager::sign_out_others_of`] and [`Session::apply_signed_out`], so the
+    /// session stays in place if the call is cancelled.
+    ///
     /// # Errors
     /// [`ErrorKind::Unavailable`] from the store.
     pub async fn sign_out_other_sessions(&self, session: &mut Session) -> Result<u64, Error> {
         let Some(user) = session.user_id().map(str::to_owned) else {
             return Ok(0);
         };
+        let done = self
+            .sign_out_others_of(&user, session.id_hash().as_ref())
+            .await?;
+        Ok(session.apply_signed_out(&done))
+    }
+
+    /// The store half of [`SessionManager::sign_out_other_sessions`]: ends every session of
+    /// `user` but `current` (server and hybrid modes), or bumps the user's epoch (client
+    /// mode). Give the result to [`Session::apply_signed_out`] of the current session.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] from the store.
+    pub async fn sign_out_others_of(
+        &self,
+        user: &str,
+        current: Option<&IdHash>,
+    ) -> Result<SignedOut, Error> {
         match self.mode {
             Mode::Server | Mode::Hybrid => {
-                let current = session.id_hash();
-                self.store
-                    .revoke_user_sessions(&user, current.as_ref())
-                    .await
+                let ended = self.store.revoke_user_sessions(user, current).await?;
+                Ok(SignedOut {
+                    user: user.to_owned(),
+                    ended,
+                    new_epoch: None,
+                })
             }
             Mode::Client => {
-                let epoch = self.store.bump_user_epoch(&user).await?;
-                // A login in this request reads the epoch at commit, after this bump.
-                session.new_epoch = Some(epoch);
-                Ok(0)
+                let epoch = self.store.bump_user_epoch(user).await?;
+                Ok(SignedOut {
+                    user: user.to_owned(),
+                    ended: 0,
+                    new_epoch: Some(epoch),
+                })
             }
         }
     }

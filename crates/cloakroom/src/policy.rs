@@ -18,11 +18,16 @@ use crate::record::Record;
 /// [`Policy::touch_fraction`] of the idle window has passed since the last write (default a
 /// tenth: at most one write per 3 minutes per session, and a session never lives less
 /// than 27 of its 30 idle minutes).
+///
+/// A "remember me" login ([`Session::login_remembered`](crate::Session::login_remembered))
+/// asks for a longer lifetime; [`Policy::max_remember`] bounds it (default 30 days, NIST SP
+/// 800-63B's reauthentication limit for AAL1), and a longer request is cut to the bound.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     idle: Duration,
     absolute: Duration,
     touch_fraction: f64,
+    max_remember: Duration,
 }
 
 impl Default for Policy {
@@ -31,6 +36,7 @@ impl Default for Policy {
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(12 * 60 * 60),
             touch_fraction: 0.1,
+            max_remember: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -49,6 +55,33 @@ impl Policy {
     /// The fraction of the idle window after which a request re-writes the idle deadline.
     pub fn touch_fraction(&self) -> f64 {
         self.touch_fraction
+    }
+
+    /// The longest lifetime a "remember me" login may have.
+    pub fn max_remember(&self) -> Duration {
+        self.max_remember
+    }
+
+    /// The lifetime a "remember me" login asking for `requested` gets: `requested`, cut to
+    /// [`Policy::max_remember`].
+    pub fn remember_lifetime(&self, requested: Duration) -> Duration {
+        requested.min(self.max_remember)
+    }
+
+    /// Sets the longest lifetime a "remember me" login may have (default 30 days). A login
+    /// asking for more gets this much.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] if it is under one second.
+    pub fn with_max_remember(mut self, max: Duration) -> Result<Self, Error> {
+        if max.as_secs() == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "remember-me bound must be >= 1 s",
+            ));
+        }
+        self.max_remember = max;
+        Ok(self)
     }
 
     /// Sets the idle timeout.
@@ -173,6 +206,22 @@ mod tests {
         let p = Policy::default();
         assert_eq!(p.idle(), Duration::from_secs(1800));
         assert_eq!(p.absolute(), Duration::from_secs(43200));
+        assert_eq!(p.max_remember(), Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn remember_me_is_cut_to_the_bound() {
+        let p = Policy::default()
+            .with_max_remember(Duration::from_secs(7 * 86_400))
+            .unwrap();
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(
+            p.remember_lifetime(Duration::from_secs(86_400)),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(p.remember_lifetime(week), week);
+        assert_eq!(p.remember_lifetime(Duration::from_secs(365 * 86_400)), week);
+        assert!(p.with_max_remember(Duration::ZERO).is_err());
     }
 
     #[test]

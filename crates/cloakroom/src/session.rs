@@ -17,6 +17,13 @@ use crate::record::{Device, Record, Value};
 pub const RESERVED_PREFIX: &str = "__cloakroom.";
 pub(crate) const CSRF_KEY: &str = "__cloakroom.csrf";
 pub(crate) const FLASH_KEY: &str = "__cloakroom.flash";
+/// The lifetime (seconds) a "remember me" login asked for; present only in such sessions.
+pub(crate) const REMEMBER_KEY: &str = "__cloakroom.remember";
+
+/// The "remember me" lifetime (seconds) recorded in `data`, if the session has one.
+pub(crate) fn remembered_in(data: &BTreeMap<String, Value>) -> Option<u64> {
+    data.get(REMEMBER_KEY).and_then(Value::as_u64)
+}
 
 /// Where session data lives. See `docs/sessions.md` for what each can revoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -247,11 +254,60 @@ impl Session {
             self.id = Some(SessionId::generate()?);
         }
         self.rotate_csrf()?;
+        if self.get_value(REMEMBER_KEY).is_some() {
+            self.set(REMEMBER_KEY, None);
+        }
         self.verb = Verb::Login {
             user: user.into(),
             device,
         };
         Ok(())
+    }
+
+    /// Logs `user` in as [`Session::login`] does, for "remember me": the session lives for
+    /// `lifetime` from the login instead of the policy's absolute timeout, cut to
+    /// [`Policy::max_remember`](crate::Policy::max_remember) if it asks for more (default
+    /// 30 days). The idle timeout does not end a remembered session: keeping it over days
+    /// without visits is what remembering means. The cookie carries a `Max-Age` even where
+    /// the application chose browser-session cookies.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a lifetime under one second; [`ErrorKind::Random`] if
+    /// the OS random generator fails.
+    pub fn login_remembered(
+        &mut self,
+        user: impl Into<String>,
+        device: Device,
+        lifetime: std::time::Duration,
+    ) -> Result<(), Error> {
+        if lifetime.as_secs() == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a remember-me lifetime must be >= 1 s",
+            ));
+        }
+        self.login(user, device)?;
+        self.set(REMEMBER_KEY, Some(Value::from(lifetime.as_secs())));
+        Ok(())
+    }
+
+    /// Applies what [`SessionManager::sign_out_others_of`](crate::SessionManager::sign_out_others_of)
+    /// did to this session (client mode: it takes the user's new epoch, so its cookie
+    /// outlives the bump) and returns how many sessions ended. Nothing happens if the
+    /// session's user is no longer the one signed out.
+    pub fn apply_signed_out(&mut self, done: &crate::manager::SignedOut) -> u64 {
+        if self.user_id() == Some(done.user.as_str()) {
+            if let Some(epoch) = done.new_epoch {
+                // A login in this request reads the epoch at commit, after this bump.
+                self.new_epoch = Some(epoch);
+            }
+        }
+        done.ended
+    }
+
+    /// Whether this is a "remember me" session ([`Session::login_remembered`]).
+    pub fn is_remembered(&self) -> bool {
+        self.get_value(REMEMBER_KEY).is_some()
     }
 
     /// Ends the session: at commit the record is deleted and the cookie removed. Changes

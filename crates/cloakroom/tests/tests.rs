@@ -967,3 +967,98 @@ async fn cookies_minted_with_a_retired_primary_are_reissued() {
         assert_eq!(rotated.commit(s).await.unwrap().cookie, CookieUpdate::Keep);
     }
 }
+
+// ---- several cookies of one name, remember me, the split sign-out ----
+
+#[tokio::test]
+async fn load_any_takes_the_first_cookie_that_opens() {
+    for mode in MODES {
+        let e = env(mode);
+        let real = e.login(None, "alice").await;
+        let foreign = env(mode).login(None, "mallory").await;
+        for planted in [foreign.as_str(), "garbage"] {
+            let s = e.mgr.load_any(&[planted, &real]).await.unwrap();
+            assert_eq!(s.user_id(), Some("alice"), "{mode:?}");
+            let commit = e.mgr.commit(s).await.unwrap();
+            assert_ne!(
+                commit.cookie,
+                CookieUpdate::Remove,
+                "{mode:?}: the real cookie is not removed for a planted one"
+            );
+        }
+        // None opens: a new session, and the stale cookie goes.
+        let s = e.mgr.load_any(&["garbage", &foreign]).await.unwrap();
+        assert!(s.is_new(), "{mode:?}");
+        assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Remove);
+        // No cookie at all: nothing to remove.
+        let s = e.mgr.load_any(&[]).await.unwrap();
+        assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Keep);
+        // Past the limit, nothing more is tried.
+        let mut many = vec!["garbage"; cloakroom::MAX_COOKIE_CANDIDATES];
+        many.push(&real);
+        assert!(e.mgr.load_any(&many).await.unwrap().is_new(), "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_remembered_login_lives_its_own_bounded_lifetime_in_every_mode() {
+    for mode in MODES {
+        let ring = KeyRing::generate().unwrap();
+        let clock = ManualClock::new(T0);
+        let policy = cloakroom::Policy::default()
+            .with_max_remember(Duration::from_secs(3 * 86_400))
+            .unwrap();
+        let mgr = SessionManager::new(&ring, Arc::new(MemoryStore::new()))
+            .unwrap()
+            .with_mode(mode)
+            .with_policy(policy)
+            .with_clock(Arc::new(clock.clone()));
+        let mut s = mgr.load(None).await.unwrap();
+        assert!(s
+            .login_remembered("alice", Device::new(), Duration::ZERO)
+            .is_err());
+        s.login_remembered("alice", Device::new(), Duration::from_secs(30 * 86_400))
+            .unwrap();
+        assert!(s.is_remembered());
+        let commit = mgr.commit(s).await.unwrap();
+        let CookieUpdate::Set {
+            value: cookie,
+            max_age,
+        } = &commit.cookie
+        else {
+            panic!("{commit:?}");
+        };
+        assert_eq!(*max_age, 3 * 86_400, "{mode:?}: cut to the policy's bound");
+        // Two idle days later: still there (the idle timeout does not end it).
+        clock.advance(Duration::from_secs(2 * 86_400));
+        let mut s = mgr.load(Some(cookie)).await.unwrap();
+        assert_eq!(s.user_id(), Some("alice"), "{mode:?}");
+        assert!(s.is_remembered());
+        s.insert("k", &1).unwrap();
+        let next = match mgr.commit(s).await.unwrap().cookie {
+            CookieUpdate::Set { value, .. } => value,
+            _ => cookie.clone(),
+        };
+        // A plain login over it is an ordinary session again.
+        let mut s = mgr.load(Some(&next)).await.unwrap();
+        s.login("alice", Device::new()).unwrap();
+        assert!(!s.is_remembered());
+        // The bound is the end.
+        clock.set(T0 + 3 * 86_400);
+        assert!(mgr.load(Some(&next)).await.unwrap().is_new(), "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_split_sign_out_applies_the_new_epoch_in_client_mode() {
+    let e = env(Mode::Client);
+    let other = e.login(None, "alice").await;
+    let mine = e.login(None, "alice").await;
+    let mut s = e.load(&mine).await;
+    let done = e.mgr.sign_out_others_of("alice", None).await.unwrap();
+    assert_eq!(done.ended(), 0);
+    assert_eq!(s.apply_signed_out(&done), 0);
+    let mine = value(&e.mgr.commit(s).await.unwrap());
+    assert_eq!(e.load(&mine).await.user_id(), Some("alice"));
+    assert!(e.load(&other).await.is_new());
+}
