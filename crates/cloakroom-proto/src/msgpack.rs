@@ -155,7 +155,8 @@ impl<'a> Reader<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, Malformed> {
-        if depth > self.max_depth {
+        // The body map is level 1 (depth 0): nothing sits deeper than level `max_depth`.
+        if depth >= self.max_depth {
             return Err(Malformed::TooDeep(self.max_depth));
         }
         self.values_left = self
@@ -316,6 +317,15 @@ mod tests {
         ] {
             assert_eq!(dec(bytes), Err(Malformed::Truncated), "{bytes:02x?}");
         }
+    }
+
+    #[test]
+    fn the_depth_limit_counts_the_top_level_as_level_one() {
+        assert!(decode(&[0x91, 0x91, 0x01], 3, 100).is_ok());
+        assert_eq!(
+            decode(&[0x91, 0x91, 0x91, 0x01], 3, 100),
+            Err(Malformed::TooDeep(3))
+        );
     }
 
     #[test]

@@ -340,7 +340,7 @@ impl IssuedCookie {
 pub struct Limits {
     /// Largest body frame in bytes (default 1 MiB). Larger is `TOO_LARGE`.
     pub max_body: usize,
-    /// Deepest nesting of MessagePack containers in a body (default 32).
+    /// Deepest nesting in a body, counting the body map as level 1 (default 32).
     pub max_depth: usize,
     /// Most MessagePack values in one body, counting every key and element (default
     /// 65,536), which bounds the memory a 1 MiB body can expand into.
