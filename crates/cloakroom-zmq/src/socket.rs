@@ -406,6 +406,8 @@ impl SocketBuilder {
             held: Held::default(),
             held_per_peer: self.held_per_peer,
             held_total: self.held_total,
+            retry_due: false,
+            next_retry: Instant::now(),
             zap: None,
             safety,
             safety_interval: self.safety_interval,
@@ -464,6 +466,12 @@ pub struct Socket {
     held: Held,
     held_per_peer: usize,
     held_total: usize,
+    /// Something may have made room for a held reply (a descriptor wakeup, the retry timer,
+    /// replies held without a try): the next flush retries the held queues.
+    retry_due: bool,
+    /// When held replies are retried anyway: a "room again" command can be handled (and its
+    /// descriptor edge eaten) by any libzmq call, so retries cannot wait for a wakeup alone.
+    next_retry: Instant,
     /// The ZAP handler of a CURVE server socket: kept alive at least as long as this socket.
     zap: Option<crate::curve::ZapGuard>,
     safety: Pin<Box<Sleep>>,
@@ -627,7 +635,10 @@ impl Socket {
                     };
                     match self.sleep(want, true).await? {
                         Wake::Ready => {}
-                        Wake::Reply(m) => self.hold(m),
+                        Wake::Reply(m) => {
+                            self.hold(m);
+                            self.retry_due = true;
+                        }
                     }
                 }
             }
@@ -675,6 +686,7 @@ impl Socket {
                     if let Wake::Reply(m) = wake {
                         // Behind this message, in its peer's queue: sent by the next flush.
                         self.hold(m);
+                        self.retry_due = true;
                     }
                 }
             }
@@ -742,6 +754,10 @@ impl Socket {
     /// Holds `msg` at the back of its peer's queue without trying to send it, or drops and
     /// counts it when that queue or all of them are at their bound.
     fn hold(&mut self, msg: Multipart) {
+        if self.check_size(&msg).is_err() {
+            Counters::bump(&self.counters.inner.dropped_replies);
+            return;
+        }
         let key = self.peer_key(&msg);
         let queue_len = self.held.by_peer.get(&key).map_or(0, VecDeque::len);
         let bounded = {
@@ -805,10 +821,25 @@ impl Socket {
             return Ok(0);
         }
         let mut used = 0u32;
-        for _ in 0..self.held.order.len() {
-            if used >= limit {
-                return Ok(used);
+        // Held queues are retried only when room may have appeared, and take at most half
+        // the batch while new replies wait: many stuck peers cannot crowd out the others.
+        let retry_limit = if self.outbox_rx.is_empty() {
+            limit
+        } else {
+            (limit / 2).max(1)
+        };
+        // A non-ROUTER socket woke for POLLOUT has room: always due (one queue, one try).
+        let now = Instant::now();
+        let due = self.retry_due || !self.is_router || now >= self.next_retry;
+        let peers = if due { self.held.order.len() } else { 0 };
+        let mut any_blocked = false;
+        let mut visited = 0;
+        let mut cut_short = false;
+        for _ in 0..peers {
+            if used >= retry_limit {
+                break;
             }
+            visited += 1;
             let Some(peer) = self.held.order.pop_front() else {
                 break;
             };
@@ -816,8 +847,8 @@ impl Socket {
                 continue;
             };
             let before = queue.len();
-            let mut gone = false;
-            while used < limit {
+            let (mut gone, mut blocked) = (false, false);
+            while used < retry_limit {
                 let Some(msg) = queue.pop_front() else { break };
                 used += 1;
                 match self.try_send(msg) {
@@ -827,6 +858,8 @@ impl Socket {
                     }
                     Ok(Some(back)) => {
                         queue.push_front(back);
+                        blocked = true;
+                        any_blocked = true;
                         break;
                     }
                     Err(e) if e.kind() == ErrorKind::Closed => {
@@ -849,10 +882,17 @@ impl Socket {
                 queue.clear();
             }
             self.held.len -= before - queue.len();
+            cut_short |= !queue.is_empty() && !blocked;
             if !queue.is_empty() {
                 self.held.by_peer.insert(peer.clone(), queue);
                 self.held.order.push_back(peer);
             }
+        }
+        self.retry_due = cut_short || visited < peers;
+        if any_blocked {
+            // Next retry after a backoff (1 ms doubling to 64 ms, reset by a success).
+            self.next_retry = now + self.room_backoff;
+            self.room_backoff = (self.room_backoff * 2).min(ROOM_BACKOFF_MAX);
         }
         self.set_held_gauge();
         while used < limit {
@@ -885,11 +925,16 @@ impl Socket {
                 },
             };
             match self.try_send(msg) {
-                Ok(None) => Counters::bump(&self.counters.inner.sent),
+                Ok(None) => {
+                    Counters::bump(&self.counters.inner.sent);
+                    self.room_backoff = ROOM_BACKOFF_MIN;
+                }
                 Ok(Some(back)) => {
                     let queue = self.held.by_peer.entry(Vec::new()).or_default();
                     queue.push_front(back);
                     self.held.len += 1;
+                    self.next_retry = Instant::now() + self.room_backoff;
+                    self.room_backoff = (self.room_backoff * 2).min(ROOM_BACKOFF_MAX);
                     break;
                 }
                 Err(e) if e.kind() == ErrorKind::Closed => return Err(e),
@@ -976,10 +1021,15 @@ impl Socket {
         // Waiting for room at one ROUTER peer: no event says when, so the timer doubles as
         // a retry backoff (1 ms doubling to 64 ms) beside the descriptor.
         let room_wait = want.is_empty() || (self.is_router && self.held.len > 0);
-        if room_wait {
+        if want.is_empty() {
             let at = Instant::now() + self.room_backoff;
             self.safety.as_mut().reset(at);
             self.room_backoff = (self.room_backoff * 2).min(ROOM_BACKOFF_MAX);
+        } else if room_wait {
+            // Replies held for ROUTER peers: wake when their retry is due (set by the last
+            // retry that found a peer still full), whatever cancelled earlier waits.
+            let at = self.next_retry.max(Instant::now() + ROOM_BACKOFF_MIN);
+            self.safety.as_mut().reset(at);
         }
         loop {
             // Rule: re-check ZMQ_EVENTS before every sleep (after EAGAIN, after a wakeup,
@@ -1029,6 +1079,7 @@ impl Socket {
             match woke {
                 Woke::Fd => {
                     Counters::bump(&self.counters.inner.fd_wakeups);
+                    self.retry_due = true;
                     // From `recv`, whose next step is a DONTWAIT receive: that receive is the
                     // re-check (libzmq handles its commands first), and a cheaper one than
                     // ZMQ_EVENTS followed by the receive. Waiting to send on a ROUTER, or
@@ -1063,6 +1114,7 @@ impl Socket {
                     }
                 }
                 Woke::Timer if room_wait => {
+                    self.retry_due = true;
                     let at = Instant::now() + self.safety_interval;
                     self.safety.as_mut().reset(at);
                     return Ok(Wake::Ready);

@@ -1293,12 +1293,15 @@ fn curve_zap_handler_denies_garbage_and_serves_on() {
 // ---------------------------------------------------------------------------------------
 // One slow peer never delays the others' replies; the reply queues stay bounded.
 
-fn slow_peer(variant: Broken) -> Outcome {
-    with_deadline(Duration::from_secs(120), move || slow_peer_inner(variant))
+/// `peers` DEALERs each send `per_peer` requests and never read a reply; then a second
+/// client's 200 requests, one at a time, must each be answered promptly.
+fn slow_peer(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
+    with_deadline(Duration::from_secs(120), move || {
+        slow_peer_inner(variant, peers, per_peer)
+    })
 }
 
-fn slow_peer_inner(variant: Broken) -> Outcome {
-    const FLOOD: u64 = 100_000;
+fn slow_peer_inner(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
     const PROBES: usize = 200;
     const PAD: usize = 1024; // each reply carries 1 KiB, so the slow peer fills up for sure
     let rt = current_thread_rt();
@@ -1307,10 +1310,20 @@ fn slow_peer_inner(variant: Broken) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     rt.block_on(async move {
         let e = |e: cloakroom_zmq::Error| e.to_string();
-        let mut server = SocketBuilder::new(SocketKind::Router)
-            .broken(variant)
-            .build(&ctx)
-            .map_err(e)?;
+        let flood = peers * per_peer;
+        let mut builder = SocketBuilder::new(SocketKind::Router).broken(variant);
+        if peers > 1 {
+            // Many peers, fewer requests each: small pipes and socket buffers so that every
+            // one of them fills up.
+            builder = builder.high_water_mark(50);
+        }
+        let mut server = builder.build(&ctx).map_err(e)?;
+        if peers > 1 {
+            server
+                .get_ref()
+                .set_sndbuf(16 << 10)
+                .map_err(|e| e.to_string())?;
+        }
         server.bind("tcp://127.0.0.1:*").map_err(e)?;
         let ep = server.last_endpoint().map_err(e)?;
         let counters = server.counters();
@@ -1343,18 +1356,27 @@ fn slow_peer_inner(variant: Broken) -> Outcome {
             })
         };
 
-        // The slow peer: sends 100,000 requests and never reads a reply.
+        // The slow peers (one thread): send their requests and never read a reply.
         let slow = {
             let (ctx, ep, stop) = (client_ctx.clone(), ep.clone(), stop.clone());
             thread::spawn(move || -> Result<(), String> {
-                let s = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-                s.set_linger(0).map_err(|e| e.to_string())?;
-                s.set_rcvhwm(10).map_err(|e| e.to_string())?;
-                s.set_sndtimeo(20_000).map_err(|e| e.to_string())?;
-                s.connect(&ep).map_err(|e| e.to_string())?;
-                for i in 0..FLOOD {
-                    s.send(&i.to_be_bytes()[..], 0)
-                        .map_err(|e| format!("slow peer, request {i}: {e}"))?;
+                let mut socks = Vec::new();
+                for _ in 0..peers {
+                    let s = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+                    s.set_linger(0).map_err(|e| e.to_string())?;
+                    s.set_rcvhwm(10).map_err(|e| e.to_string())?;
+                    if peers > 1 {
+                        s.set_rcvbuf(16 << 10).map_err(|e| e.to_string())?;
+                    }
+                    s.set_sndtimeo(20_000).map_err(|e| e.to_string())?;
+                    s.connect(&ep).map_err(|e| e.to_string())?;
+                    socks.push(s);
+                }
+                for i in 0..per_peer {
+                    for s in &socks {
+                        s.send(&i.to_be_bytes()[..], 0)
+                            .map_err(|e| format!("slow peer, request {i}: {e}"))?;
+                    }
                 }
                 while !stop.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(10));
@@ -1402,7 +1424,7 @@ fn slow_peer_inner(variant: Broken) -> Outcome {
         // Let the flood finish too, so the bound is checked at its worst.
         let t = Instant::now();
         while probed.is_ok()
-            && counters.received() < FLOOD + PROBES as u64
+            && counters.received() < flood + PROBES as u64
             && t.elapsed() < Duration::from_secs(30)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1428,8 +1450,10 @@ fn slow_peer_inner(variant: Broken) -> Outcome {
         if max > Duration::from_secs(1) || p50 > Duration::from_millis(50) {
             return Err(format!("probe replies too slow: p50 {p50:?}, max {max:?}"));
         }
-        if max_held > cloakroom_zmq::DEFAULT_HELD_PER_PEER as u64 {
-            return Err(format!("held replies grew to {max_held}"));
+        let bound = (peers * cloakroom_zmq::DEFAULT_HELD_PER_PEER as u64)
+            .min(cloakroom_zmq::DEFAULT_HELD_TOTAL as u64);
+        if max_held > bound {
+            return Err(format!("held replies grew to {max_held} (bound {bound})"));
         }
         if counters.shed_replies() == 0 {
             return Err("nothing was shed: the slow peer was never past its bound".into());
@@ -1443,12 +1467,17 @@ fn slow_peer_inner(variant: Broken) -> Outcome {
 
 #[test]
 fn a_peer_that_never_reads_does_not_delay_the_others_replies() {
-    slow_peer(Broken::None).unwrap();
+    slow_peer(Broken::None, 1, 100_000).unwrap();
+}
+
+#[test]
+fn a_hundred_peers_that_never_read_do_not_delay_the_others_replies() {
+    slow_peer(Broken::None, 100, 1_000).unwrap();
 }
 
 #[test]
 fn replies_stall_behind_a_slow_peer_with_one_queue_for_all() {
-    let r = slow_peer(Broken::OldReplyQueue);
+    let r = slow_peer(Broken::OldReplyQueue, 1, 100_000);
     eprintln!("broken variant: {r:?}");
     assert!(r.is_err(), "the old reply queue passed the slow-peer test");
 }
@@ -1501,7 +1530,13 @@ fn big_writer(variant: Broken) -> Outcome {
             let t = Instant::now();
             while counters.sent() < REPLIES {
                 if t.elapsed() > Duration::from_secs(20) {
-                    return Err(format!("only {} replies sent", counters.sent()));
+                    return Err(format!(
+                        "only {} replies sent (held {}, shed {}, dropped {})",
+                        counters.sent(),
+                        counters.held_replies(),
+                        counters.shed_replies(),
+                        counters.dropped_replies()
+                    ));
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(10), server.recv()).await;
             }
