@@ -1,14 +1,23 @@
 //! CURVE keys and a ZAP allow-list handler.
 //!
-//! A CURVE server only authenticates clients through a ZAP handler: without one, libzmq
-//! accepts every client that knows the server's public key. So [`Socket::curve_server`]
-//! takes a [`ZapHandler`], which must be running in the same context: the type system makes
-//! "CURVE without an allow-list" impossible to write.
+//! A CURVE server only authenticates clients through a ZAP handler, and by default libzmq
+//! accepts every client that knows the server's public key when no handler is bound. So
+//! CURVE here fails closed, whatever happens to the handler:
+//!
+//! - [`Socket::curve_server`] takes a [`ZapHandler`] (the type system makes "CURVE without
+//!   an allow-list" impossible to write) and the socket keeps it alive: dropping the
+//!   caller's handle, even as a temporary in the same statement, stops nothing;
+//! - it sets `ZMQ_ZAP_ENFORCE_DOMAIN`, so with no handler bound (its task killed, its
+//!   runtime shut down, a handler of another context) libzmq refuses every client;
+//! - the handler never stops on an error: it logs it (`tracing`) and goes on, and it
+//!   answers a malformed request "400", never "200".
 
 use std::collections::HashSet;
 use std::fmt;
+use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use zeroize::Zeroize;
 
@@ -76,6 +85,8 @@ impl CurveKeyPair {
 struct ZapCounts {
     allowed: AtomicU64,
     denied: AtomicU64,
+    malformed: AtomicU64,
+    errors: AtomicU64,
 }
 
 /// The libzmq ZAP endpoint every socket of a context asks before it accepts a CURVE client.
@@ -83,10 +94,31 @@ const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 
 /// A ZAP handler (RFC 27) answering from an allow-list of CURVE client public keys. It runs
 /// as a task on the current tokio runtime, on a ROUTER bound to `inproc://zeromq.zap.01` in
-/// one context; dropping the handle stops it.
+/// one context.
+///
+/// It stops when the last of this handle and the CURVE server sockets given it with
+/// [`Socket::curve_server`] is dropped: a server socket keeps its handler alive. If it stops
+/// some other way (its runtime shuts down), CURVE servers refuse every client.
 pub struct ZapHandler {
+    guard: ZapGuard,
+}
+
+/// Shared ownership of a running ZAP handler task: the task is stopped when the last one is
+/// dropped. Held by the [`ZapHandler`] handle and by every CURVE server socket that uses it.
+#[derive(Clone)]
+pub(crate) struct ZapGuard {
+    inner: Arc<ZapTask>,
+}
+
+struct ZapTask {
     task: tokio::task::JoinHandle<()>,
     counts: Arc<ZapCounts>,
+}
+
+impl Drop for ZapTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl fmt::Debug for ZapHandler {
@@ -94,15 +126,14 @@ impl fmt::Debug for ZapHandler {
         f.debug_struct("ZapHandler")
             .field("allowed", &self.allowed())
             .field("denied", &self.denied())
+            .field("malformed", &self.malformed())
+            .field("running", &self.is_running())
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for ZapHandler {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// Pause after a receive error before the next receive, so a persistent error cannot spin.
+const ZAP_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 impl ZapHandler {
     /// Starts a handler in `ctx` that accepts exactly the CURVE clients whose public key is
@@ -118,49 +149,120 @@ impl ZapHandler {
         let counts = Arc::new(ZapCounts::default());
         let c = counts.clone();
         let task = tokio::spawn(async move {
-            while let Ok(req) = sock.recv().await {
-                let Some(reply) = zap_reply(&req, &allowed, &c) else {
-                    continue;
+            // Replies go through the socket's own bounded, per-peer reply queue: a peer of
+            // the ZAP endpoint that never reads cannot stall the answers to the others.
+            let replies = sock.reply_sender();
+            loop {
+                let req = match sock.recv().await {
+                    Ok(req) => req,
+                    Err(e) if e.kind() == ErrorKind::Closed => {
+                        tracing::error!(
+                            error = %e,
+                            "ZAP handler stopped: its context is closed; CURVE servers refuse every client"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "ZAP handler: receive failed; serving on");
+                        tokio::time::sleep(ZAP_ERROR_PAUSE).await;
+                        continue;
+                    }
                 };
-                if sock.send(reply).await.is_err() {
-                    continue;
+                match zap_reply(&req, &allowed, &c) {
+                    Some(reply) => {
+                        if let Err(e) = replies.send(reply) {
+                            c.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                error = %e,
+                                "ZAP handler: reply not queued; that client is refused"
+                            );
+                        }
+                    }
+                    None => tracing::warn!(
+                        frames = req.len(),
+                        "ZAP handler: malformed request with no address to answer; dropped"
+                    ),
                 }
             }
         });
-        Ok(ZapHandler { task, counts })
+        Ok(ZapHandler {
+            guard: ZapGuard {
+                inner: Arc::new(ZapTask { task, counts }),
+            },
+        })
+    }
+
+    fn counts(&self) -> &ZapCounts {
+        &self.guard.inner.counts
     }
 
     /// Clients accepted so far.
     pub fn allowed(&self) -> u64 {
-        self.counts.allowed.load(Ordering::Relaxed)
+        self.counts().allowed.load(Ordering::Relaxed)
     }
 
-    /// Clients refused so far.
+    /// Clients refused so far (malformed requests answered "400" included).
     pub fn denied(&self) -> u64 {
-        self.counts.denied.load(Ordering::Relaxed)
+        self.counts().denied.load(Ordering::Relaxed)
+    }
+
+    /// Malformed ZAP requests seen so far (answered "400" when they carry an address,
+    /// dropped otherwise).
+    pub fn malformed(&self) -> u64 {
+        self.counts().malformed.load(Ordering::Relaxed)
+    }
+
+    /// Receive or reply errors the handler logged and served on after.
+    pub fn errors(&self) -> u64 {
+        self.counts().errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the handler's task still runs (false once it was stopped or its runtime
+    /// shut down).
+    pub fn is_running(&self) -> bool {
+        !self.guard.inner.task.is_finished()
+    }
+
+    /// Test-only: stops the handler's task as a crash would, while every handle and server
+    /// socket still holds it.
+    #[cfg(feature = "broken-variants")]
+    #[doc(hidden)]
+    pub fn abort_task(&self) {
+        self.guard.inner.task.abort();
     }
 }
 
 /// Builds the reply to one ZAP request `[peer]["" ]["1.0"][id][domain][address][identity]
-/// [mechanism][credentials...]`; `None` for a malformed request (not answerable).
+/// [mechanism][credentials...]`. A malformed request that still carries an address (peer,
+/// empty delimiter, version, request id) is answered "400"; one without is `None` (there is
+/// nobody to answer).
 fn zap_reply(
     req: &[zmq::Message],
     allowed: &HashSet<[u8; 32]>,
     counts: &ZapCounts,
 ) -> Option<Vec<zmq::Message>> {
-    if req.len() < 8 || !req[1].is_empty() || &req[2][..] != b"1.0" {
-        return None;
+    let well_formed = req.len() >= 8 && req[1].is_empty() && &req[2][..] == b"1.0";
+    if !well_formed {
+        counts.malformed.fetch_add(1, Ordering::Relaxed);
+        if req.len() < 4 || !req[1].is_empty() {
+            return None;
+        }
     }
-    let mechanism = &req[7][..];
-    let ok = mechanism == b"CURVE"
+    let mechanism: &[u8] = if well_formed { &req[7][..] } else { b"" };
+    let ok = well_formed
+        && mechanism == b"CURVE"
         && req.len() == 9
         && <[u8; 32]>::try_from(&req[8][..]).is_ok_and(|key| allowed.contains(&key));
     let (code, text): (&[u8], &[u8]) = if ok {
         counts.allowed.fetch_add(1, Ordering::Relaxed);
         (b"200", b"OK")
-    } else {
+    } else if well_formed {
         counts.denied.fetch_add(1, Ordering::Relaxed);
         (b"400", b"not allowed")
+    } else {
+        counts.denied.fetch_add(1, Ordering::Relaxed);
+        (b"400", b"malformed ZAP request")
     };
     let user: &[u8] = if ok { &req[8][..] } else { b"" };
     Some(vec![
@@ -175,19 +277,32 @@ fn zap_reply(
     ])
 }
 
+/// `ZMQ_ZAP_ENFORCE_DOMAIN` (libzmq >= 4.3; the `zmq` crate does not wrap it).
+const ZMQ_ZAP_ENFORCE_DOMAIN: c_int = 93;
+
 impl Socket {
     /// Makes this socket a CURVE server with `keys`, authenticating clients through
     /// `zap`, which must run in the same context. Call before `bind`.
     ///
+    /// Fails closed: the socket keeps `zap` running at least as long as itself (dropping
+    /// the caller's handle stops nothing), and it sets `ZMQ_ZAP_ENFORCE_DOMAIN`, so if no
+    /// handler answers in this context (its task killed, its runtime shut down, or `zap`
+    /// belongs to another context) libzmq refuses every client instead of admitting it.
+    ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`] without CURVE in libzmq. libzmq does not let us check that
-    /// `zap` runs in this socket's context: passing one of another context leaves this
-    /// socket without an allow-list.
-    pub fn curve_server(&self, keys: &CurveKeyPair, zap: &ZapHandler) -> Result<()> {
+    /// [`ErrorKind::Unsupported`] without CURVE in libzmq, or with a libzmq that has no
+    /// `ZMQ_ZAP_ENFORCE_DOMAIN` (older than 4.3): no CURVE server is made then.
+    pub fn curve_server(&mut self, keys: &CurveKeyPair, zap: &ZapHandler) -> Result<()> {
         if !curve_available() {
             return Err(Error::new(ErrorKind::Unsupported, "CURVE"));
         }
-        let _running_in_this_context: &ZapHandler = zap;
+        #[cfg(feature = "broken-variants")]
+        let fails_open = self.broken() == crate::socket::Broken::CurveFailsOpen;
+        #[cfg(not(feature = "broken-variants"))]
+        let fails_open = false;
+        if !fails_open {
+            self.set_zap_enforce_domain()?;
+        }
         let s = self.get_ref();
         s.set_zap_domain("cloakroom")
             .map_err(|e| Error::zmq("ZMQ_ZAP_DOMAIN", e))?;
@@ -195,6 +310,38 @@ impl Socket {
             .map_err(|e| Error::zmq("ZMQ_CURVE_SERVER", e))?;
         s.set_curve_secretkey(&keys.secret)
             .map_err(|e| Error::zmq("ZMQ_CURVE_SECRETKEY", e))?;
+        if !fails_open {
+            self.keep_zap(zap.guard.clone());
+        }
+        Ok(())
+    }
+
+    /// Sets `ZMQ_ZAP_ENFORCE_DOMAIN` to 1 through the raw libzmq call.
+    fn set_zap_enforce_domain(&mut self) -> Result<()> {
+        let on: c_int = 1;
+        let sock = self.raw_socket();
+        // SAFETY: `sock` is the live libzmq socket this `Socket` owns (closed only when the
+        // `Socket` is dropped; `&mut self` is held across the call, so no other code uses it
+        // meanwhile); `optval` points to one initialised c_int on our stack and `optvallen`
+        // is its size, which is what libzmq reads for this integer option.
+        let rc = unsafe {
+            zmq_sys::zmq_setsockopt(
+                sock,
+                ZMQ_ZAP_ENFORCE_DOMAIN,
+                (&on as *const c_int).cast(),
+                std::mem::size_of::<c_int>(),
+            )
+        };
+        if rc != 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            return Err(match zmq::Error::from_raw(errno) {
+                zmq::Error::EINVAL => Error::new(
+                    ErrorKind::Unsupported,
+                    "ZMQ_ZAP_ENFORCE_DOMAIN (libzmq older than 4.3): CURVE would fail open",
+                ),
+                e => Error::zmq("ZMQ_ZAP_ENFORCE_DOMAIN", e),
+            });
+        }
         Ok(())
     }
 
@@ -262,13 +409,32 @@ mod tests {
     }
 
     #[test]
-    fn malformed_zap_requests_get_no_answer() {
+    fn malformed_zap_requests_are_denied_never_allowed() {
         let counts = ZapCounts::default();
-        let allowed = HashSet::new();
-        assert!(zap_reply(&request(b"CURVE", &[1u8; 32])[..5], &allowed, &counts).is_none());
+        let allowed: HashSet<[u8; 32]> = [[1u8; 32]].into_iter().collect();
+        // With an address (peer, delimiter, version, request id): answered 400, even when
+        // the key in it is allowed.
+        let short = zap_reply(&request(b"CURVE", &[1u8; 32])[..5], &allowed, &counts).unwrap();
+        assert_eq!(status(&short), b"400");
+        assert_eq!(&short[3][..], b"req-7");
         let mut bad_version = request(b"CURVE", &[1u8; 32]);
         bad_version[2] = zmq::Message::from(&b"2.0"[..]);
-        assert!(zap_reply(&bad_version, &allowed, &counts).is_none());
+        let reply = zap_reply(&bad_version, &allowed, &counts).unwrap();
+        assert_eq!(status(&reply), b"400");
+        assert!(reply[6].is_empty(), "no user id for a refused client");
+        let mut extra = request(b"CURVE", &[1u8; 32]);
+        extra.push(zmq::Message::from(&b"extra"[..]));
+        assert_eq!(
+            status(&zap_reply(&extra, &allowed, &counts).unwrap()),
+            b"400"
+        );
+        // Without one: nobody to answer.
+        assert!(zap_reply(&request(b"CURVE", &[1u8; 32])[..3], &allowed, &counts).is_none());
+        let mut no_delimiter = request(b"CURVE", &[1u8; 32]);
+        no_delimiter[1] = zmq::Message::from(&b"x"[..]);
+        assert!(zap_reply(&no_delimiter, &allowed, &counts).is_none());
+        assert_eq!(counts.allowed.load(Ordering::Relaxed), 0);
+        assert_eq!(counts.malformed.load(Ordering::Relaxed), 4);
     }
 
     #[test]

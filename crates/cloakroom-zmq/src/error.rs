@@ -12,6 +12,9 @@ pub enum ErrorKind {
     /// A message is larger than the limit configured with
     /// [`SocketBuilder::max_message_size`](crate::SocketBuilder::max_message_size).
     TooLarge,
+    /// A bounded queue is full: the reply queue of a socket
+    /// ([`ReplySender::send`](crate::ReplySender::send)).
+    Full,
     /// The socket, its context or the task that owns it is gone.
     Closed,
     /// The operation is not valid for this socket type or in this state (libzmq `EFSM`,
@@ -32,6 +35,7 @@ impl fmt::Display for ErrorKind {
         f.write_str(match self {
             ErrorKind::Unroutable => "unroutable message",
             ErrorKind::TooLarge => "message too large",
+            ErrorKind::Full => "queue full",
             ErrorKind::Closed => "socket closed",
             ErrorKind::Invalid => "invalid operation or option",
             ErrorKind::NoRuntime => "no tokio runtime with I/O enabled",

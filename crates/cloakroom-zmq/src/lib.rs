@@ -32,6 +32,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Safe to serve strangers
+//!
+//! - **CURVE fails closed.** [`Socket::curve_server`] keeps its [`ZapHandler`] alive as long
+//!   as the socket, and sets `ZMQ_ZAP_ENFORCE_DOMAIN`, so a missing handler (task killed,
+//!   runtime shut down, wrong context) means every client is refused, never admitted. The
+//!   handler logs errors and serves on, and answers malformed requests "400".
+//! - **No peer waits for another.** A reply libzmq cannot take (`EAGAIN`: that peer is at
+//!   its high-water mark) is held in that peer's own queue, bounded
+//!   ([`SocketBuilder::held_replies`], 256 per peer, 16,384 in all; the excess dropped and
+//!   counted in [`Counters::shed_replies`]); replies to other peers go on at once.
+//! - **Bounded memory.** The reply queue is bounded ([`SocketBuilder::reply_queue`], 1024):
+//!   [`ReplySender::send`] refuses with [`ErrorKind::Full`], [`ReplySender::send_wait`]
+//!   waits. Messages are limited to 1 MiB unless configured
+//!   ([`SocketBuilder::max_message_size`]).
+//! - **Writes are budgeted like reads**: sending queued replies spends the drain budget, so
+//!   a big writer yields to the runtime every 64 messages.
+//!
 //! # Which libzmq, and CURVE
 //!
 //! The `zmq` crate's `zmq-sys` always builds libzmq 4.3.4 from source, and that build has
@@ -60,8 +77,9 @@
 //!
 //! The only `unsafe` of the workspace is in this crate, each block with a `// SAFETY:`
 //! line: in the library, registering libzmq's descriptor with tokio
-//! (`AsyncFd::register_with_interest`) and one `poll(2)` of it in the safety timer; in the
-//! tests `getrusage(2)`, in the benchmark `sched_setaffinity(2)`.
+//! (`AsyncFd::register_with_interest`), one `poll(2)` of it in the safety timer, and one
+//! raw `zmq_setsockopt` for `ZMQ_ZAP_ENFORCE_DOMAIN` (which the `zmq` crate does not wrap);
+//! in the tests `getrusage(2)`, in the benchmark `sched_setaffinity(2)`.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
@@ -77,6 +95,7 @@ pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::socket::Broken;
 pub use crate::socket::{
     Counters, Multipart, ReplySender, Socket, SocketBuilder, SocketKind, DEFAULT_BUDGET,
+    DEFAULT_HELD_PER_PEER, DEFAULT_HELD_TOTAL, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_REPLY_QUEUE,
     DEFAULT_SAFETY_INTERVAL,
 };
 /// The `zmq` crate this one is built on (for `zmq::Context`, `zmq::Message`).

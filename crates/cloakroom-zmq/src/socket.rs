@@ -18,8 +18,15 @@
 //! 5. The safety timer wakes a sleeping socket now and then; if `ZMQ_EVENTS` then shows
 //!    work while `ZMQ_FD` is not readable, a wakeup was lost: it is counted
 //!    ([`Counters::missed_wakeups`]) and the work is done anyway.
+//!
+//! Replies are bounded and never wait behind a slow peer: the reply queue has a capacity
+//! ([`SocketBuilder::reply_queue`]); a reply libzmq cannot take (`EAGAIN`: that peer is at
+//! its high-water mark) is held in a queue *of that peer* (bounded per peer and in total,
+//! the excess dropped and counted in [`Counters::shed_replies`]), so replies to every other
+//! peer go on; and sending replies spends the same drain budget as receiving, so a big
+//! writer yields to the runtime like a big reader.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, RawFd};
@@ -44,6 +51,20 @@ pub const DEFAULT_BUDGET: u32 = 64;
 
 /// Default period of the safety timer that looks for lost wakeups.
 pub const DEFAULT_SAFETY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Default capacity of the reply queue ([`SocketBuilder::reply_queue`]).
+pub const DEFAULT_REPLY_QUEUE: usize = 1024;
+
+/// Default number of replies held for one peer that cannot take more
+/// ([`SocketBuilder::held_replies`]).
+pub const DEFAULT_HELD_PER_PEER: usize = 256;
+
+/// Default number of replies held for all such peers together
+/// ([`SocketBuilder::held_replies`]).
+pub const DEFAULT_HELD_TOTAL: usize = 16_384;
+
+/// Default limit on the size of one message, in bytes ([`SocketBuilder::max_message_size`]).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 const ROOM_BACKOFF_MIN: Duration = Duration::from_millis(1);
 const ROOM_BACKOFF_MAX: Duration = Duration::from_millis(64);
@@ -93,6 +114,13 @@ pub enum Broken {
     /// After sending, look at `ZMQ_EVENTS` only for POLLOUT (which handles libzmq's
     /// commands and so eats the read edge) and go back to sleep without re-checking POLLIN.
     NoRecheckAfterSend,
+    /// The reply queue of before: one queue for all peers, a reply that meets `EAGAIN` goes
+    /// back to its head and blocks every reply behind it, held replies are never bounded,
+    /// and sending replies spends no drain budget.
+    OldReplyQueue,
+    /// CURVE as before: `Socket::curve_server` only borrows the ZAP handler and leaves
+    /// `ZMQ_ZAP_ENFORCE_DOMAIN` off, so without a handler libzmq admits every client.
+    CurveFailsOpen,
 }
 
 /// Counters of one socket, readable from any task while the owner runs.
@@ -109,6 +137,9 @@ struct CounterCells {
     received: AtomicU64,
     sent: AtomicU64,
     dropped_replies: AtomicU64,
+    shed_replies: AtomicU64,
+    refused_replies: AtomicU64,
+    held_replies: AtomicU64,
 }
 
 impl Counters {
@@ -137,6 +168,23 @@ impl Counters {
     pub fn dropped_replies(&self) -> u64 {
         self.inner.dropped_replies.load(Ordering::Relaxed)
     }
+    /// Queued replies dropped because their peer could take no more (libzmq said `EAGAIN`)
+    /// and the replies already held for it, or for all such peers, were at their bound
+    /// ([`SocketBuilder::held_replies`]). A peer that does not read loses replies; the
+    /// others are not delayed by it.
+    pub fn shed_replies(&self) -> u64 {
+        self.inner.shed_replies.load(Ordering::Relaxed)
+    }
+    /// Calls of [`ReplySender::send`] refused because the reply queue was full
+    /// ([`ErrorKind::Full`]).
+    pub fn refused_replies(&self) -> u64 {
+        self.inner.refused_replies.load(Ordering::Relaxed)
+    }
+    /// Replies held right now for peers that cannot take them yet (a gauge, not a count):
+    /// never more than the total of [`SocketBuilder::held_replies`].
+    pub fn held_replies(&self) -> u64 {
+        self.inner.held_replies.load(Ordering::Relaxed)
+    }
     fn bump(cell: &AtomicU64) {
         cell.fetch_add(1, Ordering::Relaxed);
     }
@@ -145,10 +193,13 @@ impl Counters {
 /// A handle worker tasks use to hand messages (typically replies) to the task that owns a
 /// [`Socket`]. Cheap to clone; the owner sends them while it waits in [`Socket::recv`] or
 /// [`Socket::flush`].
+///
+/// The queue is bounded ([`SocketBuilder::reply_queue`], default 1024): [`ReplySender::send`]
+/// refuses a reply when it is full, [`ReplySender::send_wait`] waits for room.
 #[derive(Clone)]
 pub struct ReplySender {
-    tx: mpsc::UnboundedSender<Multipart>,
-    waiting: Arc<AtomicU64>,
+    tx: mpsc::Sender<Multipart>,
+    counters: Counters,
 }
 
 impl fmt::Debug for ReplySender {
@@ -163,13 +214,30 @@ impl ReplySender {
     /// Queues `msg` for the owner to send. Never waits.
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`] when the socket has been dropped.
+    /// [`ErrorKind::Full`] when the reply queue is full (the reply is dropped and counted in
+    /// [`Counters::refused_replies`]); [`ErrorKind::Closed`] when the socket has been
+    /// dropped.
     pub fn send(&self, msg: Multipart) -> Result<()> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(msg).map_err(|_| {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            Error::new(ErrorKind::Closed, "reply queue")
+        self.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                Counters::bump(&self.counters.inner.refused_replies);
+                Error::new(ErrorKind::Full, "reply queue")
+            }
+            mpsc::error::TrySendError::Closed(_) => Error::new(ErrorKind::Closed, "reply queue"),
         })
+    }
+
+    /// Queues `msg` for the owner to send, waiting while the reply queue is full: the
+    /// back-pressure a worker should feel. Never call it from the task that owns the
+    /// socket (it would wait for itself).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when the socket has been dropped.
+    pub async fn send_wait(&self, msg: Multipart) -> Result<()> {
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Closed, "reply queue"))
     }
 }
 
@@ -183,6 +251,9 @@ pub struct SocketBuilder {
     max_message_size: Option<usize>,
     linger: i32,
     hwm: Option<i32>,
+    reply_queue: usize,
+    held_per_peer: usize,
+    held_total: usize,
     #[cfg(feature = "broken-variants")]
     broken: Broken,
 }
@@ -199,9 +270,12 @@ impl SocketBuilder {
             kind,
             budget: DEFAULT_BUDGET,
             safety_interval: DEFAULT_SAFETY_INTERVAL,
-            max_message_size: None,
+            max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
             linger: 0,
             hwm: None,
+            reply_queue: DEFAULT_REPLY_QUEUE,
+            held_per_peer: DEFAULT_HELD_PER_PEER,
+            held_total: DEFAULT_HELD_TOTAL,
             #[cfg(feature = "broken-variants")]
             broken: Broken::None,
         }
@@ -220,10 +294,39 @@ impl SocketBuilder {
         self
     }
 
-    /// Refuse messages larger than `bytes`: libzmq drops a peer that sends one
-    /// (`ZMQ_MAXMSGSIZE`), and [`Socket::send`] refuses to send one.
+    /// Refuse messages larger than `bytes` (default 1 MiB, [`DEFAULT_MAX_MESSAGE_SIZE`]):
+    /// libzmq drops a peer that sends a frame larger than that (`ZMQ_MAXMSGSIZE`, checked
+    /// per frame as it arrives), and [`Socket::send`] refuses to send a message whose frames
+    /// add up to more (a queued reply that does is dropped and counted in
+    /// [`Counters::dropped_replies`]).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = Some(bytes);
+        self
+    }
+
+    /// No limit on the size of a message: a peer may make this socket allocate as much as
+    /// it likes. Only for sockets whose peers are all trusted.
+    pub fn unlimited_message_size(mut self) -> Self {
+        self.max_message_size = None;
+        self
+    }
+
+    /// Capacity of the queue between [`ReplySender`]s and the owner, in messages (default
+    /// 1024, [`DEFAULT_REPLY_QUEUE`]; at least 1). When it is full, [`ReplySender::send`]
+    /// refuses and [`ReplySender::send_wait`] waits.
+    pub fn reply_queue(mut self, capacity: usize) -> Self {
+        self.reply_queue = capacity.max(1);
+        self
+    }
+
+    /// How many queued replies the owner holds for peers that cannot take them yet (libzmq
+    /// answered `EAGAIN`: for a ROUTER, that one peer is at its high-water mark): at most
+    /// `per_peer` for one peer (default 256) and `total` for all of them (default 16,384).
+    /// A reply past either bound is dropped and counted in [`Counters::shed_replies`].
+    /// Held replies are not in libzmq yet; `high_water_mark` bounds what is.
+    pub fn held_replies(mut self, per_peer: usize, total: usize) -> Self {
+        self.held_per_peer = per_peer;
+        self.held_total = total;
         self
     }
 
@@ -290,7 +393,7 @@ impl SocketBuilder {
         let safety =
             std::panic::catch_unwind(|| Box::pin(tokio::time::sleep(self.safety_interval)))
                 .map_err(|_| Error::new(ErrorKind::NoRuntime, "tokio time driver not enabled"))?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(self.reply_queue);
         Ok(Socket {
             fd,
             sock,
@@ -300,8 +403,12 @@ impl SocketBuilder {
             budget_max: self.budget,
             outbox_tx: tx,
             outbox_rx: rx,
-            outbox_waiting: Arc::new(AtomicU64::new(0)),
-            pending: VecDeque::new(),
+            held: Held::default(),
+            held_per_peer: self.held_per_peer,
+            held_total: self.held_total,
+            retry_due: false,
+            next_retry: Instant::now(),
+            zap: None,
             safety,
             safety_interval: self.safety_interval,
             max_message_size: self.max_message_size,
@@ -320,6 +427,16 @@ impl AsRawFd for ZmqFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0
     }
+}
+
+/// Replies libzmq could not take yet (`EAGAIN`), one queue per peer (per routing id for a
+/// ROUTER; one queue for the other socket types, whose `EAGAIN` is not about one peer).
+#[derive(Default)]
+struct Held {
+    by_peer: HashMap<Vec<u8>, VecDeque<Multipart>>,
+    /// Peers with held replies, in the order they are retried (round robin).
+    order: VecDeque<Vec<u8>>,
+    len: usize,
 }
 
 /// What woke a sleeping socket.
@@ -343,11 +460,20 @@ pub struct Socket {
     room_backoff: Duration,
     budget: u32,
     budget_max: u32,
-    outbox_tx: mpsc::UnboundedSender<Multipart>,
-    outbox_rx: mpsc::UnboundedReceiver<Multipart>,
-    outbox_waiting: Arc<AtomicU64>,
-    /// Replies taken from the queue that libzmq has not accepted yet (`EAGAIN`).
-    pending: VecDeque<Multipart>,
+    outbox_tx: mpsc::Sender<Multipart>,
+    outbox_rx: mpsc::Receiver<Multipart>,
+    /// Replies taken from the queue that libzmq has not accepted yet (`EAGAIN`), per peer.
+    held: Held,
+    held_per_peer: usize,
+    held_total: usize,
+    /// Something may have made room for a held reply (a descriptor wakeup, the retry timer,
+    /// replies held without a try): the next flush retries the held queues.
+    retry_due: bool,
+    /// When held replies are retried anyway: a "room again" command can be handled (and its
+    /// descriptor edge eaten) by any libzmq call, so retries cannot wait for a wakeup alone.
+    next_retry: Instant,
+    /// The ZAP handler of a CURVE server socket: kept alive at least as long as this socket.
+    zap: Option<crate::curve::ZapGuard>,
     safety: Pin<Box<Sleep>>,
     safety_interval: Duration,
     max_message_size: Option<usize>,
@@ -360,7 +486,7 @@ impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Socket")
             .field("fd", &self.fd.get_ref().0)
-            .field("pending", &self.pending.len())
+            .field("held", &self.held.len)
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
@@ -421,6 +547,21 @@ impl Socket {
             .map_err(|e| Error::zmq("ZMQ_SUBSCRIBE", e))
     }
 
+    /// The raw libzmq socket, for the options the `zmq` crate does not wrap.
+    pub(crate) fn raw_socket(&mut self) -> *mut std::os::raw::c_void {
+        self.sock.as_mut_ptr()
+    }
+
+    /// Keeps a ZAP handler running at least as long as this socket.
+    pub(crate) fn keep_zap(&mut self, guard: crate::curve::ZapGuard) {
+        self.zap = Some(guard);
+    }
+
+    #[cfg(feature = "broken-variants")]
+    pub(crate) fn broken(&self) -> Broken {
+        self.broken
+    }
+
     /// The counters of this socket (a handle that other tasks can keep).
     pub fn counters(&self) -> Counters {
         self.counters.clone()
@@ -430,7 +571,7 @@ impl Socket {
     pub fn reply_sender(&self) -> ReplySender {
         ReplySender {
             tx: self.outbox_tx.clone(),
-            waiting: self.outbox_waiting.clone(),
+            counters: self.counters.clone(),
         }
     }
 
@@ -455,8 +596,10 @@ impl Socket {
                 // socket without waiting on the descriptor (there may be no new edge).
                 tokio::task::yield_now().await;
             }
-            if !self.pending.is_empty() || self.outbox_waiting.load(Ordering::Relaxed) > 0 {
-                self.flush_queued()?;
+            if self.held.len > 0 || !self.outbox_rx.is_empty() {
+                // Replies spend the same budget as requests (a big writer yields too).
+                let used = self.flush_queued(self.budget)?;
+                self.spend_on_replies(used);
             }
             #[cfg(feature = "broken-variants")]
             if self.broken == Broken::OneMessagePerWakeup {
@@ -473,21 +616,29 @@ impl Socket {
                     if self.broken == Broken::NoBudget {
                         return Ok(m);
                     }
-                    self.budget -= 1;
+                    self.spend(1);
                     return Ok(m);
                 }
                 None => {
-                    // EAGAIN: only now may we sleep. A fresh drain starts with a full budget.
-                    self.budget = self.budget_max;
+                    // EAGAIN: only now may we sleep. The budget is refilled once the task has
+                    // really waited (in `sleep`), not here: replies sent since the last
+                    // yield still count.
+                    #[cfg(feature = "broken-variants")]
+                    if self.broken == Broken::OldReplyQueue {
+                        self.budget = self.budget_max;
+                    }
                     // With a reply still waiting for libzmq, wake for room to send too.
-                    let want = if self.pending.is_empty() || self.is_router {
+                    let want = if self.held.len == 0 || self.is_router {
                         zmq::POLLIN
                     } else {
                         zmq::POLLIN | zmq::POLLOUT
                     };
                     match self.sleep(want, true).await? {
                         Wake::Ready => {}
-                        Wake::Reply(m) => self.pending.push_back(m),
+                        Wake::Reply(m) => {
+                            self.hold(m);
+                            self.retry_due = true;
+                        }
                     }
                 }
             }
@@ -533,22 +684,41 @@ impl Socket {
                         self.sleep(zmq::POLLOUT, false).await?
                     };
                     if let Wake::Reply(m) = wake {
-                        self.pending.push_back(m);
+                        // Behind this message, in its peer's queue: sent by the next flush.
+                        self.hold(m);
+                        self.retry_due = true;
                     }
                 }
             }
         }
     }
 
-    /// Sends what worker tasks queued, without waiting. Returns how many messages are still
-    /// waiting for libzmq to take them.
+    /// Sends what worker tasks queued, without waiting, at most one budget of messages (64
+    /// by default). Returns how many messages are still waiting: held for peers that cannot
+    /// take them yet, plus those still in the reply queue.
     ///
     /// # Errors
     /// libzmq's fatal errors (a closed context); a reply that cannot be sent is dropped
     /// and counted instead.
     pub fn flush(&mut self) -> Result<usize> {
-        self.flush_queued()?;
-        Ok(self.pending.len())
+        self.flush_queued(self.budget_max)?;
+        Ok(self.held.len + self.outbox_rx.len())
+    }
+
+    fn spend(&mut self, units: u32) {
+        #[cfg(feature = "broken-variants")]
+        if self.broken == Broken::NoBudget {
+            return;
+        }
+        self.budget = self.budget.saturating_sub(units);
+    }
+
+    fn spend_on_replies(&mut self, units: u32) {
+        #[cfg(feature = "broken-variants")]
+        if self.broken == Broken::OldReplyQueue {
+            return;
+        }
+        self.spend(units);
     }
 
     fn check_size(&self, msg: &Multipart) -> Result<()> {
@@ -561,36 +731,222 @@ impl Socket {
         Ok(())
     }
 
-    /// Moves replies from the queue into libzmq until it would block.
-    fn flush_queued(&mut self) -> Result<()> {
-        loop {
-            let msg = match self.pending.pop_front() {
-                Some(m) => m,
-                None => match self.outbox_rx.try_recv() {
-                    Ok(m) => {
-                        self.outbox_waiting.fetch_sub(1, Ordering::Relaxed);
-                        m
+    /// The queue a message is held in: its routing id on a ROUTER, one queue otherwise.
+    fn peer_key(&self, msg: &Multipart) -> Vec<u8> {
+        #[cfg(feature = "broken-variants")]
+        if self.broken == Broken::OldReplyQueue {
+            return Vec::new();
+        }
+        match msg.first() {
+            Some(id) if self.is_router => id.to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn set_held_gauge(&self) {
+        let held = self.held.len as u64;
+        self.counters
+            .inner
+            .held_replies
+            .store(held, Ordering::Relaxed);
+    }
+
+    /// Holds `msg` at the back of its peer's queue without trying to send it, or drops and
+    /// counts it when that queue or all of them are at their bound.
+    fn hold(&mut self, msg: Multipart) {
+        if self.check_size(&msg).is_err() {
+            Counters::bump(&self.counters.inner.dropped_replies);
+            return;
+        }
+        let key = self.peer_key(&msg);
+        let queue_len = self.held.by_peer.get(&key).map_or(0, VecDeque::len);
+        let bounded = {
+            #[cfg(feature = "broken-variants")]
+            {
+                self.broken != Broken::OldReplyQueue
+            }
+            #[cfg(not(feature = "broken-variants"))]
+            {
+                true
+            }
+        };
+        if bounded && (queue_len >= self.held_per_peer || self.held.len >= self.held_total) {
+            Counters::bump(&self.counters.inner.shed_replies);
+            return;
+        }
+        if queue_len == 0 {
+            self.held.order.push_back(key.clone());
+        }
+        self.held.by_peer.entry(key).or_default().push_back(msg);
+        self.held.len += 1;
+        self.set_held_gauge();
+    }
+
+    /// Takes one reply from the queue: sends it at once, unless its peer already has
+    /// replies held (then it goes behind them, keeping that peer's order) or libzmq cannot
+    /// take it (then it is held).
+    fn send_or_hold(&mut self, msg: Multipart) -> Result<()> {
+        if self.check_size(&msg).is_err() {
+            Counters::bump(&self.counters.inner.dropped_replies);
+            return Ok(());
+        }
+        if self.held.len > 0 && self.held.by_peer.contains_key(&self.peer_key(&msg)) {
+            self.hold(msg);
+            return Ok(());
+        }
+        match self.try_send(msg) {
+            Ok(None) => {
+                Counters::bump(&self.counters.inner.sent);
+                Ok(())
+            }
+            Ok(Some(back)) => {
+                self.hold(back);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Closed => Err(e),
+            Err(_) => {
+                Counters::bump(&self.counters.inner.dropped_replies);
+                Ok(())
+            }
+        }
+    }
+
+    /// Retries the held replies (each peer in turn, round robin), then moves replies from
+    /// the queue into libzmq, trying at most `limit` messages in all. Returns how many it
+    /// tried: the caller charges them to the drain budget.
+    fn flush_queued(&mut self, limit: u32) -> Result<u32> {
+        #[cfg(feature = "broken-variants")]
+        if self.broken == Broken::OldReplyQueue {
+            self.flush_old()?;
+            return Ok(0);
+        }
+        let mut used = 0u32;
+        // Held queues are retried only when room may have appeared, and take at most half
+        // the batch while new replies wait: many stuck peers cannot crowd out the others.
+        let retry_limit = if self.outbox_rx.is_empty() {
+            limit
+        } else {
+            (limit / 2).max(1)
+        };
+        // A non-ROUTER socket woke for POLLOUT has room: always due (one queue, one try).
+        let now = Instant::now();
+        let due = self.retry_due || !self.is_router || now >= self.next_retry;
+        let peers = if due { self.held.order.len() } else { 0 };
+        let mut any_blocked = false;
+        let mut visited = 0;
+        let mut cut_short = false;
+        for _ in 0..peers {
+            if used >= retry_limit {
+                break;
+            }
+            visited += 1;
+            let Some(peer) = self.held.order.pop_front() else {
+                break;
+            };
+            let Some(mut queue) = self.held.by_peer.remove(&peer) else {
+                continue;
+            };
+            let before = queue.len();
+            let (mut gone, mut blocked) = (false, false);
+            while used < retry_limit {
+                let Some(msg) = queue.pop_front() else { break };
+                used += 1;
+                match self.try_send(msg) {
+                    Ok(None) => {
+                        Counters::bump(&self.counters.inner.sent);
+                        self.room_backoff = ROOM_BACKOFF_MIN;
                     }
-                    Err(_) => return Ok(()),
+                    Ok(Some(back)) => {
+                        queue.push_front(back);
+                        blocked = true;
+                        any_blocked = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Closed => {
+                        self.held.len -= before - queue.len();
+                        self.set_held_gauge();
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        // The peer is gone (unroutable): so are the rest of its replies.
+                        Counters::bump(&self.counters.inner.dropped_replies);
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            if gone {
+                for _ in 0..queue.len() {
+                    Counters::bump(&self.counters.inner.dropped_replies);
+                }
+                queue.clear();
+            }
+            self.held.len -= before - queue.len();
+            cut_short |= !queue.is_empty() && !blocked;
+            if !queue.is_empty() {
+                self.held.by_peer.insert(peer.clone(), queue);
+                self.held.order.push_back(peer);
+            }
+        }
+        self.retry_due = cut_short || visited < peers;
+        if any_blocked {
+            // Next retry after a backoff (1 ms doubling to 64 ms, reset by a success).
+            self.next_retry = now + self.room_backoff;
+            self.room_backoff = (self.room_backoff * 2).min(ROOM_BACKOFF_MAX);
+        }
+        self.set_held_gauge();
+        while used < limit {
+            let Ok(msg) = self.outbox_rx.try_recv() else {
+                break;
+            };
+            used += 1;
+            self.send_or_hold(msg)?;
+        }
+        Ok(used)
+    }
+
+    /// Broken variant only: the reply queue of before (see [`Broken::OldReplyQueue`]).
+    #[cfg(feature = "broken-variants")]
+    fn flush_old(&mut self) -> Result<()> {
+        loop {
+            let msg = match self
+                .held
+                .by_peer
+                .get_mut(&Vec::new())
+                .and_then(VecDeque::pop_front)
+            {
+                Some(m) => {
+                    self.held.len -= 1;
+                    m
+                }
+                None => match self.outbox_rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
                 },
             };
-            if self.check_size(&msg).is_err() {
-                Counters::bump(&self.counters.inner.dropped_replies);
-                continue;
-            }
             match self.try_send(msg) {
                 Ok(None) => {
                     Counters::bump(&self.counters.inner.sent);
                     self.room_backoff = ROOM_BACKOFF_MIN;
                 }
                 Ok(Some(back)) => {
-                    self.pending.push_front(back);
-                    return Ok(());
+                    let queue = self.held.by_peer.entry(Vec::new()).or_default();
+                    queue.push_front(back);
+                    self.held.len += 1;
+                    self.next_retry = Instant::now() + self.room_backoff;
+                    self.room_backoff = (self.room_backoff * 2).min(ROOM_BACKOFF_MAX);
+                    break;
                 }
                 Err(e) if e.kind() == ErrorKind::Closed => return Err(e),
                 Err(_) => Counters::bump(&self.counters.inner.dropped_replies),
             }
         }
+        if self.held.len == 0 {
+            self.held.by_peer.clear();
+            self.held.order.clear();
+        }
+        self.set_held_gauge();
+        Ok(())
     }
 
     /// One non-blocking receive of a whole message; `None` on `EAGAIN`.
@@ -664,11 +1020,16 @@ impl Socket {
         let mut recheck = !after_recv_eagain;
         // Waiting for room at one ROUTER peer: no event says when, so the timer doubles as
         // a retry backoff (1 ms doubling to 64 ms) beside the descriptor.
-        let room_wait = want.is_empty() || (self.is_router && !self.pending.is_empty());
-        if room_wait {
+        let room_wait = want.is_empty() || (self.is_router && self.held.len > 0);
+        if want.is_empty() {
             let at = Instant::now() + self.room_backoff;
             self.safety.as_mut().reset(at);
             self.room_backoff = (self.room_backoff * 2).min(ROOM_BACKOFF_MAX);
+        } else if room_wait {
+            // Replies held for ROUTER peers: wake when their retry is due (set by the last
+            // retry that found a peer still full), whatever cancelled earlier waits.
+            let at = self.next_retry.max(Instant::now() + ROOM_BACKOFF_MIN);
+            self.safety.as_mut().reset(at);
         }
         loop {
             // Rule: re-check ZMQ_EVENTS before every sleep (after EAGAIN, after a wakeup,
@@ -682,6 +1043,7 @@ impl Socket {
                 Reply(Multipart),
                 Timer,
             }
+            let mut waited = false;
             let woke = poll_fn(|cx| {
                 match self.fd.poll_read_ready(cx) {
                     Poll::Ready(Ok(mut guard)) => {
@@ -700,36 +1062,45 @@ impl Socket {
                     Poll::Pending => {}
                 }
                 if let Poll::Ready(Some(m)) = self.outbox_rx.poll_recv(cx) {
-                    self.outbox_waiting.fetch_sub(1, Ordering::Relaxed);
                     return Poll::Ready(Ok(Woke::Reply(m)));
                 }
                 if self.safety.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(Woke::Timer));
                 }
+                waited = true;
                 Poll::Pending
             })
             .await
             .map_err(|e| Error::io("wait on ZMQ_FD", e))?;
+            if waited {
+                // The task really waited: the runtime has run the others. A fresh budget.
+                self.budget = self.budget_max;
+            }
             match woke {
                 Woke::Fd => {
                     Counters::bump(&self.counters.inner.fd_wakeups);
+                    self.retry_due = true;
                     // From `recv`, whose next step is a DONTWAIT receive: that receive is the
                     // re-check (libzmq handles its commands first), and a cheaper one than
                     // ZMQ_EVENTS followed by the receive. Waiting to send on a ROUTER, or
-                    // with a reply stuck in `pending`: any wakeup may mean room. Either way
+                    // with replies held for a peer: any wakeup may mean room. Either way
                     // the caller tries, then comes back here.
-                    if after_recv_eagain || want.is_empty() || !self.pending.is_empty() {
+                    if after_recv_eagain || want.is_empty() || self.held.len > 0 {
                         return Ok(Wake::Ready);
                     }
                 }
                 Woke::Reply(m) => {
                     if want.contains(zmq::POLLIN) {
-                        // Send it now (and whatever else is queued), then re-check.
-                        self.pending.push_back(m);
-                        self.flush_queued()?;
-                        if !self.pending.is_empty() {
-                            // libzmq took not all of it: back to the caller's loop, which
-                            // waits for room the right way for this socket type.
+                        // Send it now (and whatever else is queued, within the budget), then
+                        // re-check.
+                        self.spend_on_replies(1);
+                        self.send_or_hold(m)?;
+                        let used = self.flush_queued(self.budget)?;
+                        self.spend_on_replies(used);
+                        if self.held.len > 0 || self.budget == 0 {
+                            // libzmq took not all of it, or the budget is spent: back to the
+                            // caller's loop, which waits for room the right way for this
+                            // socket type, or yields to the runtime.
                             return Ok(Wake::Ready);
                         }
                         #[cfg(feature = "broken-variants")]
@@ -743,6 +1114,7 @@ impl Socket {
                     }
                 }
                 Woke::Timer if room_wait => {
+                    self.retry_due = true;
                     let at = Instant::now() + self.safety_interval;
                     self.safety.as_mut().reset(at);
                     return Ok(Wake::Ready);
@@ -752,7 +1124,7 @@ impl Socket {
                     self.safety
                         .as_mut()
                         .reset(Instant::now() + self.safety_interval);
-                    if want.is_empty() || !self.pending.is_empty() {
+                    if want.is_empty() || self.held.len > 0 {
                         return Ok(Wake::Ready);
                     }
                 }

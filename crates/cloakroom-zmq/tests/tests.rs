@@ -473,11 +473,18 @@ fn replies_inner(variant: Broken) -> Outcome {
                 Err(_) => client_errors.push("client panicked".into()),
             }
         }
-        owner.abort();
         result?;
         if !client_errors.is_empty() {
+            owner.abort();
             return Err(client_errors.join("; "));
         }
+        // The owner counts a reply right after libzmq took it; on the multi-thread runtime
+        // the client can read the last reply before that count is made.
+        let counted = Instant::now();
+        while counters.sent() < total && counted.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        owner.abort();
         if counters.sent() != total || counters.dropped_replies() != 0 {
             return Err(format!(
                 "sent {} dropped {}",
@@ -1037,4 +1044,525 @@ fn a_runtime_without_io_or_time_is_an_error_not_a_panic() {
         .unwrap();
     let err = no_time.block_on(async { Socket::new(&ctx, SocketKind::Dealer).unwrap_err() });
     assert_eq!(err.kind(), ErrorKind::NoRuntime);
+}
+
+// ---------------------------------------------------------------------------------------
+// CURVE fails closed, whatever happens to the ZAP handler (DESIGN.md §8).
+
+/// What the scenario does to the ZAP handler after `curve_server`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ZapFate {
+    /// The handler is a temporary, dropped at the end of the `curve_server` statement.
+    DroppedAtOnce,
+    /// Its task is aborted (as a crash or a runtime shutdown would) while handles remain.
+    TaskAborted,
+    /// It is fed malformed ZAP requests through its inproc endpoint first.
+    FedGarbage,
+}
+
+/// One CURVE client sends a request; `Ok(true)` when the server received it within
+/// `window`, `Ok(false)` when it did not.
+async fn curve_client_gets_in(
+    ctx: &zmq::Context,
+    server: &mut Socket,
+    ep: &str,
+    keys: &CurveKeyPair,
+    server_public: &[u8; 32],
+    window: Duration,
+) -> Result<bool, String> {
+    let e = |e: cloakroom_zmq::Error| e.to_string();
+    let mut client = Socket::new(ctx, SocketKind::Dealer).map_err(e)?;
+    client.curve_client(keys, server_public).map_err(e)?;
+    client.connect(ep).map_err(e)?;
+    client.send(msg(&[b"let me in"])).await.map_err(e)?;
+    match tokio::time::timeout(window, server.recv()).await {
+        Err(_) => Ok(false),
+        Ok(Err(err)) => Err(format!("server recv failed: {err}")),
+        Ok(Ok(req)) => {
+            if &req[1][..] != b"let me in" {
+                return Err("wrong request".into());
+            }
+            // And the reply reaches the client: the connection is really open.
+            server.send(req).await.map_err(e)?;
+            let reply = tokio::time::timeout(Duration::from_secs(2), client.recv())
+                .await
+                .map_err(|_| "the server received, but its reply did not arrive")?
+                .map_err(e)?;
+            Ok(&reply[0][..] == b"let me in")
+        }
+    }
+}
+
+/// Talks to the ZAP endpoint directly with malformed requests: every one that carries an
+/// address must be answered "400", none "200", and the handler must go on serving.
+async fn feed_zap_garbage(ctx: &zmq::Context, allowed_key: &[u8; 32]) -> Outcome {
+    let e = |e: cloakroom_zmq::Error| e.to_string();
+    let mut zap = Socket::new(ctx, SocketKind::Dealer).map_err(e)?;
+    zap.connect("inproc://zeromq.zap.01").map_err(e)?;
+    let curve_request = |version: &[u8], id: &[u8], extra: Option<&[u8]>| {
+        let mut m = msg(&[
+            b"",
+            version,
+            id,
+            b"cloakroom",
+            b"127.0.0.1",
+            b"",
+            b"CURVE",
+            allowed_key,
+        ]);
+        if let Some(x) = extra {
+            m.push(zmq::Message::from(x));
+        }
+        m
+    };
+    let mut junk = vec![0u8; 4096];
+    rand::thread_rng().fill(&mut junk[..]);
+    let garbage: Vec<Multipart> = vec![
+        msg(&[b"garbage"]), // no address: dropped
+        msg(&[b""]),        // no address: dropped
+        msg(&[b"x", b"1.0", b"g-0", b"d", b"a", b"", b"CURVE", allowed_key]), // no delimiter
+        msg(&[
+            &junk[..],
+            &junk[..7],
+            &junk[9..],
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+        ]),
+        msg(&[b"", b"1.0", b"g-1"]),                   // too short: 400
+        curve_request(b"9.9", b"g-2", None),           // wrong version, allowed key: 400
+        curve_request(b"1.0", b"g-3", Some(b"extra")), // extra frame, allowed key: 400
+        msg(&[
+            b"",
+            b"1.0",
+            b"g-4",
+            b"cloakroom",
+            b"127.0.0.1",
+            b"",
+            b"PLAIN",
+            b"u",
+            b"p",
+        ]),
+    ];
+    for m in garbage {
+        zap.send(m).await.map_err(e)?;
+    }
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        let reply = tokio::time::timeout(Duration::from_secs(2), zap.recv())
+            .await
+            .map_err(|_| format!("malformed ZAP requests answered: {answered:?} of 4"))?
+            .map_err(e)?;
+        if reply.len() < 4 || &reply[1][..] != b"1.0" {
+            return Err(format!("a ZAP reply of {} frames", reply.len()));
+        }
+        if &reply[3][..] != b"400" {
+            return Err(format!(
+                "a malformed ZAP request got status {:?}",
+                String::from_utf8_lossy(&reply[3][..])
+            ));
+        }
+        answered.push(String::from_utf8_lossy(&reply[2][..]).into_owned());
+    }
+    answered.sort();
+    if answered != ["g-1", "g-2", "g-3", "g-4"] {
+        return Err(format!("answered {answered:?}"));
+    }
+    if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), zap.recv()).await {
+        return Err(format!("an unaddressed ZAP request was answered: {r:?}"));
+    }
+    Ok(())
+}
+
+fn curve_fails_closed(variant: Broken, fate: ZapFate) -> Outcome {
+    assert!(
+        curve_available(),
+        "the linked libzmq has no CURVE (is Debian's libzmq linked?)"
+    );
+    with_deadline(Duration::from_secs(60), move || {
+        current_thread_rt().block_on(async move {
+            let e = |e: cloakroom_zmq::Error| e.to_string();
+            let ctx = zmq::Context::new();
+            let server_keys = CurveKeyPair::generate().map_err(e)?;
+            let allowed = CurveKeyPair::generate().map_err(e)?;
+            let unknown = CurveKeyPair::generate().map_err(e)?;
+            let mut server = SocketBuilder::new(SocketKind::Router)
+                .broken(variant)
+                .build(&ctx)
+                .map_err(e)?;
+            let zap = if fate == ZapFate::DroppedAtOnce {
+                // The handler is a temporary: gone at the end of this statement.
+                server
+                    .curve_server(
+                        &server_keys,
+                        &ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(e)?,
+                    )
+                    .map_err(e)?;
+                None
+            } else {
+                let zap = ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(e)?;
+                server.curve_server(&server_keys, &zap).map_err(e)?;
+                Some(zap)
+            };
+            server.bind("tcp://127.0.0.1:*").map_err(e)?;
+            let ep = server.last_endpoint().map_err(e)?;
+            let server_public = server_keys.public_key();
+            if let (ZapFate::TaskAborted, Some(zap)) = (fate, &zap) {
+                zap.abort_task();
+            }
+            // Let the runtime drop a stopped task (and libzmq close its socket).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if fate == ZapFate::FedGarbage {
+                feed_zap_garbage(&ctx, &allowed.public_key()).await?;
+            }
+
+            // The unknown key is refused, every time.
+            for attempt in 0..3 {
+                let window = Duration::from_millis(500);
+                if curve_client_gets_in(&ctx, &mut server, &ep, &unknown, &server_public, window)
+                    .await?
+                {
+                    return Err(format!("attempt {attempt}: an unknown key got in"));
+                }
+            }
+            let window = Duration::from_secs(2);
+            let friend_in =
+                curve_client_gets_in(&ctx, &mut server, &ep, &allowed, &server_public, window)
+                    .await?;
+            match fate {
+                // No handler runs: nobody gets in, the allowed key neither (fails closed).
+                ZapFate::TaskAborted if friend_in => {
+                    return Err("with the handler's task aborted, a client got in".into())
+                }
+                ZapFate::TaskAborted => {}
+                // The handler lives on: the allowed key gets in.
+                _ if !friend_in => return Err("the allowed key was refused".into()),
+                _ => {}
+            }
+            if let Some(zap) = &zap {
+                if fate == ZapFate::FedGarbage && (zap.malformed() != 6 || zap.allowed() != 1) {
+                    return Err(format!("ZAP counters after garbage: {zap:?}"));
+                }
+            }
+            if server.counters().missed_wakeups() != 0 {
+                return Err("missed wakeups".into());
+            }
+            Ok(())
+        })
+    })
+}
+
+#[test]
+fn curve_refuses_unknown_keys_after_the_zap_handler_value_is_dropped() {
+    curve_fails_closed(Broken::None, ZapFate::DroppedAtOnce).unwrap();
+}
+
+#[test]
+fn curve_fails_open_when_the_socket_only_borrows_its_zap_handler() {
+    let r = curve_fails_closed(Broken::CurveFailsOpen, ZapFate::DroppedAtOnce);
+    eprintln!("broken variant: {r:?}");
+    assert!(
+        r.is_err(),
+        "the fail-open CURVE server passed the dropped-handler test"
+    );
+}
+
+#[test]
+fn curve_refuses_every_key_after_the_zap_task_is_aborted() {
+    curve_fails_closed(Broken::None, ZapFate::TaskAborted).unwrap();
+}
+
+#[test]
+fn curve_fails_open_without_zap_enforce_domain_when_the_task_dies() {
+    let r = curve_fails_closed(Broken::CurveFailsOpen, ZapFate::TaskAborted);
+    eprintln!("broken variant: {r:?}");
+    assert!(
+        r.is_err(),
+        "the fail-open CURVE server passed the aborted-task test"
+    );
+}
+
+#[test]
+fn curve_zap_handler_denies_garbage_and_serves_on() {
+    curve_fails_closed(Broken::None, ZapFate::FedGarbage).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// One slow peer never delays the others' replies; the reply queues stay bounded.
+
+/// `peers` DEALERs each send `per_peer` requests and never read a reply; then a second
+/// client's 200 requests, one at a time, must each be answered promptly.
+fn slow_peer(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
+    with_deadline(Duration::from_secs(120), move || {
+        slow_peer_inner(variant, peers, per_peer)
+    })
+}
+
+fn slow_peer_inner(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
+    const PROBES: usize = 200;
+    const PAD: usize = 1024; // each reply carries 1 KiB, so the slow peer fills up for sure
+    let rt = current_thread_rt();
+    let ctx = zmq::Context::new();
+    let client_ctx = zmq::Context::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.block_on(async move {
+        let e = |e: cloakroom_zmq::Error| e.to_string();
+        let flood = peers * per_peer;
+        let mut builder = SocketBuilder::new(SocketKind::Router).broken(variant);
+        if peers > 1 {
+            // Many peers, fewer requests each: small pipes and socket buffers so that every
+            // one of them fills up.
+            builder = builder.high_water_mark(50);
+        }
+        let mut server = builder.build(&ctx).map_err(e)?;
+        if peers > 1 {
+            server
+                .get_ref()
+                .set_sndbuf(16 << 10)
+                .map_err(|e| e.to_string())?;
+        }
+        server.bind("tcp://127.0.0.1:*").map_err(e)?;
+        let ep = server.last_endpoint().map_err(e)?;
+        let counters = server.counters();
+        let replies = server.reply_sender();
+        let owner = tokio::spawn(async move {
+            let pad = vec![0u8; PAD];
+            loop {
+                let req = match server.recv().await {
+                    Ok(r) => r,
+                    Err(err) => return Err::<(), String>(err.to_string()),
+                };
+                let reply = vec![
+                    zmq::Message::from(&req[0][..]),
+                    zmq::Message::from(&req[1][..]),
+                    zmq::Message::from(&pad[..]),
+                ];
+                // A full reply queue is refused and counted (Counters::refused_replies).
+                let _ = replies.send(reply);
+            }
+        });
+        // Sample the held-replies gauge all along.
+        let max_held = Arc::new(AtomicU64::new(0));
+        let sampler = {
+            let (counters, max_held) = (counters.clone(), max_held.clone());
+            tokio::spawn(async move {
+                loop {
+                    max_held.fetch_max(counters.held_replies(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+
+        // The slow peers (one thread): send their requests and never read a reply.
+        let slow = {
+            let (ctx, ep, stop) = (client_ctx.clone(), ep.clone(), stop.clone());
+            thread::spawn(move || -> Result<(), String> {
+                let mut socks = Vec::new();
+                for _ in 0..peers {
+                    let s = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+                    s.set_linger(0).map_err(|e| e.to_string())?;
+                    s.set_rcvhwm(10).map_err(|e| e.to_string())?;
+                    if peers > 1 {
+                        s.set_rcvbuf(16 << 10).map_err(|e| e.to_string())?;
+                    }
+                    s.set_sndtimeo(20_000).map_err(|e| e.to_string())?;
+                    s.connect(&ep).map_err(|e| e.to_string())?;
+                    socks.push(s);
+                }
+                for i in 0..per_peer {
+                    for s in &socks {
+                        s.send(&i.to_be_bytes()[..], 0)
+                            .map_err(|e| format!("slow peer, request {i}: {e}"))?;
+                    }
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Ok(())
+            })
+        };
+        // Wait until it is really stuck: the server holds or sheds replies for it.
+        let t = Instant::now();
+        while counters.held_replies() == 0 && counters.shed_replies() == 0 {
+            if t.elapsed() > Duration::from_secs(30) {
+                stop.store(true, Ordering::Relaxed);
+                return Err("the slow peer never filled up: the test tests nothing".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // A second client: one request at a time, each answered promptly.
+        let probe = {
+            let (ctx, ep) = (client_ctx.clone(), ep.clone());
+            thread::spawn(move || -> Result<Vec<Duration>, String> {
+                let s = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+                s.set_linger(0).map_err(|e| e.to_string())?;
+                s.set_rcvtimeo(2_000).map_err(|e| e.to_string())?;
+                s.connect(&ep).map_err(|e| e.to_string())?;
+                let mut took = Vec::with_capacity(PROBES);
+                for i in 0..PROBES as u64 {
+                    let t = Instant::now();
+                    s.send(&i.to_be_bytes()[..], 0).map_err(|e| e.to_string())?;
+                    let reply = s
+                        .recv_multipart(0)
+                        .map_err(|e| format!("probe {i}: no reply within 2 s ({e})"))?;
+                    if reply.first().map(|b| &b[..]) != Some(&i.to_be_bytes()[..]) {
+                        return Err(format!("probe {i}: wrong reply"));
+                    }
+                    took.push(t.elapsed());
+                }
+                Ok(took)
+            })
+        };
+        while !probe.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let probed = probe.join().map_err(|_| "probe panicked")?;
+        // Let the flood finish too, so the bound is checked at its worst.
+        let t = Instant::now();
+        while probed.is_ok()
+            && counters.received() < flood + PROBES as u64
+            && t.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+        let slow_result = slow.join().map_err(|_| "slow peer panicked")?;
+        owner.abort();
+        sampler.abort();
+        let mut took = probed?;
+        slow_result?;
+        took.sort();
+        let (p50, max) = (took[took.len() / 2], took[took.len() - 1]);
+        let max_held = max_held.load(Ordering::Relaxed);
+        eprintln!(
+            "probe replies: p50 {p50:?}, p99 {:?}, max {max:?}; held at most {max_held}, \
+             shed {}, refused {}, received {}",
+            took[took.len() * 99 / 100],
+            counters.shed_replies(),
+            counters.refused_replies(),
+            counters.received()
+        );
+        if max > Duration::from_secs(1) || p50 > Duration::from_millis(50) {
+            return Err(format!("probe replies too slow: p50 {p50:?}, max {max:?}"));
+        }
+        let bound = (peers * cloakroom_zmq::DEFAULT_HELD_PER_PEER as u64)
+            .min(cloakroom_zmq::DEFAULT_HELD_TOTAL as u64);
+        if max_held > bound {
+            return Err(format!("held replies grew to {max_held} (bound {bound})"));
+        }
+        if counters.shed_replies() == 0 {
+            return Err("nothing was shed: the slow peer was never past its bound".into());
+        }
+        if counters.missed_wakeups() != 0 {
+            return Err("missed wakeups".into());
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn a_peer_that_never_reads_does_not_delay_the_others_replies() {
+    slow_peer(Broken::None, 1, 100_000).unwrap();
+}
+
+#[test]
+fn a_hundred_peers_that_never_read_do_not_delay_the_others_replies() {
+    slow_peer(Broken::None, 100, 1_000).unwrap();
+}
+
+#[test]
+fn replies_stall_behind_a_slow_peer_with_one_queue_for_all() {
+    let r = slow_peer(Broken::OldReplyQueue, 1, 100_000);
+    eprintln!("broken variant: {r:?}");
+    assert!(r.is_err(), "the old reply queue passed the slow-peer test");
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending replies spends the drain budget: a big writer yields to the runtime too.
+
+fn big_writer(variant: Broken) -> Outcome {
+    with_deadline(Duration::from_secs(60), move || {
+        current_thread_rt().block_on(async move {
+            const REPLIES: u64 = 10_000;
+            let e = |e: cloakroom_zmq::Error| e.to_string();
+            let ctx = zmq::Context::new();
+            let mut server = SocketBuilder::new(SocketKind::Router)
+                .reply_queue(REPLIES as usize)
+                // The reader may fall behind for a moment: hold, never shed, here.
+                .held_replies(REPLIES as usize, REPLIES as usize)
+                .broken(variant)
+                .build(&ctx)
+                .map_err(e)?;
+            server.bind("tcp://127.0.0.1:*").map_err(e)?;
+            let ep = server.last_endpoint().map_err(e)?;
+            let peer_ctx = zmq::Context::new();
+            let peer = peer_ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+            peer.set_linger(0).map_err(|e| e.to_string())?;
+            peer.connect(&ep).map_err(|e| e.to_string())?;
+            peer.send(&b"hi"[..], 0).map_err(|e| e.to_string())?;
+            let hello = tokio::time::timeout(Duration::from_secs(2), server.recv())
+                .await
+                .map_err(|_| "no hello")?
+                .map_err(e)?;
+            let reader = thread::spawn(move || -> Result<(), String> {
+                peer.set_rcvtimeo(5_000).map_err(|e| e.to_string())?;
+                for i in 0..REPLIES {
+                    peer.recv_bytes(0).map_err(|e| format!("reply {i}: {e}"))?;
+                }
+                Ok(())
+            });
+            let replies = server.reply_sender();
+            for i in 0..REPLIES {
+                replies
+                    .send(vec![
+                        zmq::Message::from(&hello[0][..]),
+                        zmq::Message::from(&i.to_be_bytes()[..]),
+                    ])
+                    .map_err(e)?;
+            }
+            let counters = server.counters();
+            let yields_before = counters.budget_yields();
+            let t = Instant::now();
+            while counters.sent() < REPLIES {
+                if t.elapsed() > Duration::from_secs(20) {
+                    return Err(format!(
+                        "only {} replies sent (held {}, shed {}, dropped {})",
+                        counters.sent(),
+                        counters.held_replies(),
+                        counters.shed_replies(),
+                        counters.dropped_replies()
+                    ));
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(10), server.recv()).await;
+            }
+            reader.join().map_err(|_| "reader panicked")??;
+            if counters.shed_replies() + counters.dropped_replies() != 0 {
+                return Err("replies were lost".into());
+            }
+            let yields = counters.budget_yields() - yields_before;
+            // 10,000 replies at 64 per budget: about 156 yields. Allow for the budget being
+            // refilled whenever the task really waits.
+            if yields < REPLIES / 64 / 2 {
+                return Err(format!("{REPLIES} replies sent with {yields} yields"));
+            }
+            Ok(())
+        })
+    })
+}
+
+#[test]
+fn sending_ten_thousand_queued_replies_yields_to_the_runtime() {
+    big_writer(Broken::None).unwrap();
+}
+
+#[test]
+fn a_big_writer_never_yields_when_replies_spend_no_budget() {
+    let r = big_writer(Broken::OldReplyQueue);
+    eprintln!("broken variant: {r:?}");
+    assert!(r.is_err(), "the old reply queue passed the big-writer test");
 }
