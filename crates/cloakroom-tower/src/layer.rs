@@ -18,6 +18,7 @@ use cloakroom::{
     Clock, CookieUpdate, KeyRing, Mode, Policy, SessionManager, Store, SystemClock,
     DEFAULT_COOKIE_NAME, MAX_COOKIE_LEN,
 };
+use cloakroom::{PurgeConfig, PurgeHandle, Purger};
 
 use crate::error::{status_response, Error, ErrorKind};
 #[cfg(feature = "migrate")]
@@ -57,6 +58,7 @@ pub struct Builder<K, S> {
     inserters: Vec<Inserter>,
     #[cfg(feature = "migrate")]
     migration: Option<LegacyMigration>,
+    purge: Option<(std::time::Duration, usize)>,
 }
 
 impl<K, S> fmt::Debug for Builder<K, S> {
@@ -72,6 +74,7 @@ impl<K, S> fmt::Debug for Builder<K, S> {
             inserters,
             #[cfg(feature = "migrate")]
             migration,
+            purge,
         } = self;
         let mut f = f.debug_struct("Builder");
         f.field("mode", mode)
@@ -81,6 +84,7 @@ impl<K, S> fmt::Debug for Builder<K, S> {
             .field("user_loaders", &inserters.len());
         #[cfg(feature = "migrate")]
         f.field("migration", migration);
+        f.field("purge", purge);
         f.finish_non_exhaustive()
     }
 }
@@ -99,6 +103,7 @@ impl<S> Builder<NeedsKeyRing, S> {
             inserters: self.inserters,
             #[cfg(feature = "migrate")]
             migration: self.migration,
+            purge: self.purge,
         }
     }
 }
@@ -118,6 +123,7 @@ impl<K> Builder<K, NeedsStore> {
             inserters: self.inserters,
             #[cfg(feature = "migrate")]
             migration: self.migration,
+            purge: self.purge,
         }
     }
 }
@@ -182,12 +188,29 @@ impl<K, S> Builder<K, S> {
     }
 }
 
+impl<K, S> Builder<K, S> {
+    /// Deletes expired records in the background: every `interval` (and once at start) the
+    /// layer's store purges in batches of at most `batch` records until none is left, backing
+    /// off while the store is down. The task runs as long as the layer (or a clone of it)
+    /// lives; see [`cloakroom::Purger`] and `docs/stores.md` for what a purge does in each
+    /// store. Off unless asked for.
+    ///
+    /// [`Builder::build`] then needs a tokio runtime to start the task on.
+    #[must_use]
+    pub fn with_background_purge(mut self, interval: std::time::Duration, batch: usize) -> Self {
+        self.purge = Some((interval, batch));
+        self
+    }
+}
+
 impl Builder<KeyRing, Arc<dyn Store>> {
     /// The layer.
     ///
     /// # Errors
     /// [`ErrorKind::Session`] for an invalid cookie name (not an RFC 6265 token, or a
-    /// `__Host-`/`__Secure-` name with plain http) or a key ring the codec cannot use.
+    /// `__Host-`/`__Secure-` name with plain http) or a key ring the codec cannot use; with
+    /// [`Builder::with_background_purge`], for a zero interval or batch, or when called
+    /// outside a tokio runtime.
     pub fn build(self) -> Result<SessionLayer, Error> {
         let name = match (&self.cookie_name, self.plain_http) {
             (Some(name), _) => name.clone(),
@@ -217,6 +240,7 @@ impl Builder<KeyRing, Arc<dyn Store>> {
                 "session cookie without Secure (plain http for local development): never serve this beyond the machine"
             );
         }
+        let purge_store = self.store.clone();
         let mut manager = SessionManager::new(&self.ring, self.store)?
             .with_mode(self.mode)
             .with_cookie_name(&name)?;
@@ -225,6 +249,14 @@ impl Builder<KeyRing, Arc<dyn Store>> {
         }
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         manager = manager.with_clock(clock.clone());
+        let purger = match self.purge {
+            Some((interval, batch)) => Some(Purger::spawn(
+                purge_store,
+                clock.clone(),
+                PurgeConfig::new(interval, batch)?,
+            )?),
+            None => None,
+        };
         Ok(SessionLayer {
             shared: Arc::new(Shared {
                 manager,
@@ -233,6 +265,7 @@ impl Builder<KeyRing, Arc<dyn Store>> {
                 clock,
                 #[cfg(feature = "migrate")]
                 migration: self.migration,
+                purger,
             }),
         })
     }
@@ -246,6 +279,8 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     #[cfg(feature = "migrate")]
     migration: Option<LegacyMigration>,
+    /// The background purger; it stops when the last clone of the layer is dropped.
+    purger: Option<PurgeHandle>,
 }
 
 impl Shared {
@@ -300,6 +335,7 @@ impl SessionLayer {
             inserters: Vec::new(),
             #[cfg(feature = "migrate")]
             migration: None,
+            purge: None,
         }
     }
 
@@ -307,6 +343,12 @@ impl SessionLayer {
     /// task).
     pub fn manager(&self) -> &SessionManager {
         &self.shared.manager
+    }
+
+    /// The background purger, if [`Builder::with_background_purge`] started one: its
+    /// statistics for a health page.
+    pub fn purger(&self) -> Option<&PurgeHandle> {
+        self.shared.purger.as_ref()
     }
 }
 
@@ -374,8 +416,8 @@ where
     };
     // The legacy cookie to expire in the response, if the request carried one.
     #[cfg(feature = "migrate")]
-    let expire_legacy = match migrate(&shared, &mut session, req.headers()) {
-        Ok(expire) => expire,
+    let (expire_legacy, consume) = match migrate(&shared, &mut session, req.headers()).await {
+        Ok(migrated) => migrated,
         Err(e) => return Ok(e.into_response()),
     };
     let slot = Slot::new(shared.clone(), session);
@@ -410,6 +452,19 @@ where
     let Some(session) = slot.take() else {
         return Ok(response);
     };
+    // A migrated login uses the legacy cookie up; if another request did first, this one's
+    // login is dropped.
+    #[cfg(feature = "migrate")]
+    if let Some(consume) = consume {
+        match consume.consume(shared.manager.store().as_ref()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.manager.discard(session);
+                return Ok(response);
+            }
+            Err(e) => return Ok(e.into_response()),
+        }
+    }
     let commit = match shared.manager.commit(session).await {
         Ok(commit) => commit,
         Err(e) => return Ok(Error::from(e).into_response()),
@@ -447,24 +502,28 @@ where
 
 /// Logs `session` in from the legacy cookie if it has no user and the cookie opens and
 /// maps to one; returns the `Set-Cookie` line expiring the legacy cookie, if the request
-/// carried it.
+/// carried it, and what uses the legacy cookie up once the login is committed.
 #[cfg(feature = "migrate")]
-fn migrate(
+async fn migrate(
     shared: &Shared,
     session: &mut cloakroom::Session,
     headers: &HeaderMap,
-) -> Result<Option<String>, Error> {
+) -> Result<(Option<String>, Option<crate::migrate::Consume>), Error> {
     let Some(migration) = &shared.migration else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Some(old) = find_cookie(headers, migration.cookie_name()) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     // A Cloakroom login wins over the legacy cookie.
+    let mut consume = None;
     if session.user_id().is_none() {
-        migration.apply(session, &old, headers, shared.clock.now())?;
+        let store = shared.manager.store().as_ref();
+        consume = migration
+            .apply(session, &old, headers, store, shared.clock.now())
+            .await?;
     }
-    Ok(migration.expiry_header(shared.secure))
+    Ok((migration.expiry_header(shared.secure), consume))
 }
 
 fn mark_cookie_sensitive(headers: &mut HeaderMap) {
