@@ -151,6 +151,11 @@ impl Django {
         &self.cookie_name
     }
 
+    /// The maximum age in seconds, `None` if the check is disabled.
+    pub fn max_age(&self) -> Option<u64> {
+        self.max_age
+    }
+
     /// Django's `AbstractBaseUser.get_session_auth_hash()` for a user whose `password` column
     /// holds `password_hash`, under `SECRET_KEY`: `HMAC-SHA256(SHA256(key_salt + SECRET_KEY),
     /// password_hash)` in hex, with `key_salt =

@@ -161,6 +161,11 @@ impl Flask {
         &self.cookie_name
     }
 
+    /// The maximum age in seconds, `None` if the check is disabled.
+    pub fn max_age(&self) -> Option<u64> {
+        self.max_age
+    }
+
     /// Opens a Flask session cookie at unix time `now`.
     ///
     /// # Errors

@@ -66,15 +66,19 @@ impl FromStr for Framework {
 ///
 /// All times are unix seconds. `expires_at` is the first second at which the framework itself
 /// would refuse the cookie, where the framework has such a time.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` shows the framework, the times and the data's top-level keys (or its JSON type and
+/// length), never a value: a legacy session holds CSRF secrets and user ids.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct LegacySession {
     /// Which framework's cookie this was.
     pub framework: Framework,
     /// The session, as JSON: a Flask, Pyramid or Django session dict, a Rails session hash.
     pub data: Value,
-    /// When it was signed (Flask, Django) or created (Pyramid, floored). `None` for Rails,
-    /// whose cookies carry no issue time.
+    /// When it was signed (Flask, Django) or created (Pyramid, floored). For Rails, whose
+    /// cookies carry no issue time, `exp` minus the reader's max age
+    /// ([`Rails::with_max_age`](crate::Rails::with_max_age)), or `None` without one.
     pub issued_at: Option<u64>,
     /// When it was last accessed (Pyramid only, floored).
     pub accessed_at: Option<u64>,
@@ -82,6 +86,44 @@ pub struct LegacySession {
     /// (Flask, Django), last access + timeout + 1 (Pyramid), the envelope's `exp` rounded up
     /// (Rails). `None` where no expiry applies.
     pub expires_at: Option<u64>,
+}
+
+impl fmt::Debug for LegacySession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            framework,
+            data,
+            issued_at,
+            accessed_at,
+            expires_at,
+        } = self;
+        f.debug_struct("LegacySession")
+            .field("framework", framework)
+            .field("data", &KeysOnly(data))
+            .field("issued_at", issued_at)
+            .field("accessed_at", accessed_at)
+            .field("expires_at", expires_at)
+            .finish()
+    }
+}
+
+/// A JSON value shown without its contents: an object's keys, or the type and length.
+struct KeysOnly<'a>(&'a Value);
+
+impl fmt::Debug for KeysOnly<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Object(map) => f
+                .debug_struct("Object")
+                .field("keys", &map.keys().collect::<Vec<_>>())
+                .finish(),
+            Value::Array(items) => write!(f, "Array(len {})", items.len()),
+            Value::String(s) => write!(f, "String(len {})", s.len()),
+            Value::Number(_) => f.write_str("Number"),
+            Value::Bool(_) => f.write_str("Bool"),
+            Value::Null => f.write_str("Null"),
+        }
+    }
 }
 
 /// A legacy session cookie reader for one app, whichever framework it runs on.
@@ -141,6 +183,19 @@ impl Legacy {
         }
     }
 
+    /// How long a cookie stays good, in seconds: the max age of Flask and Django, the timeout
+    /// of Pyramid, the max age given to [`Rails::with_max_age`](crate::Rails::with_max_age).
+    /// `None` where the check is off (and for Rails without one), so a cookie could be good
+    /// forever.
+    pub fn max_age(&self) -> Option<u64> {
+        match self {
+            Self::Flask(f) => f.max_age(),
+            Self::Pyramid(p) => p.timeout(),
+            Self::Django(d) => d.max_age(),
+            Self::Rails(r) => r.max_age(),
+        }
+    }
+
     /// Which framework this is.
     pub fn framework(&self) -> Framework {
         match self {
@@ -179,6 +234,137 @@ impl From<Rails> for Legacy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        Rails, RailsVersion, Secret, DJANGO_DEFAULT_MAX_AGE, FLASK_DEFAULT_MAX_AGE,
+        PYRAMID_DEFAULT_TIMEOUT,
+    };
+    use serde_json::json;
+
+    const T: u64 = 1_700_000_000;
+
+    #[test]
+    fn debug_shows_keys_and_times_never_values() {
+        let session = LegacySession {
+            framework: Framework::Flask,
+            data: json!({
+                "csrf_token": "s3cr3t-csrf",
+                "user_id": 4242,
+                "nested": {"inner": "inner-secret"},
+            }),
+            issued_at: Some(T),
+            accessed_at: None,
+            expires_at: Some(T + 10),
+        };
+        let shown = format!("{session:?}");
+        for key in ["csrf_token", "user_id", "nested", "Flask", "1700000000"] {
+            assert!(shown.contains(key), "{shown}");
+        }
+        for value in ["s3cr3t", "4242", "inner"] {
+            assert!(!shown.contains(value), "{value} leaked: {shown}");
+        }
+        let string = LegacySession {
+            data: json!("a-secret-string"),
+            ..session.clone()
+        };
+        let shown = format!("{string:?}");
+        assert!(
+            !shown.contains("secret") && shown.contains("len 15"),
+            "{shown}"
+        );
+        let list = LegacySession {
+            data: json!(["x-secret", 1]),
+            ..session
+        };
+        assert!(!format!("{list:?}").contains("x-secret"));
+    }
+
+    /// Opens `cookie` at the last good second and at the first bad one.
+    fn ages_out(legacy: &Legacy, cookie: &str, last_good: u64) {
+        let s = legacy.open(cookie, last_good).unwrap();
+        assert_eq!(
+            s.expires_at,
+            Some(last_good + 1),
+            "{:?}",
+            legacy.framework()
+        );
+        let e = legacy.open(cookie, last_good + 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Expired, "{:?}", legacy.framework());
+    }
+
+    #[test]
+    fn every_reader_has_and_enforces_a_max_age() {
+        let flask: Legacy = Flask::new(Secret::from("f")).unwrap().into();
+        assert_eq!(flask.max_age(), Some(FLASK_DEFAULT_MAX_AGE));
+        let Legacy::Flask(f) = &flask else { panic!() };
+        ages_out(
+            &flask,
+            &f.write(&json!({"u": 1}), T).unwrap(),
+            T + FLASK_DEFAULT_MAX_AGE,
+        );
+
+        let django: Legacy = Django::new(Secret::from("d")).unwrap().into();
+        assert_eq!(django.max_age(), Some(DJANGO_DEFAULT_MAX_AGE));
+        let Legacy::Django(d) = &django else { panic!() };
+        ages_out(
+            &django,
+            &d.write(&json!({"u": 1}), T).unwrap(),
+            T + DJANGO_DEFAULT_MAX_AGE,
+        );
+
+        let pyramid: Legacy = Pyramid::new(Secret::from("p")).unwrap().into();
+        assert_eq!(pyramid.max_age(), Some(PYRAMID_DEFAULT_TIMEOUT));
+        let Legacy::Pyramid(p) = &pyramid else {
+            panic!()
+        };
+        ages_out(
+            &pyramid,
+            &p.write(&json!({"u": 1}), T).unwrap(),
+            T + PYRAMID_DEFAULT_TIMEOUT,
+        );
+
+        // Turning a check off shows as no max age (the migration refuses such a reader).
+        let off: Legacy = Flask::new(Secret::from("f"))
+            .unwrap()
+            .with_max_age(None)
+            .into();
+        assert_eq!(off.max_age(), None);
+        let off: Legacy = Pyramid::new(Secret::from("p"))
+            .unwrap()
+            .with_timeout(None)
+            .into();
+        assert_eq!(off.max_age(), None);
+        let off: Legacy = Django::new(Secret::from("d"))
+            .unwrap()
+            .with_max_age(None)
+            .into();
+        assert_eq!(off.max_age(), None);
+    }
+
+    #[test]
+    fn rails_has_a_max_age_only_when_given_one() {
+        let rails =
+            Rails::new(RailsVersion::V7_2, Secret::from("0123456789abcdef"), "_app").unwrap();
+        let forever = rails.write(&json!({"u": 1}), None).unwrap();
+        let hour = rails.write(&json!({"u": 1}), Some(T + 3600)).unwrap();
+        let day = rails.write(&json!({"u": 1}), Some(T + 86_400)).unwrap();
+        // Rails' own rule: no `exp`, no end.
+        let plain = Legacy::from(rails.clone());
+        assert_eq!(plain.max_age(), None);
+        assert!(plain.open(&forever, u64::MAX / 2000).is_ok());
+
+        let aged = Legacy::from(rails.with_max_age(Some(3600)));
+        assert_eq!(aged.max_age(), Some(3600));
+        let s = aged.open(&hour, T + 10).unwrap();
+        assert_eq!((s.issued_at, s.expires_at), (Some(T), Some(T + 3600)));
+        ages_out(&aged, &hour, T + 3599);
+        // Without `exp` its age is unknown; an `exp` further than the max age is too long.
+        assert_eq!(
+            aged.open(&forever, T).unwrap_err().kind(),
+            ErrorKind::Expired
+        );
+        assert_eq!(aged.open(&day, T).unwrap_err().kind(), ErrorKind::Expired);
+        assert!(aged.open(&day, T + 86_400 - 3600).is_ok());
+    }
 
     #[test]
     fn framework_names() {

@@ -217,6 +217,11 @@ impl Pyramid {
         &self.cookie_name
     }
 
+    /// The inactivity timeout in seconds, `None` for `timeout=None`.
+    pub fn timeout(&self) -> Option<u64> {
+        self.timeout
+    }
+
     /// Opens a Pyramid session cookie at unix time `now`.
     ///
     /// # Errors

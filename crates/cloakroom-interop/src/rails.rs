@@ -71,8 +71,9 @@ pub enum RailsEnvelope {
 ///   purpose and, failing that, without one, so a cookie whose `pur` is missing or null is
 ///   accepted too; one minted for another cookie name is not.
 /// - **Expiry**: only the `exp` inside the envelope (set from the session's `expire_after`);
-///   `Time.now.utc < exp` or the cookie is refused. Rails has no server-side maximum age, so
-///   there is no `max_age` here.
+///   `Time.now.utc < exp` or the cookie is refused. Rails has no server-side maximum age: a
+///   cookie without `exp` (an app without `expire_after`) is good forever. [`Rails::with_max_age`]
+///   adds one, for the migration to Cloakroom, which needs every legacy cookie to age.
 ///
 /// A 7.2 app reads both envelopes; a 6.1 app reads only `Message`, the default of the writer
 /// (this reader accepts both whatever the version). How sure each part is: the 6.1 format is
@@ -102,6 +103,7 @@ pub struct Rails {
     purpose: String,
     cookie_name: String,
     envelope: RailsEnvelope,
+    max_age: Option<u64>,
 }
 
 impl std::fmt::Debug for Rails {
@@ -114,12 +116,14 @@ impl std::fmt::Debug for Rails {
             purpose: _,
             cookie_name,
             envelope,
+            max_age,
         } = self;
         f.debug_struct("Rails")
             .field("version", version)
             .field("salt", salt)
             .field("cookie_name", cookie_name)
             .field("envelope", envelope)
+            .field("max_age", max_age)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +156,7 @@ impl Rails {
             purpose: format!("cookie.{cookie_name}"),
             cookie_name,
             envelope: RailsEnvelope::Message,
+            max_age: None,
         };
         r.rederive();
         Ok(r)
@@ -184,6 +189,23 @@ impl Rails {
         self
     }
 
+    /// A maximum age in seconds, which Rails itself does not have: set it to the app's
+    /// `expire_after`. Rails writes `exp = write time + expire_after` into every cookie, so the
+    /// reader can then tell when a cookie was written (`exp - max_age`, reported as
+    /// [`LegacySession::issued_at`]); it refuses, as expired, a cookie without `exp` (whose age
+    /// nothing tells) and one whose `exp` is more than `max_age` ahead. `None` (the default)
+    /// is Rails' own rule: `exp` alone.
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The maximum age set with [`Rails::with_max_age`].
+    pub fn max_age(&self) -> Option<u64> {
+        self.max_age
+    }
+
     /// The session cookie's name (it is also the purpose, `cookie.NAME`).
     pub fn cookie_name(&self) -> &str {
         &self.cookie_name
@@ -196,8 +218,9 @@ impl Rails {
     /// # Errors
     ///
     /// [`ErrorKind::Invalid`] if it does not decrypt, or was minted for another cookie,
-    /// [`ErrorKind::Expired`] if its `exp` has passed, [`ErrorKind::Unsupported`] if the
-    /// plaintext is Marshal or not JSON.
+    /// [`ErrorKind::Expired`] if its `exp` has passed (or, with a max age, it has no `exp` or
+    /// one further ahead than the max age), [`ErrorKind::Unsupported`] if the plaintext is
+    /// Marshal or not JSON.
     pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
         if cookie.len() > MAX_COOKIE_LEN {
             return Err(Error::invalid());
@@ -230,10 +253,23 @@ impl Rails {
         let value = codec::parse_json(&plain)?;
         let (data, exp) = unwrap_envelope(value, &self.purpose)?;
         let expires_at = check_exp(exp, now)?;
+        let issued_at = match (self.max_age, exp) {
+            (None, _) => None,
+            // No `exp`: nothing tells how old it is.
+            (Some(_), None) => return Err(Error::expired()),
+            (Some(max_age), Some(exp_ms)) => {
+                let exp = exp_ms / 1000;
+                if exp > now.saturating_add(max_age) {
+                    // Written for a longer life than the app's `expire_after`.
+                    return Err(Error::expired());
+                }
+                Some(exp.saturating_sub(max_age))
+            }
+        };
         Ok(LegacySession {
             framework: Framework::Rails,
             data,
-            issued_at: None,
+            issued_at,
             accessed_at: None,
             expires_at,
         })

@@ -707,6 +707,47 @@ mod sqlite_store {
             after = back.version;
         }
     }
+
+    /// The background purger against a real SQLite file: expired rows leave the table with
+    /// no request and no `cloakroom purge`, live ones stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_background_purger_deletes_expired_rows() {
+        use cloakroom::{ManualClock, PurgeConfig, Purger};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
+        for i in 0..250 {
+            let mut r = fresh();
+            if i % 50 == 0 {
+                r.idle_deadline = T0 + 86_400;
+                r.absolute_deadline = T0 + 86_400;
+            }
+            store.create(&r).await.unwrap();
+        }
+        let rows = || -> i64 {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(rows(), 250);
+        let clock = ManualClock::new(T0 + 31 * 60);
+        let config = PurgeConfig::new(Duration::from_millis(50), 100).unwrap();
+        let purger = Purger::spawn(store.clone(), std::sync::Arc::new(clock), config).unwrap();
+        let start = std::time::Instant::now();
+        while rows() != 5 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "rows left: {}",
+                rows()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stats = purger.stats();
+        assert_eq!((stats.purged, stats.failures), (245, 0));
+        purger.shutdown().await;
+        assert_eq!(rows(), 5, "the live sessions stay");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

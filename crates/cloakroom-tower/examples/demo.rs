@@ -11,6 +11,8 @@
 //! 0600 and kept, so a restart keeps you signed in; `$CLOAKROOM_KEYS` replaces it),
 //! `sessions.db` (Cloakroom's SQLite session store) and `users.db`. `$CLOAKROOM_DEMO_ADDR` changes the address (loopback only).
 //!
+//! A background purger deletes expired sessions from `sessions.db` every 5 minutes.
+//!
 //! The demo serves plain http on loopback, so it uses the named
 //! `insecure_plain_http_for_local_development` option: never serve it beyond the machine.
 
@@ -83,6 +85,8 @@ async fn run() -> anyhow::Result<()> {
         .store(Arc::new(sessions))
         .insecure_plain_http_for_local_development()
         .with_user_loader(users.clone())
+        // Expired sessions leave sessions.db every 5 minutes, with no cron job.
+        .with_background_purge(std::time::Duration::from_secs(5 * 60), 1000)
         .build()?;
     let origins = [
         format!("http://{addr}"),

@@ -17,6 +17,7 @@ use cloakroom::{
     Clock, Commit, CookieUpdate, Device, KeyRing, Mode, Policy, SessionManager, Store, SystemClock,
     DEFAULT_COOKIE_NAME, MAX_COOKIE_LEN,
 };
+use cloakroom::{PurgeConfig, PurgeHandle, Purger};
 
 use crate::cookie::{self, CookieOptions, SameSite};
 use crate::error::{bare_response, Error, ErrorKind};
@@ -59,6 +60,7 @@ pub struct Builder<K, S> {
     site: SiteOptions,
     #[cfg(feature = "migrate")]
     migration: Option<LegacyMigration>,
+    purge: Option<(std::time::Duration, usize)>,
 }
 
 /// The cookie and proxy options a site sets on the [`Builder`].
@@ -85,6 +87,7 @@ impl<K, S> fmt::Debug for Builder<K, S> {
             site,
             #[cfg(feature = "migrate")]
             migration,
+            purge,
         } = self;
         let mut f = f.debug_struct("Builder");
         f.field("mode", mode)
@@ -95,6 +98,7 @@ impl<K, S> fmt::Debug for Builder<K, S> {
             .field("site", site);
         #[cfg(feature = "migrate")]
         f.field("migration", migration);
+        f.field("purge", purge);
         f.finish_non_exhaustive()
     }
 }
@@ -114,6 +118,7 @@ impl<S> Builder<NeedsKeyRing, S> {
             site: self.site,
             #[cfg(feature = "migrate")]
             migration: self.migration,
+            purge: self.purge,
         }
     }
 }
@@ -134,6 +139,7 @@ impl<K> Builder<K, NeedsStore> {
             site: self.site,
             #[cfg(feature = "migrate")]
             migration: self.migration,
+            purge: self.purge,
         }
     }
 }
@@ -258,6 +264,21 @@ impl<K, S> Builder<K, S> {
     }
 }
 
+impl<K, S> Builder<K, S> {
+    /// Deletes expired records in the background: every `interval` (and once at start) the
+    /// layer's store purges in batches of at most `batch` records until none is left, backing
+    /// off while the store is down. The task runs as long as the layer (or a clone of it)
+    /// lives; see [`cloakroom::Purger`] and `docs/stores.md` for what a purge does in each
+    /// store. Off unless asked for.
+    ///
+    /// [`Builder::build`] then needs a tokio runtime to start the task on.
+    #[must_use]
+    pub fn with_background_purge(mut self, interval: std::time::Duration, batch: usize) -> Self {
+        self.purge = Some((interval, batch));
+        self
+    }
+}
+
 impl Builder<KeyRing, Arc<dyn Store>> {
     /// The layer.
     ///
@@ -271,7 +292,9 @@ impl Builder<KeyRing, Arc<dyn Store>> {
     /// [`ErrorKind::Session`] for an invalid cookie name (not an RFC 6265 token, or a
     /// `__Host-`/`__Secure-` name with plain http), a `Domain` that is not a host name or
     /// comes with a `__Host-` name, `SameSite=None` with plain http, a trusted proxy that is
-    /// not an address or network, or a key ring the codec cannot use.
+    /// not an address or network, or a key ring the codec cannot use; with
+    /// [`Builder::with_background_purge`], for a zero interval or batch, or when called
+    /// outside a tokio runtime.
     pub fn build(self) -> Result<SessionLayer, Error> {
         let invalid = |msg: String| {
             Error::from(cloakroom::Error::new(
@@ -332,6 +355,7 @@ impl Builder<KeyRing, Arc<dyn Store>> {
                 "session cookie without the __Host- prefix: browsers then accept a cookie of this name set by a sibling subdomain or a plain-http page, not only by {scope} over https (cookie tossing); a planted invalid cookie is skipped, but a planted valid session would log the user in as its planter"
             );
         }
+        let purge_store = self.store.clone();
         let mut manager = SessionManager::new(&self.ring, self.store)?
             .with_mode(self.mode)
             .with_cookie_name(&name)?;
@@ -340,6 +364,14 @@ impl Builder<KeyRing, Arc<dyn Store>> {
         }
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         manager = manager.with_clock(clock.clone());
+        let purger = match self.purge {
+            Some((interval, batch)) => Some(Purger::spawn(
+                purge_store,
+                clock.clone(),
+                PurgeConfig::new(interval, batch)?,
+            )?),
+            None => None,
+        };
         Ok(SessionLayer {
             shared: Arc::new(Shared {
                 manager,
@@ -355,6 +387,7 @@ impl Builder<KeyRing, Arc<dyn Store>> {
                 clock,
                 #[cfg(feature = "migrate")]
                 migration: self.migration,
+                purger,
             }),
         })
     }
@@ -369,6 +402,8 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     #[cfg(feature = "migrate")]
     migration: Option<LegacyMigration>,
+    /// The background purger; it stops when the last clone of the layer is dropped.
+    purger: Option<PurgeHandle>,
 }
 
 /// Cloakroom sessions for an axum [`Router`](axum::Router) or any tower service of
@@ -417,6 +452,7 @@ impl SessionLayer {
             site: SiteOptions::default(),
             #[cfg(feature = "migrate")]
             migration: None,
+            purge: None,
         }
     }
 
@@ -424,6 +460,12 @@ impl SessionLayer {
     /// task).
     pub fn manager(&self) -> &SessionManager {
         &self.shared.manager
+    }
+
+    /// The background purger, if [`Builder::with_background_purge`] started one: its
+    /// statistics for a health page.
+    pub fn purger(&self) -> Option<&PurgeHandle> {
+        self.shared.purger.as_ref()
     }
 }
 
@@ -503,8 +545,8 @@ where
     };
     // The legacy cookie to expire in the response, if the request carried one.
     #[cfg(feature = "migrate")]
-    let expire_legacy = match migrate(&shared, &mut session, req.headers()) {
-        Ok(expire) => expire,
+    let (expire_legacy, consume) = match migrate(&shared, &mut session, req.headers()).await {
+        Ok(migrated) => migrated,
         Err(e) => return Ok(e.into_bare_response()),
     };
     let peer = req
@@ -557,6 +599,19 @@ where
     let Some(session) = slot.take() else {
         return Ok(response);
     };
+    // A migrated login uses the legacy cookie up; if another request did first, this one's
+    // login is dropped.
+    #[cfg(feature = "migrate")]
+    if let Some(consume) = consume {
+        match consume.consume(shared.manager.store().as_ref()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.manager.discard(session);
+                return Ok(response);
+            }
+            Err(e) => return Ok(e.into_bare_response()),
+        }
+    }
     let remembered = session.is_remembered();
     let commit = match commit_to_the_end(&shared, session).await {
         Ok(commit) => commit,
@@ -619,24 +674,28 @@ async fn commit_to_the_end(
 
 /// Logs `session` in from the legacy cookie if it has no user and the cookie opens and
 /// maps to one; returns the `Set-Cookie` line expiring the legacy cookie, if the request
-/// carried it.
+/// carried it, and what uses the legacy cookie up once the login is committed.
 #[cfg(feature = "migrate")]
-fn migrate(
+async fn migrate(
     shared: &Shared,
     session: &mut cloakroom::Session,
     headers: &HeaderMap,
-) -> Result<Option<String>, Error> {
+) -> Result<(Option<String>, Option<crate::migrate::Consume>), Error> {
     let Some(migration) = &shared.migration else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Some(old) = cookie::first(headers, migration.cookie_name()) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     // A Cloakroom login wins over the legacy cookie.
+    let mut consume = None;
     if session.user_id().is_none() {
-        migration.apply(session, &old, headers, shared.clock.now())?;
+        let store = shared.manager.store().as_ref();
+        consume = migration
+            .apply(session, &old, headers, store, shared.clock.now())
+            .await?;
     }
-    Ok(migration.expiry_header(shared.cookie.secure))
+    Ok((migration.expiry_header(shared.cookie.secure), consume))
 }
 
 fn mark_cookie_sensitive(headers: &mut HeaderMap) {

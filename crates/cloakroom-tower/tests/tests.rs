@@ -1135,6 +1135,65 @@ async fn sliding_expiry_writes_only_when_the_policy_says_so() {
     assert_eq!(browser.get("/get/a").await.body, "none");
 }
 
+// ---------------------------------------------------------------- purging in the background
+
+/// `Builder::with_background_purge`: expired sessions leave the store with no request and no
+/// purge loop in the application, for as long as the layer lives.
+#[tokio::test]
+async fn the_layer_purges_expired_sessions_in_the_background() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = cloakroom::ManualClock::new(1_750_000_000);
+    let layer = SessionLayer::builder()
+        .key_ring(&KeyRing::generate().unwrap())
+        .store(store.clone())
+        .with_clock(Arc::new(clock.clone()))
+        .with_background_purge(std::time::Duration::from_millis(50), 100)
+        .build()
+        .unwrap();
+    let addr = serve(app(layer.clone(), Gates::default())).await;
+    for user in ["ada", "bob", "cy"] {
+        Browser::new(addr).post(&format!("/login/{user}")).await;
+    }
+    assert_eq!(store.len(), 3);
+    // Past the idle timeout, nobody comes back: the purger empties the store by itself.
+    clock.advance(std::time::Duration::from_secs(31 * 60));
+    let start = std::time::Instant::now();
+    while !store.is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never purged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let purger = layer.purger().expect("a purger runs");
+    assert_eq!(purger.stats().purged, 3);
+    assert!(purger.is_running());
+}
+
+#[test]
+fn background_purge_needs_a_runtime_and_a_sane_config() {
+    let build = |interval: u64, batch: usize| {
+        SessionLayer::builder()
+            .key_ring(&KeyRing::generate().unwrap())
+            .store(Arc::new(MemoryStore::new()))
+            .with_background_purge(std::time::Duration::from_secs(interval), batch)
+            .build()
+    };
+    let e = build(60, 100).unwrap_err();
+    assert!(e.to_string().contains("tokio runtime"), "{e}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    assert!(build(60, 100).unwrap().purger().is_some());
+    assert!(build(0, 100).is_err());
+    assert!(build(60, 0).is_err());
+    let plain = SessionLayer::builder()
+        .key_ring(&KeyRing::generate().unwrap())
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .unwrap();
+    assert!(plain.purger().is_none(), "off unless asked for");
+}
+
 // ---------------------------------------------------------------- migration from a legacy cookie
 
 /// `LegacyMigration` (feature `migrate`): a Flask cookie turns into a Cloakroom login in one
@@ -1142,7 +1201,7 @@ async fn sliding_expiry_writes_only_when_the_policy_says_so() {
 #[cfg(feature = "migrate")]
 mod migrate {
     use super::*;
-    use cloakroom::ManualClock;
+    use cloakroom::{Clock as _, ManualClock};
     use cloakroom_tower::cloakroom_interop::{Flask, LegacySession, Secret};
     use cloakroom_tower::{LegacyMigration, MigratedLogin};
     use serde_json::{json, Value};
@@ -1182,14 +1241,22 @@ mod migrate {
     }
 
     async fn started(secret: &str, now: u64, keep: bool) -> (SocketAddr, SessionLayer) {
-        let mut migration = LegacyMigration::new(Flask::new(Secret::from(secret)).unwrap(), map);
+        let mut migration =
+            LegacyMigration::new(Flask::new(Secret::from(secret)).unwrap(), map).unwrap();
         if keep {
             migration = migration.keep_legacy_cookie();
         }
+        started_with(migration, ManualClock::new(now)).await
+    }
+
+    async fn started_with(
+        migration: LegacyMigration,
+        clock: ManualClock,
+    ) -> (SocketAddr, SessionLayer) {
         let layer = SessionLayer::builder()
             .key_ring(&KeyRing::generate().unwrap())
             .store(Arc::new(MemoryStore::new()))
-            .with_clock(Arc::new(ManualClock::new(now)))
+            .with_clock(Arc::new(clock))
             .with_legacy_migration(migration)
             .build()
             .unwrap();
@@ -1386,9 +1453,200 @@ mod migrate {
         assert!(!touches_legacy(&r), "{:?}", r.set_cookie);
     }
 
+    #[tokio::test]
+    async fn the_expiry_names_the_domain_and_path_the_old_app_used() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let migration = LegacyMigration::new(Flask::new(Secret::from(secret)).unwrap(), map)
+            .unwrap()
+            .with_cookie_domain(".Example.com")
+            .unwrap()
+            .with_cookie_path("/app")
+            .unwrap();
+        let (addr, _) = started_with(migration, ManualClock::new(signed_at + 60)).await;
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "42");
+        let line = r
+            .set_cookie
+            .iter()
+            .find(|c| c.starts_with(&format!("{LEGACY}=;")))
+            .expect("the legacy cookie is expired");
+        let attrs: Vec<&str> = line.split("; ").collect();
+        assert!(attrs.contains(&"Domain=example.com"), "{line}");
+        assert!(attrs.contains(&"Path=/app"), "{line}");
+        assert!(attrs.contains(&"Max-Age=0"), "{line}");
+
+        // Nothing that could split the header or name another cookie.
+        let flask = || LegacyMigration::new(Flask::new(Secret::from("s")).unwrap(), map).unwrap();
+        for bad in [
+            "",
+            "a;b",
+            "example.com; Path=/",
+            "a..b",
+            "ex ample.com",
+            ".",
+        ] {
+            assert!(flask().with_cookie_domain(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", "app", "/a;b", "/a b", "/a\n"] {
+            assert!(flask().with_cookie_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_cloakroom_logout_the_legacy_cookie_stays_dead() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, layer) = started(&secret, signed_at + 60, false).await;
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "42");
+        let r = browser.post("/logout").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(browser.cookie.is_none());
+
+        // The browser ignored the expiry (or a thief copied the cookie): still logged out.
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "anonymous");
+        assert!(
+            expires_legacy(&r) && !sets_cloakroom(&r),
+            "{:?}",
+            r.set_cookie
+        );
+        let mut thief = Browser::new(addr);
+        let r = with_legacy(&mut thief, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "anonymous");
+        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_legacy_cookie_logs_in_only_once() {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, layer) = started(&secret, signed_at + 60, false).await;
+        let mut first = Browser::new(addr);
+        let r = with_legacy(&mut first, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(r.body, "42");
+        let mut copy = Browser::new(addr);
+        let r = with_legacy(&mut copy, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(
+            r.body, "anonymous",
+            "a copy of a used cookie logs no one in"
+        );
+        assert_eq!(layer.manager().sessions_of("42").await.unwrap().len(), 1);
+        // The used marker is no session of anyone's.
+        assert_eq!(first.get("/whoami").await.body, "42");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_user_is_not_logged_back_in_by_an_older_legacy_cookie() {
+        let now = 1_750_000_000;
+        let secret = "flask secret for revocation";
+        let flask = Flask::new(Secret::from(secret)).unwrap();
+        let before = flask.write(&json!({"user_id": "u9"}), now - 100).unwrap();
+        let clock = ManualClock::new(now);
+        let migration = LegacyMigration::new(flask.clone(), map).unwrap();
+        let (addr, layer) = started_with(migration, clock.clone()).await;
+
+        // Password change in the new app: every session of u9 ends, the epoch goes up.
+        layer.manager().revoke_user("u9").await.unwrap();
+        clock.advance(std::time::Duration::from_secs(10));
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &before).await;
+        assert_eq!(r.body, "anonymous", "issued before the revocation");
+        assert!(
+            expires_legacy(&r) && !sets_cloakroom(&r),
+            "{:?}",
+            r.set_cookie
+        );
+        // Still refused later on.
+        clock.advance(std::time::Duration::from_secs(3600));
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &before).await;
+        assert_eq!(r.body, "anonymous");
+
+        // A cookie the old app issued after the revocation (the user logged in there again)
+        // migrates.
+        let after = flask.write(&json!({"user_id": "u9"}), clock.now()).unwrap();
+        clock.advance(std::time::Duration::from_secs(1));
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &after).await;
+        assert_eq!(r.body, "u9");
+        // Another user, never revoked, migrates as before.
+        let other = flask.write(&json!({"user_id": "u10"}), now - 100).unwrap();
+        let mut browser = Browser::new(addr);
+        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &other).await;
+        assert_eq!(r.body, "u10");
+    }
+
+    #[tokio::test]
+    async fn every_migration_has_a_maximum_age() {
+        use cloakroom_tower::cloakroom_interop::{Django, Pyramid, Rails, RailsVersion};
+        let e = LegacyMigration::new(
+            Flask::new(Secret::from("s")).unwrap().with_max_age(None),
+            map,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("maximum age"), "{e}");
+        assert_eq!(
+            e.session_kind(),
+            Some(cloakroom::ErrorKind::InvalidInput),
+            "{e:?}"
+        );
+        let django = Django::new(Secret::from("s")).unwrap();
+        assert!(LegacyMigration::new(django.clone().with_max_age(None), map).is_err());
+        assert!(LegacyMigration::new(django, map).is_ok());
+        let pyramid = Pyramid::new(Secret::from("s")).unwrap();
+        assert!(LegacyMigration::new(pyramid.clone().with_timeout(None), map).is_err());
+        assert!(LegacyMigration::new(pyramid, map).is_ok());
+
+        // Rails cookies carry no issue time: a migration needs the app's expire_after.
+        let rails =
+            Rails::new(RailsVersion::V7_2, Secret::from("0123456789abcdef"), "_app").unwrap();
+        let e = LegacyMigration::new(rails.clone(), map).unwrap_err();
+        assert!(e.to_string().contains("Rails::with_max_age"), "{e}");
+        let now = 1_750_000_000;
+        let migration = LegacyMigration::new(rails.clone().with_max_age(Some(3600)), map).unwrap();
+        let (addr, _) = started_with(migration, ManualClock::new(now)).await;
+        let send = move |cookie: String| async move {
+            let mut browser = Browser::new(addr);
+            let header = format!("_app={cookie}");
+            browser
+                .send(
+                    reqwest::Method::GET,
+                    "/whoami",
+                    &[("cookie", header.as_str())],
+                    None,
+                )
+                .await
+                .body
+        };
+        let user = json!({"user_id": 5});
+        assert_eq!(
+            send(rails.write(&user, Some(now + 3000)).unwrap()).await,
+            "5"
+        );
+        assert_eq!(
+            send(rails.write(&user, None).unwrap()).await,
+            "anonymous",
+            "a Rails cookie without exp has no age: refused"
+        );
+        assert_eq!(
+            send(rails.write(&user, Some(now + 86_400)).unwrap()).await,
+            "anonymous",
+            "exp further out than the max age"
+        );
+    }
+
+    #[test]
+    fn debug_of_a_migrated_login_shows_no_value() {
+        let login = MigratedLogin::new("user-secret-id")
+            .with_value("theme", json!("value-secret"))
+            .with_device(cloakroom::Device::new().with_label("label-secret"));
+        let shown = format!("{login:?}");
+        assert!(shown.contains("theme") && shown.contains("14"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
     #[test]
     fn the_two_cookies_cannot_share_a_name() {
-        let migration = LegacyMigration::new(Flask::new(Secret::from("s")).unwrap(), map);
+        let migration = LegacyMigration::new(Flask::new(Secret::from("s")).unwrap(), map).unwrap();
         let built = SessionLayer::builder()
             .key_ring(&KeyRing::generate().unwrap())
             .store(Arc::new(MemoryStore::new()))

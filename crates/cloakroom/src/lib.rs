@@ -42,6 +42,9 @@
 //! Secrets never appear in `Debug` output: a [`SessionId`] shows its hash's 8-digit prefix,
 //! a [`CsrfSecret`] nothing, a [`Record`] or [`Session`] its keys but no values.
 //!
+//! [`Purger::spawn`] runs a task that deletes expired records every interval, so no store
+//! grows without bound (`docs/stores.md` says what a purge does in each store).
+//!
 //! Feature `testing` adds the `conformance` module, the suite every [`Store`] must pass.
 
 #![forbid(unsafe_code)]
@@ -55,6 +58,7 @@ mod id;
 mod manager;
 mod memory;
 mod policy;
+mod purge;
 mod record;
 mod session;
 mod store;
@@ -72,6 +76,11 @@ pub use record::{Device, Record, Value, RECORD_FORMAT};
 pub use store::Store;
 // Expiry policy and the clock.
 pub use policy::{Clock, ManualClock, Policy, SystemClock};
+// The background purger of expired records.
+pub use purge::{
+    PurgeConfig, PurgeHandle, PurgeStats, Purger, DEFAULT_PURGE_BATCH, DEFAULT_PURGE_FIRST_BACKOFF,
+    DEFAULT_PURGE_INTERVAL, DEFAULT_PURGE_MAX_BACKOFF,
+};
 // The session layer: the manager, a request's working copy, commit results, the modes.
 pub use manager::{
     Commit, CookieUpdate, SessionInfo, SessionManager, SignedOut, DEFAULT_COOKIE_NAME,

@@ -1062,3 +1062,196 @@ async fn the_split_sign_out_applies_the_new_epoch_in_client_mode() {
     assert_eq!(e.load(&mine).await.user_id(), Some("alice"));
     assert!(e.load(&other).await.is_new());
 }
+
+// ---- the background purger ----
+
+mod purger {
+    use super::*;
+    use cloakroom::{Policy, PurgeConfig, Purger};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// Puts `expiring` records that die at `T0 + 30 min` and `live` ones that live a day.
+    async fn fill(store: &MemoryStore, expiring: usize, live: usize) {
+        let policy = Policy::default();
+        for i in 0..expiring + live {
+            let id = cloakroom::SessionId::generate().unwrap().hash();
+            let mut r = Record::new(id, T0, &policy);
+            if i >= expiring {
+                r.idle_deadline = T0 + 86_400;
+                r.absolute_deadline = T0 + 86_400;
+            }
+            store.create(&r).await.unwrap();
+        }
+    }
+
+    /// Waits (at most 10 s) until `done` holds.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn every(ms: u64, batch: usize) -> PurgeConfig {
+        PurgeConfig::new(Duration::from_millis(ms), batch).unwrap()
+    }
+
+    #[tokio::test]
+    async fn expired_records_vanish_after_an_interval_without_a_request() {
+        let store = Arc::new(MemoryStore::new());
+        fill(&store, 25, 3).await;
+        let clock = ManualClock::new(T0 + 10);
+        let purger = Purger::spawn(store.clone(), Arc::new(clock.clone()), every(100, 10)).unwrap();
+        eventually("a first round", || purger.stats().rounds >= 1).await;
+        assert_eq!(store.len(), 28, "nothing is due yet");
+
+        // Past the idle deadline: the next round takes them, in batches of 10.
+        clock.advance(Duration::from_secs(31 * 60));
+        eventually("the expired ones are purged", || store.len() == 3).await;
+        let rounds = purger.stats().rounds;
+        eventually("two more rounds", || purger.stats().rounds >= rounds + 2).await;
+        assert_eq!(store.len(), 3, "the live ones stay");
+        let stats = purger.stats();
+        assert_eq!((stats.purged, stats.failures), (25, 0));
+
+        // Until they expire too.
+        clock.set(T0 + 86_400);
+        eventually("the rest are purged", || store.is_empty()).await;
+    }
+
+    #[tokio::test]
+    async fn dropping_the_handle_stops_the_purger() {
+        let store = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new(T0);
+        let purger = Purger::spawn(store.clone(), Arc::new(clock.clone()), every(20, 10)).unwrap();
+        eventually("a first round", || purger.stats().rounds >= 1).await;
+        drop(purger);
+
+        fill(&store, 5, 0).await;
+        clock.advance(Duration::from_secs(31 * 60));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.len(), 5, "a dropped purger deletes nothing");
+
+        // shutdown() stops it too, and waits for it.
+        let purger = Purger::spawn(store.clone(), Arc::new(clock.clone()), every(20, 10)).unwrap();
+        eventually("the first round runs at once", || store.is_empty()).await;
+        purger.shutdown().await;
+        fill(&store, 5, 0).await;
+        clock.advance(Duration::from_secs(31 * 60));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.len(), 5, "a shut-down purger deletes nothing");
+    }
+
+    /// A memory store whose `purge_expired` fails (or panics) the first `failures` times and
+    /// records when each call came.
+    struct Flaky {
+        inner: MemoryStore,
+        failures: u32,
+        panic: bool,
+        calls: AtomicU32,
+        at: Mutex<Vec<Instant>>,
+    }
+
+    #[async_trait]
+    impl Store for Flaky {
+        async fn create(&self, r: &Record) -> Result<(), Error> {
+            self.inner.create(r).await
+        }
+        async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+            self.inner.load(id, now).await
+        }
+        async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+            self.inner.update(r, now).await
+        }
+        async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+            self.inner.touch(id, now, idle).await
+        }
+        async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+            self.inner.delete(id).await
+        }
+        async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+            self.inner.sessions_of(user, now).await
+        }
+        async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+            self.inner.revoke_user_sessions(u, e).await
+        }
+        async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+            self.inner.user_epoch(user).await
+        }
+        async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+            self.inner.bump_user_epoch(user).await
+        }
+        async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+            self.at.lock().unwrap().push(Instant::now());
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+                assert!(!self.panic, "a store bug: purge_expired panicked");
+                return Err(down());
+            }
+            self.inner.purge_expired(now, limit).await
+        }
+    }
+
+    async fn backs_off_then_purges(panic: bool) {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            failures: 4,
+            panic,
+            calls: AtomicU32::new(0),
+            at: Mutex::new(Vec::new()),
+        });
+        fill(&store.inner, 7, 2).await;
+        let clock = ManualClock::new(T0 + 31 * 60);
+        // The interval is long: only the back-off can bring the retries.
+        let config = PurgeConfig::new(Duration::from_secs(3600), 100)
+            .unwrap()
+            .with_backoff(Duration::from_millis(100), Duration::from_millis(400))
+            .unwrap();
+        let purger = Purger::spawn(store.clone(), Arc::new(clock), config).unwrap();
+        eventually("a failed first round", || purger.stats().failures >= 1).await;
+        assert!(purger.stats().backing_off);
+
+        // Down for four attempts, then it purges by itself, long before the interval.
+        eventually("recovered and purged", || store.inner.len() == 2).await;
+        let at = store.at.lock().unwrap().clone();
+        assert_eq!(at.len(), 5, "four failures and one success");
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        for (gap, least) in gaps.iter().zip([100, 200, 400, 400]) {
+            assert!(
+                *gap >= Duration::from_millis(least),
+                "exponential back-off, capped: {gaps:?}"
+            );
+        }
+        assert!(gaps[3] < Duration::from_secs(5), "the cap holds: {gaps:?}");
+        let stats = purger.stats();
+        assert_eq!((stats.failures, stats.rounds, stats.purged), (4, 1, 7));
+        assert!(!stats.backing_off);
+        // Back to the normal interval: no further attempt soon.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(store.at.lock().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_is_retried_with_backoff_until_it_is_back() {
+        backs_off_then_purges(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_call_that_panics_is_a_failed_round_not_a_dead_purger() {
+        backs_off_then_purges(true).await;
+    }
+
+    #[test]
+    fn outside_a_runtime_spawn_says_so() {
+        let e = Purger::spawn(
+            Arc::new(MemoryStore::new()),
+            Arc::new(ManualClock::new(T0)),
+            PurgeConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
+    }
+}
