@@ -74,8 +74,8 @@ pub use store::Store;
 pub use policy::{Clock, ManualClock, Policy, SystemClock};
 // The session layer: the manager, a request's working copy, commit results, the modes.
 pub use manager::{
-    Commit, CookieUpdate, SessionInfo, SessionManager, DEFAULT_COOKIE_NAME, DEFAULT_MAX_RETRIES,
-    MAX_COOKIE_LEN,
+    Commit, CookieUpdate, SessionInfo, SessionManager, CSRF_COOKIE_SUFFIX, DEFAULT_COOKIE_NAME,
+    DEFAULT_MAX_RETRIES, MAX_COOKIE_LEN,
 };
 pub use session::{Mode, Session, RESERVED_PREFIX};
 // The key ring a manager is built from, from the token crate.
