@@ -250,7 +250,13 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn set_cookie(&self, update: &CookieUpdate) -> Option<String> {
-        let header = update.set_cookie_header(self.manager.cookie_name())?;
+        self.cookie_line(self.manager.cookie_name(), update)
+    }
+
+    /// The `Set-Cookie` line for cookie `name` with the session cookie's attributes (the
+    /// anonymous CSRF cookie uses it too).
+    fn cookie_line(&self, name: &str, update: &CookieUpdate) -> Option<String> {
+        let header = update.set_cookie_header(name)?;
         Some(if self.secure {
             header
         } else {
@@ -367,8 +373,14 @@ where
 {
     mark_cookie_sensitive(req.headers_mut());
     let cookie = find_cookie(req.headers(), shared.manager.cookie_name());
+    // An anonymous visitor's CSRF secret rides in its own signed cookie.
+    let csrf_cookie = find_cookie(req.headers(), shared.manager.csrf_cookie_name());
     #[cfg_attr(not(feature = "migrate"), allow(unused_mut))]
-    let mut session = match shared.manager.load(cookie.as_deref()).await {
+    let mut session = match shared
+        .manager
+        .load_with_csrf(cookie.as_deref(), csrf_cookie.as_deref())
+        .await
+    {
         Ok(session) => session,
         Err(e) => return Ok(Error::from(e).into_response()),
     };
@@ -442,8 +454,32 @@ where
             }
         }
     }
+    // The anonymous CSRF cookie: set at a visitor's first form, removed at login.
+    let csrf_name = shared.manager.csrf_cookie_name();
+    if let Some(line) = shared.cookie_line(csrf_name, &commit.csrf_cookie) {
+        if append_set_cookie(&mut response, &line).is_err() {
+            tracing::error!("the CSRF cookie is not a valid header value");
+            return Ok(status_response(StatusCode::INTERNAL_SERVER_ERROR));
+        }
+    }
     Ok(response)
 }
+
+/// Appends a sensitive `Set-Cookie` line, and `Cache-Control: no-store`: a response that
+/// sets one of the user's cookies is theirs alone.
+fn append_set_cookie(response: &mut Response, line: &str) -> Result<(), InvalidCookie> {
+    let mut value = HeaderValue::from_str(line).map_err(|_| InvalidCookie)?;
+    value.set_sensitive(true);
+    response.headers_mut().append(header::SET_COOKIE, value);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(())
+}
+
+/// A cookie line that is not a valid header value.
+#[derive(Debug)]
+struct InvalidCookie;
 
 /// Logs `session` in from the legacy cookie if it has no user and the cookie opens and
 /// maps to one; returns the `Set-Cookie` line expiring the legacy cookie, if the request
