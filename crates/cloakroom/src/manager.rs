@@ -905,7 +905,7 @@ impl SessionManager {
     /// [`ErrorKind::Unavailable`] from the store; the session is then left as it was.
     pub async fn logout_everywhere(&self, session: &mut Session) -> Result<u64, Error> {
         let ended = match session.user_id() {
-            Some(user) => self.revoke_user(&user.to_owned()).await?,
+            Some(user) => self.revoke_user(user).await?,
             None => 0,
         };
         session.logout();
