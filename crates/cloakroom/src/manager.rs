@@ -134,10 +134,12 @@ pub struct SessionInfo {
 /// The session layer: one per application, shared by every request.
 ///
 /// Built from a key ring and a store (both required); the mode, policy, cookie name and
-/// clock are optional `with_*` settings. A middleware calls [`SessionManager::load`] with
-/// the request's cookie value, hands the [`Session`] to the handler, then calls
+/// clock are optional `with_*` settings. A middleware calls
+/// [`SessionManager::load_with_csrf`] with the request's session cookie and anonymous CSRF
+/// cookie values, hands the [`Session`] to the handler, then calls
 /// [`SessionManager::commit`] (or [`SessionManager::discard`] for a 5xx or a panic) and
-/// applies the returned [`CookieUpdate`].
+/// applies the returned [`CookieUpdate`]s ([`Commit::cookie`] to the session cookie,
+/// [`Commit::csrf_cookie`] to the CSRF cookie).
 pub struct SessionManager {
     ring: KeyRing,
     codec: Codec,
