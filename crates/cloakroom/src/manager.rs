@@ -90,7 +90,7 @@ pub struct Commit {
     /// ([`SessionManager::csrf_cookie_name`]): set when an anonymous visitor got a CSRF
     /// token for the first time (or its cookie is due to be reissued), removed once the
     /// session has its own CSRF secret (a login) or when the request carried a bad one.
-    /// Apply it with the same attributes as [`Commit::cookie`].
+    /// Apply it with the same attributes as [`Commit::cookie`](Commit#structfield.cookie).
     pub csrf_cookie: CookieUpdate,
 }
 
@@ -138,7 +138,7 @@ pub struct SessionInfo {
 /// [`SessionManager::load_with_csrf`] with the request's session cookie and anonymous CSRF
 /// cookie values, hands the [`Session`] to the handler, then calls
 /// [`SessionManager::commit`] (or [`SessionManager::discard`] for a 5xx or a panic) and
-/// applies the returned [`CookieUpdate`]s ([`Commit::cookie`] to the session cookie,
+/// applies the returned [`CookieUpdate`]s ([`Commit::cookie`](Commit#structfield.cookie) to the session cookie,
 /// [`Commit::csrf_cookie`] to the CSRF cookie).
 pub struct SessionManager {
     ring: KeyRing,
