@@ -283,6 +283,9 @@ fn page(title: &str, flash: &Flash, body: &str) -> Response {
     .into_response()
 }
 
+/// The hidden CSRF field. For a visitor who is not signed in (the sign-in and sign-up pages)
+/// the token is tied to its own signed `cloakroom-session-csrf` cookie, so showing these
+/// pages stores no session; signing in replaces it with the session's own secret.
 fn csrf_field(csrf: &Csrf) -> String {
     format!(
         r#"<input type="hidden" name="{CSRF_FIELD}" value="{}">"#,

@@ -47,8 +47,8 @@ pub(crate) struct CookieOptions {
 }
 
 impl CookieOptions {
-    fn cookie(&self, value: String) -> Cookie<'static> {
-        let mut c = Cookie::new(self.name.clone(), value);
+    fn cookie(&self, name: &str, value: String) -> Cookie<'static> {
+        let mut c = Cookie::new(name.to_owned(), value);
         c.set_http_only(true);
         c.set_same_site(self.same_site.to_cookie());
         c.set_secure(self.secure);
@@ -63,9 +63,20 @@ impl CookieOptions {
     /// carries the same `Domain`, `Path` and `SameSite` as the cookie it removes (a browser
     /// removes only the cookie those match), with `Max-Age=0` and an `Expires` in 1970.
     pub(crate) fn set_cookie(&self, update: &CookieUpdate, remembered: bool) -> Option<String> {
+        self.set_cookie_named(&self.name, update, remembered)
+    }
+
+    /// As [`CookieOptions::set_cookie`], for another cookie of the layer's (the anonymous
+    /// CSRF cookie) with the same attributes.
+    pub(crate) fn set_cookie_named(
+        &self,
+        name: &str,
+        update: &CookieUpdate,
+        remembered: bool,
+    ) -> Option<String> {
         match update {
             CookieUpdate::Set { value, max_age } => {
-                let mut c = self.cookie(value.clone());
+                let mut c = self.cookie(name, value.clone());
                 if !self.browser_session || remembered {
                     let secs = i64::try_from(*max_age).unwrap_or(i64::MAX);
                     c.set_max_age(Duration::seconds(secs));
@@ -73,7 +84,7 @@ impl CookieOptions {
                 Some(c.to_string())
             }
             CookieUpdate::Remove => {
-                let mut c = self.cookie(String::new());
+                let mut c = self.cookie(name, String::new());
                 c.set_max_age(Duration::ZERO);
                 c.set_expires(OffsetDateTime::UNIX_EPOCH);
                 Some(c.to_string())

@@ -140,9 +140,35 @@ impl Session {
         self.slot.with(|s| s.is_remembered()).unwrap_or(false)
     }
 
-    /// Logs out: the session is destroyed at commit and the cookie removed.
+    /// Logs out: the session is destroyed at commit and the cookie removed. In client mode
+    /// that removes this browser's cookie only: a copy stays valid until it expires (see
+    /// [`Session::logout_everywhere`]).
     pub fn logout(&self) {
         let _ = self.slot.with(cloakroom::Session::logout);
+    }
+
+    /// Logs the user out of every session they have, this one included: the user's epoch is
+    /// bumped and their records deleted, so every cookie of the user dies, copies included
+    /// (the only logout a copied client-mode cookie cannot survive; see
+    /// [`SessionManager::logout_everywhere`]). Returns how many records were deleted.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] if the store is down.
+    pub async fn logout_everywhere(&self) -> Result<u64, Error> {
+        let Some(mut session) = self.slot.take() else {
+            return Err(Error::new(
+                ErrorKind::Finished,
+                "the session was used after its response was sent",
+            ));
+        };
+        let result = self
+            .slot
+            .shared
+            .manager
+            .logout_everywhere(&mut session)
+            .await;
+        self.slot.put_back(session);
+        Ok(result?)
     }
 
     /// A new id for the same session at commit.

@@ -538,8 +538,14 @@ where
     mark_cookie_sensitive(req.headers_mut());
     let candidates = cookie::values(req.headers(), &shared.cookie.name);
     let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
+    // An anonymous visitor's CSRF secret rides in its own signed cookie.
+    let csrf_cookie = cookie::first(req.headers(), shared.manager.csrf_cookie_name());
     #[cfg_attr(not(feature = "migrate"), allow(unused_mut))]
-    let mut session = match shared.manager.load_any(&candidates).await {
+    let mut session = match shared
+        .manager
+        .load_any_with_csrf(&candidates, csrf_cookie.as_deref())
+        .await
+    {
         Ok(session) => session,
         Err(e) => return Ok(Error::from(e).into_bare_response()),
     };
@@ -588,12 +594,8 @@ where
     }
     #[cfg(feature = "migrate")]
     if let Some(line) = expire_legacy {
-        if let Ok(mut value) = HeaderValue::from_str(&line) {
-            value.set_sensitive(true);
-            response.headers_mut().append(header::SET_COOKIE, value);
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if append_set_cookie(&mut response, &line).is_err() {
+            tracing::warn!("the legacy cookie's expiry is not a valid header value; not sent");
         }
     }
     let Some(session) = slot.take() else {
@@ -629,20 +631,20 @@ where
         }
     }
     if let Some(line) = shared.cookie.set_cookie(&commit.cookie, remembered) {
-        match HeaderValue::from_str(&line) {
-            Ok(mut value) => {
-                value.set_sensitive(true);
-                response.headers_mut().append(header::SET_COOKIE, value);
-                // A response that sets a session cookie is one user's: no shared cache
-                // may keep it.
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            }
-            Err(_) => {
-                tracing::error!("the session cookie is not a valid header value");
-                return Ok(bare_response(StatusCode::INTERNAL_SERVER_ERROR));
-            }
+        if append_set_cookie(&mut response, &line).is_err() {
+            tracing::error!("the session cookie is not a valid header value");
+            return Ok(bare_response(StatusCode::INTERNAL_SERVER_ERROR));
+        }
+    }
+    // The anonymous CSRF cookie: set at a visitor's first form, removed at login.
+    let csrf_name = shared.manager.csrf_cookie_name();
+    if let Some(line) = shared
+        .cookie
+        .set_cookie_named(csrf_name, &commit.csrf_cookie, false)
+    {
+        if append_set_cookie(&mut response, &line).is_err() {
+            tracing::error!("the CSRF cookie is not a valid header value");
+            return Ok(bare_response(StatusCode::INTERNAL_SERVER_ERROR));
         }
     }
     Ok(response)
@@ -671,6 +673,22 @@ async fn commit_to_the_end(
         )),
     }
 }
+
+/// Appends a sensitive `Set-Cookie` line, and `Cache-Control: no-store`: a response that
+/// sets one of the user's cookies is theirs alone.
+fn append_set_cookie<B>(response: &mut http::Response<B>, line: &str) -> Result<(), InvalidCookie> {
+    let mut value = HeaderValue::from_str(line).map_err(|_| InvalidCookie)?;
+    value.set_sensitive(true);
+    response.headers_mut().append(header::SET_COOKIE, value);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(())
+}
+
+/// A cookie line that is not a valid header value.
+#[derive(Debug)]
+struct InvalidCookie;
 
 /// Logs `session` in from the legacy cookie if it has no user and the cookie opens and
 /// maps to one; returns the `Set-Cookie` line expiring the legacy cookie, if the request

@@ -27,6 +27,9 @@
 //!   version under compare-and-swap, so concurrent requests touching different keys both
 //!   keep their writes, and a session logged out meanwhile stays dead.
 //! - `Set-Cookie` is sent only when the cookie changes (a login, a new session, a logout).
+//! - An anonymous visitor's CSRF token is tied to a signed cookie of its own
+//!   (`__Host-session-csrf`), so rendering forms for visitors stores nothing; a login
+//!   removes that cookie and the session's own secret takes over.
 //! - A store that is down answers 503 with `Retry-After`, never an anonymous or stale user;
 //!   the next request after it returns works again.
 //! - A cookie that would exceed 4096 bytes (client and hybrid modes) answers 500 and logs

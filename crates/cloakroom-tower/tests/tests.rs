@@ -725,11 +725,11 @@ async fn current_user_is_loaded_on_every_request() {
 #[tokio::test]
 async fn csrf_refuses_missing_wrong_and_cross_site() {
     let addr = serve(csrf_app(layer(memory(), Mode::Server))).await;
-    let mut browser = Browser::new(addr);
+    let mut browser = Jar::new(addr);
     let token = browser.get("/form").await.body;
     assert!(
-        browser.cookie.is_some(),
-        "a CSRF token makes the session worth keeping"
+        browser.cookies.contains_key(CSRF_COOKIE) && !browser.cookies.contains_key(COOKIE),
+        "an anonymous CSRF token lives in its own cookie, not in a session"
     );
     let post = reqwest::Method::POST;
     let r = browser
@@ -799,7 +799,7 @@ async fn csrf_refuses_missing_wrong_and_cross_site() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "same origin");
     // Another session's token is refused.
-    let mut mallory = Browser::new(addr);
+    let mut mallory = Jar::new(addr);
     mallory.get("/form").await;
     let r = mallory
         .send(post, "/submit", &[(CSRF_HEADER, &token)], None)
@@ -2552,4 +2552,312 @@ async fn a_commit_finishes_when_the_client_is_gone() {
         "the old id still opens: the commit stopped half-way"
     );
     assert_eq!(layer.manager().sessions_of("ada").await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------- anonymous CSRF, nothing stored
+
+const CSRF_COOKIE: &str = "__Host-session-csrf";
+
+/// A browser that keeps every cookie it is given (the session's and the CSRF cookie).
+#[derive(Clone)]
+struct Jar {
+    /// Sends the requests; its own one-cookie slot stays empty.
+    http: Browser,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl Jar {
+    fn new(addr: SocketAddr) -> Self {
+        Self::sharing(&Browser::new(addr))
+    }
+
+    /// A new visitor sharing `browser`'s HTTP client (and its pooled connections).
+    fn sharing(browser: &Browser) -> Self {
+        Self {
+            http: browser.clone(),
+            cookies: std::collections::BTreeMap::new(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: Option<String>,
+    ) -> Reply {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !cookie.is_empty() {
+            all.push(("cookie", &cookie));
+        }
+        let reply = self.http.send_once(method, path, &all, form).await;
+        for line in &reply.set_cookie {
+            let (pair, _) = line.split_once(';').unwrap_or((line, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if line.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        reply
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, &[], None).await
+    }
+
+    async fn post_token(&mut self, path: &str, token: &str) -> Reply {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            &[],
+            Some(format!("csrf_token={token}")),
+        )
+        .await
+    }
+}
+
+fn csrf_login_app(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/form", get(form))
+        .route("/submit", post(submit))
+        .route("/login/{user}", post(login))
+        .route("/whoami", get(whoami))
+        .layer(CsrfLayer::new(["http://app.test"]))
+        .layer(layer)
+}
+
+fn session_rows(db: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_anonymous_form_views_leave_the_sqlite_store_empty() {
+    let db = sqlite().await;
+    let path = db._dir.path().join("sessions.db");
+    let addr = serve(csrf_login_app(layer(db.store.clone(), Mode::Server))).await;
+    // 10,000 page views rendering a CSRF form: 1,000 visitors of 10 views each, 16 at a time.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        tasks.spawn(async move {
+            let client = Browser::new(addr);
+            let mut views = 0;
+            for visitor in 0..63 {
+                let mut jar = Jar::sharing(&client);
+                for view in 0..10 {
+                    if visitor * 10 + view >= 625 {
+                        break;
+                    }
+                    let r = jar.get("/form").await;
+                    assert_eq!(r.status, StatusCode::OK);
+                    assert_eq!(r.body.len(), cloakroom::CSRF_TOKEN_LEN);
+                    assert!(
+                        !r.set_cookie
+                            .iter()
+                            .any(|c| c.starts_with("__Host-session=")),
+                        "a session cookie for an anonymous form: {:?}",
+                        r.set_cookie
+                    );
+                    // The first view sets the CSRF cookie; the others reuse it.
+                    assert_eq!(
+                        r.set_cookie.len(),
+                        usize::from(view == 0),
+                        "{:?}",
+                        r.set_cookie
+                    );
+                    views += 1;
+                }
+            }
+            views
+        });
+    }
+    let mut views = 0;
+    while let Some(n) = tasks.join_next().await {
+        views += n.unwrap();
+    }
+    assert_eq!(views, 10_000);
+    assert_eq!(
+        session_rows(&path),
+        0,
+        "anonymous page views wrote sessions"
+    );
+
+    // The protection still holds.
+    let mut jar = Jar::new(addr);
+    let token = jar.get("/form").await.body;
+    assert!(jar.cookies.contains_key(CSRF_COOKIE));
+    let post = reqwest::Method::POST;
+    let r = jar
+        .send(post.clone(), "/submit", &[], Some("a=1".into()))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a POST without a token");
+    let r = jar.send(post.clone(), "/submit", &[], None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a POST without a token or form"
+    );
+    let other = Jar::new(addr).get("/form").await.body;
+    let r = jar.post_token("/submit", &other).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "another visitor's token");
+    let r = jar
+        .post_token("/submit", &format!("{}x", &token[1..]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a wrong token");
+    let r = Jar::new(addr).post_token("/submit", &token).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "the token without its cookie"
+    );
+    for cross in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "http://evil.test"),
+    ] {
+        let r = jar
+            .send(
+                post.clone(),
+                "/submit",
+                &[(CSRF_HEADER, &token), cross],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "cross-site by {cross:?}");
+    }
+    let r = jar.post_token("/submit", &token).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
+    let r = jar
+        .send(
+            post.clone(),
+            "/submit",
+            &[(CSRF_HEADER, &token), ("sec-fetch-site", "same-origin")],
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
+    assert_eq!(session_rows(&path), 0, "anonymous POSTs wrote sessions");
+}
+
+#[tokio::test]
+async fn login_removes_the_csrf_cookie_and_its_tokens_stop_working() {
+    let db = sqlite().await;
+    let path = db._dir.path().join("sessions.db");
+    let addr = serve(csrf_login_app(layer(db.store.clone(), Mode::Server))).await;
+    let mut jar = Jar::new(addr);
+    let r = jar.get("/form").await;
+    let anon_token = r.body;
+    let line = &r.set_cookie[0];
+    assert!(line.starts_with(&format!("{CSRF_COOKIE}=")), "{line}");
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(
+            line.split("; ").any(|a| a == attr),
+            "{attr} missing in {line}"
+        );
+    }
+    assert!(!line.contains("Max-Age=0"), "{line}");
+    let anon_cookie = jar.cookies[CSRF_COOKIE].clone();
+    // A login POST without a token is refused; with the anonymous token it passes.
+    let r = jar
+        .send(reqwest::Method::POST, "/login/ada", &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(session_rows(&path), 0);
+    let r = jar.post_token("/login/ada", &anon_token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r
+        .set_cookie
+        .iter()
+        .any(|c| c.starts_with("__Host-session=") && !c.contains("Max-Age=0")));
+    assert!(
+        r.set_cookie
+            .iter()
+            .any(|c| c.starts_with(&format!("{CSRF_COOKIE}=;")) && c.contains("Max-Age=0")),
+        "the login response removes the CSRF cookie: {:?}",
+        r.set_cookie
+    );
+    assert!(!jar.cookies.contains_key(CSRF_COOKIE));
+    assert_eq!(session_rows(&path), 1);
+    assert_eq!(jar.get("/whoami").await.body, "ada");
+    // The anonymous token is dead, even with its cookie sent back.
+    let r = jar.post_token("/submit", &anon_token).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "the anonymous token after login"
+    );
+    let mut stubborn = jar.clone();
+    stubborn.cookies.insert(CSRF_COOKIE.to_owned(), anon_cookie);
+    let r = stubborn.post_token("/submit", &anon_token).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "the anonymous cookie and token after login"
+    );
+    // The session's own token works.
+    let token = jar.get("/form").await.body;
+    let r = jar.post_token("/submit", &token).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
+    assert_eq!(session_rows(&path), 1);
+}
+
+#[tokio::test]
+async fn the_csrf_cookie_follows_the_session_cookie_over_plain_http() {
+    let layer = SessionLayer::builder()
+        .key_ring(&KeyRing::generate().unwrap())
+        .store(memory())
+        .insecure_plain_http_for_local_development()
+        .build()
+        .unwrap();
+    let addr = serve(csrf_login_app(layer)).await;
+    let mut jar = Jar::new(addr);
+    let r = jar.get("/form").await;
+    let line = &r.set_cookie[0];
+    assert!(line.starts_with("cloakroom-session-csrf="), "{line}");
+    assert!(!line.contains("Secure"), "{line}");
+    let r = jar.post_token("/submit", &r.body).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+async fn logout_everywhere(session: Session) -> Result<String, Error> {
+    Ok(session.logout_everywhere().await?.to_string())
+}
+
+#[tokio::test]
+async fn client_mode_logout_everywhere_ends_a_copied_cookie() {
+    let app = Router::new()
+        .route("/login/{user}", post(login))
+        .route("/logout", post(logout))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .route("/whoami", get(whoami))
+        .layer(layer(memory(), Mode::Client));
+    let addr = serve(app).await;
+    let mut browser = Browser::new(addr);
+    browser.post("/login/ada").await;
+    let mut copy = browser.clone();
+    browser.post("/logout").await;
+    assert_eq!(browser.get("/whoami").await.body, "anonymous");
+    assert_eq!(
+        copy.get("/whoami").await.body,
+        "ada",
+        "logout cannot end a copy in client mode"
+    );
+    let mut other = copy.clone();
+    let r = copy.post("/logout-everywhere").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(copy.cookie.is_none());
+    assert_eq!(
+        other.get("/whoami").await.body,
+        "anonymous",
+        "a copy survived logout_everywhere"
+    );
 }

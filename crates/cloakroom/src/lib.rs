@@ -83,8 +83,8 @@ pub use purge::{
 };
 // The session layer: the manager, a request's working copy, commit results, the modes.
 pub use manager::{
-    Commit, CookieUpdate, SessionInfo, SessionManager, SignedOut, DEFAULT_COOKIE_NAME,
-    DEFAULT_MAX_RETRIES, MAX_COOKIE_CANDIDATES, MAX_COOKIE_LEN,
+    Commit, CookieUpdate, SessionInfo, SessionManager, SignedOut, CSRF_COOKIE_SUFFIX,
+    DEFAULT_COOKIE_NAME, DEFAULT_MAX_RETRIES, MAX_COOKIE_CANDIDATES, MAX_COOKIE_LEN,
 };
 pub use session::{Mode, Session, RESERVED_PREFIX};
 // The key ring a manager is built from, from the token crate.

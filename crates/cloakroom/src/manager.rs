@@ -7,16 +7,21 @@ use std::time::Duration;
 
 use cloakroom_token::{Codec, KeyRing, Opened};
 
+use crate::csrf::{CsrfSecret, CSRF_SECRET_LEN};
 use crate::error::{Error, ErrorKind};
 use crate::id::{IdHash, SessionId, SESSION_ID_LEN};
 use crate::policy::{Clock, Policy, SystemClock};
 use crate::record::{Device, Record};
-use crate::session::{remembered_in, Mode, Session, Verb};
+use crate::session::{remembered_in, AnonCsrf, Mode, Session, Verb};
 use crate::store::Store;
 
 /// The default cookie name. The `__Host-` prefix makes browsers insist on `Secure`,
 /// `Path=/` and no `Domain`, so a sibling subdomain cannot plant or overwrite it.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
+
+/// What the anonymous CSRF cookie's name adds to the session cookie's name: with the default
+/// session cookie it is `__Host-session-csrf` (see [`SessionManager::csrf_cookie_name`]).
+pub const CSRF_COOKIE_SUFFIX: &str = "-csrf";
 
 /// The most a browser keeps of one cookie (name, `=` and value): RFC 6265 §6.1's minimum
 /// that every browser honours. Client and hybrid modes refuse to go over it.
@@ -71,6 +76,12 @@ pub struct Commit {
     /// The session was ended (logged out, revoked, expired) by someone else while this
     /// request ran: its changes were dropped and the cookie is removed.
     pub ended_concurrently: bool,
+    /// What to do with the anonymous CSRF cookie
+    /// ([`SessionManager::csrf_cookie_name`]): set when an anonymous visitor got a CSRF
+    /// token for the first time (or its cookie is due to be reissued), removed once the
+    /// session has its own CSRF secret (a login) or when the request carried a bad one.
+    /// Apply it with the same attributes as [`Commit::cookie`](Commit#structfield.cookie).
+    pub csrf_cookie: CookieUpdate,
 }
 
 impl Commit {
@@ -78,6 +89,7 @@ impl Commit {
         Self {
             cookie,
             ended_concurrently: false,
+            csrf_cookie: CookieUpdate::Keep,
         }
     }
 
@@ -85,6 +97,7 @@ impl Commit {
         Self {
             cookie: CookieUpdate::Remove,
             ended_concurrently: true,
+            csrf_cookie: CookieUpdate::Keep,
         }
     }
 }
@@ -127,10 +140,12 @@ impl SignedOut {
 /// The session layer: one per application, shared by every request.
 ///
 /// Built from a key ring and a store (both required); the mode, policy, cookie name and
-/// clock are optional `with_*` settings. A middleware calls [`SessionManager::load`] with
-/// the request's cookie value, hands the [`Session`] to the handler, then calls
+/// clock are optional `with_*` settings. A middleware calls
+/// [`SessionManager::load_with_csrf`] with the request's session cookie and anonymous CSRF
+/// cookie values, hands the [`Session`] to the handler, then calls
 /// [`SessionManager::commit`] (or [`SessionManager::discard`] for a 5xx or a panic) and
-/// applies the returned [`CookieUpdate`].
+/// applies the returned [`CookieUpdate`]s ([`Commit::cookie`](Commit#structfield.cookie) to the session cookie,
+/// [`Commit::csrf_cookie`] to the CSRF cookie).
 pub struct SessionManager {
     ring: KeyRing,
     codec: Codec,
@@ -140,6 +155,9 @@ pub struct SessionManager {
     clock: Arc<dyn Clock>,
     cookie_name: String,
     max_retries: u32,
+    /// Signs the anonymous CSRF cookie, under its own purpose.
+    csrf_codec: Codec,
+    csrf_cookie_name: String,
 }
 
 impl fmt::Debug for SessionManager {
@@ -153,6 +171,8 @@ impl fmt::Debug for SessionManager {
             clock,
             cookie_name,
             max_retries,
+            csrf_codec,
+            csrf_cookie_name,
         } = self;
         f.debug_struct("SessionManager")
             .field("codec", codec)
@@ -161,6 +181,8 @@ impl fmt::Debug for SessionManager {
             .field("clock", clock)
             .field("cookie_name", cookie_name)
             .field("max_retries", max_retries)
+            .field("csrf_codec", csrf_codec)
+            .field("csrf_cookie_name", csrf_cookie_name)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +193,7 @@ impl SessionManager {
     /// # Errors
     /// [`ErrorKind::Token`] if the codec cannot be derived from the ring.
     pub fn new(ring: &KeyRing, store: Arc<dyn Store>) -> Result<Self, Error> {
+        let (csrf_cookie_name, csrf_codec) = csrf_cookie(ring, DEFAULT_COOKIE_NAME)?;
         Ok(Self {
             ring: ring.clone(),
             codec: ring.codec(DEFAULT_COOKIE_NAME).map_err(Error::token)?,
@@ -180,6 +203,8 @@ impl SessionManager {
             clock: Arc::new(SystemClock),
             cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
             max_retries: DEFAULT_MAX_RETRIES,
+            csrf_codec,
+            csrf_cookie_name,
         })
     }
 
@@ -205,7 +230,8 @@ impl SessionManager {
     }
 
     /// Sets the cookie name, which is also the tokens' purpose: a token minted for one
-    /// cookie name never opens as another.
+    /// cookie name never opens as another. The anonymous CSRF cookie is named after it
+    /// (`<name>-csrf`).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for a name that is empty or not an RFC 6265 token.
@@ -218,6 +244,7 @@ impl SessionManager {
             return Err(Error::new(ErrorKind::InvalidInput, "invalid cookie name"));
         }
         self.codec = self.ring.codec(name).map_err(Error::token)?;
+        (self.csrf_cookie_name, self.csrf_codec) = csrf_cookie(&self.ring, name)?;
         self.cookie_name = name.to_owned();
         Ok(self)
     }
@@ -232,6 +259,14 @@ impl SessionManager {
     /// The cookie name.
     pub fn cookie_name(&self) -> &str {
         &self.cookie_name
+    }
+
+    /// The name of the anonymous CSRF cookie: the session cookie's name and
+    /// [`CSRF_COOKIE_SUFFIX`] (`__Host-session-csrf` by default), so it keeps the session
+    /// cookie's `__Host-` prefix. Pass its value to [`SessionManager::load_with_csrf`] and
+    /// apply [`Commit::csrf_cookie`] to it.
+    pub fn csrf_cookie_name(&self) -> &str {
+        &self.csrf_cookie_name
     }
 
     /// The mode.
@@ -268,7 +303,26 @@ impl SessionManager {
     /// [`ErrorKind::Unavailable`] if the store cannot be reached: answer 503, never carry on
     /// as anonymous.
     pub async fn load(&self, cookie: Option<&str>) -> Result<Session, Error> {
-        let now = self.clock.now();
+        self.load_with_csrf(cookie, None).await
+    }
+
+    /// [`SessionManager::load`] with the value of the anonymous CSRF cookie
+    /// ([`SessionManager::csrf_cookie_name`]) too, which gives an anonymous visitor its CSRF
+    /// secret without a stored session. A forged, expired or foreign CSRF cookie is ignored
+    /// (and the commit removes it).
+    ///
+    /// # Errors
+    /// As [`SessionManager::load`].
+    pub async fn load_with_csrf(
+        &self,
+        cookie: Option<&str>,
+        csrf_cookie: Option<&str>,
+    ) -> Result<Session, Error> {
+        self.load_any_with_csrf(cookie.as_slice(), csrf_cookie)
+            .await
+    }
+
+    async fn open_session(&self, cookie: Option<&str>, now: u64) -> Result<Session, Error> {
         let Some(value) = cookie else {
             return Ok(self.fresh(now, false));
         };
@@ -299,17 +353,90 @@ impl SessionManager {
     /// # Errors
     /// [`ErrorKind::Unavailable`] if the store cannot be reached.
     pub async fn load_any(&self, cookies: &[&str]) -> Result<Session, Error> {
-        let mut last = None;
+        self.load_any_with_csrf(cookies, None).await
+    }
+
+    /// [`SessionManager::load_any`] with the value of the anonymous CSRF cookie, as
+    /// [`SessionManager::load_with_csrf`] takes it.
+    ///
+    /// # Errors
+    /// As [`SessionManager::load_any`].
+    pub async fn load_any_with_csrf(
+        &self,
+        cookies: &[&str],
+        csrf_cookie: Option<&str>,
+    ) -> Result<Session, Error> {
+        let now = self.clock.now();
+        let mut chosen = None;
         for value in cookies.iter().take(MAX_COOKIE_CANDIDATES) {
-            let session = self.load(Some(value)).await?;
-            if session.stored {
-                return Ok(session);
+            let session = self.open_session(Some(value), now).await?;
+            let stored = session.stored;
+            chosen = Some(session);
+            if stored {
+                break;
             }
-            last = Some(session);
         }
-        match last {
-            Some(session) => Ok(session),
-            None => self.load(None).await,
+        let mut session = match chosen {
+            Some(session) => session,
+            None => self.open_session(None, now).await?,
+        };
+        if let Some(value) = csrf_cookie {
+            session.anon_csrf = self.open_anon_csrf(value, now);
+        }
+        Ok(session)
+    }
+
+    /// How long an anonymous CSRF cookie lives: the policy's absolute timeout.
+    fn anon_csrf_lifetime(&self) -> u64 {
+        self.policy.absolute().as_secs().max(2)
+    }
+
+    fn open_anon_csrf(&self, value: &str, now: u64) -> AnonCsrf {
+        let mut anon = AnonCsrf {
+            carried: true,
+            ..AnonCsrf::default()
+        };
+        let Ok(opened) = self.csrf_codec.verify(value, now) else {
+            return anon;
+        };
+        let Ok(bytes) = <[u8; CSRF_SECRET_LEN]>::try_from(opened.payload()) else {
+            return anon;
+        };
+        anon.secret = Some(CsrfSecret::from_bytes(bytes));
+        // Past half its life, or minted with a retired key: set it again when a page uses
+        // it, so a form rendered now does not outlive its cookie.
+        anon.stale = !opened.minted_with_primary()
+            || now.saturating_sub(opened.issued_at()) >= self.anon_csrf_lifetime() / 2;
+        anon
+    }
+
+    /// What the response does with the anonymous CSRF cookie.
+    fn csrf_cookie_update(&self, session: &Session, now: u64) -> Result<CookieUpdate, Error> {
+        let anon = &session.anon_csrf;
+        if session.owns_csrf() {
+            // The session's own secret rules: the anonymous cookie has done its work.
+            return Ok(if anon.carried {
+                CookieUpdate::Remove
+            } else {
+                CookieUpdate::Keep
+            });
+        }
+        match &anon.secret {
+            Some(secret) if anon.needs_set() => {
+                let lifetime = self.anon_csrf_lifetime();
+                let value = self
+                    .csrf_codec
+                    .sign(secret.expose(), now, now.saturating_add(lifetime))
+                    .map_err(Error::token)?;
+                Ok(CookieUpdate::Set {
+                    value,
+                    max_age: lifetime,
+                })
+            }
+            Some(_) => Ok(CookieUpdate::Keep),
+            // A forged, expired or foreign cookie.
+            None if anon.carried => Ok(CookieUpdate::Remove),
+            None => Ok(CookieUpdate::Keep),
         }
     }
 
@@ -352,7 +479,13 @@ impl SessionManager {
                 let Some(mut record) = self.load_record(&id, now).await? else {
                     return Ok(self.fresh(now, true));
                 };
-                if record.user_id != data.user_id || record.user_epoch != data.user_epoch {
+                // The server record's version names the data's latest version: an older
+                // cookie of the same live id (its data since changed) is stale, not this
+                // session.
+                if record.user_id != data.user_id
+                    || record.user_epoch != data.user_epoch
+                    || record.version != data.version
+                {
                     return Ok(self.fresh(now, true));
                 }
                 // The server record is the authority on liveness; the cookie on data.
@@ -411,11 +544,14 @@ impl SessionManager {
     /// this request was being stored.
     pub async fn commit(&self, session: Session) -> Result<Commit, Error> {
         let now = self.clock.now();
-        match self.mode {
+        let csrf_cookie = self.csrf_cookie_update(&session, now)?;
+        let mut commit = match self.mode {
             Mode::Server => self.commit_server(session, now).await,
             Mode::Client => self.commit_client(session, now).await,
             Mode::Hybrid => self.commit_hybrid(session, now).await,
-        }
+        }?;
+        commit.csrf_cookie = csrf_cookie;
+        Ok(commit)
     }
 
     fn gone(session: &Session) -> Commit {
@@ -672,6 +808,9 @@ impl SessionManager {
         self.sealed_cookie(&payload, &record, now)
     }
 
+    /// Hybrid mode: the store keeps the live id's record without data, and its version
+    /// names the data's version; the sealed cookie carries the id, the data and that
+    /// version, so an older cookie of the same session is refused at load.
     async fn commit_hybrid(&self, session: Session, now: u64) -> Result<Commit, Error> {
         let (id, record) = match &session.verb {
             Verb::Destroy => {
@@ -703,32 +842,85 @@ impl SessionManager {
                     self.store.create(&server).await?;
                     (id, record)
                 }
-                Some(id) => {
+                Some(id) if session.changes.is_empty() => {
                     let touched = self.touch_if_due(&session, &id.hash(), now).await?;
-                    if touched.ended_concurrently {
+                    if touched.ended_concurrently || !session.reissue {
                         return Ok(touched);
                     }
-                    if session.changes.is_empty() && !session.reissue {
-                        return Ok(touched);
-                    }
+                    // A key rotation: the same data and version under the new primary.
+                    (id, session.base.clone())
+                }
+                Some(id) => {
+                    let Some(version) = self.bump_hybrid_version(&session, &id, now).await? else {
+                        return Ok(Commit::ended());
+                    };
                     let mut record = session.base.clone();
                     record.data = session.merged_onto(&session.base.data);
+                    record.version = version;
+                    record.last_seen = now;
+                    record.idle_deadline = self
+                        .policy
+                        .idle_deadline(now, record.absolute_deadline)
+                        .max(record.idle_deadline);
                     (id, record)
                 }
             },
         };
-        let mut cookie_record = record;
-        cookie_record.version = 0;
+        // The cookie carries the server record's version (1 for a new record).
         let mut payload = Vec::with_capacity(SESSION_ID_LEN + 256);
         payload.extend_from_slice(id.expose());
-        payload.extend_from_slice(&cookie_record.encode()?);
-        let result = self.sealed_cookie(&payload, &cookie_record, now);
+        payload.extend_from_slice(&record.encode()?);
+        let result = self.sealed_cookie(&payload, &record, now);
         let created = session.verb != Verb::None || session.loaded_id.is_none();
         if result.is_err() && created {
             // The cookie cannot be issued: do not leave a server record nobody can use.
             let _ = self.store.delete(&id.hash()).await;
         }
         result
+    }
+
+    /// Moves the hybrid server record of `id` to a new version (the data changed), sliding
+    /// its idle deadline; returns the new version, or `None` if the session was ended
+    /// meanwhile. A concurrent change of the same session only moves the version further:
+    /// the record holds no data to merge, and the last cookie written is the session.
+    async fn bump_hybrid_version(
+        &self,
+        session: &Session,
+        id: &SessionId,
+        now: u64,
+    ) -> Result<Option<u64>, Error> {
+        let mut current = session.base.clone();
+        current.data.clear();
+        for _ in 0..=self.max_retries {
+            let mut next = current.clone();
+            next.last_seen = now;
+            next.idle_deadline = self
+                .policy
+                .idle_deadline(now, next.absolute_deadline)
+                .max(next.idle_deadline);
+            match self.store.update(&next, now).await {
+                Ok(version) => return Ok(Some(version)),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    match self.load_record(id, now).await? {
+                        // Same id, same user: a login makes a new id, a revocation deletes.
+                        Some(latest) if latest.user_epoch == current.user_epoch => {
+                            current = latest;
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "session {} kept changing: gave up after {} retries",
+                id.hash(),
+                self.max_retries
+            ),
+        ))
     }
 
     // ---- verbs on other sessions ----
@@ -784,6 +976,27 @@ impl SessionManager {
                 })
             }
         }
+    }
+
+    /// Logs the session's user out of every session they have, this one included: bumps the
+    /// user's epoch (every client-mode and hybrid cookie of the user dies on its next
+    /// request, copies included) and deletes the user's records (server and hybrid modes),
+    /// then ends this session as [`Session::logout`] does. Returns how many records were
+    /// deleted (0 in client mode, which keeps none). Does nothing but the logout for an
+    /// anonymous session.
+    ///
+    /// This is what client mode needs for a logout that a copied cookie cannot survive:
+    /// [`Session::logout`] there only removes the browser's cookie.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] from the store; the session is then left as it was.
+    pub async fn logout_everywhere(&self, session: &mut Session) -> Result<u64, Error> {
+        let ended = match session.user_id() {
+            Some(user) => self.revoke_user(user).await?,
+            None => 0,
+        };
+        session.logout();
+        Ok(ended)
     }
 
     /// Ends every session of `user` (password change, account lock): bumps the user's epoch,
@@ -861,6 +1074,14 @@ impl SessionManager {
             }
         }
     }
+}
+
+/// The anonymous CSRF cookie's name for session cookie `name`, and its codec. The codec's
+/// purpose (`csrf:<session cookie name>`) has a character no cookie name has, so a CSRF
+/// cookie never opens as any session cookie, nor a session cookie as a CSRF cookie.
+fn csrf_cookie(ring: &KeyRing, name: &str) -> Result<(String, Codec), Error> {
+    let codec = ring.codec(&format!("csrf:{name}")).map_err(Error::token)?;
+    Ok((format!("{name}{CSRF_COOKIE_SUFFIX}"), codec))
 }
 
 fn too_large(payload: usize, cookie: Option<usize>) -> Error {

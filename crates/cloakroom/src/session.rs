@@ -86,6 +86,31 @@ pub struct Session {
     /// The cookie was minted with a key that is no longer the ring's primary: issue it
     /// again with the primary, so the old key can be retired.
     pub(crate) reissue: bool,
+    /// The anonymous visitor's CSRF secret, from its own signed cookie.
+    pub(crate) anon_csrf: AnonCsrf,
+}
+
+/// An anonymous visitor's CSRF secret: it lives in its own signed cookie (a double-submit
+/// token), so rendering a form for a visitor without a session writes nothing to the store.
+#[derive(Default)]
+pub(crate) struct AnonCsrf {
+    /// The secret from a valid cookie, or one made in this request.
+    pub(crate) secret: Option<CsrfSecret>,
+    /// The request carried the cookie (valid or not).
+    pub(crate) carried: bool,
+    /// The secret was made in this request: the cookie must be set.
+    pub(crate) minted: bool,
+    /// The cookie is old (or minted with a retired key): set it again if it is used.
+    pub(crate) stale: bool,
+    /// A token was masked from the secret in this request.
+    pub(crate) used: bool,
+}
+
+impl AnonCsrf {
+    /// Whether the response must (re)set the cookie.
+    pub(crate) fn needs_set(&self) -> bool {
+        self.secret.is_some() && (self.minted || (self.used && self.stale))
+    }
 }
 
 impl Session {
@@ -101,6 +126,7 @@ impl Session {
             verb: Verb::None,
             new_epoch: None,
             reissue: false,
+            anon_csrf: AnonCsrf::default(),
         }
     }
 
@@ -312,6 +338,14 @@ impl Session {
 
     /// Ends the session: at commit the record is deleted and the cookie removed. Changes
     /// made in this request are dropped.
+    ///
+    /// What it ends depends on the mode. In server and hybrid modes the record is deleted,
+    /// so the cookie and every copy of it stop working at once. In client mode there is no
+    /// record: logout removes the cookie from this browser, but a copy of it (taken by
+    /// malware, a proxy log, a synced profile) stays valid until its idle or absolute
+    /// deadline. To end every copy, use
+    /// [`SessionManager::logout_everywhere`](crate::SessionManager::logout_everywhere),
+    /// which bumps the user's epoch and so ends all of the user's sessions.
     pub fn logout(&mut self) {
         self.verb = Verb::Destroy;
         self.changes.clear();
@@ -360,7 +394,12 @@ impl Session {
 
     // ---- CSRF ----
 
-    fn csrf_secret(&self) -> Option<CsrfSecret> {
+    /// The session's own CSRF secret (a logged-in session's, or one stored by an earlier
+    /// version). None after [`Session::logout`]: the visitor is anonymous again.
+    fn own_csrf_secret(&self) -> Option<CsrfSecret> {
+        if self.verb == Verb::Destroy {
+            return None;
+        }
         match self.get_value(CSRF_KEY)? {
             Value::Binary(b) => {
                 let bytes: [u8; CSRF_SECRET_LEN] = b.as_slice().try_into().ok()?;
@@ -370,29 +409,66 @@ impl Session {
         }
     }
 
+    /// Whether CSRF tokens come from the session's own secret rather than the anonymous
+    /// cookie: once it has one, or a user (a login made one).
+    pub(crate) fn owns_csrf(&self) -> bool {
+        self.own_csrf_secret().is_some() || self.user_id().is_some()
+    }
+
     fn rotate_csrf(&mut self) -> Result<CsrfSecret, Error> {
         let secret = CsrfSecret::generate()?;
         self.set(CSRF_KEY, Some(Value::Binary(secret.expose().to_vec())));
         Ok(secret)
     }
 
-    /// A freshly masked CSRF token for this response (different on every call). Creates the
-    /// session's secret on first use, which makes a new session worth storing.
+    /// A freshly masked CSRF token for this response (different on every call).
+    ///
+    /// A logged-in session uses its own secret (made at [`Session::login`]). An anonymous
+    /// visitor's secret lives in its own signed cookie instead
+    /// ([`SessionManager::csrf_cookie_name`](crate::SessionManager::csrf_cookie_name)): the
+    /// first call makes one and the commit asks to set the cookie
+    /// ([`Commit::csrf_cookie`](crate::Commit::csrf_cookie)); nothing is stored, so
+    /// rendering forms for anonymous visitors costs the store nothing. At login the session's
+    /// own secret takes over, and tokens made from the cookie stop verifying.
     ///
     /// # Errors
     /// [`ErrorKind::Random`] if the OS random generator fails.
     pub fn csrf_token(&mut self) -> Result<String, Error> {
-        let secret = match self.csrf_secret() {
-            Some(s) => s,
-            None => self.rotate_csrf()?,
+        if let Some(secret) = self.own_csrf_secret() {
+            return Ok(secret.mask());
+        }
+        if self.user_id().is_some() {
+            // A logged-in session without a secret (stored by other means): give it one.
+            return Ok(self.rotate_csrf()?.mask());
+        }
+        let anon = &mut self.anon_csrf;
+        let secret = match &anon.secret {
+            Some(secret) => secret.clone(),
+            None => {
+                let secret = CsrfSecret::generate()?;
+                anon.secret = Some(secret.clone());
+                anon.minted = true;
+                secret
+            }
         };
+        anon.used = true;
         Ok(secret.mask())
     }
 
-    /// Whether `token` (from a header or form field) carries this session's CSRF secret.
-    /// Constant-time; false when the session has no secret.
+    /// Whether `token` (from a header or form field) carries this session's CSRF secret:
+    /// the session's own once it has one or a user, else the anonymous CSRF cookie's.
+    /// Constant-time; false when there is no secret.
     pub fn verify_csrf(&self, token: &str) -> bool {
-        self.csrf_secret().is_some_and(|s| s.verify(token))
+        if let Some(secret) = self.own_csrf_secret() {
+            return secret.verify(token);
+        }
+        if self.user_id().is_some() {
+            return false;
+        }
+        self.anon_csrf
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.verify(token))
     }
 
     /// [`Session::verify_csrf`] as a `Result`, for `?`.

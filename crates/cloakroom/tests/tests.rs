@@ -750,9 +750,10 @@ async fn csrf_tokens_are_fresh_per_response_and_bound_to_the_session() {
     let t2 = s.csrf_token().unwrap();
     assert_ne!(t1, t2);
     assert!(s.verify_csrf(&t1) && s.verify_csrf(&t2));
-    let c = value(&e.mgr.commit(s).await.unwrap());
-    let s = e.load(&c).await;
-    assert!(s.verify_csrf(&t1), "secret not stored");
+    // An anonymous visitor's secret rides in its own signed cookie, not in the store.
+    let csrf = csrf_value(&e.mgr.commit(s).await.unwrap());
+    let s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+    assert!(s.verify_csrf(&t1), "secret not kept");
     assert!(s.require_csrf(Some(&t2)).is_ok());
     assert_eq!(
         s.require_csrf(None).unwrap_err().kind(),
@@ -763,6 +764,7 @@ async fn csrf_tokens_are_fresh_per_response_and_bound_to_the_session() {
     assert!(!s.verify_csrf(&foreign));
     assert!(!format!("{s:?}").contains(&t1));
     // Reserved keys are not the application's to write.
+    let c = e.new_session().await;
     let mut s = e.load(&c).await;
     assert_eq!(
         s.insert("__cloakroom.csrf", &1).unwrap_err().kind(),
@@ -1253,5 +1255,375 @@ mod purger {
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.to_string().contains("tokio runtime"), "{e}");
+    }
+}
+
+// ---- anonymous CSRF: a signed double-submit cookie, nothing stored ----
+
+fn csrf_value(commit: &Commit) -> String {
+    match &commit.csrf_cookie {
+        CookieUpdate::Set { value, .. } => value.clone(),
+        other => panic!("expected the CSRF cookie to be set, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn anonymous_csrf_token_writes_nothing_and_sets_its_own_cookie() {
+    for mode in MODES {
+        let e = env(mode);
+        assert_eq!(e.mgr.csrf_cookie_name(), "__Host-session-csrf");
+        // A page view that renders a form.
+        let mut s = e.mgr.load(None).await.unwrap();
+        let token = s.csrf_token().unwrap();
+        assert!(s.verify_csrf(&token), "{mode:?}");
+        let commit = e.mgr.commit(s).await.unwrap();
+        assert!(e.store.is_empty(), "{mode:?}: an anonymous form was stored");
+        assert_eq!(
+            commit.cookie,
+            CookieUpdate::Keep,
+            "{mode:?}: no session cookie"
+        );
+        let csrf = csrf_value(&commit);
+        assert!(csrf.starts_with("s1."), "{mode:?}: a signed token");
+        let CookieUpdate::Set { max_age, .. } = commit.csrf_cookie else {
+            unreachable!()
+        };
+        assert!(max_age > 0);
+
+        // The next request carries the CSRF cookie: the token verifies, nothing is stored,
+        // and the cookie is left as it is.
+        let mut s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+        assert!(
+            s.verify_csrf(&token),
+            "{mode:?}: the right cookie and token"
+        );
+        assert!(s.require_csrf(Some(&token)).is_ok());
+        assert!(!s.verify_csrf("garbage"));
+        assert_eq!(
+            s.require_csrf(None).unwrap_err().kind(),
+            ErrorKind::Forbidden
+        );
+        // Another page view: a fresh mask of the same cookie's secret.
+        let again = s.csrf_token().unwrap();
+        assert_ne!(again, token);
+        assert!(s.verify_csrf(&again));
+        let commit = e.mgr.commit(s).await.unwrap();
+        assert_eq!(commit.csrf_cookie, CookieUpdate::Keep, "{mode:?}");
+        assert_eq!(commit.cookie, CookieUpdate::Keep, "{mode:?}");
+        assert!(e.store.is_empty(), "{mode:?}");
+
+        // Without the cookie, the token is worthless.
+        let s = e.mgr.load(None).await.unwrap();
+        assert!(
+            !s.verify_csrf(&token),
+            "{mode:?}: a token without its cookie"
+        );
+        // Another visitor's cookie does not carry this token's secret, and its token does
+        // not verify with this cookie.
+        let mut other = e.mgr.load(None).await.unwrap();
+        let other_token = other.csrf_token().unwrap();
+        let other_csrf = csrf_value(&e.mgr.commit(other).await.unwrap());
+        let s = e.mgr.load_with_csrf(None, Some(&other_csrf)).await.unwrap();
+        assert!(!s.verify_csrf(&token), "{mode:?}: another visitor's cookie");
+        let s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+        assert!(
+            !s.verify_csrf(&other_token),
+            "{mode:?}: another visitor's token"
+        );
+        // A tampered or foreign cookie gives nothing and is removed.
+        let mut tampered = csrf.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let foreign = {
+            let f = env(mode);
+            let mut s = f.mgr.load(None).await.unwrap();
+            s.csrf_token().unwrap();
+            csrf_value(&f.mgr.commit(s).await.unwrap())
+        };
+        for bad in [tampered.as_str(), foreign.as_str(), "garbage"] {
+            let s = e.mgr.load_with_csrf(None, Some(bad)).await.unwrap();
+            assert!(!s.verify_csrf(&token), "{mode:?} accepted {bad:?}");
+            let commit = e.mgr.commit(s).await.unwrap();
+            assert_eq!(commit.csrf_cookie, CookieUpdate::Remove, "{mode:?}");
+        }
+        assert!(e.store.is_empty(), "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_csrf_cookie_and_the_session_cookie_cannot_stand_in_for_each_other() {
+    let e = env(Mode::Server);
+    let mut s = e.mgr.load(None).await.unwrap();
+    let token = s.csrf_token().unwrap();
+    let csrf = csrf_value(&e.mgr.commit(s).await.unwrap());
+    // The CSRF cookie offered as the session cookie opens nothing.
+    let s = e.load(&csrf).await;
+    assert!(s.is_new());
+    assert!(!s.verify_csrf(&token));
+    // A session cookie offered as the CSRF cookie carries no CSRF secret.
+    let session = e.new_session().await;
+    let s = e.mgr.load_with_csrf(None, Some(&session)).await.unwrap();
+    assert!(!s.verify_csrf(&token));
+    assert_eq!(
+        e.mgr.commit(s).await.unwrap().csrf_cookie,
+        CookieUpdate::Remove
+    );
+}
+
+#[tokio::test]
+async fn login_replaces_the_anonymous_csrf_token_with_the_sessions_own() {
+    for mode in MODES {
+        let e = env(mode);
+        // The login page.
+        let mut s = e.mgr.load(None).await.unwrap();
+        let anon_token = s.csrf_token().unwrap();
+        let csrf = csrf_value(&e.mgr.commit(s).await.unwrap());
+        assert!(e.store.is_empty());
+        // The login form's POST.
+        let mut s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+        assert!(
+            s.verify_csrf(&anon_token),
+            "{mode:?}: the login form's token"
+        );
+        s.login("alice", Device::new()).unwrap();
+        assert!(
+            !s.verify_csrf(&anon_token),
+            "{mode:?}: the anonymous token still works after login"
+        );
+        let session_token = s.csrf_token().unwrap();
+        assert!(s.verify_csrf(&session_token));
+        let commit = e.mgr.commit(s).await.unwrap();
+        let cookie = value(&commit);
+        assert_eq!(
+            commit.csrf_cookie,
+            CookieUpdate::Remove,
+            "{mode:?}: the login response removes the anonymous CSRF cookie"
+        );
+        // A browser that still sends the old CSRF cookie: the session's secret rules.
+        let mut s = e
+            .mgr
+            .load_with_csrf(Some(&cookie), Some(&csrf))
+            .await
+            .unwrap();
+        assert_eq!(s.user_id(), Some("alice"), "{mode:?}");
+        assert!(
+            !s.verify_csrf(&anon_token),
+            "{mode:?}: a token minted from the anonymous cookie verifies after login"
+        );
+        assert!(s.verify_csrf(&session_token), "{mode:?}");
+        let fresh = s.csrf_token().unwrap();
+        assert!(s.verify_csrf(&fresh));
+        let commit = e.mgr.commit(s).await.unwrap();
+        assert_eq!(commit.csrf_cookie, CookieUpdate::Remove, "{mode:?}");
+        let s = e.mgr.load(Some(&cookie)).await.unwrap();
+        assert!(
+            s.verify_csrf(&fresh) && !s.verify_csrf(&anon_token),
+            "{mode:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_stored_only_when_something_is_put_in_it() {
+    let e = env(Mode::Server);
+    // Reading, a CSRF token, taking (no) flashes: nothing stored.
+    let mut s = e.mgr.load(None).await.unwrap();
+    s.get::<u32>("k").unwrap();
+    s.csrf_token().unwrap();
+    assert!(s.take_flashes().is_empty());
+    let commit = e.mgr.commit(s).await.unwrap();
+    assert!(e.store.is_empty());
+    let csrf = csrf_value(&commit);
+    // A flash is something: now the visitor has a session, and keeps the CSRF cookie.
+    let mut s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+    let token = s.csrf_token().unwrap();
+    s.flash(Level::Error, "Wrong name or password.");
+    let commit = e.mgr.commit(s).await.unwrap();
+    assert_eq!(e.store.len(), 1);
+    assert_eq!(commit.csrf_cookie, CookieUpdate::Keep);
+    let cookie = value(&commit);
+    let s = e
+        .mgr
+        .load_with_csrf(Some(&cookie), Some(&csrf))
+        .await
+        .unwrap();
+    assert!(
+        s.verify_csrf(&token),
+        "an anonymous session keeps the cookie's secret"
+    );
+    // After logout the visitor is anonymous again: its tokens come from a CSRF cookie.
+    let c = e.login(None, "alice").await;
+    let mut s = e.load(&c).await;
+    let logged_in_token = s.csrf_token().unwrap();
+    s.logout();
+    let after = s.csrf_token().unwrap();
+    assert!(!s.verify_csrf(&logged_in_token));
+    assert!(s.verify_csrf(&after));
+    let commit = e.mgr.commit(s).await.unwrap();
+    assert_eq!(commit.cookie, CookieUpdate::Remove);
+    let csrf = csrf_value(&commit);
+    let s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+    assert!(s.verify_csrf(&after));
+}
+
+#[tokio::test]
+async fn an_old_csrf_cookie_in_use_is_reissued_with_the_same_secret() {
+    let e = env(Mode::Server);
+    let mut s = e.mgr.load(None).await.unwrap();
+    let token = s.csrf_token().unwrap();
+    let csrf = csrf_value(&e.mgr.commit(s).await.unwrap());
+    // Past half its life, a page that renders a token gets the cookie again, so a form
+    // rendered now does not die with the old cookie.
+    e.clock.advance(Duration::from_secs(7 * 3600));
+    let mut s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+    assert!(s.verify_csrf(&token));
+    let fresh_token = s.csrf_token().unwrap();
+    let fresh = csrf_value(&e.mgr.commit(s).await.unwrap());
+    assert_ne!(fresh, csrf);
+    let s = e.mgr.load_with_csrf(None, Some(&fresh)).await.unwrap();
+    assert!(s.verify_csrf(&token) && s.verify_csrf(&fresh_token));
+    // A request that renders no token leaves the cookie alone.
+    let s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+    assert_eq!(
+        e.mgr.commit(s).await.unwrap().csrf_cookie,
+        CookieUpdate::Keep
+    );
+    // Expired: gone, and removed.
+    e.clock.advance(Duration::from_secs(6 * 3600));
+    let s = e.mgr.load_with_csrf(None, Some(&csrf)).await.unwrap();
+    assert!(!s.verify_csrf(&token));
+    assert_eq!(
+        e.mgr.commit(s).await.unwrap().csrf_cookie,
+        CookieUpdate::Remove
+    );
+    assert!(e.store.is_empty());
+}
+
+// ---- hybrid mode binds the data's version ----
+
+#[tokio::test]
+async fn hybrid_refuses_an_older_cookie_of_the_same_session() {
+    let e = env(Mode::Hybrid);
+    let a = e.login(None, "alice").await;
+    let mut s = e.load(&a).await;
+    s.insert("cart", &vec![1u32]).unwrap();
+    let b = value(&e.mgr.commit(s).await.unwrap());
+    // Replaying A (the data before the change) is refused, and its cookie removed.
+    let s = e.load(&a).await;
+    assert!(
+        s.is_new(),
+        "an older cookie of the same live id was accepted"
+    );
+    assert_eq!(s.user_id(), None);
+    assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Remove);
+    // B is the session.
+    let mut s = e.load(&b).await;
+    assert_eq!(s.user_id(), Some("alice"));
+    assert_eq!(s.get::<Vec<u32>>("cart").unwrap(), Some(vec![1]));
+    // A removal is a change too: B dies when C is issued.
+    assert!(s.remove("cart").unwrap());
+    let c = value(&e.mgr.commit(s).await.unwrap());
+    assert!(
+        e.load(&b).await.is_new(),
+        "a cookie holding removed data was accepted"
+    );
+    let s = e.load(&c).await;
+    assert_eq!(s.get::<Vec<u32>>("cart").unwrap(), None);
+    // A request that changes nothing keeps C valid (and sets no cookie).
+    let commit = e.mgr.commit(s).await.unwrap();
+    assert_eq!(commit.cookie, CookieUpdate::Keep);
+    assert_eq!(e.load(&c).await.user_id(), Some("alice"));
+    // An anonymous hybrid session binds its version too.
+    let x = e.new_session().await;
+    let mut s = e.load(&x).await;
+    s.insert("k", &2).unwrap();
+    let y = value(&e.mgr.commit(s).await.unwrap());
+    assert!(e.load(&x).await.is_new());
+    assert_eq!(e.load(&y).await.get::<u32>("k").unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn hybrid_server_record_holds_the_live_id_and_a_version_but_no_data() {
+    let e = env(Mode::Hybrid);
+    let c = e.login(None, "alice").await;
+    let mut s = e.load(&c).await;
+    s.insert("card", "4111-1111-1111-1111").unwrap();
+    s.flash(Level::Info, "a flash message");
+    let c2 = value(&e.mgr.commit(s).await.unwrap());
+    let s = e.load(&c2).await;
+    let hash = s.id_hash().unwrap();
+    let record = e.store.load(&hash, e.clock_now()).await.unwrap().unwrap();
+    assert_eq!(record.user_id.as_deref(), Some("alice"));
+    assert!(
+        record.data.is_empty(),
+        "the server record holds data: {record:?}"
+    );
+    assert_eq!(record.version, 2, "one data change, one version");
+    let bytes = record.encode().unwrap();
+    for secret in [&b"4111-1111"[..], b"a flash message", b"__cloakroom.csrf"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret),
+            "the stored record holds session data"
+        );
+    }
+    // The data is in the cookie only.
+    assert_eq!(
+        s.get::<String>("card").unwrap().as_deref(),
+        Some("4111-1111-1111-1111")
+    );
+}
+
+// ---- client mode: logout vs logout_everywhere ----
+
+#[tokio::test]
+async fn client_logout_leaves_a_copied_cookie_valid_but_logout_everywhere_ends_it() {
+    let e = env(Mode::Client);
+    let c = e.login(None, "alice").await;
+    let copy = c.clone();
+    let mut s = e.load(&c).await;
+    s.logout();
+    assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Remove);
+    // What logout cannot do in client mode: the server has nothing to forget.
+    assert_eq!(
+        e.load(&copy).await.user_id(),
+        Some("alice"),
+        "a copy of a logged-out client cookie stays valid until it expires"
+    );
+    // logout_everywhere bumps the user's epoch: every cookie of the user dies.
+    let other_device = e.login(None, "alice").await;
+    let bob = e.login(None, "bob").await;
+    let mut s = e.load(&copy).await;
+    e.mgr.logout_everywhere(&mut s).await.unwrap();
+    assert!(s.is_destroyed());
+    assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Remove);
+    assert!(e.load(&copy).await.is_new(), "the copied cookie survived");
+    assert!(e.load(&c).await.is_new());
+    assert!(e.load(&other_device).await.is_new());
+    assert_eq!(e.load(&bob).await.user_id(), Some("bob"));
+    // A new login works.
+    let again = e.login(None, "alice").await;
+    assert_eq!(e.load(&again).await.user_id(), Some("alice"));
+}
+
+#[tokio::test]
+async fn logout_everywhere_ends_every_session_of_the_user_in_every_mode() {
+    for mode in MODES {
+        let e = env(mode);
+        let a1 = e.login(None, "alice").await;
+        let a2 = e.login(None, "alice").await;
+        let bob = e.login(None, "bob").await;
+        let mut s = e.load(&a1).await;
+        let n = e.mgr.logout_everywhere(&mut s).await.unwrap();
+        if mode != Mode::Client {
+            assert_eq!(n, 2, "{mode:?}");
+        }
+        assert_eq!(e.mgr.commit(s).await.unwrap().cookie, CookieUpdate::Remove);
+        assert!(e.load(&a1).await.is_new(), "{mode:?}");
+        assert!(e.load(&a2).await.is_new(), "{mode:?}");
+        assert_eq!(e.load(&bob).await.user_id(), Some("bob"), "{mode:?}");
+        // Anonymous: nothing to end.
+        let mut anon = e.mgr.load(None).await.unwrap();
+        assert_eq!(e.mgr.logout_everywhere(&mut anon).await.unwrap(), 0);
     }
 }
