@@ -155,20 +155,14 @@ impl Session {
     /// # Errors
     /// [`ErrorKind::Unavailable`] if the store is down.
     pub async fn logout_everywhere(&self) -> Result<u64, Error> {
-        let Some(mut session) = self.slot.take() else {
-            return Err(Error::new(
-                ErrorKind::Finished,
-                "the session was used after its response was sent",
-            ));
+        // Nothing leaves the slot across the await: a cancelled handler keeps its session.
+        let user = self.slot.with(|s| s.user_id().map(str::to_owned))?;
+        let ended = match user {
+            Some(user) => self.slot.shared.manager.revoke_user(&user).await?,
+            None => 0,
         };
-        let result = self
-            .slot
-            .shared
-            .manager
-            .logout_everywhere(&mut session)
-            .await;
-        self.slot.put_back(session);
-        Ok(result?)
+        self.slot.with(cloakroom::Session::logout)?;
+        Ok(ended)
     }
 
     /// A new id for the same session at commit.
