@@ -1,4 +1,5 @@
-//! Store benchmarks: the groups `load` and `update`, one function per backend in each.
+//! Store benchmarks: the groups `load`, `update` and `apply_contended`, one function per
+//! backend in each.
 //!
 //! Every backend is one `Backend` in [`backends`]: a name and a setup function that returns
 //! a [`Target`] with a stored session ready to be loaded and written. Both groups run every
@@ -13,6 +14,10 @@
 //! `save` (an upsert of the whole record) for tower-sessions stores: the write a request that
 //! changed its session does.
 //!
+//! `apply_contended` is what one user's burst of requests costs: 64 commits of one session
+//! at once, each changing its own key, through [`Store::apply`] (one iteration is all 64
+//! done). Cloakroom stores only: tower-sessions saves whole records and has no merge.
+//!
 //! Run: `cargo bench -p cloakroom-stores --features file,sqlite --bench stores`.
 
 // `criterion_group!` generates an undocumented public function.
@@ -20,9 +25,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use cloakroom::{MemoryStore, Policy, Record, SessionId, Store, Value};
+use cloakroom::{Changes, MemoryStore, Policy, Record, SessionId, Store, Value};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tokio::runtime::Runtime;
 
@@ -35,7 +40,15 @@ trait Target {
     fn load(&self, rt: &Runtime);
     /// Writes the session back once.
     fn update(&self, rt: &Runtime);
+    /// Commits [`WRITERS`] overlapping requests of the session, each changing its own key,
+    /// and waits for all of them; `false` for a store that has no such commit.
+    fn apply_contended(&self, _rt: &Runtime) -> bool {
+        false
+    }
 }
+
+/// How many requests of one session commit at once in `apply_contended`.
+const WRITERS: u64 = 64;
 
 struct Backend {
     name: &'static str,
@@ -119,7 +132,7 @@ fn session_record() -> Record {
 }
 
 struct Cloakroom<S> {
-    store: S,
+    store: Arc<S>,
     /// The record as last written (its version is the one the next update expects).
     record: Mutex<Record>,
 }
@@ -129,7 +142,7 @@ impl<S: Store> Cloakroom<S> {
         let record = session_record();
         rt.block_on(store.create(&record)).expect("create");
         Box::new(Self {
-            store,
+            store: Arc::new(store),
             record: Mutex::new(record),
         })
     }
@@ -148,6 +161,25 @@ impl<S: Store> Target for Cloakroom<S> {
             .block_on(self.store.update(&record, NOW))
             .expect("update");
         record.version = version;
+    }
+
+    fn apply_contended(&self, rt: &Runtime) -> bool {
+        let id = self.record.lock().unwrap().id_hash;
+        rt.block_on(async {
+            let mut writers = tokio::task::JoinSet::new();
+            for i in 0..WRITERS {
+                let store = Arc::clone(&self.store);
+                writers.spawn(async move {
+                    let mut changes = Changes::new();
+                    changes.set(format!("w{i}"), Value::from(i));
+                    store.apply(&id, &changes, NOW, NOW + 1800).await
+                });
+            }
+            while let Some(done) = writers.join_next().await {
+                black_box(done.expect("task").expect("apply"));
+            }
+        });
+        true
     }
 }
 
@@ -390,5 +422,19 @@ fn update(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, load, update);
+fn apply_contended(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut group = c.benchmark_group("apply_contended");
+    for backend in backends() {
+        let target = (backend.setup)(&rt, dir.path());
+        if !target.apply_contended(&rt) {
+            continue;
+        }
+        group.bench_function(backend.name, |b| b.iter(|| target.apply_contended(&rt)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, load, update, apply_contended);
 criterion_main!(benches);

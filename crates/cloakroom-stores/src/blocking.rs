@@ -4,7 +4,8 @@
 /// `async fn run<T>(&self, f: impl FnOnce(&Inner) -> Result<T, Error>) -> Result<T, Error>`
 /// that runs `f` on tokio's blocking pool. Each operation moves owned copies of its arguments
 /// into `run` and calls the inner store's synchronous method of the same name; `update`
-/// hands over the record by value.
+/// hands over the record by value. `apply` is native too: the inner store merges the
+/// changes under its own lock or transaction.
 macro_rules! blocking_store {
     ($store:ty) => {
         #[::async_trait::async_trait]
@@ -30,6 +31,19 @@ macro_rules! blocking_store {
             ) -> Result<u64, ::cloakroom::Error> {
                 let record = record.clone();
                 self.run(move |s| s.update(record, now)).await
+            }
+
+            async fn apply(
+                &self,
+                id: &::cloakroom::IdHash,
+                changes: &::cloakroom::Changes,
+                now: u64,
+                idle_deadline: u64,
+            ) -> Result<::cloakroom::Applied, ::cloakroom::Error> {
+                let id = *id;
+                let changes = changes.clone();
+                self.run(move |s| s.apply(&id, &changes, now, idle_deadline))
+                    .await
             }
 
             async fn touch(

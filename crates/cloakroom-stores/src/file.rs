@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cloakroom::{Error, ErrorKind, IdHash, Record};
+use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
 use fs2::FileExt;
 use sha2::{Digest, Sha256};
 
@@ -50,9 +50,11 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 ///   and an acknowledged write survives a crash of the process and of the machine (to the
 ///   extent the file system honours `fsync`). Deletes `fsync` the directory too, so a
 ///   revoked session does not come back after a power loss.
-/// - **Compare-and-swap across processes.** Creates, updates, touches, deletes and epoch
-///   bumps run under an exclusive `flock` of one of 64 lock files (plus a mutex inside the
-///   process), so several processes may share one directory. Loads take no lock: the rename
+/// - **Compare-and-swap across processes.** Creates, updates, applies, touches, deletes and
+///   epoch bumps run under an exclusive `flock` of one of 64 lock files (plus a mutex inside
+///   the process), so several processes may share one directory. A commit
+///   ([`Store::apply`](cloakroom::Store::apply)) reads, merges and writes under that lock:
+///   overlapping commits wait for each other, none fails. Loads take no lock: the rename
 ///   makes them atomic.
 /// - **Per-user index.** `users/<user key>/` holds one empty file per session of the user.
 ///   It is written before the record and cleaned after it, so it may briefly list a session
@@ -585,6 +587,26 @@ impl Inner {
             }
         }
         Ok(next.version)
+    }
+
+    fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        // Under the record's stripe lock (mutex + flock): read, merge, write atomically by
+        // rename. Overlapping commits queue on the lock; none fails.
+        let _lock = self.lock_record(id)?;
+        let current = match self.read_record(id)? {
+            Some(current) if current.is_live(now) => current,
+            _ => return Err(Error::not_found()),
+        };
+        let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
+        // The user does not change: the index is left as it is.
+        self.write_record(&next)?;
+        Ok(Applied::new(next.version, next.idle_deadline))
     }
 
     fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {

@@ -32,6 +32,8 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION}
 // Many machines (issue 6): Redis, PostgreSQL, memcached.
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "postgres", feature = "memcached"))]
+mod stripes;
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "postgres")]

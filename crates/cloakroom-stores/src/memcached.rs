@@ -29,6 +29,15 @@
 //!
 //! - [`Store::update`] is compare-and-swap twice over: the record's version is checked, and
 //!   the write is a `cas` on the `gets` token, so no concurrent write is lost.
+//! - [`Store::apply`] (a request's commit) cannot be one atomic step: memcached has no
+//!   server-side scripting. It is a `gets`/`cas` loop inside the store: read, merge the
+//!   changed keys, `cas`; when another writer got in between, wait a randomised backoff
+//!   (100 µs doubling to 10 ms) and go again. It is bounded by time, not by a count (the
+//!   contention budget, 5 s unless [`MemcachedStoreBuilder::with_contention_budget`] says
+//!   otherwise; then [`ErrorKind::Unavailable`]), so overlapping requests of one session
+//!   queue up rather than fail. Within one process, commits and touches of one session
+//!   first take turns on an in-process lock, so the loop only goes round again when another
+//!   process wrote in between. The same loop serves the index items.
 //! - A record expires on the server at its earlier deadline: the TTL is the deadline minus
 //!   the caller's `now` (the record's `last_seen` on create), as memcached wants relative
 //!   TTLs up to 30 days; longer ones are turned into unix times with the system clock.
@@ -42,12 +51,14 @@
 //! index, `<prefix>e:<same>` the user's epoch, `<prefix>x:<0-f>` the purge index shards.
 //! User ids are hashed because memcached keys are at most 250 bytes without spaces.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -64,8 +75,18 @@ const FLAGS_INDEX: u32 = 0xC10A_0002;
 /// memcached reads TTLs above this many seconds as unix times.
 const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
 
-/// How often a `gets`/`cas` loop retries when another writer got in between.
-const CAS_ATTEMPTS: usize = 16;
+/// How long a `gets`/`cas` loop keeps retrying while other writers get in between, unless
+/// configured otherwise ([`MemcachedStoreBuilder::with_contention_budget`]).
+const DEFAULT_CONTENTION_BUDGET: Duration = Duration::from_secs(5);
+
+/// The pause before retry number `attempt` of a `gets`/`cas` loop: 100 µs doubling up to
+/// 10 ms, each drawn at random from its upper half, so writers that collided spread out
+/// instead of colliding again.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = (100u64 << attempt.min(7)).min(10_000);
+    let random = RandomState::new().build_hasher().finish();
+    Duration::from_micros(ceiling / 2 + random % (ceiling / 2 + 1))
+}
 
 /// One index entry: an id hash and an expiry (upper bound in a user index, lower bound in a
 /// purge shard).
@@ -80,6 +101,7 @@ pub struct MemcachedStoreBuilder {
     pool_size: usize,
     connect_timeout: Duration,
     command_timeout: Duration,
+    contention_budget: Duration,
 }
 
 impl MemcachedStoreBuilder {
@@ -113,6 +135,17 @@ impl MemcachedStoreBuilder {
         self
     }
 
+    /// How long one write keeps retrying its `gets`/`cas` loop while other writers of the
+    /// same item get in between (default 5 s), before it gives up with
+    /// [`ErrorKind::Unavailable`]. memcached has no server-side scripts, so a commit
+    /// ([`Store::apply`]) is such a loop; it retries with a randomised backoff, so many
+    /// overlapping requests of one session all get through well inside this budget.
+    #[must_use]
+    pub fn with_contention_budget(mut self, budget: Duration) -> Self {
+        self.contention_budget = budget;
+        self
+    }
+
     /// Checks the settings and opens a first connection.
     ///
     /// # Errors
@@ -139,6 +172,8 @@ impl MemcachedStoreBuilder {
                 prefix: self.prefix,
                 connect_timeout: self.connect_timeout,
                 command_timeout: self.command_timeout,
+                contention_budget: self.contention_budget,
+                stripes: crate::stripes::Stripes::new(),
                 permits: Semaphore::new(self.pool_size),
                 idle: Mutex::new(Vec::new()),
             }),
@@ -153,6 +188,9 @@ struct Inner {
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
+    contention_budget: Duration,
+    /// Commits and touches of one record in this process take turns (see `stripes`).
+    stripes: crate::stripes::Stripes,
     permits: Semaphore,
     idle: Mutex<Vec<Conn>>,
 }
@@ -181,6 +219,8 @@ impl fmt::Debug for MemcachedStore {
             prefix,
             connect_timeout,
             command_timeout,
+            contention_budget,
+            stripes: _,
             permits: _,
             idle: _,
         } = &*self.inner;
@@ -189,6 +229,7 @@ impl fmt::Debug for MemcachedStore {
             .field("prefix", prefix)
             .field("connect_timeout", connect_timeout)
             .field("command_timeout", command_timeout)
+            .field("contention_budget", contention_budget)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +290,7 @@ impl MemcachedStore {
             pool_size: DEFAULT_POOL_SIZE,
             connect_timeout: DEFAULT_TIMEOUT,
             command_timeout: DEFAULT_TIMEOUT,
+            contention_budget: DEFAULT_CONTENTION_BUDGET,
         }
     }
 
@@ -344,7 +386,14 @@ impl MemcachedStore {
     where
         F: FnMut(&mut Vec<(IdHash, u64)>) -> bool + Send,
     {
-        for _ in 0..CAS_ATTEMPTS {
+        let give_up = Instant::now() + self.inner.contention_budget;
+        for attempt in 0.. {
+            if attempt > 0 {
+                if Instant::now() >= give_up {
+                    break;
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let item = self
                 .run("gets (index)", async |c| c.gets_one(key).await)
                 .await?;
@@ -371,7 +420,10 @@ impl MemcachedStore {
         }
         Err(Error::new(
             ErrorKind::Unavailable,
-            format!("the memcached index {key} changed {CAS_ATTEMPTS} times under one write"),
+            format!(
+                "the memcached index {key} kept changing under one write for {:?}",
+                self.inner.contention_budget
+            ),
         ))
     }
 
@@ -414,14 +466,23 @@ impl MemcachedStore {
         .await
     }
 
-    /// The `gets`/`cas` loop shared by update and touch: `change` gets the live record and
-    /// returns the record to write (or an error).
+    /// The `gets`/`cas` loop shared by apply and touch: `change` gets the live record and
+    /// returns the record to write (or an error). It retries, with [`backoff`], for as long
+    /// as other writers get in between, up to the contention budget: every lost round means
+    /// another write went through, so the loop ends as soon as the others are done.
     async fn cas_loop<F>(&self, id: &IdHash, now: u64, mut change: F) -> Result<Record, Error>
     where
         F: FnMut(Record) -> Result<Record, Error> + Send,
     {
         let key = self.record_key(id);
-        for _ in 0..CAS_ATTEMPTS {
+        let give_up = Instant::now() + self.inner.contention_budget;
+        for attempt in 0.. {
+            if attempt > 0 {
+                if Instant::now() >= give_up {
+                    break;
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let Some((current, cas)) = self.gets_record(id).await? else {
                 return Err(Error::not_found());
             };
@@ -454,11 +515,17 @@ impl MemcachedStore {
             match stored {
                 Reply::Stored => return Ok(next),
                 Reply::NotFound => return Err(Error::not_found()),
-                // Another writer (perhaps a touch) got in between: read again.
-                Reply::Exists | Reply::NotStored => tokio::task::yield_now().await,
+                // Another writer got in between: read again.
+                Reply::Exists | Reply::NotStored => {}
             }
         }
-        Err(Error::conflict())
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the memcached record {key} kept changing under one write for {:?}",
+                self.inner.contention_budget
+            ),
+        ))
     }
 }
 
@@ -496,7 +563,14 @@ impl Store for MemcachedStore {
         let bytes = write.encode()?;
         let key = self.record_key(&record.id_hash);
         let ttl = exptime(write.expires_at(), now);
-        for _ in 0..CAS_ATTEMPTS {
+        let give_up = Instant::now() + self.inner.contention_budget;
+        for attempt in 0.. {
+            if attempt > 0 {
+                if Instant::now() >= give_up {
+                    break;
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let Some((current, cas)) = self.gets_record(&record.id_hash).await? else {
                 return Err(Error::not_found());
             };
@@ -536,14 +610,41 @@ impl Store for MemcachedStore {
                     return Ok(next);
                 }
                 Reply::NotFound => return Err(Error::not_found()),
-                // Another writer (perhaps a touch) got in between: read again.
-                Reply::Exists | Reply::NotStored => tokio::task::yield_now().await,
+                // Another writer got in between: read again (if it changed the version,
+                // the check above answers Conflict).
+                Reply::Exists | Reply::NotStored => {}
             }
         }
-        Err(Error::conflict())
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the memcached record {key} kept changing under one write for {:?}",
+                self.inner.contention_budget
+            ),
+        ))
+    }
+
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        // No server-side scripting in memcached: a `gets`/`cas` loop that retries until it
+        // wins (bounded by the contention budget, not by a count). Writers in this process
+        // take turns first, so only other processes' writes make it go round again.
+        let _turn = self.inner.stripes.turn(id).await;
+        let next = self
+            .cas_loop(id, now, |current| {
+                cloakroom::apply_changes(current, changes, now, idle_deadline)
+            })
+            .await?;
+        Ok(Applied::new(next.version, next.idle_deadline))
     }
 
     async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        let _turn = self.inner.stripes.turn(id).await;
         self.cas_loop(id, now, |mut current| {
             current.last_seen = now;
             current.idle_deadline = idle_deadline.min(current.absolute_deadline);
@@ -675,7 +776,9 @@ impl Store for MemcachedStore {
 
     async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
         let key = self.epoch_key(user);
-        for _ in 0..CAS_ATTEMPTS {
+        // `incr` fails only while the item is missing, and `add` only if another bump created
+        // it meanwhile: a few rounds always suffice.
+        for _ in 0..4 {
             if let Some(n) = self.run("incr", async |c| c.incr(&key).await).await? {
                 return Ok(n);
             }

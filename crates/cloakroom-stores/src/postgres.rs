@@ -28,6 +28,14 @@
 //! - [`Store::update`] is `UPDATE … WHERE id = $1 AND version = $2 AND expires_at > $now`,
 //!   one statement that also says, from the same snapshot, whether a miss was a conflict or
 //!   a dead record: one round trip.
+//! - [`Store::apply`] (a request's commit) is one transaction: `SELECT … FOR UPDATE` of the
+//!   live row, the changed keys merged into the record here, `UPDATE`, `COMMIT`. The row
+//!   lock orders overlapping commits of one session: the second waits for the first and then
+//!   merges onto what it wrote, so none fails and there is no retry loop. Commits of one
+//!   session in one process take turns before they take a pooled connection, so a burst of
+//!   them holds one connection, not the pool. A deleted or
+//!   expired row is not selected, so it is never written back. (The record is MessagePack,
+//!   which SQL cannot merge; that costs four round trips instead of one.)
 //! - [`Store::load`] is one `SELECT` by primary key: one round trip (statements are prepared
 //!   once per connection).
 //! - [`Store::purge_expired`] deletes at most `limit` rows per statement
@@ -45,7 +53,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -199,6 +207,15 @@ impl PostgresStoreBuilder {
                  SELECT (SELECT count(*) FROM done),
                         (SELECT expires_at > $10 FROM {s}.sessions WHERE id = $1)"
             ),
+            apply_read: format!(
+                "SELECT record, last_seen, idle_deadline FROM {s}.sessions
+                 WHERE id = $1 AND expires_at > $2 FOR UPDATE"
+            ),
+            apply_write: format!(
+                "UPDATE {s}.sessions SET version = $2, last_seen = $3, idle_deadline = $4,
+                   expires_at = $5, record = $6
+                 WHERE id = $1"
+            ),
             touch: format!(
                 "UPDATE {s}.sessions SET last_seen = $2,
                    idle_deadline = LEAST($3, absolute_deadline),
@@ -228,6 +245,7 @@ impl PostgresStoreBuilder {
         };
         let store = PostgresStore {
             pool,
+            stripes: std::sync::Arc::new(crate::stripes::Stripes::new()),
             schema: self.schema,
             bound: self.connect_timeout + self.command_timeout,
             sql: std::sync::Arc::new(sql),
@@ -241,6 +259,8 @@ struct Sql {
     load: String,
     create: String,
     update: String,
+    apply_read: String,
+    apply_write: String,
     touch: String,
     delete: String,
     sessions_of: String,
@@ -266,6 +286,8 @@ struct Sql {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Commits of one session in this process take turns (see `stripes`).
+    stripes: std::sync::Arc<crate::stripes::Stripes>,
     schema: String,
     bound: Duration,
     sql: std::sync::Arc<Sql>,
@@ -275,6 +297,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
             pool,
+            stripes: _,
             schema,
             bound,
             sql: _,
@@ -423,6 +446,57 @@ impl PostgresStore {
             .map_err(|e| Error::unavailable("the PostgreSQL migration timed out", e))?
     }
 
+    /// [`Store::apply`] on one connection: lock the live row, merge, write, commit.
+    async fn apply_on(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        let key = id.as_bytes().as_slice();
+        let now_i = i64_of("now", now)?;
+        // Dropped without `commit` (an error, a timeout): rolled back.
+        let tx = client.transaction().await.map_err(db("apply"))?;
+        let read = tx
+            .prepare_cached(&self.sql.apply_read)
+            .await
+            .map_err(db("apply"))?;
+        let Some(row) = tx
+            .query_opt(&read, &[&key, &now_i])
+            .await
+            .map_err(db("apply"))?
+        else {
+            return Err(Error::not_found());
+        };
+        let current = Self::decode(&row)?;
+        if current.id_hash != *id {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "a PostgreSQL row holds another session's record",
+            ));
+        }
+        if !current.is_live(now) {
+            return Err(Error::not_found());
+        }
+        let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
+        let bytes = next.encode()?;
+        let version = i64_of("version", next.version)?;
+        let last_seen = i64_of("last_seen", next.last_seen)?;
+        let idle = i64_of("idle deadline", next.idle_deadline)?;
+        let expires = i64_of("expiry", next.expires_at())?;
+        let write = tx
+            .prepare_cached(&self.sql.apply_write)
+            .await
+            .map_err(db("apply"))?;
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&key, &version, &last_seen, &idle, &expires, &bytes];
+        tx.execute(&write, &params).await.map_err(db("apply"))?;
+        tx.commit().await.map_err(db("apply"))?;
+        Ok(Applied::new(next.version, next.idle_deadline))
+    }
+
     fn decode(row: &Row) -> Result<Record, Error> {
         let not_ours = |e| Error::corrupt("a PostgreSQL session row has the wrong types", e);
         let bytes: Vec<u8> = row.try_get(0).map_err(not_ours)?;
@@ -520,6 +594,41 @@ impl Store for PostgresStore {
             (_, Some(true)) => Err(Error::conflict()),
             _ => Err(Error::not_found()),
         }
+    }
+
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        let work = async {
+            let mut client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| Error::unavailable("no PostgreSQL connection for apply", e))?;
+            match self
+                .apply_on(&mut client, id, changes, now, idle_deadline)
+                .await
+            {
+                // As in `with`: a statement prepared before a schema change, prepared again.
+                Err(e) if stale_statement(&e) => {
+                    client.statement_cache.clear();
+                    self.apply_on(&mut client, id, changes, now, idle_deadline)
+                        .await
+                }
+                other => other,
+            }
+        };
+        // Commits of this session in this process wait for their turn here, holding no
+        // connection; each turn is bounded, the wait for it is not.
+        let _turn = self.stripes.turn(id).await;
+        // A timeout drops the transaction unfinished: tokio-postgres then rolls it back.
+        tokio::time::timeout(self.bound, work)
+            .await
+            .map_err(|e| Error::unavailable("PostgreSQL did not answer apply in time", e))?
     }
 
     async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {

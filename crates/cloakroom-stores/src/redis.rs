@@ -7,8 +7,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `cloakroom:{r:<id hash hex>}` | hash | `d` the record ([`Record::encode`]), `v` its version, `u` its user, `l`/`i`/`a` last seen, idle and absolute deadline, `e` the earlier deadline |
-//! | `cloakroom:{u:<user>}:sessions` | sorted set | the user's id hashes, scored by (at least) their expiry |
+//! | `cloakroom:{r:<id hash hex>}` | hash | `d` the record without its data ([`Record::encode`]), `k:<key>` each data key's MessagePack value, `v` the version, `u` the user, `l`/`i`/`a` last seen, idle and absolute deadline, `e` the earlier deadline, `f` = `2` (the layout) |
+//! | `cloakroom:{u:<user>}:sessions` | sorted set | the user's id hashes, scored by (at least) their expiry: the absolute deadline |
 //! | `cloakroom:{u:<user>}:epoch` | string | the user's epoch |
 //! | `cloakroom:expiry` | sorted set | every id hash, scored by (at most) its expiry, for [`Store::purge_expired`] |
 //!
@@ -27,6 +27,15 @@
 //! - [`Store::update`] is one Lua script (loaded once with `SCRIPT LOAD`, called with
 //!   `EVALSHA`, loaded again when the server answers `NOSCRIPT`, e.g. after a restart) that
 //!   compares the version and writes, so it is atomic.
+//! - [`Store::apply`] (a request's commit) is one script on the record's key alone, one round
+//!   trip: each changed data key is its own hash field, so the script sets (`HSET`) and
+//!   removes (`HDEL`) the request's fields, bumps `v`, slides `l`/`i`/`e` (never back) and
+//!   the key's TTL, and refuses a key that is gone or not live. Redis runs scripts one at a
+//!   time, so overlapping commits of a session are serialised by the server: none fails,
+//!   none is retried. The user does not change, and a user index is scored by the absolute
+//!   deadline (which never moves), so no index is written. A record stored by an older
+//!   version of this store (its data inside `d`, no `f`) is converted by its first commit,
+//!   which goes through [`cloakroom::apply_by_compare_and_swap`] once.
 //! - The index writes that go with a record write are sent before it (in the same round
 //!   trip where they can be), so an index is always a superset of the records it points at;
 //!   entries that point at nothing are pruned as they are read.
@@ -44,7 +53,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::{Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
 use redis::aio::ConnectionManager;
 use redis::{Cmd, Pipeline, Value};
 
@@ -72,17 +81,31 @@ local function expire_in(key, ms)
 end
 ";
 
-/// ARGV: d v u l i a e ttl_ms. Returns {2} when created, {1} when the id is taken.
+/// Writes the record's fields (ARGV[from..from+7]: d v u l i a e), the layout marker, and
+/// the data fields (pairs of name and value from ARGV[from+8] on).
+const WRITE_FN: &str = r"
+local function write_record(key, from)
+  redis.call('HSET', key, 'd', ARGV[from], 'v', ARGV[from + 1], 'u', ARGV[from + 2],
+    'l', ARGV[from + 3], 'i', ARGV[from + 4], 'a', ARGV[from + 5], 'e', ARGV[from + 6], 'f', '2')
+  for j = from + 8, #ARGV, 2 do
+    redis.call('HSET', key, ARGV[j], ARGV[j + 1])
+  end
+end
+";
+
+/// ARGV: d v u l i a e ttl_ms, then data field pairs. Returns {2} when created, {1} when the
+/// id is taken.
 const CREATE_BODY: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', ARGV[2], 'u', ARGV[3], 'l', ARGV[4],
-  'i', ARGV[5], 'a', ARGV[6], 'e', ARGV[7])
+write_record(KEYS[1], 1)
 expire_in(KEYS[1], ARGV[8])
 return {2}
 ";
 
-/// ARGV: expected_v now d new_v u l i a e ttl_ms. Returns {2, old_u}, {1} on a version
-/// mismatch, {0} when absent or not live, {-1} when the key is not ours.
+/// ARGV: expected_v now d new_v u l i a e ttl_ms, then data field pairs. Returns
+/// {2, old_u}, {1} on a version mismatch, {0} when absent or not live, {-1} when the key is
+/// not ours. The whole hash is replaced (`DEL`, then written), so data fields of keys the
+/// record no longer has go with it.
 ///
 /// No `TYPE` first (every call a script makes costs about a microsecond of server time):
 /// `HMGET` on a key that is not a hash fails (caught with `pcall`: not ours), and only when
@@ -97,10 +120,45 @@ end
 if not f[1] or not f[2] or not f[3] or not tonumber(f[2]) then return {-1} end
 if tonumber(f[2]) <= tonumber(ARGV[2]) then return {0} end
 if f[1] ~= ARGV[1] then return {1} end
-redis.call('HSET', KEYS[1], 'd', ARGV[3], 'v', ARGV[4], 'u', ARGV[5], 'l', ARGV[6],
-  'i', ARGV[7], 'a', ARGV[8], 'e', ARGV[9])
+redis.call('DEL', KEYS[1])
+write_record(KEYS[1], 3)
 expire_in(KEYS[1], ARGV[10])
 return {2, f[3]}
+";
+
+/// ARGV: now idle n_sets, then n_sets pairs of data field and value to set, then data fields
+/// to remove. Returns {2, new_v, new_idle}, {0} when absent or not live, {-1} when the key
+/// is not ours, {-2} when the record has the older layout (data inside `d`).
+const APPLY_BODY: &str = r"
+local f = redis.pcall('HMGET', KEYS[1], 'v', 'e', 'u', 'l', 'i', 'a', 'f')
+if f.err then return {-1} end
+if not f[1] and not f[2] and not f[3] then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+  return {-1}
+end
+local v, e, l, i, a = tonumber(f[1]), tonumber(f[2]), tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
+if not f[3] or not v or not e or not l or not i or not a then return {-1} end
+local now = tonumber(ARGV[1])
+if e <= now or a <= now then return {0} end
+if f[7] ~= '2' then return {-2} end
+local n = tonumber(ARGV[3])
+for j = 4, 3 + 2 * n, 2 do
+  redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1])
+end
+for j = 4 + 2 * n, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[j])
+end
+local idle = tonumber(ARGV[2])
+if idle > a then idle = a end
+if idle < i then idle = i end
+if l < now then l = now end
+local e2 = idle
+if e2 > a then e2 = a end
+v = v + 1
+redis.call('HSET', KEYS[1], 'v', string.format('%d', v), 'l', string.format('%d', l),
+  'i', string.format('%d', idle), 'e', string.format('%d', e2))
+expire_in(KEYS[1], (e2 - now) * 1000)
+return {2, v, idle}
 ";
 
 /// ARGV: now idle. Returns {2, u, new_idle}, {0}, {-1}.
@@ -158,7 +216,7 @@ struct Script {
 
 impl Script {
     fn new(body: &str) -> Self {
-        let source = format!("{EXPIRE_FN}{body}");
+        let source = format!("{EXPIRE_FN}{WRITE_FN}{body}");
         let sha = redis::Script::new(&source).get_hash().to_owned();
         Self { source, sha }
     }
@@ -172,11 +230,21 @@ impl Script {
         }
         cmd
     }
+
+    /// [`Script::call`] followed by the data fields of a record (name, value, ...).
+    fn call_with_data(&self, key: &str, args: &[&[u8]], data: &[(Vec<u8>, Vec<u8>)]) -> Cmd {
+        let mut cmd = self.call(key, args);
+        for (name, value) in data {
+            cmd.arg(name.as_slice()).arg(value.as_slice());
+        }
+        cmd
+    }
 }
 
 struct Scripts {
     create: Script,
     update: Script,
+    apply: Script,
     touch: Script,
     delete: Script,
     revoke: Script,
@@ -188,6 +256,7 @@ impl Scripts {
         Self {
             create: Script::new(CREATE_BODY),
             update: Script::new(UPDATE_BODY),
+            apply: Script::new(APPLY_BODY),
             touch: Script::new(TOUCH_BODY),
             delete: Script::new(DELETE_BODY),
             revoke: Script::new(REVOKE_BODY),
@@ -195,10 +264,11 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 6] {
+    fn all(&self) -> [&Script; 7] {
         [
             &self.create,
             &self.update,
+            &self.apply,
             &self.touch,
             &self.delete,
             &self.revoke,
@@ -336,7 +406,10 @@ impl fmt::Debug for RedisStore {
 
 /// A record as the scripts take it: the fields of the hash.
 struct Fields {
+    /// The record without its data.
     d: Vec<u8>,
+    /// The data: (`k:<key>`, MessagePack value) pairs.
+    data: Vec<(Vec<u8>, Vec<u8>)>,
     v: String,
     u: Vec<u8>,
     l: String,
@@ -373,11 +446,37 @@ fn ttl_ms(deadline: u64, reference: u64) -> u64 {
         .max(1)
 }
 
+/// The hash field of data key `key`.
+fn data_field(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DATA_FIELD.len() + key.len());
+    out.extend_from_slice(DATA_FIELD);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// The prefix of data fields.
+const DATA_FIELD: &[u8] = b"k:";
+
+fn encode_value(key: &str, value: &cloakroom::Value) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec(value).map_err(|e| {
+        Error::new(
+            ErrorKind::Value,
+            format!("the value of session key {key:?} does not encode"),
+        )
+        .with_source(e)
+    })
+}
+
 fn fields(record: &Record, version: u64, reference: u64) -> Result<Fields, Error> {
     let mut stored = record.clone();
     stored.version = version;
+    let data = std::mem::take(&mut stored.data)
+        .iter()
+        .map(|(k, v)| Ok((data_field(k), encode_value(k, v)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok(Fields {
         d: stored.encode()?,
+        data,
         v: version.to_string(),
         u: tagged_user(record.user_id.as_deref()),
         l: record.last_seen.to_string(),
@@ -536,24 +635,45 @@ impl RedisStore {
             .ok_or_else(|| unexpected(what))
     }
 
-    /// Decodes the `HMGET d l i` reply of a record key.
+    /// Decodes the `HGETALL` reply of a record key.
     fn decode(&self, id: &IdHash, reply: &Value, now: u64) -> Result<Option<Record>, Error> {
-        let Value::Array(items) = reply else {
-            return Err(unexpected("HMGET"));
+        let pairs: Vec<(&Value, &Value)> = match reply {
+            Value::Array(items) if items.len() % 2 == 0 => {
+                items.chunks_exact(2).map(|c| (&c[0], &c[1])).collect()
+            }
+            Value::Map(entries) => entries.iter().map(|(k, v)| (k, v)).collect(),
+            _ => return Err(unexpected("HGETALL")),
         };
-        let [d, l, i] = items.as_slice() else {
-            return Err(unexpected("HMGET"));
-        };
-        if matches!((d, l, i), (Value::Nil, Value::Nil, Value::Nil)) {
+        if pairs.is_empty() {
             return Ok(None);
         }
         // The key is formatted only for an error: a load that succeeds allocates no key name.
-        let (Some(d), Some(l), Some(i)) = (bytes(d), bytes(l), bytes(i)) else {
-            return Err(not_ours(&self.record_key(id)));
+        let not_ours = || not_ours(&self.record_key(id));
+        let (mut d, mut l, mut i, mut v, mut layout) = (None, None, None, None, None);
+        let mut data = Vec::new();
+        for (name, value) in pairs {
+            let (Some(name), Some(value)) = (bytes(name), bytes(value)) else {
+                return Err(unexpected("HGETALL"));
+            };
+            match name {
+                b"d" => d = Some(value),
+                b"l" => l = Some(value),
+                b"i" => i = Some(value),
+                b"v" => v = Some(value),
+                b"f" => layout = Some(value),
+                _ => {
+                    if let Some(key) = name.strip_prefix(DATA_FIELD) {
+                        data.push((key, value));
+                    }
+                }
+            }
+        }
+        let (Some(d), Some(l), Some(i)) = (d, l, i) else {
+            return Err(not_ours());
         };
         let mut record = Record::decode(d)?;
         let (Some(l), Some(i)) = (parse_u64(l), parse_u64(i)) else {
-            return Err(not_ours(&self.record_key(id)));
+            return Err(not_ours());
         };
         if record.id_hash != *id {
             return Err(Error::new(
@@ -564,17 +684,60 @@ impl RedisStore {
                 ),
             ));
         }
-        // `touch` writes these two fields alone, without rewriting the record.
+        if layout == Some(b"2".as_slice()) {
+            // The data and the version live in fields of their own (`apply` writes them
+            // without rewriting `d`).
+            record.version = v.and_then(parse_u64).ok_or_else(not_ours)?;
+            record.data.clear();
+            for (key, value) in data {
+                let key = std::str::from_utf8(key).map_err(|e| {
+                    Error::corrupt(
+                        format!(
+                            "a data field of the Redis key {} is not UTF-8",
+                            self.record_key(id)
+                        ),
+                        e,
+                    )
+                })?;
+                record.data.insert(
+                    key.to_owned(),
+                    decode_value(value).map_err(|e| {
+                        Error::corrupt(
+                            format!(
+                                "the value of {key:?} in the Redis key {} does not decode",
+                                self.record_key(id)
+                            ),
+                            e,
+                        )
+                    })?,
+                );
+            }
+        } else if layout.is_some() {
+            return Err(not_ours());
+        }
+        // `touch` and `apply` write these two fields alone, without rewriting the record.
         record.last_seen = l;
         record.idle_deadline = i;
         Ok(record.is_live(now).then_some(record))
     }
 
-    fn hmget(&self, id: &IdHash) -> Cmd {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.record_key(id)).arg("d").arg("l").arg("i");
+    fn hgetall(&self, id: &IdHash) -> Cmd {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.record_key(id));
         cmd
     }
+}
+
+/// Decodes one data value: exactly one MessagePack value, nothing after it.
+fn decode_value(
+    bytes: &[u8],
+) -> Result<cloakroom::Value, Box<dyn std::error::Error + Send + Sync>> {
+    let mut cursor = bytes;
+    let value: cloakroom::Value = rmp_serde::decode::from_read(&mut cursor)?;
+    if !cursor.is_empty() {
+        return Err("trailing bytes after a value".into());
+    }
+    Ok(value)
 }
 
 #[async_trait]
@@ -584,12 +747,13 @@ impl Store for RedisStore {
         let id = record.id_hash.to_hex();
         let e = record.expires_at();
         let mut pipe = redis::pipe();
-        // Index entries first: an index may point at nothing, never miss a record.
+        // Index entries first: an index may point at nothing, never miss a record. A user
+        // index is scored by the absolute deadline, which no commit or touch moves.
         if let Some(user) = &record.user_id {
             pipe.cmd("ZADD")
                 .arg(self.index_key(user))
                 .arg("GT")
-                .arg(e)
+                .arg(record.absolute_deadline)
                 .arg(&id);
         }
         pipe.cmd("ZADD")
@@ -597,7 +761,7 @@ impl Store for RedisStore {
             .arg("LT")
             .arg(e)
             .arg(&id);
-        pipe.add_command(self.scripts.create.call(
+        pipe.add_command(self.scripts.create.call_with_data(
             &self.record_key(&record.id_hash),
             &[
                 &f.d,
@@ -609,6 +773,7 @@ impl Store for RedisStore {
                 f.e.as_bytes(),
                 f.ttl_ms.as_bytes(),
             ],
+            &f.data,
         ));
         let replies = self.bounded("create", pipe).await?;
         match replies.last().and_then(status) {
@@ -619,7 +784,7 @@ impl Store for RedisStore {
     }
 
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        let reply = self.one("load", self.hmget(id)).await?;
+        let reply = self.one("load", self.hgetall(id)).await?;
         self.decode(id, &reply, now)
     }
 
@@ -636,7 +801,7 @@ impl Store for RedisStore {
             pipe.cmd("ZADD")
                 .arg(self.index_key(user))
                 .arg("GT")
-                .arg(e)
+                .arg(record.absolute_deadline.max(e))
                 .arg(&id);
         }
         pipe.cmd("ZADD")
@@ -644,7 +809,7 @@ impl Store for RedisStore {
             .arg("LT")
             .arg(e)
             .arg(&id);
-        pipe.add_command(self.scripts.update.call(
+        pipe.add_command(self.scripts.update.call_with_data(
             &key,
             &[
                 expected.as_bytes(),
@@ -658,6 +823,7 @@ impl Store for RedisStore {
                 f.e.as_bytes(),
                 f.ttl_ms.as_bytes(),
             ],
+            &f.data,
         ));
         let replies = self.bounded("update", pipe).await?;
         match replies.last().and_then(status) {
@@ -675,6 +841,54 @@ impl Store for RedisStore {
             Some((0, _)) => Err(Error::not_found()),
             Some((-1, _)) => Err(not_ours(&key)),
             _ => Err(unexpected("update")),
+        }
+    }
+
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        let key = self.record_key(id);
+        let (now_s, idle_s) = (now.to_string(), idle_deadline.to_string());
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        for (k, v) in changes.iter() {
+            match v {
+                Some(v) => sets.push((data_field(k), encode_value(k, v)?)),
+                None => removes.push(data_field(k)),
+            }
+        }
+        let n = sets.len().to_string();
+        let mut cmd = self.scripts.apply.call_with_data(
+            &key,
+            &[now_s.as_bytes(), idle_s.as_bytes(), n.as_bytes()],
+            &sets,
+        );
+        for field in &removes {
+            cmd.arg(field.as_slice());
+        }
+        let reply = self.one("apply", cmd).await?;
+        match status(&reply) {
+            Some((2, rest)) => {
+                let number = |i: usize| {
+                    rest.get(i)
+                        .and_then(int)
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| unexpected("apply"))
+                };
+                Ok(Applied::new(number(0)?, number(1)?))
+            }
+            Some((0, _)) => Err(Error::not_found()),
+            Some((-1, _)) => Err(not_ours(&key)),
+            // Stored by an older version of this store: one compare-and-swap commit
+            // rewrites it in the current layout.
+            Some((-2, _)) => {
+                cloakroom::apply_by_compare_and_swap(self, id, changes, now, idle_deadline).await
+            }
+            _ => Err(unexpected("apply")),
         }
     }
 
@@ -803,7 +1017,7 @@ impl Store for RedisStore {
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.add_command(self.hmget(id));
+            pipe.add_command(self.hgetall(id));
         }
         let replies = self.bounded("sessions_of (records)", pipe).await?;
         let mut out = Vec::new();
@@ -814,7 +1028,9 @@ impl Store for RedisStore {
                 // Dead, gone, or moved to another user. A dead one stays until its score
                 // passes (it may be dead only at this `now`, not at a caller's earlier one).
                 Some(_) => stale.push(id.to_hex()),
-                None if matches!(reply, Value::Array(v) if v.iter().all(|x| *x == Value::Nil)) => {
+                None if matches!(reply, Value::Array(v) if v.is_empty())
+                    || matches!(reply, Value::Map(v) if v.is_empty()) =>
+                {
                     stale.push(id.to_hex());
                 }
                 None => {}

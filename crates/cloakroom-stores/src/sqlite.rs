@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cloakroom::{Error, ErrorKind, IdHash, Record};
+use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 /// The schema, one entry per version: entry `i` migrates version `i` to `i + 1`. The
@@ -134,7 +134,11 @@ impl SqliteOptions {
 /// so loads (the hot path) do not queue behind writes. Other processes may open the same
 /// file: they are ordered by SQLite's own locks and wait up to the busy timeout.
 ///
-/// Compare-and-swap is one statement, `UPDATE … WHERE id = ? AND version = ?`; purges
+/// Compare-and-swap is one statement, `UPDATE … WHERE id = ? AND version = ?`;
+/// [`Store::apply`](cloakroom::Store::apply) (a request's commit) reads, merges and writes
+/// in one `BEGIN IMMEDIATE` transaction on the writer connection, so overlapping commits
+/// queue (behind the writer mutex, and behind other processes for up to the busy timeout)
+/// rather than fail; purges
 /// delete at most `limit` rows per statement (one short transaction per batch). Every
 /// call runs on tokio's blocking pool ([`tokio::task::spawn_blocking`]).
 ///
@@ -438,6 +442,57 @@ impl Inner {
                 Some(_) => Error::conflict(),
                 None => Error::not_found(),
             })
+        })
+    }
+
+    fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        self.with_writer(|conn| {
+            // Read, merge, write in one `BEGIN IMMEDIATE` transaction: it takes the write
+            // lock first (waiting up to the busy timeout for another process), so nothing
+            // can change the row between our read and our write. Within this process the
+            // writer mutex already orders the callers, so overlapping requests wait their
+            // turn instead of failing.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err("apply"))?;
+            let bytes: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![id.as_bytes(), sql_time(now)], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db_err("apply"))?;
+            let Some(bytes) = bytes else {
+                return Err(Error::not_found());
+            };
+            let current = decode(id, &bytes)?;
+            if !current.is_live(now) {
+                return Err(Error::not_found());
+            }
+            let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
+            let bytes = next.encode()?;
+            let version = sql_version(next.version)?;
+            // The user does not change, so `user_id` (and its index) is not written.
+            tx.prepare_cached(
+                "UPDATE sessions SET expires_at = ?1, version = ?2, record = ?3 WHERE id = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    sql_time(next.expires_at()),
+                    version,
+                    bytes,
+                    id.as_bytes()
+                ])
+            })
+            .map_err(db_err("apply"))?;
+            tx.commit().map_err(db_err("apply"))?;
+            Ok(Applied::new(next.version, next.idle_deadline))
         })
     }
 

@@ -762,7 +762,7 @@ mod many_machines {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    use cloakroom::{Error, ErrorKind, Policy, Record, SessionId, Store};
+    use cloakroom::{Changes, Error, ErrorKind, Policy, Record, SessionId, Store, Value};
 
     pub(crate) const T0: u64 = 1_700_000_000;
 
@@ -839,6 +839,9 @@ mod many_machines {
         unavailable("load", store.load(&known.id_hash, T0)).await;
         unavailable("update", store.update(known, T0)).await;
         unavailable("touch", store.touch(&known.id_hash, T0, T0 + 60)).await;
+        let mut changes = Changes::new();
+        changes.set("k", Value::from(1));
+        unavailable("apply", store.apply(&known.id_hash, &changes, T0, T0 + 60)).await;
         unavailable("delete", store.delete(&known.id_hash)).await;
         unavailable("sessions_of", store.sessions_of("down", T0)).await;
         unavailable("revoke", store.revoke_user_sessions("down", None)).await;
@@ -871,6 +874,13 @@ mod many_machines {
             .unwrap()
             .expect("record after recovery");
         assert_eq!(store.update(&back, T0).await.unwrap(), back.version + 1);
+        let mut changes = Changes::new();
+        changes.set("k", Value::from(1));
+        let applied = store
+            .apply(&r.id_hash, &changes, T0, T0 + 60)
+            .await
+            .unwrap();
+        assert_eq!(applied.version, back.version + 2);
         store.touch(&r.id_hash, T0 + 1, T0 + 100).await.unwrap();
         assert_eq!(store.sessions_of("back", T0 + 2).await.unwrap().len(), 1);
         let epoch = store.user_epoch("back").await.unwrap();
@@ -1041,6 +1051,70 @@ mod redis_store {
     }
 
     #[tokio::test]
+    async fn a_record_of_the_older_layout_is_converted_by_its_first_apply() {
+        // Before `apply`, the whole record (data included) lived in the field `d`.
+        let url = url();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&url, &prefix).await;
+        let mut r = mm::record("legacy");
+        r.data.insert("a".into(), cloakroom::Value::from(1));
+        r.data.insert("b".into(), cloakroom::Value::from("two"));
+        let key = store.record_key(&r.id_hash);
+        let mut conn = raw(&url).await;
+        cmd(
+            &mut conn,
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg("d")
+                .arg(r.encode().unwrap())
+                .arg("v")
+                .arg(1)
+                .arg("u")
+                .arg("+legacy")
+                .arg("l")
+                .arg(r.last_seen)
+                .arg("i")
+                .arg(r.idle_deadline)
+                .arg("a")
+                .arg(r.absolute_deadline)
+                .arg("e")
+                .arg(r.expires_at()),
+        )
+        .await;
+        cmd(&mut conn, redis::cmd("EXPIRE").arg(&key).arg(3600)).await;
+        assert_eq!(store.load(&r.id_hash, T0).await.unwrap(), Some(r.clone()));
+        let mut changes = cloakroom::Changes::new();
+        changes.set("c", cloakroom::Value::from(3)).remove("a");
+        let applied = store
+            .apply(&r.id_hash, &changes, T0 + 5, T0 + 5 + 1800)
+            .await
+            .unwrap();
+        assert_eq!(applied.version, 2);
+        let layout: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("f")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            layout.as_deref(),
+            Some("2"),
+            "converted to the field layout"
+        );
+        let back = store.load(&r.id_hash, T0 + 6).await.unwrap().unwrap();
+        let keys: Vec<&str> = back.data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["b", "c"]);
+        assert_eq!(back.version, 2);
+        // From now on, apply is the script.
+        let applied = store
+            .apply(&r.id_hash, &changes, T0 + 7, T0 + 7 + 1800)
+            .await
+            .unwrap();
+        assert_eq!(applied.version, 3);
+        cleanup(&url, &prefix).await;
+    }
+
+    #[tokio::test]
     async fn scripts_are_loaded_again_after_script_flush() {
         let url = url();
         let prefix = mm::unique("cloakroom-test:");
@@ -1076,6 +1150,15 @@ mod redis_store {
         );
         assert_eq!(
             kind(store.touch(&r.id_hash, T0, T0 + 9).await),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(
+                store
+                    .apply(&r.id_hash, &cloakroom::Changes::new(), T0, T0 + 9)
+                    .await
+                    .map(drop)
+            ),
             ErrorKind::Corrupt
         );
         assert_eq!(

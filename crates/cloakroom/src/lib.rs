@@ -4,7 +4,7 @@
 //! A [`SessionManager`] is built once from a [`KeyRing`] and a [`Store`] and shared by every
 //! request. Per request, [`SessionManager::load`] turns the cookie value into a [`Session`]
 //! (a working copy), the handler reads and changes it, and [`SessionManager::commit`] writes
-//! the changed keys under compare-and-swap and says what to do with the cookie
+//! the changed keys (the store merges them atomically) and says what to do with the cookie
 //! ([`CookieUpdate`]); [`SessionManager::discard`] writes nothing, for a 5xx.
 //!
 //! ```
@@ -73,7 +73,7 @@ pub use id::{IdHash, SessionId, SESSION_ID_LEN};
 // Stores: the trait, the record they keep (and its one encoding), the memory store.
 pub use memory::MemoryStore;
 pub use record::{Device, Record, Value, RECORD_FORMAT};
-pub use store::Store;
+pub use store::{apply_by_compare_and_swap, apply_changes, Applied, Changes, Store};
 // Expiry policy and the clock.
 pub use policy::{Clock, ManualClock, Policy, SystemClock};
 // The background purger of expired records.
@@ -84,7 +84,7 @@ pub use purge::{
 // The session layer: the manager, a request's working copy, commit results, the modes.
 pub use manager::{
     Commit, CookieUpdate, SessionInfo, SessionManager, SignedOut, CSRF_COOKIE_SUFFIX,
-    DEFAULT_COOKIE_NAME, DEFAULT_MAX_RETRIES, MAX_COOKIE_CANDIDATES, MAX_COOKIE_LEN,
+    DEFAULT_COOKIE_NAME, MAX_COOKIE_CANDIDATES, MAX_COOKIE_LEN,
 };
 pub use session::{Mode, Session, RESERVED_PREFIX};
 // The key ring a manager is built from, from the token crate.

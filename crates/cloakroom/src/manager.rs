@@ -13,7 +13,7 @@ use crate::id::{IdHash, SessionId, SESSION_ID_LEN};
 use crate::policy::{Clock, Policy, SystemClock};
 use crate::record::{Device, Record};
 use crate::session::{remembered_in, AnonCsrf, Mode, Session, Verb};
-use crate::store::Store;
+use crate::store::{Changes, Store};
 
 /// The default cookie name. The `__Host-` prefix makes browsers insist on `Secure`,
 /// `Path=/` and no `Domain`, so a sibling subdomain cannot plant or overwrite it.
@@ -29,10 +29,6 @@ pub const MAX_COOKIE_LEN: usize = 4096;
 
 /// How many cookie values of the session's name [`SessionManager::load_any`] tries.
 pub const MAX_COOKIE_CANDIDATES: usize = 8;
-
-/// How many times [`SessionManager::commit`] re-reads and re-applies its changes after a
-/// compare-and-swap conflict before giving up with [`ErrorKind::Conflict`].
-pub const DEFAULT_MAX_RETRIES: u32 = 8;
 
 /// What the response must do with the session cookie after a commit. Formatting the
 /// `Set-Cookie` header (its `Domain`, `SameSite` and the rest) is the HTTP layer's work:
@@ -154,7 +150,6 @@ pub struct SessionManager {
     policy: Policy,
     clock: Arc<dyn Clock>,
     cookie_name: String,
-    max_retries: u32,
     /// Signs the anonymous CSRF cookie, under its own purpose.
     csrf_codec: Codec,
     csrf_cookie_name: String,
@@ -170,7 +165,6 @@ impl fmt::Debug for SessionManager {
             policy,
             clock,
             cookie_name,
-            max_retries,
             csrf_codec,
             csrf_cookie_name,
         } = self;
@@ -180,7 +174,6 @@ impl fmt::Debug for SessionManager {
             .field("policy", policy)
             .field("clock", clock)
             .field("cookie_name", cookie_name)
-            .field("max_retries", max_retries)
             .field("csrf_codec", csrf_codec)
             .field("csrf_cookie_name", csrf_cookie_name)
             .finish_non_exhaustive()
@@ -202,7 +195,6 @@ impl SessionManager {
             policy: Policy::default(),
             clock: Arc::new(SystemClock),
             cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
-            max_retries: DEFAULT_MAX_RETRIES,
             csrf_codec,
             csrf_cookie_name,
         })
@@ -247,13 +239,6 @@ impl SessionManager {
         (self.csrf_cookie_name, self.csrf_codec) = csrf_cookie(&self.ring, name)?;
         self.cookie_name = name.to_owned();
         Ok(self)
-    }
-
-    /// Sets how many times a commit retries after a version conflict.
-    #[must_use]
-    pub fn with_max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
-        self
     }
 
     /// The cookie name.
@@ -529,17 +514,16 @@ impl SessionManager {
     /// - After [`Session::logout`]: the record is deleted and the cookie removed.
     /// - After [`Session::login`] or [`Session::cycle_id`]: a new record under a new id is
     ///   created, the old one deleted.
-    /// - Otherwise the changed keys are applied to the *latest* stored version under
-    ///   compare-and-swap, re-reading and re-applying on conflict (up to the retry limit), so
-    ///   concurrent requests that change different keys both keep their writes. A session
+    /// - Otherwise the changed keys are applied to the *latest* stored version by the store
+    ///   itself, atomically ([`Store::apply`]), so concurrent requests that change different
+    ///   keys all keep their writes and none fails because another overlapped. A session
     ///   ended meanwhile is never brought back: the changes are dropped and
     ///   [`Commit::ended_concurrently`] is set.
     /// - With no changes, a write happens only when the idle deadline is due to slide
     ///   ([`Policy::needs_touch`]).
     ///
     /// # Errors
-    /// [`ErrorKind::Unavailable`] from the store; [`ErrorKind::Conflict`] if the retries run
-    /// out; [`ErrorKind::TooLarge`] if a client- or hybrid-mode cookie would exceed
+    /// [`ErrorKind::Unavailable`] from the store; [`ErrorKind::TooLarge`] if a client- or hybrid-mode cookie would exceed
     /// [`MAX_COOKIE_LEN`]; [`ErrorKind::Ended`] if the user was revoked while a login in
     /// this request was being stored.
     pub async fn commit(&self, session: Session) -> Result<Commit, Error> {
@@ -710,7 +694,7 @@ impl SessionManager {
         let done = if session.changes.is_empty() {
             self.touch_if_due(&session, &id.hash(), now).await?
         } else {
-            self.cas_changes(&session, &id, now).await?
+            self.apply_changes(&session, &id, now).await?
         };
         if session.reissue && !done.ended_concurrently {
             return self.signed_cookie(&id, &session.base, now);
@@ -718,43 +702,36 @@ impl SessionManager {
         Ok(done)
     }
 
-    /// Applies the session's changed keys to the latest stored version of `id` under
-    /// compare-and-swap, re-reading on conflict.
-    async fn cas_changes(
+    /// Applies the session's changed keys to the latest stored version of `id` with one
+    /// [`Store::apply`]: the store merges them atomically, so a request never fails because
+    /// another request of the same session overlapped, and a session ended meanwhile is
+    /// reported, never written back.
+    async fn apply_changes(
         &self,
         session: &Session,
         id: &SessionId,
         now: u64,
     ) -> Result<Commit, Error> {
-        let mut current = session.base.clone();
-        for _ in 0..=self.max_retries {
-            let mut next = current.clone();
-            next.data = session.merged_onto(&current.data);
-            next.last_seen = now;
-            next.idle_deadline = self
-                .policy
-                .idle_deadline(now, next.absolute_deadline)
-                .max(next.idle_deadline);
-            match self.store.update(&next, now).await {
-                Ok(_) => return Ok(Commit::cookie(CookieUpdate::Keep)),
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Commit::ended()),
-                Err(e) if e.kind() == ErrorKind::Conflict => {
-                    match self.load_record(id, now).await? {
-                        Some(latest) => current = latest,
-                        None => return Ok(Commit::ended()),
-                    }
-                }
-                Err(e) => return Err(e),
+        let changes: Changes = session
+            .changes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let hash = id.hash();
+        let idle_deadline = self
+            .policy
+            .idle_deadline(now, session.base.absolute_deadline);
+        match self.store.apply(&hash, &changes, now, idle_deadline).await {
+            Ok(_) => Ok(Commit::cookie(CookieUpdate::Keep)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Commit::ended()),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                // As on load: a record that does not decode is absent; delete it.
+                tracing::warn!(session = %hash, error = %e, "corrupt session record at commit; treating it as ended and deleting it");
+                let _ = self.store.delete(&hash).await;
+                Ok(Commit::ended())
             }
+            Err(e) => Err(e),
         }
-        Err(Error::new(
-            ErrorKind::Conflict,
-            format!(
-                "session {} kept changing: gave up after {} retries",
-                id.hash(),
-                self.max_retries
-            ),
-        ))
     }
 
     async fn touch_if_due(
@@ -851,17 +828,14 @@ impl SessionManager {
                     (id, session.base.clone())
                 }
                 Some(id) => {
-                    let Some(version) = self.bump_hybrid_version(&session, &id, now).await? else {
+                    let Some(applied) = self.bump_hybrid_version(&session, &id, now).await? else {
                         return Ok(Commit::ended());
                     };
                     let mut record = session.base.clone();
                     record.data = session.merged_onto(&session.base.data);
-                    record.version = version;
+                    record.version = applied.version;
                     record.last_seen = now;
-                    record.idle_deadline = self
-                        .policy
-                        .idle_deadline(now, record.absolute_deadline)
-                        .max(record.idle_deadline);
+                    record.idle_deadline = applied.idle_deadline;
                     (id, record)
                 }
             },
@@ -880,47 +854,28 @@ impl SessionManager {
     }
 
     /// Moves the hybrid server record of `id` to a new version (the data changed), sliding
-    /// its idle deadline; returns the new version, or `None` if the session was ended
-    /// meanwhile. A concurrent change of the same session only moves the version further:
-    /// the record holds no data to merge, and the last cookie written is the session.
+    /// its idle deadline, in one [`Store::apply`] with no key changes (the record holds no
+    /// data); returns what the store applied, or `None` if the session was ended meanwhile.
+    /// A concurrent change of the same session only moves the version further: the last
+    /// cookie written is the session.
     async fn bump_hybrid_version(
         &self,
         session: &Session,
         id: &SessionId,
         now: u64,
-    ) -> Result<Option<u64>, Error> {
-        let mut current = session.base.clone();
-        current.data.clear();
-        for _ in 0..=self.max_retries {
-            let mut next = current.clone();
-            next.last_seen = now;
-            next.idle_deadline = self
-                .policy
-                .idle_deadline(now, next.absolute_deadline)
-                .max(next.idle_deadline);
-            match self.store.update(&next, now).await {
-                Ok(version) => return Ok(Some(version)),
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) if e.kind() == ErrorKind::Conflict => {
-                    match self.load_record(id, now).await? {
-                        // Same id, same user: a login makes a new id, a revocation deletes.
-                        Some(latest) if latest.user_epoch == current.user_epoch => {
-                            current = latest;
-                        }
-                        _ => return Ok(None),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+    ) -> Result<Option<crate::store::Applied>, Error> {
+        let idle_deadline = self
+            .policy
+            .idle_deadline(now, session.base.absolute_deadline);
+        match self
+            .store
+            .apply(&id.hash(), &Changes::new(), now, idle_deadline)
+            .await
+        {
+            Ok(applied) => Ok(Some(applied)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        Err(Error::new(
-            ErrorKind::Conflict,
-            format!(
-                "session {} kept changing: gave up after {} retries",
-                id.hash(),
-                self.max_retries
-            ),
-        ))
     }
 
     // ---- verbs on other sessions ----

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::error::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::record::Record;
-use crate::store::Store;
+use crate::store::{Applied, Changes, Store};
 
 /// A [`Store`] in process memory: for tests and single-process applications. Sessions do not
 /// survive a restart and are not shared between processes.
@@ -156,6 +156,36 @@ impl Store for MemoryStore {
             },
         );
         Ok(version)
+    }
+
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        // Read, merge and write under the one lock: no other operation sees a half-applied
+        // change or slips in between.
+        let mut inner = self.lock();
+        if inner.live(id, now)?.is_none() {
+            return Err(Error::not_found());
+        }
+        let Some(slot) = inner.records.get_mut(id) else {
+            return Err(Error::not_found());
+        };
+        let record = &mut slot.record;
+        let version = record
+            .version
+            .checked_add(1)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "record version overflow"))?;
+        changes.apply_to(&mut record.data);
+        record.version = version;
+        record.last_seen = record.last_seen.max(now);
+        record.idle_deadline = record
+            .idle_deadline
+            .max(idle_deadline.min(record.absolute_deadline));
+        Ok(Applied::new(version, record.idle_deadline))
     }
 
     async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {

@@ -214,8 +214,14 @@ impl Session {
         keys
     }
 
+    /// Records a change of `key`, or none when `value` is what the loaded record holds
+    /// (setting a key to the value it has, or removing an absent one, writes nothing).
     pub(crate) fn set(&mut self, key: &str, value: Option<Value>) {
-        self.changes.insert(key.to_owned(), value);
+        if self.base.data.get(key) == value.as_ref() {
+            self.changes.remove(key);
+        } else {
+            self.changes.insert(key.to_owned(), value);
+        }
     }
 
     /// The data with this request's changes applied on top of `data`.

@@ -2,14 +2,15 @@
 //! and the session layer's verbs end to end in every mode.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::conformance::{self, ConformanceTarget};
 use cloakroom::{
-    Commit, CookieUpdate, CsrfSecret, Device, Error, ErrorKind, IdHash, KeyRing, Level,
-    ManualClock, MemoryStore, Mode, Record, Session, SessionManager, Store, MAX_COOKIE_LEN,
+    Applied, Changes, Commit, CookieUpdate, CsrfSecret, Device, Error, ErrorKind, IdHash, KeyRing,
+    Level, ManualClock, MemoryStore, Mode, Record, Session, SessionManager, Store, MAX_COOKIE_LEN,
 };
 use futures::FutureExt as _;
 use proptest::prelude::*;
@@ -1626,4 +1627,386 @@ async fn logout_everywhere_ends_every_session_of_the_user_in_every_mode() {
         let mut anon = e.mgr.load(None).await.unwrap();
         assert_eq!(e.mgr.logout_everywhere(&mut anon).await.unwrap(), 0);
     }
+}
+
+// ---- commits: the store applies a request's changes atomically ----
+
+/// A store whose `apply` is a plain read-modify-write: load, merge, write the whole record
+/// back (delete, then create), with no lock and no version check. Sequentially it is right;
+/// concurrently it loses keys and brings deleted sessions back.
+struct ReadModifyWriteStore {
+    inner: MemoryStore,
+}
+
+#[async_trait]
+impl Store for ReadModifyWriteStore {
+    async fn create(&self, r: &Record) -> Result<(), Error> {
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+        self.inner.update(r, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+        self.inner.revoke_user_sessions(u, e).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.inner.purge_expired(now, limit).await
+    }
+
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        let Some(current) = self.inner.load(id, now).await? else {
+            return Err(Error::not_found());
+        };
+        // The gap every non-atomic read-modify-write has: other writers run here.
+        tokio::task::yield_now().await;
+        let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
+        self.inner.delete(id).await?;
+        self.inner.create(&next).await?;
+        Ok(Applied::new(next.version, next.idle_deadline))
+    }
+}
+
+#[async_trait]
+impl ConformanceTarget for ReadModifyWriteStore {
+    async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
+        self.inner.inject_corrupt(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite_catches_a_non_atomic_apply() {
+    let outcome = std::panic::AssertUnwindSafe(conformance::run(|| async {
+        ReadModifyWriteStore {
+            inner: MemoryStore::new(),
+        }
+    }))
+    .catch_unwind()
+    .await;
+    let panic = outcome.expect_err("the suite passed a store whose apply is not atomic");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("apply_race_64_tasks_every_key_kept"),
+        "{message}"
+    );
+    assert!(
+        message.contains("apply_racing_a_delete_never_revives"),
+        "{message}"
+    );
+    // Sequentially it does the right thing.
+    assert!(
+        !message.contains("apply_sets_and_removes_keys_on_the_latest_data"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("apply_of_missing_deleted_or_expired_is_not_found"),
+        "{message}"
+    );
+}
+
+/// A store whose `apply` forgets the rules that are not about concurrency: it shortens the
+/// idle deadline to what was asked and does not count the version.
+struct CarelessApplyStore {
+    inner: MemoryStore,
+}
+
+#[async_trait]
+impl Store for CarelessApplyStore {
+    async fn create(&self, r: &Record) -> Result<(), Error> {
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+        self.inner.update(r, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+        self.inner.revoke_user_sessions(u, e).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.inner.purge_expired(now, limit).await
+    }
+
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        let applied = self.inner.apply(id, changes, now, idle_deadline).await?;
+        let mut r = self.inner.load(id, now).await?.expect("just applied");
+        r.idle_deadline = idle_deadline;
+        r.last_seen = now;
+        r.version = applied.version - 1;
+        self.inner.delete(id).await?;
+        self.inner.create(&r).await?;
+        Ok(Applied::new(r.version, r.idle_deadline))
+    }
+}
+
+#[async_trait]
+impl ConformanceTarget for CarelessApplyStore {
+    async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
+        self.inner.inject_corrupt(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite_catches_an_apply_that_shortens_or_keeps_the_version() {
+    let outcome = std::panic::AssertUnwindSafe(conformance::run(|| async {
+        CarelessApplyStore {
+            inner: MemoryStore::new(),
+        }
+    }))
+    .catch_unwind()
+    .await;
+    let panic = outcome.expect_err("the suite passed a careless apply");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("apply_sets_and_removes_keys_on_the_latest_data"),
+        "{message}"
+    );
+    assert!(
+        message.contains("apply_slides_but_never_shortens_or_passes_the_absolute_deadline"),
+        "{message}"
+    );
+}
+
+/// The default `apply` (compare-and-swap over load and update) is correct, only slower: a
+/// store that does not override it passes the whole suite.
+struct DefaultApplyStore {
+    inner: MemoryStore,
+}
+
+#[async_trait]
+impl Store for DefaultApplyStore {
+    async fn create(&self, r: &Record) -> Result<(), Error> {
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+        self.inner.update(r, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+        self.inner.revoke_user_sessions(u, e).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.inner.purge_expired(now, limit).await
+    }
+}
+
+#[async_trait]
+impl ConformanceTarget for DefaultApplyStore {
+    async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
+        self.inner.inject_corrupt(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_default_compare_and_swap_apply_passes_conformance() {
+    conformance::run(|| async {
+        DefaultApplyStore {
+            inner: MemoryStore::new(),
+        }
+    })
+    .await;
+}
+
+/// Counts what the session layer asks of the store.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    applies: AtomicUsize,
+    updates: AtomicUsize,
+    touches: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn create(&self, r: &Record) -> Result<(), Error> {
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+        self.updates.fetch_add(1, Ordering::SeqCst);
+        self.inner.update(r, now).await
+    }
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        self.inner.apply(id, changes, now, idle_deadline).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.touches.fetch_add(1, Ordering::SeqCst);
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+        self.inner.revoke_user_sessions(u, e).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.inner.purge_expired(now, limit).await
+    }
+}
+
+fn counting_env() -> (Arc<CountingStore>, SessionManager) {
+    let store = Arc::new(CountingStore::default());
+    let mgr = SessionManager::new(&KeyRing::generate().unwrap(), store.clone())
+        .unwrap()
+        .with_clock(Arc::new(ManualClock::new(T0)));
+    (store, mgr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_overlapping_commits_each_make_one_apply_and_all_succeed() {
+    let (store, mgr) = counting_env();
+    let mgr = Arc::new(mgr);
+    let mut s = mgr.load(None).await.unwrap();
+    s.insert("start", &0).unwrap();
+    let cookie = value(&mgr.commit(s).await.unwrap());
+    // All 64 read the same version before any commits.
+    let mut sessions = Vec::new();
+    for i in 0..64 {
+        let mut s = mgr.load(Some(&cookie)).await.unwrap();
+        s.insert(&format!("k{i}"), &i).unwrap();
+        sessions.push(s);
+    }
+    let handles: Vec<_> = sessions
+        .into_iter()
+        .map(|s| {
+            let mgr = mgr.clone();
+            tokio::spawn(async move { mgr.commit(s).await })
+        })
+        .collect();
+    for h in handles {
+        let commit = h.await.unwrap().expect("no overlapping commit fails");
+        assert_eq!(commit.cookie, CookieUpdate::Keep);
+        assert!(!commit.ended_concurrently);
+    }
+    assert_eq!(store.applies.load(Ordering::SeqCst), 64, "one apply each");
+    assert_eq!(
+        store.updates.load(Ordering::SeqCst),
+        0,
+        "no compare-and-swap loop"
+    );
+    let s = mgr.load(Some(&cookie)).await.unwrap();
+    assert_eq!(s.keys().len(), 65, "{:?}", s.keys());
+}
+
+#[tokio::test]
+async fn setting_a_key_to_the_value_it_has_writes_nothing() {
+    let (store, mgr) = counting_env();
+    let mut s = mgr.load(None).await.unwrap();
+    s.insert("k", &1).unwrap();
+    s.insert("list", &vec!["a", "b"]).unwrap();
+    let cookie = value(&mgr.commit(s).await.unwrap());
+    let mut s = mgr.load(Some(&cookie)).await.unwrap();
+    s.insert("k", &1).unwrap();
+    s.insert("list", &vec!["a", "b"]).unwrap();
+    assert!(!s.remove("absent").unwrap());
+    // Changed and changed back within the request: no change either.
+    s.insert("k", &2).unwrap();
+    s.insert("k", &1).unwrap();
+    assert_eq!(mgr.commit(s).await.unwrap().cookie, CookieUpdate::Keep);
+    assert_eq!(store.applies.load(Ordering::SeqCst), 0, "a write happened");
+    assert_eq!(store.updates.load(Ordering::SeqCst), 0, "a write happened");
+    assert_eq!(store.touches.load(Ordering::SeqCst), 0, "a write happened");
+    // A real change is written, once.
+    let mut s = mgr.load(Some(&cookie)).await.unwrap();
+    s.insert("k", &3).unwrap();
+    mgr.commit(s).await.unwrap();
+    assert_eq!(store.applies.load(Ordering::SeqCst), 1);
+    let s = mgr.load(Some(&cookie)).await.unwrap();
+    assert_eq!(s.get::<u32>("k").unwrap(), Some(3));
+}
+
+#[tokio::test]
+async fn a_commit_to_a_session_deleted_meanwhile_is_dropped_not_recreated() {
+    let (store, mgr) = counting_env();
+    let mut s = mgr.load(None).await.unwrap();
+    s.insert("k", &1).unwrap();
+    let cookie = value(&mgr.commit(s).await.unwrap());
+    let mut slow = mgr.load(Some(&cookie)).await.unwrap();
+    let id = slow.id_hash().unwrap();
+    assert!(store.delete(&id).await.unwrap());
+    slow.insert("late", &1).unwrap();
+    let commit = mgr.commit(slow).await.unwrap();
+    assert!(commit.ended_concurrently);
+    assert_eq!(commit.cookie, CookieUpdate::Remove);
+    assert!(store.inner.is_empty(), "the session came back");
 }
