@@ -21,7 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! What the layer does per request (the contract of DESIGN.md §3):
+//! What the layer does per request (docs/architecture.md, "Commit semantics"):
 //! - The handler works on a copy of the session. On a 5xx response or a panic (answered
 //!   500) nothing is written. Otherwise the changed keys are applied to the latest stored
 //!   version under compare-and-swap, so concurrent requests touching different keys both

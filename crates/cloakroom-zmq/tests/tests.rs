@@ -1047,7 +1047,7 @@ fn a_runtime_without_io_or_time_is_an_error_not_a_panic() {
 }
 
 // ---------------------------------------------------------------------------------------
-// CURVE fails closed, whatever happens to the ZAP handler (DESIGN.md §8).
+// CURVE fails closed, whatever happens to the ZAP handler (docs/architecture.md, security defaults).
 
 /// What the scenario does to the ZAP handler after `curve_server`.
 #[derive(Clone, Copy, Debug, PartialEq)]

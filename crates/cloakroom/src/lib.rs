@@ -36,7 +36,7 @@
 //! ```
 //!
 //! The modes (server, client, hybrid), the policy defaults and their reasoning, and every
-//! verb are explained in `docs/sessions.md`; the design contract is DESIGN.md §3. Sessions
+//! verb are explained in `docs/sessions.md`; the design is docs/architecture.md. Sessions
 //! hold a user id, never permissions or roles: those are loaded per request.
 //!
 //! Secrets never appear in `Debug` output: a [`SessionId`] shows its hash's 8-digit prefix,

@@ -57,7 +57,7 @@ impl Device {
     }
 }
 
-/// One session as a store keeps it (DESIGN.md §3).
+/// One session as a store keeps it (docs/architecture.md).
 ///
 /// Times are unix seconds. A record is live while `now` is before both deadlines; a store
 /// treats a record that is not live as absent. `version` starts at 1 and grows by one on
