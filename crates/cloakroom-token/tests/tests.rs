@@ -487,3 +487,85 @@ fn million_random_mutations_all_rejected() {
         "too many no-op mutations: {rejected} of {count}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Allocations when opening
+
+/// The system allocator, counting the allocations each thread makes, so a test can say how
+/// many heap allocations one call costs (the tests of this binary run on threads of their own).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every method forwards to `System` with the caller's own arguments, so this allocator
+// upholds exactly `System`'s contract; the counter is a const-initialised thread-local `Cell`
+// without a destructor, which touches no heap. `try_with` leaves threads that are tearing down
+// their thread-locals uncounted instead of panicking inside the allocator.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: as `alloc`.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: as `alloc`; `ptr` came from this allocator, which is `System`.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as `realloc`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAlloc = CountingAlloc;
+
+/// How many heap allocations `f` makes on this thread (its result is dropped uncounted).
+fn allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    let before = ALLOCATIONS.with(|n| n.get());
+    let out = f();
+    (ALLOCATIONS.with(|n| n.get()) - before, out)
+}
+
+/// Opening is allocation-free until it has something to return: a token that fails (altered,
+/// unknown key, other purpose, expired) costs no heap allocation, and one that opens costs one,
+/// its payload's vector (none for an empty payload).
+#[test]
+fn opening_allocates_only_the_returned_payload() {
+    let f = fixture();
+    let other = f.ring.codec("csrf").unwrap();
+    let late = NOW + 3600;
+    for token in &f.tokens {
+        let opened = f.codec.open(token, NOW).unwrap();
+        let (n, result) = allocations(|| f.codec.open(token, NOW));
+        assert_eq!(result.unwrap().payload(), opened.payload());
+        let want = u64::from(!opened.payload().is_empty());
+        assert_eq!(n, want, "opening {token:?}");
+
+        let mut failures: Vec<(String, u64)> = vec![(token.clone(), late)];
+        let bytes = token.as_bytes();
+        for i in [3, token.len() / 2, token.len() - 1] {
+            let mut t = bytes.to_vec();
+            t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+            failures.push((String::from_utf8(t).unwrap(), NOW));
+        }
+        failures.push((token[..token.len() - 1].to_owned(), NOW));
+        failures.push((token.replacen(".k", ".x", 1), NOW));
+        for (candidate, now) in &failures {
+            let (n, result) = allocations(|| f.codec.open(candidate, *now));
+            assert!(result.is_err(), "{candidate:?} opened");
+            assert_eq!(n, 0, "failing to open {candidate:?} allocated");
+        }
+        let (n, result) = allocations(|| other.open(token, NOW));
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Invalid);
+        assert_eq!(n, 0, "opening {token:?} for another purpose allocated");
+    }
+}
