@@ -39,62 +39,127 @@ async fn a_store_with_a_corruption_closure_passes_conformance() {
     .await;
 }
 
-/// A store that forgets compare-and-swap: `update` overwrites whatever is there.
-struct LostUpdateStore(MemoryStore);
-
+/// What a test store does differently from the memory store it wraps: each hook is given the
+/// inner store, and a hook left as it is forwards to it.
 #[async_trait]
-impl Store for LostUpdateStore {
-    async fn create(&self, r: &Record) -> Result<(), Error> {
-        self.0.create(r).await
+trait Twist: Send + Sync + 'static {
+    async fn create(&self, inner: &MemoryStore, r: &Record) -> Result<(), Error> {
+        inner.create(r).await
     }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.0.load(id, now).await
+    async fn update(&self, inner: &MemoryStore, r: &Record, now: u64) -> Result<u64, Error> {
+        inner.update(r, now).await
     }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
-        let Some(current) = self.0.load(&r.id_hash, now).await? else {
-            return Err(Error::not_found());
-        };
-        let mut forced = r.clone();
-        forced.version = current.version;
-        self.0.update(&forced, now).await
+    async fn apply(
+        &self,
+        inner: &MemoryStore,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        inner.apply(id, changes, now, idle_deadline).await
     }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
-        self.0.touch(id, now, idle).await
+    async fn touch(
+        &self,
+        inner: &MemoryStore,
+        id: &IdHash,
+        now: u64,
+        idle: u64,
+    ) -> Result<(), Error> {
+        inner.touch(id, now, idle).await
     }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.0.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.0.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
-        self.0.revoke_user_sessions(u, e).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.0.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.0.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.0.purge_expired(now, limit).await
+}
+
+/// A memory store with a [`Twist`]: every method the twist does not hook is the memory
+/// store's own, and so is corruption for the conformance suite.
+#[derive(Default)]
+struct Twisted<T> {
+    inner: MemoryStore,
+    twist: T,
+}
+
+impl<T> Twisted<T> {
+    fn new(twist: T) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            twist,
+        }
     }
 }
 
 #[async_trait]
-impl ConformanceTarget for LostUpdateStore {
+impl<T: Twist> Store for Twisted<T> {
+    async fn create(&self, r: &Record) -> Result<(), Error> {
+        self.twist.create(&self.inner, r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+        self.twist.update(&self.inner, r, now).await
+    }
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        self.twist
+            .apply(&self.inner, id, changes, now, idle_deadline)
+            .await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.twist.touch(&self.inner, id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
+        self.inner.revoke_user_sessions(u, e).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.inner.purge_expired(now, limit).await
+    }
+}
+
+#[async_trait]
+impl<T: Twist> ConformanceTarget for Twisted<T> {
     async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
-        self.0.inject_corrupt(id).await
+        self.inner.inject_corrupt(id).await
+    }
+}
+
+/// A store that forgets compare-and-swap: `update` overwrites whatever is there.
+struct LostUpdate;
+
+#[async_trait]
+impl Twist for LostUpdate {
+    async fn update(&self, inner: &MemoryStore, r: &Record, now: u64) -> Result<u64, Error> {
+        let Some(current) = inner.load(&r.id_hash, now).await? else {
+            return Err(Error::not_found());
+        };
+        let mut forced = r.clone();
+        forced.version = current.version;
+        inner.update(&forced, now).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_catches_a_store_without_cas() {
-    let outcome = std::panic::AssertUnwindSafe(conformance::run(|| async {
-        LostUpdateStore(MemoryStore::new())
-    }))
-    .catch_unwind()
-    .await;
+    let outcome =
+        std::panic::AssertUnwindSafe(conformance::run(|| async { Twisted::new(LostUpdate) }))
+            .catch_unwind()
+            .await;
     let panic = outcome.expect_err("the suite passed a store that ignores versions");
     let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
@@ -887,50 +952,23 @@ async fn cycle_id_keeps_user_and_data_under_a_new_id() {
 
 /// A store where an administrator's `revoke_user` runs just before each login's record is
 /// written (after the login read the user's epoch): the worst interleaving.
-struct RevokeDuringCreate(MemoryStore);
+struct RevokeDuringCreate;
 
 #[async_trait]
-impl Store for RevokeDuringCreate {
-    async fn create(&self, r: &Record) -> Result<(), Error> {
+impl Twist for RevokeDuringCreate {
+    async fn create(&self, inner: &MemoryStore, r: &Record) -> Result<(), Error> {
         if let Some(user) = &r.user_id {
-            self.0.bump_user_epoch(user).await?;
-            self.0.revoke_user_sessions(user, None).await?;
+            inner.bump_user_epoch(user).await?;
+            inner.revoke_user_sessions(user, None).await?;
         }
-        self.0.create(r).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.0.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
-        self.0.update(r, now).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
-        self.0.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.0.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.0.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
-        self.0.revoke_user_sessions(u, e).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.0.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.0.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.0.purge_expired(now, limit).await
+        inner.create(r).await
     }
 }
 
 #[tokio::test]
 async fn a_login_racing_revoke_user_does_not_survive_it() {
     for mode in [Mode::Server, Mode::Hybrid] {
-        let store = Arc::new(RevokeDuringCreate(MemoryStore::new()));
+        let store = Arc::new(Twisted::new(RevokeDuringCreate));
         let ring = KeyRing::generate().unwrap();
         let mgr = SessionManager::new(&ring, store.clone())
             .unwrap()
@@ -941,7 +979,7 @@ async fn a_login_racing_revoke_user_does_not_survive_it() {
         let err = mgr.commit(s).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Ended, "{mode:?}");
         assert!(
-            store.0.is_empty(),
+            store.inner.is_empty(),
             "{mode:?}: a revoked login left a session"
         );
     }
@@ -1634,78 +1672,36 @@ async fn logout_everywhere_ends_every_session_of_the_user_in_every_mode() {
 /// A store whose `apply` is a plain read-modify-write: load, merge, write the whole record
 /// back (delete, then create), with no lock and no version check. Sequentially it is right;
 /// concurrently it loses keys and brings deleted sessions back.
-struct ReadModifyWriteStore {
-    inner: MemoryStore,
-}
+struct ReadModifyWrite;
 
 #[async_trait]
-impl Store for ReadModifyWriteStore {
-    async fn create(&self, r: &Record) -> Result<(), Error> {
-        self.inner.create(r).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
-        self.inner.update(r, now).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
-        self.inner.revoke_user_sessions(u, e).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.inner.purge_expired(now, limit).await
-    }
-
+impl Twist for ReadModifyWrite {
     async fn apply(
         &self,
+        inner: &MemoryStore,
         id: &IdHash,
         changes: &Changes,
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
-        let Some(current) = self.inner.load(id, now).await? else {
+        let Some(current) = inner.load(id, now).await? else {
             return Err(Error::not_found());
         };
         // The gap every non-atomic read-modify-write has: other writers run here.
         tokio::task::yield_now().await;
         let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
-        self.inner.delete(id).await?;
-        self.inner.create(&next).await?;
+        inner.delete(id).await?;
+        inner.create(&next).await?;
         Ok(Applied::new(next.version, next.idle_deadline))
-    }
-}
-
-#[async_trait]
-impl ConformanceTarget for ReadModifyWriteStore {
-    async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
-        self.inner.inject_corrupt(id).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_catches_a_non_atomic_apply() {
-    let outcome = std::panic::AssertUnwindSafe(conformance::run(|| async {
-        ReadModifyWriteStore {
-            inner: MemoryStore::new(),
-        }
-    }))
-    .catch_unwind()
-    .await;
+    let outcome =
+        std::panic::AssertUnwindSafe(conformance::run(|| async { Twisted::new(ReadModifyWrite) }))
+            .catch_unwind()
+            .await;
     let panic = outcome.expect_err("the suite passed a store whose apply is not atomic");
     let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
@@ -1729,77 +1725,35 @@ async fn conformance_suite_catches_a_non_atomic_apply() {
 
 /// A store whose `apply` forgets the rules that are not about concurrency: it shortens the
 /// idle deadline to what was asked and does not count the version.
-struct CarelessApplyStore {
-    inner: MemoryStore,
-}
+struct CarelessApply;
 
 #[async_trait]
-impl Store for CarelessApplyStore {
-    async fn create(&self, r: &Record) -> Result<(), Error> {
-        self.inner.create(r).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
-        self.inner.update(r, now).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
-        self.inner.revoke_user_sessions(u, e).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.inner.purge_expired(now, limit).await
-    }
-
+impl Twist for CarelessApply {
     async fn apply(
         &self,
+        inner: &MemoryStore,
         id: &IdHash,
         changes: &Changes,
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
-        let applied = self.inner.apply(id, changes, now, idle_deadline).await?;
-        let mut r = self.inner.load(id, now).await?.expect("just applied");
+        let applied = inner.apply(id, changes, now, idle_deadline).await?;
+        let mut r = inner.load(id, now).await?.expect("just applied");
         r.idle_deadline = idle_deadline;
         r.last_seen = now;
         r.version = applied.version - 1;
-        self.inner.delete(id).await?;
-        self.inner.create(&r).await?;
+        inner.delete(id).await?;
+        inner.create(&r).await?;
         Ok(Applied::new(r.version, r.idle_deadline))
-    }
-}
-
-#[async_trait]
-impl ConformanceTarget for CarelessApplyStore {
-    async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
-        self.inner.inject_corrupt(id).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_catches_an_apply_that_shortens_or_keeps_the_version() {
-    let outcome = std::panic::AssertUnwindSafe(conformance::run(|| async {
-        CarelessApplyStore {
-            inner: MemoryStore::new(),
-        }
-    }))
-    .catch_unwind()
-    .await;
+    let outcome =
+        std::panic::AssertUnwindSafe(conformance::run(|| async { Twisted::new(CarelessApply) }))
+            .catch_unwind()
+            .await;
     let panic = outcome.expect_err("the suite passed a careless apply");
     let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
@@ -1871,58 +1825,42 @@ async fn the_default_compare_and_swap_apply_passes_conformance() {
 
 /// Counts what the session layer asks of the store.
 #[derive(Default)]
-struct CountingStore {
-    inner: MemoryStore,
+struct Counts {
     applies: AtomicUsize,
     updates: AtomicUsize,
     touches: AtomicUsize,
 }
 
 #[async_trait]
-impl Store for CountingStore {
-    async fn create(&self, r: &Record) -> Result<(), Error> {
-        self.inner.create(r).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
+impl Twist for Counts {
+    async fn update(&self, inner: &MemoryStore, r: &Record, now: u64) -> Result<u64, Error> {
         self.updates.fetch_add(1, Ordering::SeqCst);
-        self.inner.update(r, now).await
+        inner.update(r, now).await
     }
     async fn apply(
         &self,
+        inner: &MemoryStore,
         id: &IdHash,
         changes: &Changes,
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
         self.applies.fetch_add(1, Ordering::SeqCst);
-        self.inner.apply(id, changes, now, idle_deadline).await
+        inner.apply(id, changes, now, idle_deadline).await
     }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+    async fn touch(
+        &self,
+        inner: &MemoryStore,
+        id: &IdHash,
+        now: u64,
+        idle: u64,
+    ) -> Result<(), Error> {
         self.touches.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
-        self.inner.revoke_user_sessions(u, e).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.inner.purge_expired(now, limit).await
+        inner.touch(id, now, idle).await
     }
 }
+
+type CountingStore = Twisted<Counts>;
 
 fn counting_env() -> (Arc<CountingStore>, SessionManager) {
     let store = Arc::new(CountingStore::default());
@@ -1958,9 +1896,13 @@ async fn sixty_four_overlapping_commits_each_make_one_apply_and_all_succeed() {
         assert_eq!(commit.cookie, CookieUpdate::Keep);
         assert!(!commit.ended_concurrently);
     }
-    assert_eq!(store.applies.load(Ordering::SeqCst), 64, "one apply each");
     assert_eq!(
-        store.updates.load(Ordering::SeqCst),
+        store.twist.applies.load(Ordering::SeqCst),
+        64,
+        "one apply each"
+    );
+    assert_eq!(
+        store.twist.updates.load(Ordering::SeqCst),
         0,
         "no compare-and-swap loop"
     );
@@ -1983,14 +1925,26 @@ async fn setting_a_key_to_the_value_it_has_writes_nothing() {
     s.insert("k", &2).unwrap();
     s.insert("k", &1).unwrap();
     assert_eq!(mgr.commit(s).await.unwrap().cookie, CookieUpdate::Keep);
-    assert_eq!(store.applies.load(Ordering::SeqCst), 0, "a write happened");
-    assert_eq!(store.updates.load(Ordering::SeqCst), 0, "a write happened");
-    assert_eq!(store.touches.load(Ordering::SeqCst), 0, "a write happened");
+    assert_eq!(
+        store.twist.applies.load(Ordering::SeqCst),
+        0,
+        "a write happened"
+    );
+    assert_eq!(
+        store.twist.updates.load(Ordering::SeqCst),
+        0,
+        "a write happened"
+    );
+    assert_eq!(
+        store.twist.touches.load(Ordering::SeqCst),
+        0,
+        "a write happened"
+    );
     // A real change is written, once.
     let mut s = mgr.load(Some(&cookie)).await.unwrap();
     s.insert("k", &3).unwrap();
     mgr.commit(s).await.unwrap();
-    assert_eq!(store.applies.load(Ordering::SeqCst), 1);
+    assert_eq!(store.twist.applies.load(Ordering::SeqCst), 1);
     let s = mgr.load(Some(&cookie)).await.unwrap();
     assert_eq!(s.get::<u32>("k").unwrap(), Some(3));
 }
