@@ -176,25 +176,145 @@ async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
+// ---------------------------------------------------------------- stores that wrap a store
+
+/// A call of the [`Store`] trait, as [`Hooks`] see it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Create,
+    Load,
+    Update,
+    Apply,
+    Touch,
+    Delete,
+    SessionsOf,
+    Revoke,
+    UserEpoch,
+    BumpUserEpoch,
+    Purge,
+}
+
+/// What a test store adds to the store it wraps; [`Hooked`] forwards every call.
+#[async_trait]
+trait Hooks: Send + Sync + 'static {
+    /// Whether `apply` is forwarded to the inner store's own (after `before(Op::Apply)`);
+    /// if not, it is the trait's default: compare-and-swap over the wrapper's `load` and
+    /// `update`.
+    const FORWARDS_APPLY: bool = false;
+
+    /// Runs before a call reaches the inner store; an error ends the call with it.
+    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
+        let _ = op;
+        Ok(())
+    }
+
+    /// Runs once a `load` has come back from the inner store.
+    fn after_load(&self) {}
+}
+
+/// A store that forwards every call to `inner`, running its [`Hooks`] around them; it
+/// dereferences to the hooks, so a test reaches their switches and counters directly.
+struct Hooked<H> {
+    inner: Arc<dyn Store>,
+    hooks: H,
+}
+
+impl<H> std::ops::Deref for Hooked<H> {
+    type Target = H;
+
+    fn deref(&self) -> &H {
+        &self.hooks
+    }
+}
+
+#[async_trait]
+impl<H: Hooks> Store for Hooked<H> {
+    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
+        self.hooks.before(Op::Create).await?;
+        self.inner.create(r).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
+        self.hooks.before(Op::Load).await?;
+        let loaded = self.inner.load(id, now).await;
+        self.hooks.after_load();
+        loaded
+    }
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
+        self.hooks.before(Op::Update).await?;
+        self.inner.update(r, now).await
+    }
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &cloakroom::Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<cloakroom::Applied, cloakroom::Error> {
+        if H::FORWARDS_APPLY {
+            self.hooks.before(Op::Apply).await?;
+            self.inner.apply(id, changes, now, idle_deadline).await
+        } else {
+            cloakroom::apply_by_compare_and_swap(self, id, changes, now, idle_deadline).await
+        }
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
+        self.hooks.before(Op::Touch).await?;
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
+        self.hooks.before(Op::Delete).await?;
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
+        self.hooks.before(Op::SessionsOf).await?;
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, cloakroom::Error> {
+        self.hooks.before(Op::Revoke).await?;
+        self.inner.revoke_user_sessions(user, except).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+        self.hooks.before(Op::UserEpoch).await?;
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+        self.hooks.before(Op::BumpUserEpoch).await?;
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
+        self.hooks.before(Op::Purge).await?;
+        self.inner.purge_expired(now, limit).await
+    }
+}
+
 // ---------------------------------------------------------------- a store that can be stopped
 
 /// Wraps a store and fails every call with `Unavailable` while `down` is set.
 /// Also counts the writes (create, update, touch) that reach the store.
-struct Switchable {
-    inner: Arc<dyn Store>,
+struct Switch {
     down: AtomicBool,
     writes: std::sync::atomic::AtomicUsize,
 }
+
+type Switchable = Hooked<Switch>;
 
 impl Switchable {
     fn new(inner: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Self {
             inner,
-            down: AtomicBool::new(false),
-            writes: std::sync::atomic::AtomicUsize::new(0),
+            hooks: Switch {
+                down: AtomicBool::new(false),
+                writes: std::sync::atomic::AtomicUsize::new(0),
+            },
         })
     }
+}
 
+impl Switch {
     fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
     }
@@ -212,53 +332,13 @@ impl Switchable {
 }
 
 #[async_trait]
-impl Store for Switchable {
-    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
+impl Hooks for Switch {
+    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
         self.check()?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(r).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
-        self.check()?;
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
-        self.check()?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.update(r, now).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
-        self.check()?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
-        self.check()?;
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
-        self.check()?;
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, cloakroom::Error> {
-        self.check()?;
-        self.inner.revoke_user_sessions(user, except).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
-        self.check()?;
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
-        self.check()?;
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
-        self.check()?;
-        self.inner.purge_expired(now, limit).await
+        if matches!(op, Op::Create | Op::Update | Op::Touch) {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 
@@ -2240,23 +2320,28 @@ async fn responses_that_set_a_cookie_are_not_cached() {
 
 /// A memory store whose one named operation waits, once entered, until the test opens the
 /// gate: a slow `revoke_user_sessions`, a slow `delete`.
-struct Gated {
-    inner: MemoryStore,
+struct Gate {
     op: &'static str,
     entered: Notify,
     open: tokio::sync::watch::Sender<bool>,
 }
 
+type Gated = Hooked<Gate>;
+
 impl Gated {
     fn new(op: &'static str) -> Arc<Self> {
         Arc::new(Self {
-            inner: MemoryStore::new(),
-            op,
-            entered: Notify::new(),
-            open: tokio::sync::watch::channel(false).0,
+            inner: Arc::new(MemoryStore::new()),
+            hooks: Gate {
+                op,
+                entered: Notify::new(),
+                open: tokio::sync::watch::channel(false).0,
+            },
         })
     }
+}
 
+impl Gate {
     /// Makes the operation wait again (the gate starts open for setting things up).
     fn close(&self) {
         self.open.send_replace(false);
@@ -2282,44 +2367,17 @@ impl Gated {
 }
 
 #[async_trait]
-impl Store for Gated {
-    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
-        self.gate("create").await;
-        self.inner.create(r).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
-        self.gate("update").await;
-        self.inner.update(r, now).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
-        self.gate("delete").await;
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, cloakroom::Error> {
-        self.gate("revoke").await;
-        self.inner.revoke_user_sessions(user, except).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
-        self.inner.purge_expired(now, limit).await
+impl Hooks for Gate {
+    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
+        let name = match op {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Revoke => "revoke",
+            _ => return Ok(()),
+        };
+        self.gate(name).await;
+        Ok(())
     }
 }
 
@@ -2386,9 +2444,47 @@ async fn a_sign_out_cut_off_by_a_timeout_leaves_the_session_in_its_slot() {
     assert_eq!(phone.get("/whoami").await.body, "anonymous");
 }
 
+/// Sends `POST path` with no cookie through `service`; the `name=value` of the cookie set.
+async fn post_for_cookie<S>(service: &S, path: &str) -> String
+where
+    S: tower::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::http::Response<axum::body::Body>,
+        > + Clone,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    let response = service
+        .clone()
+        .oneshot(
+            axum::http::Request::post(path)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let line = response.headers()["set-cookie"].to_str().unwrap();
+    line.split(';').next().unwrap().to_owned()
+}
+
+/// A request of `method` for `path` that sends `cookie`.
+fn with_cookie(method: &str, path: &str, cookie: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("cookie", cookie)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+/// A response's body as text.
+async fn body_text(r: axum::http::Response<axum::body::Body>) -> String {
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 #[tokio::test]
 async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
-    use axum::body::Body;
     use std::time::Duration;
     use tower::{ServiceBuilder, ServiceExt};
 
@@ -2409,25 +2505,8 @@ async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
             200,
         )))
         .service(router);
-    let login = service
-        .clone()
-        .oneshot(
-            axum::http::Request::post("/login/ada")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let line = login.headers()["set-cookie"].to_str().unwrap();
-    let cookie = line.split(';').next().unwrap().to_owned();
-    let request = |method: &str, path: &str| {
-        axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("cookie", cookie.clone())
-            .body(Body::empty())
-            .unwrap()
-    };
+    let cookie = post_for_cookie(&service, "/login/ada").await;
+    let request = |method: &str, path: &str| with_cookie(method, path, &cookie);
     store.close();
     let err = service
         .clone()
@@ -2436,17 +2515,13 @@ async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
         .unwrap_err();
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
     store.release();
-    let body = |r: axum::http::Response<Body>| async move {
-        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-        String::from_utf8(bytes.to_vec()).unwrap()
-    };
     let r = service
         .clone()
         .oneshot(request("GET", "/get/note"))
         .await
         .unwrap();
     assert_eq!(
-        body(r).await,
+        body_text(r).await,
         "none",
         "the cut-off handler's note is not written"
     );
@@ -2455,7 +2530,7 @@ async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
         .oneshot(request("GET", "/whoami"))
         .await
         .unwrap();
-    assert_eq!(body(r).await, "ada", "the session is intact");
+    assert_eq!(body_text(r).await, "ada", "the session is intact");
 
     // tower-http's TimeoutLayer answers 408 for a handler it cancelled: nothing written.
     let r = service
@@ -2470,7 +2545,7 @@ async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
         .oneshot(request("GET", "/get/note"))
         .await
         .unwrap();
-    assert_eq!(body(r).await, "none");
+    assert_eq!(body_text(r).await, "none");
 }
 
 async fn timed_out(session: Session) -> Result<StatusCode, Error> {
@@ -2480,7 +2555,6 @@ async fn timed_out(session: Session) -> Result<StatusCode, Error> {
 
 #[tokio::test]
 async fn a_commit_finishes_when_the_client_is_gone() {
-    use axum::body::Body;
     use std::time::Duration;
     use tower::{ServiceBuilder, ServiceExt};
 
@@ -2499,25 +2573,8 @@ async fn a_commit_finishes_when_the_client_is_gone() {
         )))
         .layer(layer.clone())
         .service(router);
-    let set = service
-        .clone()
-        .oneshot(
-            axum::http::Request::post("/set/a/1")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let line = set.headers()["set-cookie"].to_str().unwrap();
-    let old = line.split(';').next().unwrap().to_owned();
-    let request = |method: &str, path: &str| {
-        axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("cookie", old.clone())
-            .body(Body::empty())
-            .unwrap()
-    };
+    let old = post_for_cookie(&service, "/set/a/1").await;
+    let request = |method: &str, path: &str| with_cookie(method, path, &old);
     // The login creates the new record, then waits to delete the old one; the client
     // gives up meanwhile.
     store.close();
@@ -2530,10 +2587,6 @@ async fn a_commit_finishes_when_the_client_is_gone() {
     store.release();
     // The commit went on without the client: the pre-login session is gone (fixation
     // defence), the login's session exists.
-    let body = |r: axum::http::Response<Body>| async move {
-        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-        String::from_utf8(bytes.to_vec()).unwrap()
-    };
     let mut old_value = String::new();
     for _ in 0..100 {
         let r = service
@@ -2541,7 +2594,7 @@ async fn a_commit_finishes_when_the_client_is_gone() {
             .oneshot(request("GET", "/get/a"))
             .await
             .unwrap();
-        old_value = body(r).await;
+        old_value = body_text(r).await;
         if old_value == "none" {
             break;
         }
@@ -2868,47 +2921,37 @@ async fn client_mode_logout_everywhere_ends_a_copied_cookie() {
 /// `group` requests wait until every request of the group has loaded the session, so all of
 /// them read the same version before any writes. A commit that read, merged and wrote back
 /// on its own (not atomically in the store) would lose all but one group member's key.
-struct Overlap {
-    inner: Arc<dyn Store>,
+struct Groups {
     group: usize,
     loads: std::sync::atomic::AtomicUsize,
     applies: std::sync::atomic::AtomicUsize,
     loaded: Notify,
 }
 
+type Overlap = Hooked<Groups>;
+
 impl Overlap {
     fn new(inner: Arc<dyn Store>, group: usize) -> Arc<Self> {
         Arc::new(Self {
             inner,
-            group,
-            loads: std::sync::atomic::AtomicUsize::new(0),
-            applies: std::sync::atomic::AtomicUsize::new(0),
-            loaded: Notify::new(),
+            hooks: Groups {
+                group,
+                loads: std::sync::atomic::AtomicUsize::new(0),
+                applies: std::sync::atomic::AtomicUsize::new(0),
+                loaded: Notify::new(),
+            },
         })
     }
 }
 
 #[async_trait]
-impl Store for Overlap {
-    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
-        self.inner.create(r).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
-        let loaded = self.inner.load(id, now).await;
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        self.loaded.notify_waiters();
-        loaded
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
-        self.inner.update(r, now).await
-    }
-    async fn apply(
-        &self,
-        id: &IdHash,
-        changes: &cloakroom::Changes,
-        now: u64,
-        idle_deadline: u64,
-    ) -> Result<cloakroom::Applied, cloakroom::Error> {
+impl Hooks for Groups {
+    const FORWARDS_APPLY: bool = true;
+
+    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
+        if op != Op::Apply {
+            return Ok(());
+        }
         let n = self.applies.fetch_add(1, Ordering::SeqCst);
         let want = (n / self.group + 1) * self.group;
         // A hang guard, not a timing assertion: the group's loads come at once.
@@ -2923,32 +2966,12 @@ impl Store for Overlap {
         })
         .await;
         assert!(waited.is_ok(), "commit {n} waited for {want} loads in vain");
-        self.inner.apply(id, changes, now, idle_deadline).await
+        Ok(())
     }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, cloakroom::Error> {
-        self.inner.revoke_user_sessions(user, except).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
-        self.inner.purge_expired(now, limit).await
+
+    fn after_load(&self) {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.loaded.notify_waiters();
     }
 }
 
