@@ -670,24 +670,7 @@ async fn apply_slides<S: Store>(s: &S) -> CaseResult {
         got.idle_deadline,
         r.absolute_deadline,
     )?;
-    let back = must_load(s, &r.id_hash, now + 1).await?;
-    same(
-        "stored idle deadline",
-        back.idle_deadline,
-        r.absolute_deadline,
-    )?;
-    same(
-        "absolute deadline",
-        back.absolute_deadline,
-        r.absolute_deadline,
-    )?;
-    same("last_seen", back.last_seen, now)?;
-    let got = ok("load", s.load(&r.id_hash, r.absolute_deadline).await)?;
-    ensure!(
-        got.is_none(),
-        "apply kept a record alive past its absolute deadline"
-    );
-    Ok(())
+    capped_at_absolute(s, &r, now, "apply").await
 }
 
 async fn apply_gone<S: Store>(s: &S) -> CaseResult {
@@ -972,22 +955,29 @@ async fn touch_capped<S: Store>(s: &S) -> CaseResult {
         "touch asking past the absolute deadline",
         s.touch(&r.id_hash, now, now + IDLE).await,
     )?;
+    capped_at_absolute(s, &r, now, "touch").await
+}
+
+/// After `op` (apply or touch) at `now` asked to slide `r` past its absolute deadline: the
+/// stored idle deadline is the absolute one, the absolute deadline is kept, `last_seen` is
+/// `now`, and the record is gone once the absolute deadline comes.
+async fn capped_at_absolute<S: Store>(s: &S, r: &Record, now: u64, op: &str) -> CaseResult {
     let back = must_load(s, &r.id_hash, now + 1).await?;
     same(
-        "idle deadline asked past the absolute one",
+        format_args!("stored idle deadline after {op}"),
         back.idle_deadline,
         r.absolute_deadline,
     )?;
     same(
-        "absolute deadline after touch",
+        format_args!("absolute deadline after {op}"),
         back.absolute_deadline,
         r.absolute_deadline,
     )?;
-    same("last_seen after touch", back.last_seen, now)?;
+    same(format_args!("last_seen after {op}"), back.last_seen, now)?;
     let got = ok("load", s.load(&r.id_hash, r.absolute_deadline).await)?;
     ensure!(
         got.is_none(),
-        "touch kept a record alive past its absolute deadline"
+        "{op} kept a record alive past its absolute deadline"
     );
     Ok(())
 }
