@@ -68,6 +68,14 @@ trait Twist: Send + Sync + 'static {
     ) -> Result<(), Error> {
         inner.touch(id, now, idle).await
     }
+    async fn purge_expired(
+        &self,
+        inner: &MemoryStore,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        inner.purge_expired(now, limit).await
+    }
 }
 
 /// A memory store with a [`Twist`]: every method the twist does not hook is the memory
@@ -128,7 +136,7 @@ impl<T: Twist> Store for Twisted<T> {
         self.inner.bump_user_epoch(user).await
     }
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.inner.purge_expired(now, limit).await
+        self.twist.purge_expired(&self.inner, now, limit).await
     }
 }
 
@@ -1189,7 +1197,6 @@ mod purger {
     /// A memory store whose `purge_expired` fails (or panics) the first `failures` times and
     /// records when each call came.
     struct Flaky {
-        inner: MemoryStore,
         failures: u32,
         panic: bool,
         calls: AtomicU32,
@@ -1197,52 +1204,29 @@ mod purger {
     }
 
     #[async_trait]
-    impl Store for Flaky {
-        async fn create(&self, r: &Record) -> Result<(), Error> {
-            self.inner.create(r).await
-        }
-        async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-            self.inner.load(id, now).await
-        }
-        async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
-            self.inner.update(r, now).await
-        }
-        async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
-            self.inner.touch(id, now, idle).await
-        }
-        async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-            self.inner.delete(id).await
-        }
-        async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-            self.inner.sessions_of(user, now).await
-        }
-        async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
-            self.inner.revoke_user_sessions(u, e).await
-        }
-        async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-            self.inner.user_epoch(user).await
-        }
-        async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-            self.inner.bump_user_epoch(user).await
-        }
-        async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+    impl Twist for Flaky {
+        async fn purge_expired(
+            &self,
+            inner: &MemoryStore,
+            now: u64,
+            limit: usize,
+        ) -> Result<usize, Error> {
             self.at.lock().unwrap().push(Instant::now());
             if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
                 assert!(!self.panic, "a store bug: purge_expired panicked");
                 return Err(down());
             }
-            self.inner.purge_expired(now, limit).await
+            inner.purge_expired(now, limit).await
         }
     }
 
     async fn backs_off_then_purges(panic: bool) {
-        let store = Arc::new(Flaky {
-            inner: MemoryStore::new(),
+        let store = Arc::new(Twisted::new(Flaky {
             failures: 4,
             panic,
             calls: AtomicU32::new(0),
             at: Mutex::new(Vec::new()),
-        });
+        }));
         fill(&store.inner, 7, 2).await;
         let clock = ManualClock::new(T0 + 31 * 60);
         // The interval is long: only the back-off can bring the retries.
@@ -1256,7 +1240,7 @@ mod purger {
 
         // Down for four attempts, then it purges by itself, long before the interval.
         eventually("recovered and purged", || store.inner.len() == 2).await;
-        let at = store.at.lock().unwrap().clone();
+        let at = store.twist.at.lock().unwrap().clone();
         assert_eq!(at.len(), 5, "four failures and one success");
         let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
         for (gap, least) in gaps.iter().zip([100, 200, 400, 400]) {
@@ -1271,7 +1255,7 @@ mod purger {
         assert!(!stats.backing_off);
         // Back to the normal interval: no further attempt soon.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(store.at.lock().unwrap().len(), 5);
+        assert_eq!(store.twist.at.lock().unwrap().len(), 5);
     }
 
     #[tokio::test]
