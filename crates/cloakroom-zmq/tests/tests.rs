@@ -175,11 +175,20 @@ fn bursts_of_100k_messages_from_8_dealers_all_arrive() {
     bursts(Broken::None).unwrap();
 }
 
+/// Runs a broken variant's result through its check: it must fail, or the test would not
+/// catch the bug; `passed` says which variant passed which test.
+#[track_caller]
+fn assert_caught<T: std::fmt::Debug, E: std::fmt::Debug>(r: Result<T, E>, passed: &str) {
+    eprintln!("broken variant: {r:?}");
+    assert!(r.is_err(), "{passed}");
+}
+
 #[test]
 fn bursts_fail_when_one_message_is_read_per_wakeup() {
-    let r = bursts(Broken::OneMessagePerWakeup);
-    eprintln!("broken variant: {r:?}");
-    assert!(r.is_err(), "the broken loop passed the bursts test");
+    assert_caught(
+        bursts(Broken::OneMessagePerWakeup),
+        "the broken loop passed the bursts test",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,9 +348,10 @@ fn a_flooded_socket_does_not_starve_a_second_one() {
 
 #[test]
 fn fairness_fails_without_a_drain_budget() {
-    let r = fairness(Broken::NoBudget);
-    eprintln!("broken variant: {r:?}");
-    assert!(r.is_err(), "the broken loop passed the fairness test");
+    assert_caught(
+        fairness(Broken::NoBudget),
+        "the broken loop passed the fairness test",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -506,9 +516,10 @@ fn ten_thousand_replies_from_worker_tasks_all_sent() {
 
 #[test]
 fn replies_fail_without_a_recheck_after_send() {
-    let r = replies(Broken::NoRecheckAfterSend);
-    eprintln!("broken variant: {r:?}");
-    assert!(r.is_err(), "the broken loop passed the replies test");
+    assert_caught(
+        replies(Broken::NoRecheckAfterSend),
+        "the broken loop passed the replies test",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1262,11 +1273,9 @@ fn curve_refuses_unknown_keys_after_the_zap_handler_value_is_dropped() {
 
 #[test]
 fn curve_fails_open_when_the_socket_only_borrows_its_zap_handler() {
-    let r = curve_fails_closed(Broken::CurveFailsOpen, ZapFate::DroppedAtOnce);
-    eprintln!("broken variant: {r:?}");
-    assert!(
-        r.is_err(),
-        "the fail-open CURVE server passed the dropped-handler test"
+    assert_caught(
+        curve_fails_closed(Broken::CurveFailsOpen, ZapFate::DroppedAtOnce),
+        "the fail-open CURVE server passed the dropped-handler test",
     );
 }
 
@@ -1277,11 +1286,9 @@ fn curve_refuses_every_key_after_the_zap_task_is_aborted() {
 
 #[test]
 fn curve_fails_open_without_zap_enforce_domain_when_the_task_dies() {
-    let r = curve_fails_closed(Broken::CurveFailsOpen, ZapFate::TaskAborted);
-    eprintln!("broken variant: {r:?}");
-    assert!(
-        r.is_err(),
-        "the fail-open CURVE server passed the aborted-task test"
+    assert_caught(
+        curve_fails_closed(Broken::CurveFailsOpen, ZapFate::TaskAborted),
+        "the fail-open CURVE server passed the aborted-task test",
     );
 }
 
@@ -1477,9 +1484,10 @@ fn a_hundred_peers_that_never_read_do_not_delay_the_others_replies() {
 
 #[test]
 fn replies_stall_behind_a_slow_peer_with_one_queue_for_all() {
-    let r = slow_peer(Broken::OldReplyQueue, 1, 100_000);
-    eprintln!("broken variant: {r:?}");
-    assert!(r.is_err(), "the old reply queue passed the slow-peer test");
+    assert_caught(
+        slow_peer(Broken::OldReplyQueue, 1, 100_000),
+        "the old reply queue passed the slow-peer test",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1562,7 +1570,8 @@ fn sending_ten_thousand_queued_replies_yields_to_the_runtime() {
 
 #[test]
 fn a_big_writer_never_yields_when_replies_spend_no_budget() {
-    let r = big_writer(Broken::OldReplyQueue);
-    eprintln!("broken variant: {r:?}");
-    assert!(r.is_err(), "the old reply queue passed the big-writer test");
+    assert_caught(
+        big_writer(Broken::OldReplyQueue),
+        "the old reply queue passed the big-writer test",
+    );
 }
