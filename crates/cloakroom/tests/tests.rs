@@ -148,6 +148,7 @@ impl<T: Twist> ConformanceTarget for Twisted<T> {
 }
 
 /// A store that forgets compare-and-swap: `update` overwrites whatever is there.
+#[derive(Clone)]
 struct LostUpdate;
 
 #[async_trait]
@@ -162,14 +163,23 @@ impl Twist for LostUpdate {
     }
 }
 
+/// Runs the conformance suite over memory stores with `twist`, which must fail it (`passed`
+/// is the panic message if it does not); the suite's failure message.
+async fn conformance_failure<T: Twist + Clone>(twist: T, passed: &str) -> String {
+    let outcome = std::panic::AssertUnwindSafe(conformance::run(|| {
+        let twist = twist.clone();
+        async move { Twisted::new(twist) }
+    }))
+    .catch_unwind()
+    .await;
+    let panic = outcome.expect_err(passed);
+    panic.downcast_ref::<String>().cloned().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_catches_a_store_without_cas() {
-    let outcome =
-        std::panic::AssertUnwindSafe(conformance::run(|| async { Twisted::new(LostUpdate) }))
-            .catch_unwind()
-            .await;
-    let panic = outcome.expect_err("the suite passed a store that ignores versions");
-    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    let message =
+        conformance_failure(LostUpdate, "the suite passed a store that ignores versions").await;
     assert!(
         message.contains("update_with_stale_version_is_conflict_and_writes_nothing"),
         "{message}"
@@ -1656,6 +1666,7 @@ async fn logout_everywhere_ends_every_session_of_the_user_in_every_mode() {
 /// A store whose `apply` is a plain read-modify-write: load, merge, write the whole record
 /// back (delete, then create), with no lock and no version check. Sequentially it is right;
 /// concurrently it loses keys and brings deleted sessions back.
+#[derive(Clone)]
 struct ReadModifyWrite;
 
 #[async_trait]
@@ -1682,12 +1693,11 @@ impl Twist for ReadModifyWrite {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_catches_a_non_atomic_apply() {
-    let outcome =
-        std::panic::AssertUnwindSafe(conformance::run(|| async { Twisted::new(ReadModifyWrite) }))
-            .catch_unwind()
-            .await;
-    let panic = outcome.expect_err("the suite passed a store whose apply is not atomic");
-    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    let message = conformance_failure(
+        ReadModifyWrite,
+        "the suite passed a store whose apply is not atomic",
+    )
+    .await;
     assert!(
         message.contains("apply_race_64_tasks_every_key_kept"),
         "{message}"
@@ -1709,6 +1719,7 @@ async fn conformance_suite_catches_a_non_atomic_apply() {
 
 /// A store whose `apply` forgets the rules that are not about concurrency: it shortens the
 /// idle deadline to what was asked and does not count the version.
+#[derive(Clone)]
 struct CarelessApply;
 
 #[async_trait]
@@ -1734,12 +1745,7 @@ impl Twist for CarelessApply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_catches_an_apply_that_shortens_or_keeps_the_version() {
-    let outcome =
-        std::panic::AssertUnwindSafe(conformance::run(|| async { Twisted::new(CarelessApply) }))
-            .catch_unwind()
-            .await;
-    let panic = outcome.expect_err("the suite passed a careless apply");
-    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    let message = conformance_failure(CarelessApply, "the suite passed a careless apply").await;
     assert!(
         message.contains("apply_sets_and_removes_keys_on_the_latest_data"),
         "{message}"
