@@ -313,6 +313,18 @@ fn same<V: PartialEq + std::fmt::Debug>(what: impl Display, got: V, want: V) -> 
     Ok(())
 }
 
+/// Waits for every racing task and gathers the versions they returned, in task order.
+async fn versions_of(
+    handles: Vec<tokio::task::JoinHandle<Result<Vec<u64>, String>>>,
+) -> Result<Vec<u64>, String> {
+    let mut versions = Vec::new();
+    for h in handles {
+        let won = h.await.map_err(|e| format!("task panicked: {e}"))??;
+        versions.extend(won);
+    }
+    Ok(versions)
+}
+
 fn ids(records: &[Record]) -> BTreeSet<IdHash> {
     records.iter().map(|r| r.id_hash).collect()
 }
@@ -504,11 +516,7 @@ async fn cas_race<S: Store>(s: Arc<S>) -> CaseResult {
             Ok(won)
         }));
     }
-    let mut versions = Vec::new();
-    for h in handles {
-        let won = h.await.map_err(|e| format!("task panicked: {e}"))??;
-        versions.extend(won);
-    }
+    let versions = versions_of(handles).await?;
     let total = TASKS * EACH;
     let unique: BTreeSet<u64> = versions.iter().copied().collect();
     same("successful updates", versions.len() as u64, total)?;
@@ -817,11 +825,7 @@ async fn apply_race<S: Store>(s: Arc<S>) -> CaseResult {
             Ok(versions)
         }));
     }
-    let mut versions = Vec::new();
-    for h in handles {
-        let won = h.await.map_err(|e| format!("task panicked: {e}"))??;
-        versions.extend(won);
-    }
+    let versions = versions_of(handles).await?;
     let total = TASKS * EACH;
     let unique: BTreeSet<u64> = versions.iter().copied().collect();
     same(
