@@ -150,22 +150,19 @@ impl Error {
 pub(crate) fn bare_response<B: Default>(status: StatusCode) -> http::Response<B> {
     let mut response = http::Response::new(B::default());
     *response.status_mut() = status;
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    with_error_headers(response)
 }
 
 /// A plain-text response for `status`, with `Retry-After` on a 503.
 pub(crate) fn status_response(status: StatusCode) -> Response {
     let reason = status.canonical_reason().unwrap_or("error");
-    let mut response = (status, format!("{} {reason}\n", status.as_u16())).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    with_error_headers((status, format!("{} {reason}\n", status.as_u16())).into_response())
+}
+
+/// Adds what every error response carries: `Retry-After` on a 503, and
+/// `Cache-Control: no-store`.
+fn with_error_headers<B>(mut response: http::Response<B>) -> http::Response<B> {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
