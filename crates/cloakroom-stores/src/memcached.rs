@@ -466,10 +466,11 @@ impl MemcachedStore {
         .await
     }
 
-    /// The `gets`/`cas` loop shared by apply and touch: `change` gets the live record and
-    /// returns the record to write (or an error). It retries, with [`backoff`], for as long
-    /// as other writers get in between, up to the contention budget: every lost round means
-    /// another write went through, so the loop ends as soon as the others are done.
+    /// The `gets`/`cas` loop shared by update, apply and touch: `change` gets the live
+    /// record and returns the record to write (or an error). It retries, with [`backoff`],
+    /// for as long as other writers get in between, up to the contention budget: every lost
+    /// round means another write went through, so the loop ends as soon as the others are
+    /// done.
     async fn cas_loop<F>(&self, id: &IdHash, now: u64, mut change: F) -> Result<Record, Error>
     where
         F: FnMut(Record) -> Result<Record, Error> + Send,
@@ -557,71 +558,19 @@ impl Store for MemcachedStore {
     }
 
     async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
-        let next = record.version.saturating_add(1);
         let mut write = record.clone();
-        write.version = next;
-        let bytes = write.encode()?;
-        let key = self.record_key(&record.id_hash);
-        let ttl = exptime(write.expires_at(), now);
-        let give_up = Instant::now() + self.inner.contention_budget;
-        for attempt in 0.. {
-            if attempt > 0 {
-                if Instant::now() >= give_up {
-                    break;
+        write.version = record.version.saturating_add(1);
+        // Compare-and-swap on the version, over the same `gets`/`cas` loop as apply and
+        // touch (which also keeps the indexes ahead of the record).
+        let written = self
+            .cas_loop(&record.id_hash, now, |current| {
+                if current.version != record.version {
+                    return Err(Error::conflict());
                 }
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let Some((current, cas)) = self.gets_record(&record.id_hash).await? else {
-                return Err(Error::not_found());
-            };
-            if !current.is_live(now) {
-                return Err(Error::not_found());
-            }
-            if current.version != record.version {
-                return Err(Error::conflict());
-            }
-            // Indexes learn of a new user or an earlier expiry before the record says so.
-            // (The old user's index is pruned when it is next read.)
-            // A user index scores each id with an upper bound of its expiry.
-            let raise =
-                current.user_id != write.user_id || write.expires_at() > current.expires_at();
-            if let Some(user) = write.user_id.as_ref().filter(|_| raise) {
-                self.index_entry(
-                    &self.index_key(user),
-                    write.id_hash,
-                    write.expires_at(),
-                    true,
-                )
-                .await?;
-            }
-            if write.expires_at() < current.expires_at() {
-                let shard = self.shard_key(Self::shard_of(&write.id_hash));
-                self.index_entry(&shard, write.id_hash, write.expires_at(), false)
-                    .await?;
-            }
-            let stored = self
-                .run("cas", async |c| {
-                    c.store("cas", &key, FLAGS_RECORD, ttl, &bytes, Some(cas))
-                        .await
-                })
-                .await?;
-            match stored {
-                Reply::Stored => {
-                    return Ok(next);
-                }
-                Reply::NotFound => return Err(Error::not_found()),
-                // Another writer got in between: read again (if it changed the version,
-                // the check above answers Conflict).
-                Reply::Exists | Reply::NotStored => {}
-            }
-        }
-        Err(Error::new(
-            ErrorKind::Unavailable,
-            format!(
-                "the memcached record {key} kept changing under one write for {:?}",
-                self.inner.contention_budget
-            ),
-        ))
+                Ok(write.clone())
+            })
+            .await?;
+        Ok(written.version)
     }
 
     async fn apply(
