@@ -150,16 +150,7 @@ impl KeyRing {
             return write_synced(&mut file, &text)
                 .map_err(|e| Error::io(format!("cannot write key file {shown}: {e}"), e));
         }
-        let file_name = path.file_name().ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("{shown} is not a file name"),
-            )
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
+        let tmp = temp_beside(path, &format!(".tmp{}", std::process::id()))?;
         let result = (|| {
             let mut file = private_options().create_new(true).open(&tmp)?;
             write_synced(&mut file, &text)?;
@@ -183,6 +174,23 @@ enum Origin {
     Created,
 }
 
+/// A hidden temporary file beside `path`: its name with a leading `.` and `suffix`.
+///
+/// # Errors
+/// `InvalidInput` if `path` does not end in a file name.
+fn temp_beside(path: &Path, suffix: &str) -> Result<std::path::PathBuf, Error> {
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is not a file name", path.display()),
+        )
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(suffix);
+    Ok(path.with_file_name(tmp_name))
+}
+
 /// Writes `text` to a new file at `path`, mode 0600, never replacing an existing file: the
 /// text goes to a temporary file beside it, synced, which is then hard-linked into place (an
 /// atomic "create if absent"), so no reader ever sees half a key ring. Returns `false` if
@@ -198,20 +206,10 @@ fn create_exclusive(path: &Path, text: &str) -> Result<bool, Error> {
         };
         Error::io(format!("cannot create key file {shown}: {e}{hint}"), e)
     };
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("{shown} is not a file name"),
-        )
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(
-        ".new{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let tmp = path.with_file_name(tmp_name);
+    let tmp = temp_beside(
+        path,
+        &format!(".new{}-{:016x}", std::process::id(), rand::random::<u64>()),
+    )?;
     let mut file = private_options()
         .create_new(true)
         .open(&tmp)
