@@ -429,16 +429,11 @@ impl Browser {
 
     fn absorb(&mut self, reply: &Reply) {
         for line in &reply.set_cookie {
-            let (pair, _) = line.split_once(';').unwrap_or((line, ""));
-            let (name, value) = pair.split_once('=').unwrap();
+            let (name, value) = set_cookie_effect(line);
             if name != self.name {
                 continue;
             }
-            if line.contains("Max-Age=0") {
-                self.cookie = None;
-            } else {
-                self.cookie = Some(value.to_owned());
-            }
+            self.cookie = value.map(str::to_owned);
         }
     }
 
@@ -449,6 +444,14 @@ impl Browser {
     async fn post(&mut self, path: &str) -> Reply {
         self.send(reqwest::Method::POST, path, &[], None).await
     }
+}
+
+/// What one `Set-Cookie` line does: its cookie's name, and the value it sets (`None` when
+/// `Max-Age=0` removes the cookie).
+fn set_cookie_effect(line: &str) -> (&str, Option<&str>) {
+    let (pair, _) = line.split_once(';').unwrap_or((line, ""));
+    let (name, value) = pair.split_once('=').unwrap();
+    (name, (!line.contains("Max-Age=0")).then_some(value))
 }
 
 fn layer(store: Arc<dyn Store>, mode: Mode) -> SessionLayer {
@@ -2651,12 +2654,13 @@ impl Jar {
         }
         let reply = self.http.send_once(method, path, &all, form).await;
         for line in &reply.set_cookie {
-            let (pair, _) = line.split_once(';').unwrap_or((line, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if line.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
+            match set_cookie_effect(line) {
+                (name, Some(value)) => {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+                (name, None) => {
+                    self.cookies.remove(name);
+                }
             }
         }
         reply
