@@ -79,6 +79,18 @@ const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
 /// configured otherwise ([`MemcachedStoreBuilder::with_contention_budget`]).
 const DEFAULT_CONTENTION_BUDGET: Duration = Duration::from_secs(5);
 
+/// Whether a retry loop goes round again: the first round always does; a later one waits
+/// its [`backoff`] first, unless `give_up` has passed.
+async fn another_round(attempt: u32, give_up: Instant) -> bool {
+    if attempt > 0 {
+        if Instant::now() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    true
+}
+
 /// The pause before retry number `attempt` of a `gets`/`cas` loop: 100 µs doubling up to
 /// 10 ms, each drawn at random from its upper half, so writers that collided spread out
 /// instead of colliding again.
@@ -388,11 +400,8 @@ impl MemcachedStore {
     {
         let give_up = Instant::now() + self.inner.contention_budget;
         for attempt in 0.. {
-            if attempt > 0 {
-                if Instant::now() >= give_up {
-                    break;
-                }
-                tokio::time::sleep(backoff(attempt)).await;
+            if !another_round(attempt, give_up).await {
+                break;
             }
             let item = self
                 .run("gets (index)", async |c| c.gets_one(key).await)
@@ -478,11 +487,8 @@ impl MemcachedStore {
         let key = self.record_key(id);
         let give_up = Instant::now() + self.inner.contention_budget;
         for attempt in 0.. {
-            if attempt > 0 {
-                if Instant::now() >= give_up {
-                    break;
-                }
-                tokio::time::sleep(backoff(attempt)).await;
+            if !another_round(attempt, give_up).await {
+                break;
             }
             let Some((current, cas)) = self.gets_record(id).await? else {
                 return Err(Error::not_found());
