@@ -653,13 +653,15 @@ where
 /// Commits `session`, on a task of its own under a tokio runtime, so a response future
 /// dropped during the commit (a client gone, a timeout outside this layer) does not stop
 /// it half-way: a login's new record is never left beside the old one. Without a tokio
-/// runtime the commit runs in place.
+/// runtime, or without changes (a read-only request commits at most an idle-deadline
+/// touch, which is safe to lose), the commit runs in place: no task per request.
 async fn commit_to_the_end(
     shared: &Arc<Shared>,
     session: cloakroom::Session,
 ) -> Result<Commit, Error> {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return Ok(shared.manager.commit(session).await?);
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if session.has_changes() => runtime,
+        _ => return Ok(shared.manager.commit(session).await?),
     };
     let shared = shared.clone();
     match runtime

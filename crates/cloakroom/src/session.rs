@@ -254,6 +254,13 @@ impl Session {
         !self.stored
     }
 
+    /// Whether the commit will create, change or delete stored state: a key was set or
+    /// removed, or a verb (login, logout, new id, a sign-out's new epoch) is pending. Without
+    /// changes a commit writes at most an idle-deadline touch, which is safe to lose.
+    pub fn has_changes(&self) -> bool {
+        self.verb != Verb::None || !self.changes.is_empty() || self.new_epoch.is_some()
+    }
+
     /// Whether [`Session::logout`] was called.
     pub fn is_destroyed(&self) -> bool {
         self.verb == Verb::Destroy

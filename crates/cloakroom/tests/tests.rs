@@ -1954,3 +1954,34 @@ async fn a_commit_to_a_session_deleted_meanwhile_is_dropped_not_recreated() {
     assert_eq!(commit.cookie, CookieUpdate::Remove);
     assert!(store.inner.is_empty(), "the session came back");
 }
+
+// ---- what a commit has to write ----
+
+#[tokio::test]
+async fn has_changes_is_true_only_for_a_write_or_a_verb() {
+    for mode in MODES {
+        let e = env(mode);
+        let cookie = e.new_session().await;
+        let mut s = e.load(&cookie).await;
+        assert!(!s.has_changes(), "{mode:?}: a fresh load");
+        let _ = s.get::<u32>("k").unwrap();
+        let _ = s.csrf_token().unwrap();
+        assert!(
+            !s.has_changes(),
+            "{mode:?}: reads and a CSRF token for a session without a user"
+        );
+        s.insert("k", &1).unwrap();
+        assert!(!s.has_changes(), "{mode:?}: a key set to the value it has");
+        s.insert("k", &2).unwrap();
+        assert!(s.has_changes(), "{mode:?}: a key changed");
+        for verb in [
+            Session::logout as fn(&mut Session),
+            |s: &mut Session| s.cycle_id().unwrap(),
+            |s: &mut Session| s.login("ada", Device::new()).unwrap(),
+        ] {
+            let mut s = e.load(&cookie).await;
+            verb(&mut s);
+            assert!(s.has_changes(), "{mode:?}: a verb");
+        }
+    }
+}
