@@ -46,7 +46,7 @@ RETRY_AFTER = 5
 
 
 def _snapshot(data: Dict[str, Any]) -> Dict[str, bytes]:
-    return {k: _wire.pack({"v": v}) for k, v in data.items()}
+    return {k: _wire.pack({"v": v}) for k, v in dict.items(data)}
 
 
 class CloakroomSession(Dict[str, Any], SessionMixin):
