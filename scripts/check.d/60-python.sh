@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Python client (clients/python): installs it into target/venv as a user would
+# (`pip install ./clients/python`), checks it with `mypy --strict`, and runs its pytest suite
+# against a real cloakroomd (built here; the tests start it in a temporary data directory).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+venv_ready
+say "building cloakroomd for the Python client's tests"
+cargo build -p cloakroomd --locked
+export CLOAKROOMD="${CARGO_TARGET_DIR:-$ROOT/target}/debug/cloakroomd"
+
+say "pip install ./clients/python"
+"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python \
+    || die "pip install ./clients/python failed"
+rm -rf clients/python/build
+
+cd clients/python
+say "mypy --strict (clients/python)"
+"$VENV/bin/mypy" --strict --cache-dir "$ROOT/target/mypy-cache"
+say "pytest (clients/python)"
+# -rs prints the reason of every skipped test; -p no:cacheprovider keeps the tree clean.
+"$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests
