@@ -173,12 +173,20 @@ class CloakroomSessionInterface(SessionInterface):
         original = session._original
         if session._logout:
             if session.cookie is not None:
-                self.client.logout(session.cookie)
+                try:
+                    self.client.logout(session.cookie)
+                except (Invalid, Expired, NotFound):
+                    pass  # already ended
             cookie = None
             original = {}
         if session._login is not None:
             user_id, device = session._login
-            issued = self.client.login(user_id, cookie=cookie, device=device)
+            try:
+                issued = self.client.login(user_id, cookie=cookie, device=device)
+            except (Invalid, Expired, NotFound):
+                # The visitor's session ended meanwhile: log in afresh, without its data.
+                session._original = original = {}
+                issued = self.client.login(user_id, device=device)
             cookie = issued.cookie
         session._original = original
         changes = session.changes()
