@@ -195,3 +195,20 @@ def test_daemon_stopped_answers_503_not_anonymous(own_daemon: Daemon, user: str)
             if r.status_code == 200:
                 break
         assert r.status_code == 200 and r.json["user"] == user  # recovered, still signed in
+
+
+def test_daemon_flashes_show_once(app: Flask, client: cloakroom.Client, user: str) -> None:
+    web = app.test_client()
+    login(web, user)
+    # Another application (a Rust service, say) queues a flash message in the daemon.
+    assert client.flash(cookie_of(web), "success", "Queued elsewhere.") is None
+    assert "Queued elsewhere." in web.get("/").get_data(as_text=True)
+    assert "Queued elsewhere." not in web.get("/").get_data(as_text=True)
+
+
+def test_revoke_user_ends_the_flask_session(app: Flask, client: cloakroom.Client, user: str) -> None:
+    web = app.test_client()
+    login(web, user)
+    assert web.get("/data").json["user"] == user
+    client.revoke_user(user)  # a password change, from any language
+    assert web.get("/data").json["user"] is None
