@@ -5,3 +5,6 @@ mod support;
 
 #[path = "it/store_verbs.rs"]
 mod store_verbs;
+
+#[path = "it/cookie_verbs.rs"]
+mod cookie_verbs;
