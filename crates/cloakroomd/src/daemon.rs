@@ -28,6 +28,9 @@ use crate::metrics::{self, Metrics};
 /// connection being dropped; past this, libzmq drops the connection.
 const MAX_FRAME: usize = 4 << 20;
 
+/// While stopping: how long no request may have arrived before the sockets close.
+const QUIET: Duration = Duration::from_millis(100);
+
 /// How long a shutdown waits for requests in flight.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -575,10 +578,15 @@ async fn serve(
     let replies = router.reply_sender();
     let in_flight = Arc::new(InFlight::default());
     let mut stopping: Option<Instant> = None;
+    let mut last_message = Instant::now();
     loop {
         if let Some(since) = stopping {
             let waiting = router.flush().unwrap_or(0);
-            if (in_flight.0.load(Ordering::Acquire) == 0 && waiting == 0)
+            // Done when nothing is in flight, every reply is out, and the clients' queued
+            // requests have been read (each answered UNAVAILABLE): quiet for a moment.
+            if (in_flight.0.load(Ordering::Acquire) == 0
+                && waiting == 0
+                && last_message.elapsed() > QUIET)
                 || since.elapsed() > DRAIN_DEADLINE
             {
                 break;
@@ -587,8 +595,13 @@ async fn serve(
         let msg = tokio::select! {
             m = router.recv() => m,
             _ = stop.changed(), if stopping.is_none() => {
-                // Stop accepting: no new connection from now on.
-                let _ = router.get_ref().unbind(&endpoint);
+                // Stop accepting work: every request from now on is answered UNAVAILABLE.
+                // (Not zmq_unbind: it also closes the connections accepted on the endpoint,
+                // losing the requests they have queued.) An ipc socket file is removed, so
+                // no new client connects.
+                if let Ok(Reach::Ipc(path)) = endpoint::reach(&endpoint) {
+                    let _ = std::fs::remove_file(path);
+                }
                 stopping = Some(Instant::now());
                 tracing::info!(endpoint = %endpoint, "stopping: answering the requests in flight");
                 continue;
@@ -607,6 +620,7 @@ async fn serve(
             }
         };
         let started = Instant::now();
+        last_message = started;
         if msg.is_empty() {
             state.0.metrics.bad_frame();
             continue;
@@ -662,4 +676,7 @@ async fn serve(
             pending.reply(reply).await;
         });
     }
+    // The last replies may still be in libzmq's pipes: give them time to reach the wire
+    // when the socket closes (its linger is 0 while serving).
+    let _ = router.get_ref().set_linger(2000);
 }

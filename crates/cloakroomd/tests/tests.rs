@@ -8,3 +8,6 @@ mod store_verbs;
 
 #[path = "it/cookie_verbs.rs"]
 mod cookie_verbs;
+
+#[path = "it/process.rs"]
+mod process;

@@ -45,7 +45,10 @@ fn issue_open_and_a_cookie_that_does_not_verify() {
     assert!(s.expires_at > 0);
     let forged = Secret::new(format!("{}x", issued.cookie.expose()));
     assert_eq!(open(&mut c, &forged).status(), Status::Invalid);
-    assert_eq!(open(&mut c, &Secret::new("nonsense")).status(), Status::Invalid);
+    assert_eq!(
+        open(&mut c, &Secret::new("nonsense")).status(),
+        Status::Invalid
+    );
     // CSRF for a session without a user: stable across requests, and it verifies.
     let Reply::CsrfToken(token) = c.call(&Request::Csrf {
         cookie: issued.cookie.clone(),
