@@ -11,3 +11,6 @@ mod cookie_verbs;
 
 #[path = "it/process.rs"]
 mod process;
+
+#[path = "it/feed.rs"]
+mod feed;
