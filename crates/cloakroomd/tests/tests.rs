@@ -14,3 +14,9 @@ mod process;
 
 #[path = "it/feed.rs"]
 mod feed;
+
+#[path = "it/malformed.rs"]
+mod malformed;
+
+#[path = "it/reliability.rs"]
+mod reliability;
