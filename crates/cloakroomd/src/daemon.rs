@@ -200,10 +200,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         Some(s) => s.clone(),
         None => {
             let url = config.store_url();
-            crate::store_url::open(&url).await.map_err(|e| {
-                let scheme = url.split(':').next().unwrap_or_default();
-                Error::new(ErrorKind::Store, format!("cannot open the {scheme}: store"))
-                    .with_source(e)
+            cloakroom_stores::open(&url).await.map_err(|e| {
+                let kind = if e.kind() == cloakroom::ErrorKind::InvalidInput {
+                    ErrorKind::Config
+                } else {
+                    ErrorKind::Store
+                };
+                Error::new(kind, "cannot open the store").with_source(e)
             })?
         }
     };

@@ -57,7 +57,6 @@ mod endpoint;
 mod error;
 mod feed;
 mod metrics;
-mod store_url;
 
 // Starting a daemon, and the handle of a running one.
 pub use daemon::{start, Running};
