@@ -90,7 +90,7 @@ fn malformed(
                 vec![0x93, 1, 2, 3]
             } else {
                 let mut b = vec![0x81, 0xa1, b'x'];
-                b.extend(std::iter::repeat(0x91).take(100));
+                b.extend(std::iter::repeat_n(0x91, 100));
                 b.push(0xc0);
                 b
             };
