@@ -20,3 +20,6 @@ mod malformed;
 
 #[path = "it/reliability.rs"]
 mod reliability;
+
+#[path = "it/curve.rs"]
+mod curve;

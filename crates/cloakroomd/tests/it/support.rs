@@ -29,6 +29,11 @@ impl Client {
         Self { sock, next: 0 }
     }
 
+    /// A client on a socket set up by the caller (CURVE keys, say) and already connected.
+    pub(crate) fn from_socket(sock: zmq::Socket) -> Self {
+        Self { sock, next: 0 }
+    }
+
     pub(crate) fn send(&mut self, request: &Request) -> RequestId {
         self.next += 1;
         let id = RequestId::from_u64(self.next);
