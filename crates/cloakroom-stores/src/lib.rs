@@ -44,3 +44,7 @@ pub use crate::postgres::{PostgresStore, PostgresStoreBuilder};
 mod memcached;
 #[cfg(feature = "memcached")]
 pub use crate::memcached::{MemcachedStore, MemcachedStoreBuilder};
+
+// One URL names any of them (`--store`, `CLOAKROOM_STORE`).
+mod url;
+pub use crate::url::{open, StoreUrl, SCHEMES};
