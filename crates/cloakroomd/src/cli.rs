@@ -30,22 +30,22 @@ pub struct Args {
     pub config: Option<PathBuf>,
 
     /// The data directory: key ring (keys.toml), default socket and SQLite file.
-    /// [default: ./cloakroom-data]
+    /// (default: ./cloakroom-data)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Where to listen for requests (ROUTER), repeatable: ipc://PATH, tcp://127.0.0.1:PORT,
-    /// or tcp on another address with CURVE configured. [default: ipc://DIR/cloakroomd.sock]
+    /// or tcp on another address with CURVE configured. (default: ipc://DIR/cloakroomd.sock)
     #[arg(long, value_name = "ENDPOINT")]
     pub bind: Vec<String>,
 
-    /// The session store: sqlite://PATH, file://DIR, redis://HOST[:PORT][/DB],
-    /// postgres://USER@HOST[:PORT]/DB, memcache://HOST:PORT. Several daemons can share a
-    /// redis or postgres store. [default: sqlite://DIR/sessions.db]
+    /// The session store: sqlite://PATH, file://DIR, redis://HOST:PORT/DB,
+    /// postgres://USER@HOST:PORT/DB, memcache://HOST:PORT. Several daemons can share a
+    /// redis or postgres store. (default: sqlite://DIR/sessions.db)
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 
-    /// Where to publish the revocation feed (PUB). [default: ipc://DIR/events.sock]
+    /// Where to publish the revocation feed (PUB). (default: ipc://DIR/events.sock)
     #[arg(long, value_name = "ENDPOINT")]
     pub events: Option<String>,
 
