@@ -2142,12 +2142,16 @@ mod remote_store {
             (Status::Invalid, ErrorKind::Unavailable),
             (Status::Expired, ErrorKind::Unavailable),
         ];
+        let corrupt = "store returned a corrupt record: record does not decode";
         let _daemon = Scripted::start(
             &endpoint(&dir),
             each(move |req| {
                 let Request::Touch { now, .. } = req else {
                     panic!("unexpected {req:?}")
                 };
+                if *now == 99 {
+                    return Reply::error(Status::Unavailable, corrupt);
+                }
                 let (status, _) = cases[usize::try_from(*now).unwrap()];
                 Reply::error(status, format!("scripted {status}"))
             }),
@@ -2163,6 +2167,9 @@ mod remote_store {
             assert_eq!(source.status(), Some(*status));
             assert_eq!(source.message(), format!("scripted {status}"));
         }
+        // The daemon's one way of saying "corrupt": UNAVAILABLE with that message.
+        let err = store.touch(&id, 99, 0).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
         // LOAD's NOT_FOUND is "no session", not an error.
         drop(_daemon);
         let _daemon = Scripted::start(
