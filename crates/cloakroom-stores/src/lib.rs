@@ -54,3 +54,7 @@ pub use crate::remote::{
     RemoteError, RemoteStore, RemoteStoreBuilder, DEFAULT_MAX_REPLY, DEFAULT_MAX_REQUEST,
     DEFAULT_REMOTE_TIMEOUT,
 };
+
+// One URL names any of them (`--store`, `CLOAKROOM_STORE`).
+mod url;
+pub use crate::url::{open, StoreUrl, SCHEMES};
