@@ -26,8 +26,16 @@ pub enum Reply {
     Done,
     /// `LOAD`: `{"record": …}`.
     Record(Box<Record>),
-    /// `UPDATE`, `APPLY`: `{"version": n}`, the record's new version.
+    /// `UPDATE`: `{"version": n}`, the record's new version.
     Version(u64),
+    /// `APPLY`: `{"version": n, "idle_deadline": t}`, the record's new version and the idle
+    /// deadline it has now (what `Store::apply` returns).
+    Applied {
+        /// The record's new version.
+        version: u64,
+        /// The record's idle deadline after the write (never earlier than before).
+        idle_deadline: u64,
+    },
     /// `DELETE`: `{"deleted": bool}`, whether there was a record.
     Deleted(bool),
     /// `SESSIONS_OF`: `{"sessions": [record, …]}`.
@@ -111,6 +119,12 @@ impl Reply {
             Self::Done => m,
             Self::Record(record) => m.put("record", record_value(record)),
             Self::Version(v) => m.put("version", *v),
+            Self::Applied {
+                version,
+                idle_deadline,
+            } => m
+                .put("version", *version)
+                .put("idle_deadline", *idle_deadline),
             Self::Deleted(b) => m.put("deleted", *b),
             Self::Sessions(records) => m.put(
                 "sessions",
@@ -194,7 +208,11 @@ impl Reply {
                 },
                 Verb::Create | Verb::Touch => Self::Done,
                 Verb::Load => Self::Record(Box::new(f.record("record")?)),
-                Verb::Update | Verb::Apply => Self::Version(f.u64("version")?),
+                Verb::Update => Self::Version(f.u64("version")?),
+                Verb::Apply => Self::Applied {
+                    version: f.u64("version")?,
+                    idle_deadline: f.u64("idle_deadline")?,
+                },
                 Verb::Delete => Self::Deleted(f.bool("deleted")?),
                 Verb::SessionsOf => Self::Sessions(f.records("sessions")?),
                 Verb::RevokeUserSessions | Verb::SignOutOthers => Self::Revoked(f.u64("revoked")?),

@@ -94,7 +94,10 @@ fn verb_examples() -> Vec<(&'static str, Request, Reply)> {
                 now: NOW,
                 idle_deadline: NOW + 1800,
             },
-            Reply::Version(3),
+            Reply::Applied {
+                version: 3,
+                idle_deadline: 1_767_227_400,
+            },
         ),
         (
             "TOUCH",

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::os::raw::c_int;
+use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +69,49 @@ impl CurveKeyPair {
         Ok(keys)
     }
 
+    /// The key pair of a secret key (32 bytes, e.g. read from a key file), its public half
+    /// derived by libzmq (`zmq_curve_public`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] when the linked libzmq has no CURVE.
+    pub fn from_secret_key(secret: [u8; 32]) -> Result<Self> {
+        if !curve_available() {
+            return Err(Error::new(ErrorKind::Unsupported, "CURVE"));
+        }
+        let secret = zeroize::Zeroizing::new(secret);
+        // zmq_curve_public reads and writes Z85 text: 40 characters and a terminating NUL.
+        let secret_z85 = zeroize::Zeroizing::new(
+            zmq::z85_encode(&secret[..])
+                .map_err(|_| Error::new(ErrorKind::Invalid, "secret key"))?,
+        );
+        let mut secret_c = zeroize::Zeroizing::new([0u8; 41]);
+        secret_c[..40].copy_from_slice(secret_z85.as_bytes());
+        let mut public_c = [0u8; 41];
+        // SAFETY: both buffers are 41 bytes, what zmq_curve_public reads (40 Z85 characters
+        // and a NUL, which `secret_c` has) and writes (the same); they live on our stack
+        // for the whole call and do not overlap.
+        let rc =
+            unsafe { zmq_curve_public(public_c.as_mut_ptr().cast(), secret_c.as_ptr().cast()) };
+        if rc != 0 {
+            return Err(Error::new(ErrorKind::Invalid, "zmq_curve_public"));
+        }
+        let public_text = std::str::from_utf8(&public_c[..40])
+            .map_err(|_| Error::new(ErrorKind::Invalid, "zmq_curve_public"))?;
+        let public: [u8; 32] = zmq::z85_decode(public_text)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| Error::new(ErrorKind::Invalid, "zmq_curve_public"))?;
+        Ok(CurveKeyPair {
+            public,
+            secret: *secret,
+        })
+    }
+
+    /// The secret key in Z85 text (40 characters), to write to a private key file.
+    pub fn secret_z85(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(zmq::z85_encode(&self.secret).unwrap_or_default())
+    }
+
     /// The public key (32 bytes), the part clients are allow-listed by.
     pub fn public_key(&self) -> [u8; 32] {
         self.public
@@ -87,6 +130,11 @@ struct ZapCounts {
     denied: AtomicU64,
     malformed: AtomicU64,
     errors: AtomicU64,
+}
+
+// zmq-sys declares zmq_curve_public but does not export it; libzmq (>= 4.2.1) has it.
+extern "C" {
+    fn zmq_curve_public(z85_public_key: *mut c_char, z85_secret_key: *const c_char) -> c_int;
 }
 
 /// The libzmq ZAP endpoint every socket of a context asks before it accepts a CURVE client.

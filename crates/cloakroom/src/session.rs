@@ -274,6 +274,13 @@ impl Session {
         }
     }
 
+    /// When the loaded session dies if nothing touches it (unix seconds): the earlier of its
+    /// idle and absolute deadlines as loaded (a commit that slides the idle deadline moves it
+    /// later). For a new session, the deadlines a session created at load time would get.
+    pub fn expires_at(&self) -> u64 {
+        self.base.expires_at()
+    }
+
     /// When the session was created (unix seconds; the load time for a new one).
     pub fn created(&self) -> u64 {
         self.base.created
