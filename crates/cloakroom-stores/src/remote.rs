@@ -692,7 +692,10 @@ impl Store for RemoteStore {
             idle_deadline,
         };
         match self.call(request).await? {
-            Reply::Version(v) => Ok(Applied::new(v, idle_deadline)),
+            Reply::Applied {
+                version,
+                idle_deadline,
+            } => Ok(Applied::new(version, idle_deadline)),
             other => Err(unexpected(Verb::Apply, &other)),
         }
     }
