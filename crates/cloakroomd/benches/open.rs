@@ -192,7 +192,11 @@ fn redis_get(clients: usize, pipeline: usize, secs: Duration, guess: f64) -> Opt
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.split(['\r', '\n']).rfind(|l| l.starts_with("GET: "))?;
-    line["GET: ".len()..].split_whitespace().next()?.parse().ok()
+    line["GET: ".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -270,9 +274,13 @@ fn main() {
     for &(clients, inflight) in &SHAPES {
         let (mut opens, mut gets, mut echos) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            opens.push(load(&daemon, &frames, b"OK", clients, inflight, warmup, secs));
+            opens.push(load(
+                &daemon, &frames, b"OK", clients, inflight, warmup, secs,
+            ));
             let (echo, stop, h) = start_echo();
-            echos.push(load(&echo, &frames, b"OPEN", clients, inflight, warmup, secs));
+            echos.push(load(
+                &echo, &frames, b"OPEN", clients, inflight, warmup, secs,
+            ));
             stop.store(true, Ordering::Relaxed);
             h.join().unwrap();
             let guess = gets.last().copied().unwrap_or(40_000.0 * inflight as f64);
@@ -296,10 +304,7 @@ fn main() {
                 if open >= 0.9 * echo { "met" } else { "missed" }
             )
         } else {
-            format!(
-                "OPEN ≥ GET: {}",
-                if open >= get { "met" } else { "missed" }
-            )
+            format!("OPEN ≥ GET: {}", if open >= get { "met" } else { "missed" })
         };
         println!(
             "| {c} x {f} | {open:.0} | {get:.0} | {echo:.0} | {:.2}x | {:.2}x | {goal} |",

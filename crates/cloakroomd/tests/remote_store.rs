@@ -144,7 +144,11 @@ async fn a_daemon_that_is_not_there_is_unavailable_within_the_timeout() {
 }
 
 fn record(user: Option<&str>) -> Record {
-    let mut r = Record::new(SessionId::generate().unwrap().hash(), T0, &Policy::default());
+    let mut r = Record::new(
+        SessionId::generate().unwrap().hash(),
+        T0,
+        &Policy::default(),
+    );
     r.user_id = user.map(str::to_owned);
     r
 }
@@ -178,7 +182,10 @@ async fn the_store_recovers_when_the_daemon_restarts_without_being_rebuilt() {
     assert_eq!(back.as_ref(), Some(&r), "the record survived the restart");
     let mut changes = Changes::new();
     changes.set("after", Value::from("restart"));
-    let applied = store.apply(&r.id_hash, &changes, T0 + 1, T0 + 1800).await.unwrap();
+    let applied = store
+        .apply(&r.id_hash, &changes, T0 + 1, T0 + 1800)
+        .await
+        .unwrap();
     assert_eq!(applied.version, 2);
 }
 
@@ -213,11 +220,18 @@ async fn a_thousand_concurrent_requests_from_one_store_are_all_answered_correctl
         let (n, version, back) = t.await.unwrap().unwrap();
         assert_eq!(version, 2);
         let back = back.expect("created a moment ago");
-        assert_eq!(back.data.get("n"), Some(&Value::from(n)), "another caller's record");
+        assert_eq!(
+            back.data.get("n"),
+            Some(&Value::from(n)),
+            "another caller's record"
+        );
         assert_eq!(back.data.get("m"), Some(&Value::from(n * 2)));
     }
     for u in 0..10 {
-        let sessions = store.sessions_of(&format!("user-{u}"), T0 + 2).await.unwrap();
+        let sessions = store
+            .sessions_of(&format!("user-{u}"), T0 + 2)
+            .await
+            .unwrap();
         assert_eq!(sessions.len() as u64, N / 10);
     }
     assert_eq!(store.in_flight(), 0);
@@ -251,7 +265,9 @@ async fn the_axum_layer_runs_on_the_remote_store() {
             .headers()
             .get("set-cookie")
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap(), set)
     }
 
@@ -274,7 +290,11 @@ async fn the_axum_layer_runs_on_the_remote_store() {
     let cookie = set.expect("the first visit sets the session cookie");
     for want in ["2", "3"] {
         let (status, body, _) = visit(&app, Some(&cookie)).await;
-        assert_eq!((status, body.as_str()), (200, want), "the count lives in the daemon");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, want),
+            "the count lives in the daemon"
+        );
     }
     // The daemon holds exactly that one session.
     let db = rusqlite::Connection::open(dir.path().join("sessions.db")).unwrap();
