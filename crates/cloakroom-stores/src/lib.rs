@@ -7,6 +7,7 @@
 //! | `redis` | Redis (and Redis Cluster) | many machines |
 //! | `postgres` | PostgreSQL | many machines |
 //! | `memcached` | memcached | many machines, sessions may be evicted |
+//! | `remote` | the session daemon `cloakroomd`, over CRP1 | many machines, apps in any language |
 //!
 //! Every store implements [`cloakroom::Store`] and passes the conformance suite
 //! (`cloakroom::conformance::run`) against the real backend.
@@ -44,6 +45,15 @@ pub use crate::postgres::{PostgresStore, PostgresStoreBuilder};
 mod memcached;
 #[cfg(feature = "memcached")]
 pub use crate::memcached::{MemcachedStore, MemcachedStoreBuilder};
+
+// The session daemon (issue 13): a client of cloakroomd's store verbs.
+#[cfg(feature = "remote")]
+mod remote;
+#[cfg(feature = "remote")]
+pub use crate::remote::{
+    RemoteError, RemoteStore, RemoteStoreBuilder, DEFAULT_MAX_REPLY, DEFAULT_MAX_REQUEST,
+    DEFAULT_REMOTE_TIMEOUT,
+};
 
 // One URL names any of them (`--store`, `CLOAKROOM_STORE`).
 mod url;

@@ -8,6 +8,8 @@
 //! | `redis://…` | [`RedisStore`](crate::RedisStore), the URL as the `redis` crate reads it | `redis` |
 //! | `postgres://…`, `postgresql://…` | [`PostgresStore`](crate::PostgresStore) | `postgres` |
 //! | `memcache://HOST:PORT` | [`MemcachedStore`](crate::MemcachedStore) | `memcached` |
+//! | `cloakroomd+ipc://PATH` | `RemoteStore` on the daemon's socket file `PATH` | `remote` |
+//! | `cloakroomd+tcp://HOST:PORT` | `RemoteStore` on the daemon at `HOST:PORT` | `remote` |
 //!
 //! `sqlite:///var/db/s.db` names an absolute path and `sqlite://s.db` a relative one. A
 //! scheme this build does not have is an error naming the feature it needs, never a
@@ -32,11 +34,15 @@ pub enum StoreUrl {
     Postgres(String),
     /// `memcache://HOST:PORT`: the server address.
     Memcached(String),
+    /// `cloakroomd+ipc://PATH` or `cloakroomd+tcp://HOST:PORT`: the session daemon, by its
+    /// ZeroMQ endpoint (`ipc://PATH`, `tcp://HOST:PORT`).
+    Remote(String),
 }
 
 /// The schemes [`StoreUrl::parse`] knows, for error messages and `--help`.
 pub const SCHEMES: &str = "sqlite://PATH, file://DIR, redis://HOST[:PORT][/DB], \
-                           postgres://USER@HOST[:PORT]/DB, memcache://HOST:PORT";
+                           postgres://USER@HOST[:PORT]/DB, memcache://HOST:PORT, \
+                           cloakroomd+ipc://PATH, cloakroomd+tcp://HOST:PORT";
 
 fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidInput, message)
@@ -77,6 +83,19 @@ impl StoreUrl {
                 }
                 Ok(Self::Memcached(addr.to_owned()))
             }
+            "cloakroomd+ipc" => Ok(Self::Remote(format!(
+                "ipc://{}",
+                path("socket path")?.display()
+            ))),
+            "cloakroomd+tcp" => {
+                let addr = after_slashes.unwrap_or(rest).trim_end_matches('/');
+                if addr.is_empty() || !addr.contains(':') {
+                    return Err(invalid(format!(
+                        "the {scheme}: store URL needs HOST:PORT, e.g. cloakroomd+tcp://127.0.0.1:5555"
+                    )));
+                }
+                Ok(Self::Remote(format!("tcp://{addr}")))
+            }
             _ => Err(invalid(format!(
                 "unknown store URL scheme `{scheme}:`; expected one of {SCHEMES}"
             ))),
@@ -91,6 +110,8 @@ impl StoreUrl {
             Self::Redis(_) => "redis",
             Self::Postgres(_) => "postgres",
             Self::Memcached(_) => "memcache",
+            Self::Remote(endpoint) if endpoint.starts_with("ipc:") => "cloakroomd+ipc",
+            Self::Remote(_) => "cloakroomd+tcp",
         }
     }
 
@@ -113,12 +134,17 @@ impl StoreUrl {
             Self::Memcached(addr) => {
                 Ok(Arc::new(crate::MemcachedStore::connect(addr.clone()).await?))
             }
+            #[cfg(feature = "remote")]
+            Self::Remote(endpoint) => Ok(Arc::new(
+                crate::RemoteStore::connect(endpoint.clone()).await?,
+            )),
             #[allow(unreachable_patterns)]
             other => Err(invalid(format!(
                 "this build has no {scheme}: store (build cloakroom-stores with feature `{feature}`)",
                 scheme = other.scheme(),
                 feature = match other {
                     Self::Memcached(_) => "memcached",
+                    Self::Remote(_) => "remote",
                     _ => other.scheme(),
                 },
             ))),
@@ -134,6 +160,7 @@ impl std::fmt::Debug for StoreUrl {
                 write!(f, "{}://{}", self.scheme(), path.display())
             }
             Self::Memcached(addr) => write!(f, "memcache://{addr}"),
+            Self::Remote(endpoint) => write!(f, "cloakroomd+{endpoint}"),
             Self::Redis(url) | Self::Postgres(url) => {
                 let (scheme, rest) = url.split_once("://").unwrap_or((url, ""));
                 let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
@@ -193,6 +220,20 @@ mod tests {
             StoreUrl::parse("memcache://127.0.0.1:11211/").unwrap(),
             StoreUrl::Memcached("127.0.0.1:11211".into())
         );
+        assert_eq!(
+            StoreUrl::parse("cloakroomd+ipc:///run/cloakroomd/cloakroomd.sock").unwrap(),
+            StoreUrl::Remote("ipc:///run/cloakroomd/cloakroomd.sock".into())
+        );
+        assert_eq!(
+            StoreUrl::parse("cloakroomd+tcp://127.0.0.1:5555").unwrap(),
+            StoreUrl::Remote("tcp://127.0.0.1:5555".into())
+        );
+        let url = StoreUrl::parse("cloakroomd+ipc://./data/cloakroomd.sock").unwrap();
+        assert_eq!(url.scheme(), "cloakroomd+ipc");
+        assert_eq!(
+            format!("{url:?}"),
+            "cloakroomd+ipc://./data/cloakroomd.sock"
+        );
     }
 
     #[test]
@@ -203,6 +244,8 @@ mod tests {
             ("sqlite://", "has no file path"),
             ("file:", "has no directory"),
             ("memcache://localhost", "needs HOST:PORT"),
+            ("cloakroomd+tcp://localhost", "needs HOST:PORT"),
+            ("cloakroomd+ipc://", "has no socket path"),
         ] {
             let err = StoreUrl::parse(url).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}");
@@ -229,5 +272,23 @@ mod tests {
         let store = open(&url).await.unwrap();
         assert_eq!(store.user_epoch("nobody").await.unwrap(), 0);
         assert!(dir.path().join("s.db").exists());
+    }
+}
+
+#[cfg(all(test, feature = "remote"))]
+mod remote_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cloakroomd_url_opens_a_remote_store_that_reports_an_absent_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "cloakroomd+ipc://{}",
+            dir.path().join("cloakroomd.sock").display()
+        );
+        // No daemon there: `open` PINGs it, and says it is unavailable (after the default
+        // 2 s timeout), never another store.
+        let err = open(&url).await.err().expect("no daemon to open");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     }
 }

@@ -1898,3 +1898,317 @@ mod memcached_store {
         mm::recovers(&store).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The session daemon (issue 13): the remote store's client side, against a scripted daemon
+// (a plain ROUTER socket answering with the protocol codec). The conformance suite against
+// the real daemon is in crates/cloakroomd/tests/remote_store.rs.
+// ---------------------------------------------------------------------------------------
+
+#[cfg(feature = "remote")]
+mod remote_store {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::{Duration, Instant};
+
+    use cloakroom::{ErrorKind, IdHash, Store};
+    use cloakroom_proto::{Limits, Reply, Request, RequestId, Status};
+    use cloakroom_stores::{RemoteError, RemoteStore};
+    use cloakroom_zmq::zmq;
+
+    /// A scripted daemon on a thread: a ROUTER bound to `endpoint` that hands every request
+    /// it decodes to `answer`, which returns the replies to send now (to any request seen so
+    /// far, in any order). Stops when the returned guard is dropped.
+    struct Scripted {
+        stop: Arc<AtomicBool>,
+        received: Arc<AtomicUsize>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    type Pending = Vec<(Vec<u8>, RequestId, Request)>;
+
+    impl Scripted {
+        fn start<F>(endpoint: &str, mut answer: F) -> Self
+        where
+            F: FnMut(&mut Pending) -> Vec<(Vec<u8>, RequestId, Reply)> + Send + 'static,
+        {
+            let stop = Arc::new(AtomicBool::new(false));
+            let received = Arc::new(AtomicUsize::new(0));
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let endpoint = endpoint.to_owned();
+            let (s, r) = (Arc::clone(&stop), Arc::clone(&received));
+            let thread = std::thread::spawn(move || {
+                let ctx = zmq::Context::new();
+                let router = ctx.socket(zmq::ROUTER).unwrap();
+                router.set_linger(0).unwrap();
+                router.set_rcvtimeo(20).unwrap();
+                router.bind(&endpoint).unwrap();
+                ready_tx.send(()).unwrap();
+                let mut pending: Pending = Vec::new();
+                while !s.load(Ordering::Relaxed) {
+                    if let Ok(frames) = router.recv_multipart(0) {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        let (id, request) =
+                            Request::decode(&frames[1..], &Limits::default()).unwrap();
+                        pending.push((frames[0].clone(), id, request));
+                    }
+                    for (peer, id, reply) in answer(&mut pending) {
+                        let mut out = vec![peer];
+                        out.extend(reply.encode(id));
+                        router.send_multipart(out, 0).unwrap();
+                    }
+                }
+            });
+            ready_rx.recv().unwrap();
+            Self {
+                stop,
+                received,
+                thread: Some(thread),
+            }
+        }
+
+        fn received(&self) -> usize {
+            self.received.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Drop for Scripted {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn endpoint(dir: &tempfile::TempDir) -> String {
+        format!("ipc://{}/cloakroomd.sock", dir.path().display())
+    }
+
+    /// Answers every pending request at once with `f(request)`.
+    fn each(
+        mut f: impl FnMut(&Request) -> Reply + Send + 'static,
+    ) -> impl FnMut(&mut Pending) -> Vec<(Vec<u8>, RequestId, Reply)> + Send + 'static {
+        move |pending| {
+            pending
+                .drain(..)
+                .map(|(peer, id, req)| {
+                    let reply = f(&req);
+                    (peer, id, reply)
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_daemon_that_is_not_there_is_unavailable_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RemoteStore::builder(endpoint(&dir))
+            .with_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let err = store.user_epoch("nobody").await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(took >= Duration::from_millis(290), "failed early: {took:?}");
+        assert!(took < Duration::from_secs(5), "hung: {took:?}");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<RemoteError>())
+            .expect("a RemoteError source");
+        assert!(source.message().contains("within"), "{source}");
+        assert_eq!(
+            store.in_flight(),
+            0,
+            "a timed-out call left its waiter behind"
+        );
+        // connect() (with its PING) reports the absent daemon too.
+        let err = RemoteStore::builder(endpoint(&dir))
+            .with_timeout(Duration::from_millis(100))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_timed_out_unsent_is_never_sent_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RemoteStore::builder(endpoint(&dir))
+            .with_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let err = store.bump_user_epoch("late").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        // The daemon comes up after the caller gave up: it must not receive that write.
+        let daemon = Scripted::start(&endpoint(&dir), each(|_| Reply::Epoch(1)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            daemon.received(),
+            0,
+            "a write reported Unavailable arrived later"
+        );
+        // And the same store works now, without being rebuilt.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match store.user_epoch("late").await {
+                Ok(n) => break assert_eq!(n, 1),
+                Err(e) if Instant::now() < deadline => {
+                    assert_eq!(e.kind(), ErrorKind::Unavailable)
+                }
+                Err(e) => panic!("never recovered: {e}"),
+            }
+        }
+        assert_eq!(daemon.received(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_in_any_order_reach_their_own_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        const N: usize = 200;
+        // Holds requests until N are in flight, then answers them newest first.
+        let daemon = Scripted::start(&endpoint(&dir), |pending: &mut Pending| {
+            if pending.len() < N {
+                return Vec::new();
+            }
+            let mut out = Vec::new();
+            while let Some((peer, id, req)) = pending.pop() {
+                let Request::UserEpoch { user_id } = req else {
+                    panic!("unexpected {req:?}")
+                };
+                out.push((peer, id, Reply::Epoch(user_id.parse().unwrap())));
+            }
+            out
+        });
+        let store = Arc::new(RemoteStore::builder(endpoint(&dir)).build().unwrap());
+        let tasks: Vec<_> = (0..N as u64)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { (n, store.user_epoch(&n.to_string()).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (n, got) = t.await.unwrap();
+            assert_eq!(got.unwrap(), n, "a reply reached the wrong caller");
+        }
+        assert_eq!(daemon.received(), N);
+        assert_eq!(store.in_flight(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_reply_is_dropped_and_the_next_call_gets_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        // Answers the first request only after 400 ms, the others at once.
+        let mut first: Option<(Instant, Vec<u8>, RequestId)> = None;
+        let _daemon = Scripted::start(&endpoint(&dir), move |pending: &mut Pending| {
+            let mut out = Vec::new();
+            for (peer, id, _) in pending.drain(..) {
+                if first.is_none() {
+                    first = Some((Instant::now(), peer, id));
+                } else {
+                    out.push((peer, id, Reply::Epoch(2)));
+                }
+            }
+            if let Some((at, peer, id)) = &first {
+                if at.elapsed() > Duration::from_millis(400) {
+                    out.push((peer.clone(), *id, Reply::Epoch(1)));
+                    first = Some((Instant::now() + Duration::from_secs(3600), Vec::new(), *id));
+                }
+            }
+            out
+        });
+        let store = RemoteStore::builder(endpoint(&dir))
+            .with_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let err = store.user_epoch("u").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        tokio::time::sleep(Duration::from_millis(400)).await; // the late reply arrives
+        assert_eq!(store.user_epoch("u").await.unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_status_maps_to_its_error_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (Status::NotFound, ErrorKind::NotFound),
+            (Status::Conflict, ErrorKind::Conflict),
+            (Status::Unavailable, ErrorKind::Unavailable),
+            (Status::TooLarge, ErrorKind::InvalidInput),
+            (Status::Internal, ErrorKind::Unavailable),
+            (Status::BadRequest, ErrorKind::Unavailable),
+            (Status::BadVersion, ErrorKind::Unavailable),
+            (Status::UnknownVerb, ErrorKind::Unavailable),
+            (Status::Invalid, ErrorKind::Unavailable),
+            (Status::Expired, ErrorKind::Unavailable),
+        ];
+        let corrupt = "store returned a corrupt record: record does not decode";
+        let _daemon = Scripted::start(
+            &endpoint(&dir),
+            each(move |req| {
+                let Request::Touch { now, .. } = req else {
+                    panic!("unexpected {req:?}")
+                };
+                if *now == 99 {
+                    return Reply::error(Status::Unavailable, corrupt);
+                }
+                let (status, _) = cases[usize::try_from(*now).unwrap()];
+                Reply::error(status, format!("scripted {status}"))
+            }),
+        );
+        let store = RemoteStore::builder(endpoint(&dir)).build().unwrap();
+        let id = IdHash::from_bytes([7; 32]);
+        for (i, (status, kind)) in cases.iter().enumerate() {
+            let err = store.touch(&id, i as u64, 0).await.unwrap_err();
+            assert_eq!(err.kind(), *kind, "{status}: {err}");
+            let source = std::error::Error::source(&err)
+                .and_then(|s| s.downcast_ref::<RemoteError>())
+                .expect("a RemoteError source");
+            assert_eq!(source.status(), Some(*status));
+            assert_eq!(source.message(), format!("scripted {status}"));
+        }
+        // The daemon's one way of saying "corrupt": UNAVAILABLE with that message.
+        let err = store.touch(&id, 99, 0).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        // LOAD's NOT_FOUND is "no session", not an error.
+        drop(_daemon);
+        let _daemon = Scripted::start(
+            &endpoint(&dir),
+            each(|_| Reply::error(Status::NotFound, "none")),
+        );
+        assert!(store.load(&id, 0).await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_over_the_body_limit_is_refused_before_it_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Scripted::start(&endpoint(&dir), each(|_| Reply::Done));
+        let store = RemoteStore::builder(endpoint(&dir))
+            .with_max_request_size(1000)
+            .build()
+            .unwrap();
+        let mut record = cloakroom::Record::new(
+            IdHash::from_bytes([1; 32]),
+            1_700_000_000,
+            &cloakroom::Policy::default(),
+        );
+        record
+            .data
+            .insert("big".into(), cloakroom::Value::from("x".repeat(2000)));
+        let err = store.create(&record).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("1000"), "{err}");
+        assert_eq!(daemon.received(), 0);
+        record.data.clear();
+        store.create(&record).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_endpoint_is_invalid_input() {
+        for bad in ["/tmp/x.sock", "http://localhost", "ipc:/nope", "inproc://x"] {
+            let err = RemoteStore::builder(bad).build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}: {err}");
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! The remote store: a client of the session daemon `cloakroomd`, speaking the store verbs of
+//! CRP1 (docs/protocol.md) over one ZeroMQ DEALER socket.
+//!
+//! # How a call travels
+//!
+//! Every [`Store`] call takes the next request id (a counter), registers a one-shot waiter
+//! under it, and hands the encoded frames to the socket's owner task. That task (one per
+//! store, on the tokio runtime the store was built on) sends requests without waiting and
+//! receives replies in a loop, handing each reply to the waiter whose request id it echoes;
+//! so any number of requests are in flight at once, and replies may come in any order. A
+//! reply nobody waits for (its caller gave up) is dropped.
+//!
+//! - **Timeouts.** A call that gets no reply within the timeout
+//!   ([`RemoteStoreBuilder::with_timeout`], default 2 s) fails with
+//!   [`ErrorKind::Unavailable`]: the daemon may be down, restarting, or may have dropped the
+//!   message. Its waiter is removed, so a late reply is ignored.
+//! - **No late writes.** The socket sets `ZMQ_IMMEDIATE`: a request is handed only to a
+//!   connected daemon, never queued for one that is not there. Requests that find no
+//!   connection wait in the owner task and are retried (every 1 ms, backing off to 32 ms)
+//!   until their caller's timeout; one whose caller has given up is never sent. So a write
+//!   reported `Unavailable` because nobody was connected cannot happen later behind the
+//!   caller's back. (A request the daemon received before it died may still have been
+//!   done: `Unavailable` after a timeout means "unknown", as with any network store.)
+//! - **Reconnection** is libzmq's: when the daemon restarts, the DEALER connects again by
+//!   itself (every 100 ms while it is away), and the same store carries on.
+//!
+//! # Statuses and error kinds
+//!
+//! | reply | [`ErrorKind`] |
+//! |---|---|
+//! | `OK` | the answer (`LOAD`'s `NOT_FOUND` is `Ok(None)`) |
+//! | `NOT_FOUND` | `NotFound` (`UPDATE`, `APPLY`, `TOUCH`) |
+//! | `CONFLICT` | `Conflict` (`CREATE` of a live id, `UPDATE` of an old version) |
+//! | `UNAVAILABLE` whose `error` starts `store returned a corrupt record` | `Corrupt` |
+//! | `UNAVAILABLE` otherwise | `Unavailable`: the daemon's own store failed |
+//! | `TOO_LARGE` | `InvalidInput`: the record exceeds the daemon's limits |
+//! | `INTERNAL`, `BAD_REQUEST`, `BAD_VERSION`, `UNKNOWN_VERB`, `INVALID`, `EXPIRED`, an unknown status, a reply that does not decode | `Unavailable` |
+//! | no reply within the timeout; the owner task gone | `Unavailable` |
+//!
+//! Every error carries a [`RemoteError`] as its `source()`, naming the verb, the status and
+//! the daemon's message. The statuses that can only mean that this client and the daemon
+//! disagree about the protocol (`BAD_REQUEST`, `BAD_VERSION`, `UNKNOWN_VERB`) are
+//! `Unavailable` rather than a panic or a silent success: the session layer fails closed
+//! (503) and the message in the log says which side to upgrade.
+//!
+//! CRP1 has no status of its own for a record the daemon's store cannot decode: the daemon
+//! answers `UNAVAILABLE` (a damaged store is down, not empty) with a message that starts
+//! `store returned a corrupt record`, and this client reads that prefix to give the
+//! [`Store`] contract's `Corrupt`. It is the one place it looks at the text; a client that
+//! does not, sees `Unavailable`, which fails closed as well.
+//!
+//! A request body larger than [`RemoteStoreBuilder::with_max_request_size`] (default 1 MiB,
+//! the daemon's default body limit) is refused before it is sent, with
+//! [`ErrorKind::InvalidInput`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
+use cloakroom_proto::{self as proto, Limits, Reply, Request, RequestId, Status, Verb};
+use cloakroom_zmq::{zmq, CurveKeyPair, Multipart, Socket, SocketBuilder, SocketKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Default time a call waits for the daemon's reply.
+pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default limit on a reply: 16 MiB (a `SESSIONS_OF` of a user with thousands of sessions).
+pub const DEFAULT_MAX_REPLY: usize = 16 << 20;
+
+/// Default limit on a request body: 1 MiB, the daemon's default body limit.
+pub const DEFAULT_MAX_REQUEST: usize = 1 << 20;
+
+/// Requests queued for the owner task before callers wait for room.
+const OUTBOX: usize = 4096;
+
+const RETRY_MIN: Duration = Duration::from_millis(1);
+const RETRY_MAX: Duration = Duration::from_millis(32);
+
+/// The failure behind a remote store error: what the daemon answered, or why there was no
+/// answer. Kept as the [`Error`]'s `source()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    verb: Verb,
+    status: Option<Status>,
+    message: String,
+}
+
+impl RemoteError {
+    /// The verb of the request that failed.
+    pub fn verb(&self) -> Verb {
+        self.verb
+    }
+
+    /// The status the daemon answered, or `None` when there was no usable reply (a timeout,
+    /// a reply that did not decode, the connection task gone).
+    pub fn status(&self) -> Option<Status> {
+        self.status
+    }
+
+    /// The daemon's one-line message, or this side's description of what went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(
+                f,
+                "cloakroomd answered {} with {status}: {}",
+                self.verb, self.message
+            ),
+            None => write!(f, "{}: {}", self.verb, self.message),
+        }
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// How to reach the daemon: made by [`RemoteStore::builder`], finished by
+/// [`RemoteStoreBuilder::build`] (no round trip) or [`RemoteStoreBuilder::connect`] (checks
+/// the daemon answers `PING` first).
+pub struct RemoteStoreBuilder {
+    endpoint: String,
+    timeout: Duration,
+    curve: Option<(CurveKeyPair, [u8; 32])>,
+    max_reply: usize,
+    max_request: usize,
+}
+
+impl fmt::Debug for RemoteStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            endpoint,
+            timeout,
+            curve,
+            max_reply,
+            max_request,
+        } = self;
+        f.debug_struct("RemoteStoreBuilder")
+            .field("endpoint", endpoint)
+            .field("timeout", timeout)
+            .field("curve", &curve.as_ref().map(|(keys, _)| keys))
+            .field("max_reply", max_reply)
+            .field("max_request", max_request)
+            .finish()
+    }
+}
+
+impl RemoteStoreBuilder {
+    /// How long a call waits for its reply before it fails with `Unavailable` (default 2 s).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Authenticate and encrypt with CURVE: this client's key pair (whose public key the
+    /// daemon allow-lists) and the daemon's public key. Required by a daemon on a
+    /// non-loopback address.
+    #[must_use]
+    pub fn with_curve(mut self, client: CurveKeyPair, server_public: [u8; 32]) -> Self {
+        self.curve = Some((client, server_public));
+        self
+    }
+
+    /// The largest reply accepted, in bytes (default 16 MiB). A larger reply makes libzmq
+    /// drop the connection (and the call time out).
+    #[must_use]
+    pub fn with_max_reply_size(mut self, bytes: usize) -> Self {
+        self.max_reply = bytes;
+        self
+    }
+
+    /// The largest request body sent, in bytes (default 1 MiB, the daemon's default body
+    /// limit). A larger one is refused with `InvalidInput` before it is sent.
+    #[must_use]
+    pub fn with_max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request = bytes;
+        self
+    }
+
+    /// Makes the socket, starts connecting and returns at once; the daemon need not be up
+    /// yet. Must be called inside a tokio runtime (with I/O and time enabled): the socket's
+    /// owner task runs on it, and the store stops working when that runtime shuts down.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for an endpoint that is not `ipc://…` or `tcp://…`, or
+    /// that libzmq refuses; [`ErrorKind::Unavailable`] outside a tokio runtime, or when
+    /// libzmq cannot make the socket or set CURVE up (a libzmq without CURVE).
+    pub fn build(self) -> Result<RemoteStore, Error> {
+        if !(self.endpoint.starts_with("ipc://") || self.endpoint.starts_with("tcp://")) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "cloakroomd endpoint `{}` is neither ipc://PATH nor tcp://HOST:PORT",
+                    self.endpoint
+                ),
+            ));
+        }
+        let ctx = zmq::Context::new();
+        let socket = SocketBuilder::new(SocketKind::Dealer)
+            .max_message_size(self.max_reply)
+            .build(&ctx)
+            .map_err(|e| Error::unavailable("cannot make the cloakroomd client socket", e))?;
+        let raw = socket.get_ref();
+        let setup = |what: &'static str, r: Result<(), zmq::Error>| {
+            r.map_err(|e| Error::unavailable(format!("cannot set {what} on the client socket"), e))
+        };
+        setup("ZMQ_IMMEDIATE", raw.set_immediate(true))?;
+        setup("ZMQ_RECONNECT_IVL", raw.set_reconnect_ivl(100))?;
+        // Over tcp, notice a daemon that vanished without closing the connection.
+        setup("ZMQ_HEARTBEAT_IVL", raw.set_heartbeat_ivl(1000))?;
+        setup("ZMQ_HEARTBEAT_TIMEOUT", raw.set_heartbeat_timeout(3000))?;
+        if let Some((keys, server)) = &self.curve {
+            socket
+                .curve_client(keys, server)
+                .map_err(|e| Error::unavailable("cannot set CURVE up on the client socket", e))?;
+        }
+        socket.connect(&self.endpoint).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("cannot connect to cloakroomd at `{}`", self.endpoint),
+            )
+            .with_source(e)
+        })?;
+        let shared = Arc::new(Shared {
+            next_id: AtomicU64::new(1),
+            waiters: Mutex::new(HashMap::new()),
+        });
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        tokio::spawn(owner(ctx, socket, rx, Arc::clone(&shared)));
+        let limits = Limits::default()
+            .with_max_body(self.max_reply)
+            .with_max_values(self.max_reply)
+            // A record inside `SESSIONS_OF` sits two levels deeper than inside `CREATE`.
+            .with_max_depth(Limits::DEFAULT_MAX_DEPTH + 4);
+        Ok(RemoteStore {
+            endpoint: self.endpoint,
+            timeout: self.timeout,
+            max_request: self.max_request,
+            limits,
+            outbox: tx,
+            shared,
+        })
+    }
+
+    /// [`build`](Self::build), then a `PING` round trip, so a wrong endpoint or a daemon
+    /// that is down is reported now rather than at the first request.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build); [`ErrorKind::Unavailable`] when the daemon does not answer
+    /// `PING` within the timeout.
+    pub async fn connect(self) -> Result<RemoteStore, Error> {
+        let store = self.build()?;
+        store.ping().await?;
+        Ok(store)
+    }
+}
+
+/// What the callers and the owner task share: the request id counter and the waiters.
+#[derive(Debug)]
+struct Shared {
+    next_id: AtomicU64,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Multipart>>>,
+}
+
+impl Shared {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Multipart>>> {
+        // A panic while holding the lock leaves the map consistent (inserts and removes
+        // only), so a poisoned lock is used as it is.
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a call's waiter however the call ends (reply, timeout, or a dropped future).
+struct Waiting<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shared.waiters().remove(&self.id);
+    }
+}
+
+/// One request on its way to the owner task.
+struct Outgoing {
+    id: u64,
+    frames: Vec<Vec<u8>>,
+}
+
+/// A [`Store`] kept by the session daemon `cloakroomd`, reached over CRP1 (see the module
+/// documentation for timeouts, reconnection and the error kinds).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cloakroom::Error> {
+/// use std::{sync::Arc, time::Duration};
+/// use cloakroom_stores::RemoteStore;
+///
+/// let store = RemoteStore::builder("ipc:///var/run/cloakroomd/cloakroomd.sock")
+///     .with_timeout(Duration::from_millis(500))
+///     .connect()
+///     .await?;
+/// let store: Arc<dyn cloakroom::Store> = Arc::new(store);
+/// # let _ = store; Ok(()) }
+/// ```
+pub struct RemoteStore {
+    endpoint: String,
+    timeout: Duration,
+    max_request: usize,
+    limits: Limits,
+    outbox: mpsc::Sender<Outgoing>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteStore")
+            .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteStore {
+    /// A builder for a store kept by the daemon at `endpoint` (`ipc:///path/cloakroomd.sock`
+    /// or `tcp://host:port`).
+    pub fn builder(endpoint: impl Into<String>) -> RemoteStoreBuilder {
+        RemoteStoreBuilder {
+            endpoint: endpoint.into(),
+            timeout: DEFAULT_REMOTE_TIMEOUT,
+            curve: None,
+            max_reply: DEFAULT_MAX_REPLY,
+            max_request: DEFAULT_MAX_REQUEST,
+        }
+    }
+
+    /// A store on the daemon at `endpoint` with the default settings, after a `PING`.
+    ///
+    /// # Errors
+    /// As [`RemoteStoreBuilder::connect`].
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(endpoint).connect().await
+    }
+
+    /// The endpoint this store connects to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Requests sent and not yet answered or timed out.
+    pub fn in_flight(&self) -> usize {
+        self.shared.waiters().len()
+    }
+
+    /// Asks the daemon for its version (`PING`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] when it does not answer in time.
+    pub async fn ping(&self) -> Result<String, Error> {
+        match self.call(Request::Ping).await? {
+            Reply::Pong { version, .. } => Ok(version),
+            other => Err(unexpected(Verb::Ping, &other)),
+        }
+    }
+
+    /// One round trip: the reply, or the error its status maps to.
+    async fn call(&self, request: Request) -> Result<Reply, Error> {
+        let verb = request.verb();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frames = request.encode(RequestId::from_u64(id));
+        let body = frames.last().map_or(0, Vec::len);
+        if body > self.max_request {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{verb} body of {body} bytes exceeds the limit of {} bytes",
+                    self.max_request
+                ),
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shared.waiters().insert(id, tx);
+        let _waiting = Waiting {
+            shared: &self.shared,
+            id,
+        };
+        let gone = || {
+            no_reply(verb, "the request could not be sent, or the connection task has stopped (its runtime shut down)")
+        };
+        let round_trip = async {
+            self.outbox
+                .send(Outgoing { id, frames })
+                .await
+                .map_err(|_| gone())?;
+            rx.await.map_err(|_| gone())
+        };
+        let reply = match tokio::time::timeout(self.timeout, round_trip).await {
+            Ok(reply) => reply?,
+            Err(_) => {
+                return Err(no_reply(
+                    verb,
+                    &format!(
+                        "no reply from cloakroomd at {} within {:?}",
+                        self.endpoint, self.timeout
+                    ),
+                ))
+            }
+        };
+        let slices: Vec<&[u8]> = reply.iter().map(|m| &m[..]).collect();
+        match Reply::decode(&slices, verb, &self.limits) {
+            Ok((_, Reply::Error { status, message })) => Err(status_error(verb, status, message)),
+            Ok((_, reply)) => Ok(reply),
+            Err(e) => Err(Error::unavailable(
+                format!("cloakroomd sent a broken reply to {verb}"),
+                e,
+            )),
+        }
+    }
+}
+
+fn no_reply(verb: Verb, message: &str) -> Error {
+    let source = RemoteError {
+        verb,
+        status: None,
+        message: message.to_owned(),
+    };
+    Error::unavailable(format!("cloakroomd did not answer {verb}"), source)
+}
+
+fn unexpected(verb: Verb, reply: &Reply) -> Error {
+    let source = RemoteError {
+        verb,
+        status: Some(reply.status()),
+        message: "a reply of another verb's shape".into(),
+    };
+    Error::unavailable(format!("cloakroomd answered {verb} unexpectedly"), source)
+}
+
+/// How the daemon's `UNAVAILABLE` message starts for a record its store cannot decode.
+const CORRUPT_PREFIX: &str = "store returned a corrupt record";
+
+/// The error an error status maps to (the table in the module documentation).
+fn status_error(verb: Verb, status: Status, message: String) -> Error {
+    let kind = match status {
+        Status::NotFound => ErrorKind::NotFound,
+        Status::Conflict => ErrorKind::Conflict,
+        Status::TooLarge => ErrorKind::InvalidInput,
+        Status::Unavailable if message.starts_with(CORRUPT_PREFIX) => ErrorKind::Corrupt,
+        _ => ErrorKind::Unavailable,
+    };
+    let what = match kind {
+        ErrorKind::NotFound => "session not found",
+        ErrorKind::Conflict => "session changed concurrently or already exists",
+        ErrorKind::InvalidInput => "request exceeds the daemon's limits",
+        ErrorKind::Corrupt => "stored record does not decode",
+        _ => "cloakroomd could not do the request",
+    };
+    Error::new(kind, format!("{what} ({verb})")).with_source(RemoteError {
+        verb,
+        status: Some(status),
+        message,
+    })
+}
+
+/// The socket's owner: sends what callers queue, hands replies to their waiters.
+async fn owner(
+    ctx: zmq::Context,
+    mut socket: Socket,
+    mut outbox: mpsc::Receiver<Outgoing>,
+    shared: Arc<Shared>,
+) {
+    // Requests that met no connected daemon, oldest first, retried until their callers give
+    // up (ZMQ_IMMEDIATE: libzmq queues nothing for a peer that is not connected).
+    let mut unsent: VecDeque<Outgoing> = VecDeque::new();
+    let mut retry_in = RETRY_MIN;
+    let mut retry_at = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            next = outbox.recv() => {
+                let Some(first) = next else { break };
+                let mut next = Some(first);
+                while let Some(out) = next {
+                    if unsent.is_empty() {
+                        match send_now(&socket, &out.frames) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                unsent.push_back(out);
+                                retry_in = RETRY_MIN;
+                                retry_at = Instant::now() + retry_in;
+                            }
+                            Err(e) => fail(&shared, out.id, &e),
+                        }
+                    } else {
+                        // Keep the order: behind the ones already waiting.
+                        unsent.push_back(out);
+                    }
+                    next = outbox.try_recv().ok();
+                }
+            }
+            () = tokio::time::sleep_until(retry_at), if !unsent.is_empty() => {
+                while let Some(out) = unsent.front() {
+                    if !shared.waiters().contains_key(&out.id) {
+                        // Its caller gave up: never send it.
+                        unsent.pop_front();
+                        continue;
+                    }
+                    match send_now(&socket, &out.frames) {
+                        Ok(true) => {
+                            unsent.pop_front();
+                        }
+                        Ok(false) => break,
+                        Err(e) => {
+                            fail(&shared, out.id, &e);
+                            unsent.pop_front();
+                        }
+                    }
+                }
+                retry_in = if unsent.is_empty() { RETRY_MIN } else { (retry_in * 2).min(RETRY_MAX) };
+                retry_at = Instant::now() + retry_in;
+            }
+            received = socket.recv() => match received {
+                Ok(reply) => deliver(&shared, reply),
+                Err(e) => {
+                    tracing::error!(error = %e, "cloakroomd client socket failed; the remote store stops");
+                    break;
+                }
+            },
+        }
+    }
+    // Callers waiting now see their sender dropped: "the connection task has stopped".
+    shared.waiters().clear();
+    drop(socket);
+    drop(ctx);
+}
+
+/// Sends one request without waiting. `Ok(false)`: no connected daemon (or it is at its
+/// high-water mark), nothing was sent.
+fn send_now(socket: &Socket, frames: &[Vec<u8>]) -> Result<bool, zmq::Error> {
+    let s = socket.get_ref();
+    let last = frames.len().saturating_sub(1);
+    for (i, frame) in frames.iter().enumerate() {
+        let more = if i < last { zmq::SNDMORE } else { 0 };
+        match s.send(&frame[..], zmq::DONTWAIT | more) {
+            Ok(()) => {}
+            // libzmq accepts a multipart message whole or not at all: only the first frame
+            // can meet EAGAIN.
+            Err(zmq::Error::EAGAIN) if i == 0 => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// A send that failed for good: its caller learns at once (its waiter is dropped).
+fn fail(shared: &Shared, id: u64, e: &zmq::Error) {
+    tracing::warn!(error = %e, "cannot send a request to cloakroomd");
+    shared.waiters().remove(&id);
+}
+
+/// Hands a reply to the caller waiting for its request id; drops it if nobody is.
+fn deliver(shared: &Shared, reply: Multipart) {
+    let id = match &reply[..] {
+        [a, b, c, d, e] => Reply::peek_id(&[&a[..], &b[..], &c[..], &d[..], &e[..]]),
+        _ => None,
+    };
+    let Some(id) = id else {
+        tracing::debug!(
+            frames = reply.len(),
+            "dropped an unreadable reply from cloakroomd"
+        );
+        return;
+    };
+    let waiter = shared.waiters().remove(&id.to_u64());
+    if let Some(waiter) = waiter {
+        // The caller may have given up this instant; then the reply is dropped.
+        let _ = waiter.send(reply);
+    }
+}
+
+fn to_wire(r: &Record) -> proto::Record {
+    let mut w = proto::Record::new(proto::IdHash(*r.id_hash.as_bytes()));
+    w.user_id.clone_from(&r.user_id);
+    w.user_epoch = r.user_epoch;
+    w.created = r.created;
+    w.last_seen = r.last_seen;
+    w.idle_deadline = r.idle_deadline;
+    w.absolute_deadline = r.absolute_deadline;
+    w.version = r.version;
+    w.data.clone_from(&r.data);
+    let mut device = proto::Device::new();
+    device.user_agent.clone_from(&r.device.user_agent);
+    device.label.clone_from(&r.device.label);
+    device.ip.clone_from(&r.device.ip);
+    w.device = device;
+    w
+}
+
+fn from_wire(w: proto::Record) -> Record {
+    let mut r = Record::new(
+        IdHash::from_bytes(w.id_hash.0),
+        w.created,
+        &cloakroom::Policy::default(),
+    );
+    r.user_id = w.user_id;
+    r.user_epoch = w.user_epoch;
+    r.created = w.created;
+    r.last_seen = w.last_seen;
+    r.idle_deadline = w.idle_deadline;
+    r.absolute_deadline = w.absolute_deadline;
+    r.version = w.version;
+    r.data = w.data;
+    let mut device = cloakroom::Device::new();
+    device.user_agent = w.device.user_agent;
+    device.label = w.device.label;
+    device.ip = w.device.ip;
+    r.device = device;
+    r
+}
+
+fn wire_id(id: &IdHash) -> proto::IdHash {
+    proto::IdHash(*id.as_bytes())
+}
+
+fn wire_changes(changes: &Changes) -> Vec<proto::Change> {
+    changes
+        .iter()
+        .map(|(key, value)| match value {
+            Some(v) => proto::Change::Set(key.to_owned(), v.clone()),
+            None => proto::Change::Remove(key.to_owned()),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for RemoteStore {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        let request = Request::Create {
+            record: to_wire(record),
+        };
+        match self.call(request).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(Verb::Create, &other)),
+        }
+    }
+
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        let request = Request::Load {
+            id_hash: wire_id(id),
+            now,
+        };
+        match self.call(request).await {
+            Ok(Reply::Record(record)) => Ok(Some(from_wire(*record))),
+            Ok(other) => Err(unexpected(Verb::Load, &other)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+        let request = Request::Update {
+            record: to_wire(record),
+            now,
+        };
+        match self.call(request).await? {
+            Reply::Version(v) => Ok(v),
+            other => Err(unexpected(Verb::Update, &other)),
+        }
+    }
+
+    async fn apply(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        let request = Request::Apply {
+            id_hash: wire_id(id),
+            changes: wire_changes(changes),
+            now,
+            idle_deadline,
+        };
+        match self.call(request).await? {
+            Reply::Applied {
+                version,
+                idle_deadline,
+            } => Ok(Applied::new(version, idle_deadline)),
+            other => Err(unexpected(Verb::Apply, &other)),
+        }
+    }
+
+    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        let request = Request::Touch {
+            id_hash: wire_id(id),
+            now,
+            idle_deadline,
+        };
+        match self.call(request).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(Verb::Touch, &other)),
+        }
+    }
+
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        let request = Request::Delete {
+            id_hash: wire_id(id),
+        };
+        match self.call(request).await? {
+            Reply::Deleted(b) => Ok(b),
+            other => Err(unexpected(Verb::Delete, &other)),
+        }
+    }
+
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        let request = Request::SessionsOf {
+            user_id: user.to_owned(),
+            now: Some(now),
+        };
+        match self.call(request).await? {
+            Reply::Sessions(records) => Ok(records.into_iter().map(from_wire).collect()),
+            other => Err(unexpected(Verb::SessionsOf, &other)),
+        }
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, Error> {
+        let request = Request::RevokeUserSessions {
+            user_id: user.to_owned(),
+            except: except.map(wire_id),
+        };
+        match self.call(request).await? {
+            Reply::Revoked(n) => Ok(n),
+            other => Err(unexpected(Verb::RevokeUserSessions, &other)),
+        }
+    }
+
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let request = Request::UserEpoch {
+            user_id: user.to_owned(),
+        };
+        match self.call(request).await? {
+            Reply::Epoch(n) => Ok(n),
+            other => Err(unexpected(Verb::UserEpoch, &other)),
+        }
+    }
+
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        let request = Request::BumpUserEpoch {
+            user_id: user.to_owned(),
+        };
+        match self.call(request).await? {
+            Reply::Epoch(n) => Ok(n),
+            other => Err(unexpected(Verb::BumpUserEpoch, &other)),
+        }
+    }
+
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        let request = Request::PurgeExpired {
+            now,
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+        };
+        match self.call(request).await? {
+            Reply::Purged(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            other => Err(unexpected(Verb::PurgeExpired, &other)),
+        }
+    }
+}
