@@ -35,10 +35,11 @@ fn a_curve_endpoint_serves_allowed_clients_only() {
     let key_file = key_dir.path().join("curve.key");
     let d = InProcess::start_with(|c| {
         c.bind = vec!["tcp://0.0.0.0:*".into(), "tcp://127.0.0.1:*".into()];
-        let mut curve = cloakroomd::CurveConfig::default();
-        curve.secret_key_file = Some(key_file.clone());
-        curve.allowed_clients = vec![zmq::z85_encode(&allowed.public_key).unwrap()];
-        c.curve = Some(curve);
+        c.curve = Some(cloakroomd::CurveConfig {
+            secret_key_file: Some(key_file.clone()),
+            allowed_clients: vec![zmq::z85_encode(&allowed.public_key).unwrap()],
+            ..Default::default()
+        });
     });
     let server = zmq::z85_decode(d.daemon().curve_public_key().unwrap()).unwrap();
     let port = d.daemon().endpoints()[0]
