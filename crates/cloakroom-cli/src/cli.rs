@@ -2,16 +2,27 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Tamper-proof session tokens and key rings, and Flask, Pyramid, Django and Rails session
-/// cookies turned into Cloakroom sessions.
+/// Sessions on any store (find, end, revoke, purge, count), tamper-proof tokens and key
+/// rings, and Flask, Pyramid, Django and Rails session cookies turned into Cloakroom sessions.
+///
+/// Every session command takes --store URL (or CLOAKROOM_STORE): sqlite://PATH (default
+/// sqlite://./cloakroom-data/sessions.db, the daemon's default file), file://DIR,
+/// redis://HOST[:PORT][/DB] (rediss:// for TLS), postgres://USER@HOST[:PORT]/DB,
+/// memcache://HOST:PORT, cloakroomd+ipc://PATH, cloakroomd+tcp://HOST:PORT. memcached cannot
+/// list its sessions, so only `users revoke` and `purge` work on it.
+///
+/// To end every session of a user: `cloakroom sessions list --user alice`, then `cloakroom
+/// users revoke alice` (all of them) or `cloakroom sessions end PREFIX` (one).
 ///
 /// Keys are read from --keys FILE, else the file named by CLOAKROOM_KEYS_FILE, else the TOML
 /// in CLOAKROOM_KEYS (for containers), else ./keys.toml. A key file must have mode 0600.
 ///
-/// Exit codes: 0 success, 1 a token or legacy cookie that is invalid or expired, 2 a usage or
-/// configuration error (including an unsupported --store or a missing --user-field).
+/// Exit codes: 0 success, 1 a token or legacy cookie that is invalid or expired, or no
+/// session matches, 2 a usage or configuration error (an unknown store scheme, a store that
+/// cannot be reached, an ambiguous prefix, a missing --user-field), 130 a purge stopped by
+/// Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "cloakroom", version, max_term_width = 100)]
 pub struct Cli {
@@ -66,8 +77,8 @@ pub enum Command {
     /// (pickle, Marshal) are refused.
     ///
     /// Output (stdout, one JSON object): `framework`, `data`, `issued_at`, `accessed_at`,
-    /// `expires_at`. With --store sqlite:PATH it also creates a server-mode Cloakroom session
-    /// in that SQLite file, logged in as the value of --user-field (default `user_id`; a
+    /// `expires_at`. With --store URL it also creates a server-mode Cloakroom session in that
+    /// store (any --store URL of the session commands), logged in as the value of --user-field (default `user_id`; a
     /// string or a number), signed with the key ring (--keys, else CLOAKROOM_KEYS_FILE, else
     /// CLOAKROOM_KEYS, else ./keys.toml), and adds `"cloakroom": {"cookie_name", "cookie",
     /// "user_id", "max_age"}`; `jq -r .cloakroom.cookie` gives the new cookie's value. A
@@ -78,14 +89,229 @@ pub enum Command {
     Import(ImportArgs),
     /// Print HMAC-SHA256(KEY, MESSAGE) in hex, for comparing with other tools.
     ///
-    /// Example: `cloakroom hmac --key SEEKRIT 'Hello World'` prints
+    /// The key comes from --key-file FILE, else --key, else standard input (a key in argv
+    /// shows in `ps`; prefer the file or stdin). One trailing newline of a file or stdin is
+    /// not part of the key.
+    ///
+    /// Example: `printf SEEKRIT | cloakroom hmac 'Hello World'` prints
     /// e655f98cb9b3c02f45576f7906d64b0b7f8731f25a5319c42ca666917aca45a4.
     Hmac {
-        /// The key, as text (UTF-8 bytes).
-        #[arg(long)]
-        key: String,
+        /// The key, as text (UTF-8 bytes). Visible to other users in `ps`: prefer --key-file
+        /// or standard input.
+        #[arg(long, conflicts_with = "key_file")]
+        key: Option<String>,
+        /// Read the key from this file.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
         /// The message, as text (UTF-8 bytes).
         message: String,
+    },
+    /// Find, show and end sessions (by user, or by a prefix of their id hash).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// End every session of a user.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Count the store's live sessions and the expired ones not yet purged, and its size
+    /// where the store can tell (SQLite, file, Redis, PostgreSQL; not memcached).
+    Stats {
+        /// The store.
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print one JSON object: {"store", "live", "expired_not_purged", "bytes"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove expired sessions, one batch (one short transaction) at a time, with a progress
+    /// bar on a terminal.
+    ///
+    /// Safe beside a running daemon or app: each batch takes the store's write lock briefly,
+    /// and only sessions already expired are removed. Ctrl-C stops after the current batch
+    /// and prints how many were removed (exit 130). Prints `purged N expired sessions in T s`
+    /// (or JSON with --json: {"purged", "seconds", "interrupted"}).
+    Purge {
+        /// The store.
+        #[command(flatten)]
+        store: StoreArg,
+        /// How many sessions one batch removes.
+        #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        batch: u64,
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure: the token codec (against Python's itsdangerous and Django when available),
+    /// a store, or the daemon. Prints ops/s and latency percentiles (p50, p99, p99.9).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Print a shell completion script: `cloakroom completions bash >
+    /// /etc/bash_completion.d/cloakroom`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the man page (roff): `cloakroom man > cloakroom.1`.
+    Man,
+    /// Developer tools (hidden): fill a store with sessions for tests and benchmarks.
+    #[command(subcommand, hide = true)]
+    Dev(DevCommand),
+}
+
+/// The shells `cloakroom completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// The store a session command works on.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArg {
+    /// The store's URL: sqlite://PATH, file://DIR, redis://…, rediss://…, postgres://…,
+    /// memcache://HOST:PORT, cloakroomd+ipc://PATH, cloakroomd+tcp://HOST:PORT.
+    #[arg(
+        long = "store",
+        env = "CLOAKROOM_STORE",
+        value_name = "URL",
+        default_value = "sqlite://./cloakroom-data/sessions.db"
+    )]
+    pub url: String,
+}
+
+/// `cloakroom sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List a user's live sessions: id-hash prefix, created, last seen, expires, device
+    /// label, user agent (times in UTC).
+    List {
+        /// The user id, as the app logged it in.
+        #[arg(long)]
+        user: String,
+        /// The store.
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print a JSON array of objects: {"id_hash", "user_id", "created", "last_seen",
+        /// "idle_deadline", "absolute_deadline", "expires", "device_label", "user_agent",
+        /// "ip"} (times in unix seconds).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one live session, found by a prefix of its id hash (as `sessions list` prints
+    /// it). Data keys are listed, their values are not (they may hold secrets).
+    Show {
+        /// A prefix of the session's id hash: 1 to 64 hex digits.
+        prefix: String,
+        /// The store.
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print one JSON object (as `sessions list --json`, plus "version" and "data_keys").
+        #[arg(long)]
+        json: bool,
+    },
+    /// End one session, found by a prefix of its id hash. A prefix that matches several
+    /// sessions is refused, listing them.
+    End {
+        /// A prefix of the session's id hash: 1 to 64 hex digits.
+        prefix: String,
+        /// The store.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+/// `cloakroom users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// End every session of USER (password change, account lock) and print how many ended.
+    ///
+    /// Bumps the user's epoch too, so client-mode and hybrid cookies of the user die as
+    /// well. With --except PREFIX the one session keeps working, and the epoch is left alone
+    /// (bumping it would end that session too).
+    Revoke {
+        /// The user id.
+        user: String,
+        /// Keep this session of the user (a prefix of its id hash).
+        #[arg(long, value_name = "PREFIX")]
+        except: Option<String>,
+        /// The store.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+/// `cloakroom bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Sign and verify Cloakroom tokens; also runs the same loop in Python's itsdangerous
+    /// and Django's signing (when --python has them) and prints the ratios.
+    Tokens {
+        /// How many sign+verify pairs.
+        #[arg(long, default_value_t = 200_000)]
+        iterations: u64,
+        /// The Python interpreter for the side-by-side run (default: CLOAKROOM_PYTHON, else
+        /// ./target/venv/bin/python if it exists, else python3). `none` skips it.
+        #[arg(long, value_name = "PATH")]
+        python: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, load and update sessions in the store at URL (it creates its own sessions and
+    /// deletes them after).
+    Store {
+        /// The store's URL (as --store).
+        url: String,
+        /// How many sessions (each is created, loaded, applied to and deleted).
+        #[arg(long, default_value_t = 5_000)]
+        iterations: u64,
+        /// How many requests run at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The same through the daemon at ENDPOINT (ipc://PATH or tcp://HOST:PORT).
+    Daemon {
+        /// The daemon's ZeroMQ endpoint.
+        endpoint: String,
+        /// How many sessions.
+        #[arg(long, default_value_t = 5_000)]
+        iterations: u64,
+        /// How many requests run at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `cloakroom dev …` (hidden).
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Create COUNT sessions for USER (all expired with --expired), fast: SQLite gets them
+    /// in one transaction.
+    Fill {
+        /// How many sessions.
+        #[arg(long)]
+        count: u64,
+        /// The user they belong to (none: anonymous sessions).
+        #[arg(long)]
+        user: Option<String>,
+        /// Make them expired an hour ago.
+        #[arg(long)]
+        expired: bool,
+        /// The device label to give them.
+        #[arg(long)]
+        label: Option<String>,
+        /// The store.
+        #[command(flatten)]
+        store: StoreArg,
     },
 }
 
@@ -133,12 +359,36 @@ pub struct OpenArgs {
     pub source: KeySource,
 }
 
+/// The frameworks `cloakroom import --from` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Framework {
+    /// Flask (itsdangerous, `session` cookie).
+    Flask,
+    /// Pyramid (SignedCookieSessionFactory).
+    Pyramid,
+    /// Django (signed_cookies session engine).
+    Django,
+    /// Rails (encrypted cookie store).
+    Rails,
+}
+
+/// `--rails-version`: the key derivation of Rails' `load_defaults`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RailsVersionArg {
+    /// 6.1: PBKDF2-SHA1.
+    #[value(name = "6.1")]
+    V6_1,
+    /// 7.0 and later (7.2): PBKDF2-SHA256.
+    #[value(name = "7.2")]
+    V7_2,
+}
+
 /// Arguments of `cloakroom import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The framework that made the cookie.
-    #[arg(long, value_parser = ["flask", "pyramid", "django", "rails"])]
-    pub from: String,
+    #[arg(long, value_enum)]
+    pub from: Framework,
     /// A file holding the app's secret (Flask SECRET_KEY, Pyramid secret, Django SECRET_KEY,
     /// Rails secret_key_base); one trailing newline is ignored. Mode 0600 required.
     #[arg(long, value_name = "FILE")]
@@ -151,8 +401,8 @@ pub struct ImportArgs {
     #[arg(long, value_name = "SECONDS")]
     pub max_age: Option<u64>,
     /// Rails only: the key derivation of `load_defaults` (6.1: PBKDF2-SHA1, 7.2: PBKDF2-SHA256).
-    #[arg(long, default_value = "7.2", value_parser = ["6.1", "7.2"])]
-    pub rails_version: String,
+    #[arg(long, value_enum, default_value_t = RailsVersionArg::V7_2)]
+    pub rails_version: RailsVersionArg,
     /// Rails only: the session cookie's name, which Rails binds into the encryption.
     #[arg(long, default_value = "_app_session")]
     pub cookie_name: String,
@@ -160,8 +410,9 @@ pub struct ImportArgs {
     /// expiry (a --store session is always created at the real time).
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub now: Option<u64>,
-    /// Also create the Cloakroom session in this store and print its cookie. Supported:
-    /// `sqlite:PATH` (the SQLite file the service's SqliteStore uses; created if missing).
+    /// Also create the Cloakroom session in this store and print its cookie: sqlite:PATH
+    /// (created if missing), file://DIR, redis://…, postgres://…, memcache://…,
+    /// cloakroomd+ipc://PATH, cloakroomd+tcp://HOST:PORT.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
     /// With --store: the key ring that signs the new cookie (default: CLOAKROOM_KEYS_FILE,

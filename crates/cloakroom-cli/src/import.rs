@@ -2,7 +2,7 @@
 //! Cloakroom session.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +11,10 @@ use cloakroom::{CookieUpdate, Device, Policy, SessionManager, Store};
 use cloakroom_interop::{
     Django, ErrorKind, Flask, Legacy, LegacySession, Pyramid, Rails, RailsVersion, Secret,
 };
-use cloakroom_stores::SqliteStore;
+use cloakroom_stores::StoreUrl;
 use cloakroom_token::ErrorKind as TokenErrorKind;
 
-use crate::cli::ImportArgs;
+use crate::cli::{Framework, ImportArgs, RailsVersionArg};
 use crate::{keys, Failure};
 
 /// Reads a secret file (mode 0600 required), less one trailing newline.
@@ -35,8 +35,8 @@ fn read_secret(path: &Path) -> anyhow::Result<Secret> {
 }
 
 fn reader(args: &ImportArgs, secret: Secret) -> anyhow::Result<Legacy> {
-    let legacy: Legacy = match args.from.as_str() {
-        "flask" => {
+    let legacy: Legacy = match args.from {
+        Framework::Flask => {
             let mut f = Flask::new(secret)?;
             if let Some(salt) = &args.salt {
                 f = f.with_salt(salt.clone());
@@ -46,7 +46,7 @@ fn reader(args: &ImportArgs, secret: Secret) -> anyhow::Result<Legacy> {
             }
             f.into()
         }
-        "django" => {
+        Framework::Django => {
             let mut d = Django::new(secret)?;
             if let Some(salt) = &args.salt {
                 d = d.with_salt(salt.clone());
@@ -56,7 +56,7 @@ fn reader(args: &ImportArgs, secret: Secret) -> anyhow::Result<Legacy> {
             }
             d.into()
         }
-        "pyramid" => {
+        Framework::Pyramid => {
             let mut p = Pyramid::new(secret)?;
             if let Some(salt) = &args.salt {
                 p = p.with_salt(salt.clone());
@@ -66,11 +66,10 @@ fn reader(args: &ImportArgs, secret: Secret) -> anyhow::Result<Legacy> {
             }
             p.into()
         }
-        "rails" => {
-            let version = if args.rails_version == "6.1" {
-                RailsVersion::V6_1
-            } else {
-                RailsVersion::V7_2
+        Framework::Rails => {
+            let version = match args.rails_version {
+                RailsVersionArg::V6_1 => RailsVersion::V6_1,
+                RailsVersionArg::V7_2 => RailsVersion::V7_2,
             };
             let mut r = Rails::new(version, secret, args.cookie_name.clone())?;
             if let Some(salt) = &args.salt {
@@ -78,7 +77,6 @@ fn reader(args: &ImportArgs, secret: Secret) -> anyhow::Result<Legacy> {
             }
             r.into()
         }
-        other => bail!("unknown framework {other}"),
     };
     Ok(legacy)
 }
@@ -120,47 +118,13 @@ pub(crate) fn import(args: ImportArgs) -> Result<(), Failure> {
     // Everything that can be refused is checked before the store is touched.
     let mut out = to_json(&session);
     if let Some(url) = &args.store {
-        let target = StoreUrl::parse(url)?;
+        let target = StoreUrl::parse(url).map_err(|e| anyhow!("--store: {e}"))?;
         let user = user_id(&session, &args.user_field)?;
         let created = create_session(&args, &target, &session, user)?;
         out["cloakroom"] = created;
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
-}
-
-/// A `--store` URL.
-#[derive(Debug, PartialEq, Eq)]
-enum StoreUrl {
-    /// `sqlite:PATH`.
-    Sqlite(PathBuf),
-}
-
-impl StoreUrl {
-    const SUPPORTED: &'static str = "sqlite:PATH";
-
-    fn parse(url: &str) -> anyhow::Result<Self> {
-        let Some((scheme, rest)) = url.split_once(':') else {
-            bail!(
-                "--store {url:?} names no store; supported: {}",
-                Self::SUPPORTED
-            );
-        };
-        match scheme {
-            "sqlite" => {
-                // `sqlite:PATH`, also written `sqlite://PATH`.
-                let path = rest.strip_prefix("//").unwrap_or(rest);
-                if path.is_empty() {
-                    bail!("--store sqlite: needs a file, as in sqlite:/var/lib/app/sessions.db");
-                }
-                Ok(Self::Sqlite(PathBuf::from(path)))
-            }
-            other => bail!(
-                "unsupported store scheme {other:?} in --store; supported: {}",
-                Self::SUPPORTED
-            ),
-        }
-    }
 }
 
 /// The user id under `field`: a string as is, a number in decimal.
@@ -204,13 +168,7 @@ fn create_session(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let store: Arc<dyn Store> = match target {
-            StoreUrl::Sqlite(path) => Arc::new(
-                SqliteStore::open(path.clone())
-                    .await
-                    .with_context(|| format!("opening the SQLite store {}", path.display()))?,
-            ),
-        };
+        let store: Arc<dyn Store> = crate::store::open_url(target.clone()).await?;
         let manager = SessionManager::new(&ring, store)?
             .with_cookie_name(&args.cloakroom_cookie_name)
             .context("--cloakroom-cookie-name")?
@@ -229,25 +187,4 @@ fn create_session(
             "max_age": max_age,
         }))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn store_urls() {
-        assert_eq!(
-            StoreUrl::parse("sqlite:/tmp/s.db").unwrap(),
-            StoreUrl::Sqlite(PathBuf::from("/tmp/s.db"))
-        );
-        assert_eq!(
-            StoreUrl::parse("sqlite://rel/s.db").unwrap(),
-            StoreUrl::Sqlite(PathBuf::from("rel/s.db"))
-        );
-        for bad in ["sqlite:", "redis://localhost", "s.db", "postgres:x"] {
-            let e = StoreUrl::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("sqlite:"), "{bad}: {e}");
-        }
-    }
 }

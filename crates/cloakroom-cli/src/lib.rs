@@ -1,18 +1,27 @@
-//! The `cloakroom` command line: key rings and tokens from the shell, and other frameworks'
-//! session cookies imported into Cloakroom sessions (`cloakroom import --store`).
+//! The `cloakroom` command line: the operator's view of any session store (find, show and
+//! end sessions, revoke users, purge, stats, benchmarks), key rings and tokens from the
+//! shell, and other frameworks' session cookies imported into Cloakroom sessions.
 //!
 //! Every decision lives here so tests can reach it; `main.rs` only calls [`main`].
 //!
-//! Exit codes: 0 success, 1 a token that is invalid or expired, 2 a usage or configuration
-//! error (bad flags, a missing or unsafe key file). No input makes it panic.
+//! Exit codes: 0 success, 1 a token that is invalid or expired or no session matching, 2 a
+//! usage or configuration error (bad flags, a missing or unsafe key file, an unknown or
+//! unreachable store, an ambiguous prefix), 130 a purge stopped by Ctrl-C. No input makes it
+//! panic.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+mod bench;
 mod cli;
+mod dev;
 mod import;
 mod keys;
+mod purge;
+mod sessions;
+mod store;
+mod table;
 mod tokens;
 
 use std::process::ExitCode;
@@ -26,12 +35,18 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_REJECTED: u8 = 1;
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a purge stopped by Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Why a command failed, and so which exit code it gets.
 #[derive(Debug)]
 pub enum Failure {
     /// The token did not open: `invalid` or `expired`, printed alone on stderr, exit 1.
     Rejected(cloakroom_token::ErrorKind),
+    /// Nothing matched (no session with that prefix): the message on stderr, exit 1.
+    NotFound(String),
+    /// Ctrl-C stopped the command after it reported what it did: exit 130.
+    Interrupted,
     /// Anything else, exit 2, with the error's chain printed.
     Usage(anyhow::Error),
 }
@@ -57,6 +72,11 @@ pub fn main() -> ExitCode {
             eprintln!("{word}");
             ExitCode::from(EXIT_REJECTED)
         }
+        Err(Failure::NotFound(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_REJECTED)
+        }
+        Err(Failure::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
         Err(Failure::Usage(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_USAGE)
@@ -76,6 +96,32 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Open(args) => tokens::open(args),
         Command::Inspect { token } => tokens::inspect(&token),
         Command::Import(args) => import::import(args),
-        Command::Hmac { key, message } => tokens::hmac(&key, &message),
+        Command::Hmac {
+            key,
+            key_file,
+            message,
+        } => tokens::hmac(key.as_deref(), key_file.as_deref(), &message),
+        Command::Sessions(command) => sessions::sessions(command),
+        Command::Users(command) => sessions::users(command),
+        Command::Stats { store, json } => sessions::stats(&store, json),
+        Command::Purge { store, batch, json } => purge::purge(&store, batch, json),
+        Command::Bench(command) => bench::bench(command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let shell = match shell {
+                cli::Shell::Bash => clap_complete::Shell::Bash,
+                cli::Shell::Zsh => clap_complete::Shell::Zsh,
+                cli::Shell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "cloakroom", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Dev(command) => dev::dev(command),
     }
 }

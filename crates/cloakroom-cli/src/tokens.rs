@@ -1,6 +1,7 @@
 //! `sign`, `open`, `inspect` and `hmac`.
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
@@ -109,8 +110,42 @@ pub(crate) fn inspect(token: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-pub(crate) fn hmac(key: &str, message: &str) -> Result<(), Failure> {
-    let mac = cloakroom_token::hmac_sha256(key.as_bytes(), message.as_bytes());
+/// The key bytes: the file's, else `--key`'s, else standard input's; one trailing newline
+/// (`\n` or `\r\n`) of a file or stdin is dropped.
+fn hmac_key(key: Option<&str>, key_file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = match (key, key_file) {
+        (_, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("reading --key-file {}", path.display()))?
+        }
+        (Some(key), None) => return Ok(key.as_bytes().to_vec()),
+        (None, None) => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("reading the key from standard input (end with Ctrl-D)");
+            }
+            arg_or_stdin("-")?
+        }
+    };
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(anyhow!(
+            "the HMAC key is empty (give it with --key-file FILE or on standard input)"
+        ));
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn hmac(
+    key: Option<&str>,
+    key_file: Option<&Path>,
+    message: &str,
+) -> Result<(), Failure> {
+    let key = hmac_key(key, key_file)?;
+    let mac = cloakroom_token::hmac_sha256(&key, message.as_bytes());
     println!("{}", hex::encode(mac));
     Ok(())
 }

@@ -5,9 +5,10 @@
 /// that runs `f` on tokio's blocking pool. Each operation moves owned copies of its arguments
 /// into `run` and calls the inner store's synchronous method of the same name; `update`
 /// hands over the record by value. `apply` is native too: the inner store merges the
-/// changes under its own lock or transaction.
+/// changes under its own lock or transaction. `$name` is the store's name in messages; the
+/// operator queries (`find_by_prefix`, `stats`) live in `crate::admin`.
 macro_rules! blocking_store {
-    ($store:ty) => {
+    ($store:ty, $name:literal) => {
         #[::async_trait::async_trait]
         impl ::cloakroom::Store for $store {
             async fn create(&self, record: &::cloakroom::Record) -> Result<(), ::cloakroom::Error> {
@@ -97,6 +98,23 @@ macro_rules! blocking_store {
                 limit: usize,
             ) -> Result<usize, ::cloakroom::Error> {
                 self.run(move |s| s.purge_expired(now, limit)).await
+            }
+
+            async fn find_by_prefix(
+                &self,
+                prefix: &str,
+                now: u64,
+            ) -> Result<Vec<::cloakroom::Record>, ::cloakroom::Error> {
+                let prefix = prefix.to_owned();
+                self.run(move |s| s.find_by_prefix(&prefix, now)).await
+            }
+
+            async fn stats(&self, now: u64) -> Result<::cloakroom::Stats, ::cloakroom::Error> {
+                self.run(move |s| s.stats(now)).await
+            }
+
+            fn store_name(&self) -> &'static str {
+                $name
             }
         }
     };

@@ -792,4 +792,8 @@ impl Drop for Locked<'_> {
     }
 }
 
-crate::blocking::blocking_store!(FileStore);
+// Operator queries (find by id prefix, stats).
+#[path = "admin/file.rs"]
+mod admin;
+
+crate::blocking::blocking_store!(FileStore, "file");

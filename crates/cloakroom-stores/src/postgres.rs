@@ -748,4 +748,20 @@ impl Store for PostgresStore {
             .await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
+
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.admin_find_by_prefix(prefix, now).await
+    }
+
+    async fn stats(&self, now: u64) -> Result<cloakroom::Stats, Error> {
+        self.admin_stats(now).await
+    }
+
+    fn store_name(&self) -> &'static str {
+        "postgres"
+    }
 }
+
+// Operator queries (find by id prefix, stats).
+#[path = "admin/postgres.rs"]
+mod admin;

@@ -1168,4 +1168,19 @@ impl Store for RedisStore {
         }
         Ok(deleted)
     }
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.admin_find_by_prefix(prefix, now).await
+    }
+
+    async fn stats(&self, now: u64) -> Result<cloakroom::Stats, Error> {
+        self.admin_stats(now).await
+    }
+
+    fn store_name(&self) -> &'static str {
+        "redis"
+    }
 }
+
+// Operator queries (find by id prefix, stats).
+#[path = "admin/redis.rs"]
+mod admin;

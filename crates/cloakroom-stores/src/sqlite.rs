@@ -605,9 +605,11 @@ impl Inner {
     fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_writer(|conn| {
+            // By rowid: the inner SELECT reads only the expiry index (which holds the rowid),
+            // and the DELETE finds each row by rowid, never by its random 32-byte key.
             conn.prepare_cached(
-                "DELETE FROM sessions WHERE id IN
-                    (SELECT id FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
+                "DELETE FROM sessions WHERE rowid IN
+                    (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
             )
             .and_then(|mut stmt| stmt.execute(params![sql_time(now), limit]))
             .map_err(db_err("purge_expired"))
@@ -680,4 +682,8 @@ fn migrate(conn: &mut Connection, at: &str) -> Result<(), Error> {
     tx.commit().map_err(db_err(at))
 }
 
-crate::blocking::blocking_store!(SqliteStore);
+// Operator queries (find by id prefix, stats).
+#[path = "admin/sqlite.rs"]
+mod admin;
+
+crate::blocking::blocking_store!(SqliteStore, "sqlite");

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `sqlite://PATH` (also `sqlite:PATH`) | [`SqliteStore`](crate::SqliteStore) on the file `PATH` | `sqlite` |
 //! | `file://DIR` | [`FileStore`](crate::FileStore) in the directory `DIR` | `file` |
-//! | `redis://…` | [`RedisStore`](crate::RedisStore), the URL as the `redis` crate reads it | `redis` |
+//! | `redis://…`, `rediss://…` (TLS) | [`RedisStore`](crate::RedisStore), the URL as the `redis` crate reads it | `redis` |
 //! | `postgres://…`, `postgresql://…` | [`PostgresStore`](crate::PostgresStore) | `postgres` |
 //! | `memcache://HOST:PORT` | [`MemcachedStore`](crate::MemcachedStore) | `memcached` |
 //! | `cloakroomd+ipc://PATH` | `RemoteStore` on the daemon's socket file `PATH` | `remote` |
@@ -72,7 +72,7 @@ impl StoreUrl {
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => Ok(Self::Sqlite(path("file path")?)),
             "file" => Ok(Self::File(path("directory")?)),
-            "redis" => Ok(Self::Redis(url.to_owned())),
+            "redis" | "rediss" => Ok(Self::Redis(url.to_owned())),
             "postgres" | "postgresql" => Ok(Self::Postgres(url.to_owned())),
             "memcache" | "memcached" => {
                 let addr = after_slashes.unwrap_or(rest).trim_end_matches('/');

@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind};
 use crate::id::{IdHash, SessionId};
 use crate::policy::Policy;
 use crate::record::{Device, Record, Value};
-use crate::store::{Applied, Changes, Store};
+use crate::store::{Applied, Changes, Stats, Store};
 
 /// A store under test: a [`Store`] plus the hooks the suite needs to reach behind it.
 ///
@@ -141,6 +141,15 @@ where
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         self.store.purge_expired(now, limit).await
     }
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.store.find_by_prefix(prefix, now).await
+    }
+    async fn stats(&self, now: u64) -> Result<Stats, Error> {
+        self.store.stats(now).await
+    }
+    fn store_name(&self) -> &'static str {
+        self.store.store_name()
+    }
 }
 
 #[async_trait]
@@ -188,6 +197,8 @@ pub const CASES: &[&str] = &[
     "data_of_64_kib_round_trips",
     "corrupt_record_is_corrupt_error",
     "unicode_and_1_kib_user_ids",
+    "find_by_prefix_finds_live_records_only",
+    "stats_count_live_and_expired_records",
 ];
 
 type CaseResult = Result<(), String>;
@@ -251,6 +262,8 @@ async fn run_case<T: ConformanceTarget>(name: &str, s: Arc<T>) -> CaseResult {
         "data_of_64_kib_round_trips" => big_data(&*s).await,
         "corrupt_record_is_corrupt_error" => corrupt(&*s).await,
         "unicode_and_1_kib_user_ids" => unicode_users(&*s).await,
+        "find_by_prefix_finds_live_records_only" => find_by_prefix(&*s).await,
+        "stats_count_live_and_expired_records" => stats(&*s).await,
         other => Err(format!("unknown case {other}")),
     }
 }
@@ -1219,6 +1232,102 @@ async fn purge<S: Store>(s: &S) -> CaseResult {
             "a purged record loads at an earlier time"
         );
     }
+    Ok(())
+}
+
+/// Whether the store says it cannot enumerate its records (memcached): then both operator
+/// queries must say so, with [`ErrorKind::Unsupported`], and nothing else is checked.
+async fn unsupported_admin<S: Store>(s: &S) -> Result<bool, String> {
+    let find = s.find_by_prefix("ab", T0).await;
+    let stats = s.stats(T0).await;
+    fn unsupported<V>(r: &Result<V, Error>) -> bool {
+        matches!(r, Err(e) if e.kind() == ErrorKind::Unsupported)
+    }
+    match (unsupported(&find), unsupported(&stats)) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        _ => Err("find_by_prefix and stats disagree on being Unsupported".into()),
+    }
+}
+
+async fn find_by_prefix<S: Store>(s: &S) -> CaseResult {
+    if unsupported_admin(s).await? {
+        return Ok(());
+    }
+    let live = with_user("ana");
+    let other = fresh();
+    let mut expired = fresh();
+    expired.idle_deadline = T0 + 10;
+    for r in [&live, &other, &expired] {
+        ok("create", s.create(r).await)?;
+    }
+    let now = T0 + 100;
+    let hex = live.id_hash.to_hex();
+    for len in [64, 8, 1] {
+        let found = ok("find_by_prefix", s.find_by_prefix(&hex[..len], now).await)?;
+        ensure!(
+            found.iter().any(|r| *r == live),
+            "find_by_prefix({}) misses the live record (got {} records)",
+            &hex[..len],
+            found.len()
+        );
+        ensure!(
+            found.iter().all(|r| r.id_hash.to_hex().starts_with(&hex[..len])),
+            "find_by_prefix({}) returned a record with another prefix",
+            &hex[..len]
+        );
+    }
+    same(
+        "find_by_prefix(full id hash)",
+        ok("find_by_prefix", s.find_by_prefix(&hex, now).await)?.len(),
+        1,
+    )?;
+    let gone = expired.id_hash.to_hex();
+    same(
+        "find_by_prefix of an expired record",
+        ok("find_by_prefix", s.find_by_prefix(&gone, now).await)?.len(),
+        0,
+    )?;
+    ok("delete", s.delete(&live.id_hash).await)?;
+    same(
+        "find_by_prefix of a deleted record",
+        ok("find_by_prefix", s.find_by_prefix(&hex, now).await)?.len(),
+        0,
+    )?;
+    for bad in ["", "XY", "0g", &"a".repeat(65)] {
+        expect_kind(
+            "find_by_prefix of a bad prefix",
+            s.find_by_prefix(bad, now).await,
+            ErrorKind::InvalidInput,
+        )?;
+    }
+    Ok(())
+}
+
+async fn stats<S: Store>(s: &S) -> CaseResult {
+    if unsupported_admin(s).await? {
+        return Ok(());
+    }
+    same("stats of an empty store", ok("stats", s.stats(T0).await)?.live, 0)?;
+    for i in 0..3u64 {
+        let mut r = with_user("bo");
+        r.idle_deadline = T0 + 10 + i;
+        ok("create", s.create(&r).await)?;
+    }
+    for _ in 0..2 {
+        ok("create", s.create(&fresh()).await)?;
+    }
+    let now = T0 + 100;
+    let st: Stats = ok("stats", s.stats(now).await)?;
+    same("live", st.live, 2)?;
+    same("expired, not purged", st.expired_not_purged, 3)?;
+    if let Some(bytes) = st.bytes {
+        ensure!(bytes > 0, "stats says 5 records take 0 bytes");
+    }
+    while ok("purge", s.purge_expired(now, 100).await)? == 100 {}
+    let st = ok("stats", s.stats(now).await)?;
+    same("live after purge", st.live, 2)?;
+    same("expired after purge", st.expired_not_purged, 0)?;
     Ok(())
 }
 

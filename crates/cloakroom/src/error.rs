@@ -37,6 +37,9 @@ pub enum ErrorKind {
     Token,
     /// The session was ended while this request ran; its changes were dropped.
     Ended,
+    /// The store cannot do this operation at all (memcached cannot list its sessions). The
+    /// message names the store and the operation.
+    Unsupported,
 }
 
 /// The error type of `cloakroom` and of its stores.
@@ -88,6 +91,14 @@ impl Error {
     /// [`ErrorKind::Corrupt`] with the decoder's error as source.
     pub fn corrupt(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
         Self::new(ErrorKind::Corrupt, message).with_source(source)
+    }
+
+    /// [`ErrorKind::Unsupported`]: `store` cannot do `operation`, and why.
+    pub fn unsupported(store: &str, operation: &str, why: &str) -> Self {
+        Self::new(
+            ErrorKind::Unsupported,
+            format!("{store} cannot {operation}: {why}"),
+        )
     }
 
     /// What kind of failure this is.

@@ -73,7 +73,9 @@ pub use id::{IdHash, SessionId, SESSION_ID_LEN};
 // Stores: the trait, the record they keep (and its one encoding), the memory store.
 pub use memory::MemoryStore;
 pub use record::{Device, Record, Value, RECORD_FORMAT};
-pub use store::{apply_by_compare_and_swap, apply_changes, Applied, Changes, Store};
+pub use store::{
+    apply_by_compare_and_swap, apply_changes, check_id_prefix, Applied, Changes, Stats, Store,
+};
 // Expiry policy and the clock.
 pub use policy::{Clock, ManualClock, Policy, SystemClock};
 // The background purger of expired records.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::error::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::record::Record;
-use crate::store::{Applied, Changes, Store};
+use crate::store::{check_id_prefix, Applied, Changes, Stats, Store};
 
 /// A [`Store`] in process memory: for tests and single-process applications. Sessions do not
 /// survive a restart and are not shared between processes.
@@ -267,6 +267,35 @@ impl Store for MemoryStore {
             inner.remove(id);
         }
         Ok(expired.len())
+    }
+
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        check_id_prefix(prefix)?;
+        let inner = self.lock();
+        Ok(inner
+            .records
+            .iter()
+            .filter(|(id, slot)| {
+                !slot.corrupt && slot.record.is_live(now) && id.to_hex().starts_with(prefix)
+            })
+            .map(|(_, slot)| slot.record.clone())
+            .collect())
+    }
+
+    async fn stats(&self, now: u64) -> Result<Stats, Error> {
+        let inner = self.lock();
+        let live = inner
+            .records
+            .values()
+            .filter(|slot| slot.record.is_live(now))
+            .count() as u64;
+        let expired = inner.records.len() as u64 - live;
+        // The records are Rust values, not bytes: no size to tell.
+        Ok(Stats::new(live, expired, None))
+    }
+
+    fn store_name(&self) -> &'static str {
+        "memory"
     }
 }
 

@@ -126,6 +126,52 @@ impl Applied {
     }
 }
 
+/// What [`Store::stats`] counts: the store's size at one moment, for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Records live at the `now` asked about.
+    pub live: u64,
+    /// Records no longer live that are still stored (a purge would remove them).
+    pub expired_not_purged: u64,
+    /// The bytes the records take, where the store can tell (`None` otherwise).
+    pub bytes: Option<u64>,
+}
+
+impl Stats {
+    /// What a store returns from [`Store::stats`].
+    pub fn new(live: u64, expired_not_purged: u64, bytes: Option<u64>) -> Self {
+        Self {
+            live,
+            expired_not_purged,
+            bytes,
+        }
+    }
+}
+
+/// Whether `prefix` is a usable id-hash prefix: 1 to 64 lower-case hex digits.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] naming what is wrong.
+pub fn check_id_prefix(prefix: &str) -> Result<(), Error> {
+    if prefix.is_empty() || prefix.len() > 64 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "an id-hash prefix has 1 to 64 hex digits, not {}",
+                prefix.len()
+            ),
+        ));
+    }
+    if !prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "an id-hash prefix is lower-case hex digits (0-9, a-f)",
+        ));
+    }
+    Ok(())
+}
+
 /// The record `current` becomes when `changes` are applied at `now` with the idle deadline
 /// asked for: its data changed key by key, its version plus one, `last_seen` and the idle
 /// deadline moved forward (never back, never past the absolute deadline). Everything else
@@ -388,6 +434,46 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable` if the backend fails.
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error>;
+
+    /// The live records whose id hash, in hex ([`IdHash::to_hex`]), starts with `prefix`
+    /// (1 to 64 lower-case hex digits; [`check_id_prefix`]), in no particular order. For
+    /// operators: it may walk the whole store.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) from the default
+    /// implementation (a store that cannot enumerate its records, such as memcached);
+    /// `InvalidInput` for a bad prefix; `Unavailable` if the backend fails.
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        let _ = (prefix, now);
+        Err(Error::unsupported(
+            self.store_name(),
+            "find sessions by id prefix",
+            "it cannot list its records",
+        ))
+    }
+
+    /// How many records are live at `now`, how many are expired but not yet purged, and
+    /// how many bytes they take where the store can tell. For operators: it may walk the
+    /// whole store.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) from the default
+    /// implementation (a store that cannot enumerate its records, such as memcached);
+    /// `Unavailable` if the backend fails.
+    async fn stats(&self, now: u64) -> Result<Stats, Error> {
+        let _ = now;
+        Err(Error::unsupported(
+            self.store_name(),
+            "count its sessions",
+            "it cannot list its records",
+        ))
+    }
+
+    /// A short name of the store for messages (`sqlite`, `redis`, ...).
+    fn store_name(&self) -> &'static str {
+        let full = std::any::type_name::<Self>();
+        full.rsplit("::").next().unwrap_or(full)
+    }
 }
 
 #[async_trait]
@@ -434,5 +520,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         (**self).purge_expired(now, limit).await
+    }
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        (**self).find_by_prefix(prefix, now).await
+    }
+    async fn stats(&self, now: u64) -> Result<Stats, Error> {
+        (**self).stats(now).await
+    }
+    fn store_name(&self) -> &'static str {
+        (**self).store_name()
     }
 }
