@@ -31,8 +31,8 @@
 //! | `OK` | the answer (`LOAD`'s `NOT_FOUND` is `Ok(None)`) |
 //! | `NOT_FOUND` | `NotFound` (`UPDATE`, `APPLY`, `TOUCH`) |
 //! | `CONFLICT` | `Conflict` (`CREATE` of a live id, `UPDATE` of an old version) |
-//! | `UNAVAILABLE` whose `error` starts `store returned a corrupt record` | `Corrupt` |
-//! | `UNAVAILABLE` otherwise | `Unavailable`: the daemon's own store failed |
+//! | `CORRUPT` | `Corrupt`: the daemon's store holds a record it cannot decode |
+//! | `UNAVAILABLE` | `Unavailable`: the daemon's own store failed |
 //! | `TOO_LARGE` | `InvalidInput`: the record exceeds the daemon's limits |
 //! | `INTERNAL`, `BAD_REQUEST`, `BAD_VERSION`, `UNKNOWN_VERB`, `INVALID`, `EXPIRED`, an unknown status, a reply that does not decode | `Unavailable` |
 //! | no reply within the timeout; the owner task gone | `Unavailable` |
@@ -43,11 +43,7 @@
 //! `Unavailable` rather than a panic or a silent success: the session layer fails closed
 //! (503) and the message in the log says which side to upgrade.
 //!
-//! CRP1 has no status of its own for a record the daemon's store cannot decode: the daemon
-//! answers `UNAVAILABLE` (a damaged store is down, not empty) with a message that starts
-//! `store returned a corrupt record`, and this client reads that prefix to give the
-//! [`Store`] contract's `Corrupt`. It is the one place it looks at the text; a client that
-//! does not, sees `Unavailable`, which fails closed as well.
+//! The mapping reads statuses only, never the daemon's message text.
 //!
 //! A request body larger than [`RemoteStoreBuilder::with_max_request_size`] (default 1 MiB,
 //! the daemon's default body limit) is refused before it is sent, with
@@ -448,16 +444,13 @@ fn unexpected(verb: Verb, reply: &Reply) -> Error {
     Error::unavailable(format!("cloakroomd answered {verb} unexpectedly"), source)
 }
 
-/// How the daemon's `UNAVAILABLE` message starts for a record its store cannot decode.
-const CORRUPT_PREFIX: &str = "store returned a corrupt record";
-
 /// The error an error status maps to (the table in the module documentation).
 fn status_error(verb: Verb, status: Status, message: String) -> Error {
     let kind = match status {
         Status::NotFound => ErrorKind::NotFound,
         Status::Conflict => ErrorKind::Conflict,
         Status::TooLarge => ErrorKind::InvalidInput,
-        Status::Unavailable if message.starts_with(CORRUPT_PREFIX) => ErrorKind::Corrupt,
+        Status::Corrupt => ErrorKind::Corrupt,
         _ => ErrorKind::Unavailable,
     };
     let what = match kind {

@@ -79,8 +79,10 @@ pub(crate) fn error_reply(e: &cloakroom::Error) -> Reply {
     let status = match e.kind() {
         K::NotFound => Status::NotFound,
         K::Conflict => Status::Conflict,
-        // A damaged store is down, not empty (docs/architecture.md): fail closed.
-        K::Unavailable | K::Corrupt => Status::Unavailable,
+        K::Unavailable => Status::Unavailable,
+        // A damaged store is down, not empty (docs/architecture.md): the client fails
+        // closed on CORRUPT as on UNAVAILABLE, and a remote store gets its `Corrupt` back.
+        K::Corrupt => Status::Corrupt,
         K::InvalidInput | K::Value => Status::BadRequest,
         K::TooLarge => Status::TooLarge,
         K::Ended => Status::Expired,
