@@ -128,6 +128,7 @@ def test_timeout_is_unavailable_and_a_late_reply_is_dropped() -> None:
 
 def test_statuses_raise_their_exception() -> None:
     answers = {b"NOT_FOUND": cloakroom.NotFound, b"UNAVAILABLE": cloakroom.Unavailable,
+               b"CORRUPT": cloakroom.Corrupt,
                b"INVALID": cloakroom.Invalid, b"EXPIRED": cloakroom.Expired,
                b"CONFLICT": cloakroom.Conflict, b"TOO_LARGE": cloakroom.TooLarge,
                b"BAD_REQUEST": cloakroom.BadRequest, b"UNKNOWN_VERB": cloakroom.UnknownVerb,
@@ -141,6 +142,20 @@ def test_statuses_raise_their_exception() -> None:
                     c.ping()
                 assert "the daemon's line" in str(e.value)
                 assert isinstance(e.value, cloakroom.CloakroomError)
+    finally:
+        r.close()
+
+
+def test_corrupt_fails_closed_as_unavailable() -> None:
+    # A damaged store is down, not empty: code that answers 503 on Unavailable must catch it.
+    r = Router(lambda r, req: r.reply(req, b"CORRUPT", {"error": "a corrupt record"}))
+    try:
+        with cloakroom.Client(r.endpoint, timeout=5) as c:
+            with pytest.raises(cloakroom.Unavailable) as e:
+                c.ping()
+            assert type(e.value) is cloakroom.Corrupt
+            assert e.value.status == "CORRUPT"
+            assert not e.value.timed_out
     finally:
         r.close()
 

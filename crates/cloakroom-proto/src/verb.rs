@@ -106,6 +106,9 @@ words! {
         Expired = "EXPIRED",
         /// The store behind the daemon failed; retry later.
         Unavailable = "UNAVAILABLE",
+        /// The store holds a record under that id that does not decode (a damaged store);
+        /// fail closed, as for `UNAVAILABLE`.
+        Corrupt = "CORRUPT",
         /// The frames or body are not what the verb takes.
         BadRequest = "BAD_REQUEST",
         /// The version frame is not `CRP1`.

@@ -340,6 +340,20 @@ fn every_status_round_trips_as_an_error_reply() {
 }
 
 #[test]
+fn the_document_lists_every_status_in_order() {
+    let section = &DOC[DOC.find("## Statuses").expect("a Statuses section")..];
+    let table = &section[section.find("\n|").expect("a table")..];
+    let table = &table[..table.find("\n\n").expect("the table ends")];
+    let listed: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(listed, all);
+}
+
+#[test]
 fn error_messages_are_one_line_and_ok_is_never_an_error_status() {
     let reply = Reply::error(Status::Internal, "first line\nsecond line");
     assert_eq!(

@@ -9,6 +9,9 @@
 //! | `memcached` | memcached | many machines, sessions may be evicted |
 //! | `remote` | the session daemon `cloakroomd`, over CRP1 | many machines, apps in any language |
 //!
+//! Feature `wire` (implied by `remote`) adds [`wire`]: the conversions between the session
+//! core's types and CRP1's wire types, which the remote store and the daemon share.
+//!
 //! Every store implements [`cloakroom::Store`] and passes the conformance suite
 //! (`cloakroom::conformance::run`) against the real backend.
 
@@ -54,6 +57,10 @@ pub use crate::remote::{
     RemoteError, RemoteStore, RemoteStoreBuilder, DEFAULT_MAX_REPLY, DEFAULT_MAX_REQUEST,
     DEFAULT_REMOTE_TIMEOUT,
 };
+
+// Session-core types <-> CRP1 wire types, for the remote store and the daemon.
+#[cfg(feature = "wire")]
+pub mod wire;
 
 // One URL names any of them (`--store`, `CLOAKROOM_STORE`).
 mod url;

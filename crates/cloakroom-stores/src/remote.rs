@@ -31,8 +31,8 @@
 //! | `OK` | the answer (`LOAD`'s `NOT_FOUND` is `Ok(None)`) |
 //! | `NOT_FOUND` | `NotFound` (`UPDATE`, `APPLY`, `TOUCH`) |
 //! | `CONFLICT` | `Conflict` (`CREATE` of a live id, `UPDATE` of an old version) |
-//! | `UNAVAILABLE` whose `error` starts `store returned a corrupt record` | `Corrupt` |
-//! | `UNAVAILABLE` otherwise | `Unavailable`: the daemon's own store failed |
+//! | `CORRUPT` | `Corrupt`: the daemon's store holds a record it cannot decode |
+//! | `UNAVAILABLE` | `Unavailable`: the daemon's own store failed |
 //! | `TOO_LARGE` | `InvalidInput`: the record exceeds the daemon's limits |
 //! | `INTERNAL`, `BAD_REQUEST`, `BAD_VERSION`, `UNKNOWN_VERB`, `INVALID`, `EXPIRED`, an unknown status, a reply that does not decode | `Unavailable` |
 //! | no reply within the timeout; the owner task gone | `Unavailable` |
@@ -43,11 +43,7 @@
 //! `Unavailable` rather than a panic or a silent success: the session layer fails closed
 //! (503) and the message in the log says which side to upgrade.
 //!
-//! CRP1 has no status of its own for a record the daemon's store cannot decode: the daemon
-//! answers `UNAVAILABLE` (a damaged store is down, not empty) with a message that starts
-//! `store returned a corrupt record`, and this client reads that prefix to give the
-//! [`Store`] contract's `Corrupt`. It is the one place it looks at the text; a client that
-//! does not, sees `Unavailable`, which fails closed as well.
+//! The mapping reads statuses only, never the daemon's message text.
 //!
 //! A request body larger than [`RemoteStoreBuilder::with_max_request_size`] (default 1 MiB,
 //! the daemon's default body limit) is refused before it is sent, with
@@ -61,10 +57,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
-use cloakroom_proto::{self as proto, Limits, Reply, Request, RequestId, Status, Verb};
+use cloakroom_proto::{Limits, Reply, Request, RequestId, Status, Verb};
 use cloakroom_zmq::{zmq, CurveKeyPair, Multipart, Socket, SocketBuilder, SocketKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+use crate::wire::{changes_to_wire, id_hash_to_wire, record_from_wire, record_to_wire};
 
 /// Default time a call waits for the daemon's reply.
 pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -446,16 +444,13 @@ fn unexpected(verb: Verb, reply: &Reply) -> Error {
     Error::unavailable(format!("cloakroomd answered {verb} unexpectedly"), source)
 }
 
-/// How the daemon's `UNAVAILABLE` message starts for a record its store cannot decode.
-const CORRUPT_PREFIX: &str = "store returned a corrupt record";
-
 /// The error an error status maps to (the table in the module documentation).
 fn status_error(verb: Verb, status: Status, message: String) -> Error {
     let kind = match status {
         Status::NotFound => ErrorKind::NotFound,
         Status::Conflict => ErrorKind::Conflict,
         Status::TooLarge => ErrorKind::InvalidInput,
-        Status::Unavailable if message.starts_with(CORRUPT_PREFIX) => ErrorKind::Corrupt,
+        Status::Corrupt => ErrorKind::Corrupt,
         _ => ErrorKind::Unavailable,
     };
     let what = match kind {
@@ -588,65 +583,11 @@ fn deliver(shared: &Shared, reply: Multipart) {
     }
 }
 
-fn to_wire(r: &Record) -> proto::Record {
-    let mut w = proto::Record::new(proto::IdHash(*r.id_hash.as_bytes()));
-    w.user_id.clone_from(&r.user_id);
-    w.user_epoch = r.user_epoch;
-    w.created = r.created;
-    w.last_seen = r.last_seen;
-    w.idle_deadline = r.idle_deadline;
-    w.absolute_deadline = r.absolute_deadline;
-    w.version = r.version;
-    w.data.clone_from(&r.data);
-    let mut device = proto::Device::new();
-    device.user_agent.clone_from(&r.device.user_agent);
-    device.label.clone_from(&r.device.label);
-    device.ip.clone_from(&r.device.ip);
-    w.device = device;
-    w
-}
-
-fn from_wire(w: proto::Record) -> Record {
-    let mut r = Record::new(
-        IdHash::from_bytes(w.id_hash.0),
-        w.created,
-        &cloakroom::Policy::default(),
-    );
-    r.user_id = w.user_id;
-    r.user_epoch = w.user_epoch;
-    r.created = w.created;
-    r.last_seen = w.last_seen;
-    r.idle_deadline = w.idle_deadline;
-    r.absolute_deadline = w.absolute_deadline;
-    r.version = w.version;
-    r.data = w.data;
-    let mut device = cloakroom::Device::new();
-    device.user_agent = w.device.user_agent;
-    device.label = w.device.label;
-    device.ip = w.device.ip;
-    r.device = device;
-    r
-}
-
-fn wire_id(id: &IdHash) -> proto::IdHash {
-    proto::IdHash(*id.as_bytes())
-}
-
-fn wire_changes(changes: &Changes) -> Vec<proto::Change> {
-    changes
-        .iter()
-        .map(|(key, value)| match value {
-            Some(v) => proto::Change::Set(key.to_owned(), v.clone()),
-            None => proto::Change::Remove(key.to_owned()),
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Store for RemoteStore {
     async fn create(&self, record: &Record) -> Result<(), Error> {
         let request = Request::Create {
-            record: to_wire(record),
+            record: record_to_wire(record.clone()),
         };
         match self.call(request).await? {
             Reply::Done => Ok(()),
@@ -656,11 +597,11 @@ impl Store for RemoteStore {
 
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         let request = Request::Load {
-            id_hash: wire_id(id),
+            id_hash: id_hash_to_wire(id),
             now,
         };
         match self.call(request).await {
-            Ok(Reply::Record(record)) => Ok(Some(from_wire(*record))),
+            Ok(Reply::Record(record)) => Ok(Some(record_from_wire(*record))),
             Ok(other) => Err(unexpected(Verb::Load, &other)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -669,7 +610,7 @@ impl Store for RemoteStore {
 
     async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
         let request = Request::Update {
-            record: to_wire(record),
+            record: record_to_wire(record.clone()),
             now,
         };
         match self.call(request).await? {
@@ -686,8 +627,8 @@ impl Store for RemoteStore {
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
         let request = Request::Apply {
-            id_hash: wire_id(id),
-            changes: wire_changes(changes),
+            id_hash: id_hash_to_wire(id),
+            changes: changes_to_wire(changes),
             now,
             idle_deadline,
         };
@@ -702,7 +643,7 @@ impl Store for RemoteStore {
 
     async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
         let request = Request::Touch {
-            id_hash: wire_id(id),
+            id_hash: id_hash_to_wire(id),
             now,
             idle_deadline,
         };
@@ -714,7 +655,7 @@ impl Store for RemoteStore {
 
     async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
         let request = Request::Delete {
-            id_hash: wire_id(id),
+            id_hash: id_hash_to_wire(id),
         };
         match self.call(request).await? {
             Reply::Deleted(b) => Ok(b),
@@ -728,7 +669,7 @@ impl Store for RemoteStore {
             now: Some(now),
         };
         match self.call(request).await? {
-            Reply::Sessions(records) => Ok(records.into_iter().map(from_wire).collect()),
+            Reply::Sessions(records) => Ok(records.into_iter().map(record_from_wire).collect()),
             other => Err(unexpected(Verb::SessionsOf, &other)),
         }
     }
@@ -740,7 +681,7 @@ impl Store for RemoteStore {
     ) -> Result<u64, Error> {
         let request = Request::RevokeUserSessions {
             user_id: user.to_owned(),
-            except: except.map(wire_id),
+            except: except.map(id_hash_to_wire),
         };
         match self.call(request).await? {
             Reply::Revoked(n) => Ok(n),

@@ -4,7 +4,9 @@
 use cloakroom::{CookieUpdate, Level, Session};
 use cloakroom_proto::{Data, Flash, IssuedCookie, OpenedSession, Reply, Request, Secret, Status};
 
-use crate::dispatch::{self, error_reply, from_hash, to_device, Keys, State};
+use cloakroom_stores::wire::{device_from_wire, id_hash_to_wire};
+
+use crate::dispatch::{self, error_reply, Keys, State};
 
 type Result<T> = std::result::Result<T, cloakroom::Error>;
 
@@ -111,7 +113,7 @@ fn issued(keys: &Keys, now: u64, update: CookieUpdate, hash: Option<cloakroom::I
             let expires_at = keys.sessions.policy().idle_deadline(now, absolute);
             Reply::Issued(IssuedCookie::new(
                 Secret::new(value),
-                from_hash(&hash),
+                id_hash_to_wire(&hash),
                 expires_at,
             ))
         }
@@ -166,7 +168,8 @@ async fn cookie_verb(state: &State, request: Request) -> Result<Reply> {
             if commit.ended_concurrently {
                 return Ok(expired());
             }
-            let mut opened = OpenedSession::new(from_hash(&hash), Secret::new(csrf), expires_at);
+            let mut opened =
+                OpenedSession::new(id_hash_to_wire(&hash), Secret::new(csrf), expires_at);
             opened.user_id = user_id;
             opened.data = data;
             opened.flashes = flashes
@@ -186,7 +189,7 @@ async fn cookie_verb(state: &State, request: Request) -> Result<Reply> {
                 s.insert_value(&k, v)?;
             }
             match user_id {
-                Some(user) => s.login(user, to_device(device))?,
+                Some(user) => s.login(user, device_from_wire(device))?,
                 // A session even with nothing in it: a new id makes the commit store it.
                 None => s.cycle_id()?,
             }
@@ -212,7 +215,7 @@ async fn cookie_verb(state: &State, request: Request) -> Result<Reply> {
             } else {
                 s.id_hash().map(|h| (h, s.user_id().map(str::to_owned)))
             };
-            s.login(user_id, to_device(device))?;
+            s.login(user_id, device_from_wire(device))?;
             let hash = s.id_hash();
             let commit = keys.sessions.commit(s).await?;
             if let Some((old_hash, old_user)) = old {

@@ -2,8 +2,11 @@
 
 use std::sync::{Arc, RwLock};
 
-use cloakroom::{Changes, Clock, KeyRing, SessionManager, Store};
-use cloakroom_proto::{self as proto, FeedEvent, Reply, Request, Status};
+use cloakroom::{Clock, KeyRing, SessionManager, Store};
+use cloakroom_proto::{FeedEvent, Reply, Request, Status};
+use cloakroom_stores::wire::{
+    changes_from_wire, id_hash_from_wire, id_hash_to_wire, record_from_wire, record_to_wire,
+};
 use cloakroom_token::Codec;
 
 use crate::feed::Feed;
@@ -76,8 +79,10 @@ pub(crate) fn error_reply(e: &cloakroom::Error) -> Reply {
     let status = match e.kind() {
         K::NotFound => Status::NotFound,
         K::Conflict => Status::Conflict,
-        // A damaged store is down, not empty (docs/architecture.md): fail closed.
-        K::Unavailable | K::Corrupt => Status::Unavailable,
+        K::Unavailable => Status::Unavailable,
+        // A damaged store is down, not empty (docs/architecture.md): the client fails
+        // closed on CORRUPT as on UNAVAILABLE, and a remote store gets its `Corrupt` back.
+        K::Corrupt => Status::Corrupt,
         K::InvalidInput | K::Value => Status::BadRequest,
         K::TooLarge => Status::TooLarge,
         K::Ended => Status::Expired,
@@ -90,76 +95,6 @@ pub(crate) fn error_reply(e: &cloakroom::Error) -> Reply {
         _ => "",
     };
     Reply::error(status, format!("{what}{e}"))
-}
-
-pub(crate) fn to_hash(h: &proto::IdHash) -> cloakroom::IdHash {
-    cloakroom::IdHash::from_bytes(h.0)
-}
-
-pub(crate) fn from_hash(h: &cloakroom::IdHash) -> proto::IdHash {
-    proto::IdHash(*h.as_bytes())
-}
-
-pub(crate) fn to_device(d: proto::Device) -> cloakroom::Device {
-    let mut out = cloakroom::Device::new();
-    out.user_agent = d.user_agent;
-    out.label = d.label;
-    out.ip = d.ip;
-    out
-}
-
-fn from_device(d: cloakroom::Device) -> proto::Device {
-    let mut out = proto::Device::new();
-    out.user_agent = d.user_agent;
-    out.label = d.label;
-    out.ip = d.ip;
-    out
-}
-
-fn to_record(r: proto::Record) -> cloakroom::Record {
-    let mut out = cloakroom::Record::new(
-        to_hash(&r.id_hash),
-        r.created,
-        &cloakroom::Policy::default(),
-    );
-    out.user_id = r.user_id;
-    out.user_epoch = r.user_epoch;
-    out.created = r.created;
-    out.last_seen = r.last_seen;
-    out.idle_deadline = r.idle_deadline;
-    out.absolute_deadline = r.absolute_deadline;
-    out.version = r.version;
-    out.data = r.data;
-    out.device = to_device(r.device);
-    out
-}
-
-fn from_record(r: cloakroom::Record) -> proto::Record {
-    let mut out = proto::Record::new(from_hash(&r.id_hash));
-    out.user_id = r.user_id;
-    out.user_epoch = r.user_epoch;
-    out.created = r.created;
-    out.last_seen = r.last_seen;
-    out.idle_deadline = r.idle_deadline;
-    out.absolute_deadline = r.absolute_deadline;
-    out.version = r.version;
-    out.data = r.data;
-    out.device = from_device(r.device);
-    out
-}
-
-/// The changes, in order, as the store takes them (a later change of a key wins).
-pub(crate) fn to_changes(changes: Vec<proto::Change>) -> Changes {
-    let mut out = Changes::new();
-    for c in changes {
-        match c {
-            proto::Change::Set(k, v) => out.set(k, v),
-            proto::Change::Remove(k) => out.remove(k),
-            // A later revision's change kind: refused by the decoder before it gets here.
-            _ => &mut out,
-        };
-    }
-    out
 }
 
 /// Handles one request.
@@ -184,15 +119,17 @@ async fn store_verb(state: &State, request: Request) -> Result<Reply, cloakroom:
     Ok(match request {
         Request::Ping => Reply::pong(env!("CARGO_PKG_VERSION")),
         Request::Create { record } => {
-            store.create(&to_record(record)).await?;
+            store.create(&record_from_wire(record)).await?;
             Reply::Done
         }
-        Request::Load { id_hash, now } => match store.load(&to_hash(&id_hash), now).await? {
-            Some(r) => Reply::Record(Box::new(from_record(r))),
-            None => Reply::error(Status::NotFound, "no live session with that id hash"),
-        },
+        Request::Load { id_hash, now } => {
+            match store.load(&id_hash_from_wire(&id_hash), now).await? {
+                Some(r) => Reply::Record(Box::new(record_to_wire(r))),
+                None => Reply::error(Status::NotFound, "no live session with that id hash"),
+            }
+        }
         Request::Update { record, now } => {
-            Reply::Version(store.update(&to_record(record), now).await?)
+            Reply::Version(store.update(&record_from_wire(record), now).await?)
         }
         Request::Apply {
             id_hash,
@@ -201,7 +138,12 @@ async fn store_verb(state: &State, request: Request) -> Result<Reply, cloakroom:
             idle_deadline,
         } => {
             let applied = store
-                .apply(&to_hash(&id_hash), &to_changes(changes), now, idle_deadline)
+                .apply(
+                    &id_hash_from_wire(&id_hash),
+                    &changes_from_wire(changes),
+                    now,
+                    idle_deadline,
+                )
                 .await?;
             Reply::Applied {
                 version: applied.version,
@@ -213,20 +155,22 @@ async fn store_verb(state: &State, request: Request) -> Result<Reply, cloakroom:
             now,
             idle_deadline,
         } => {
-            store.touch(&to_hash(&id_hash), now, idle_deadline).await?;
+            store
+                .touch(&id_hash_from_wire(&id_hash), now, idle_deadline)
+                .await?;
             Reply::Done
         }
         Request::Delete { id_hash } => {
-            let hash = to_hash(&id_hash);
+            let hash = id_hash_from_wire(&id_hash);
             Reply::Deleted(end_session(state, &hash, None).await?)
         }
         Request::SessionsOf { user_id, now } => {
             let now = now.unwrap_or_else(|| state.clock.now());
             let records = store.sessions_of(&user_id, now).await?;
-            Reply::Sessions(records.into_iter().map(from_record).collect())
+            Reply::Sessions(records.into_iter().map(record_to_wire).collect())
         }
         Request::RevokeUserSessions { user_id, except } => {
-            let except = except.as_ref().map(to_hash);
+            let except = except.as_ref().map(id_hash_from_wire);
             let n = store
                 .revoke_user_sessions(&user_id, except.as_ref())
                 .await?;
@@ -246,7 +190,7 @@ async fn store_verb(state: &State, request: Request) -> Result<Reply, cloakroom:
             Reply::Purged(u64::try_from(n).unwrap_or(u64::MAX))
         }
         Request::EndSession { id_hash, user_id } => {
-            let hash = to_hash(&id_hash);
+            let hash = id_hash_from_wire(&id_hash);
             Reply::Ended(ok!(end_session(state, &hash, user_id.as_deref()).await))
         }
         Request::RevokeUser { user_id } => {
@@ -300,7 +244,7 @@ pub(crate) async fn ended(
     state
         .feed
         .publish(FeedEvent::Session {
-            id_hash: from_hash(hash),
+            id_hash: id_hash_to_wire(hash),
             user_id,
             epoch,
         })
@@ -319,7 +263,7 @@ pub(crate) async fn revoked_user(
         .publish(FeedEvent::User {
             user_id,
             epoch,
-            except: except.as_ref().map(from_hash),
+            except: except.as_ref().map(id_hash_to_wire),
         })
         .await;
 }

@@ -23,3 +23,6 @@ mod reliability;
 
 #[path = "it/curve.rs"]
 mod curve;
+
+#[path = "it/faults.rs"]
+mod faults;

@@ -64,6 +64,15 @@ class Unavailable(CloakroomError):
         self.timed_out = timed_out
 
 
+class Corrupt(Unavailable):
+    """The daemon's store holds a record for that id (or cookie) that does not decode: the
+    store is damaged, not empty. A kind of :class:`Unavailable`, so code that answers 503 on
+    ``Unavailable`` fails closed here too; catch ``Corrupt`` first to tell it apart (an
+    operator should look at the store)."""
+
+    status = "CORRUPT"
+
+
 class BadRequest(CloakroomError):
     """The frames or body are not what the verb takes (a bug in this client or its caller)."""
 
@@ -103,6 +112,7 @@ STATUS_ERRORS: Dict[str, Type[CloakroomError]] = {
         Invalid,
         Expired,
         Unavailable,
+        Corrupt,
         BadRequest,
         BadVersion,
         UnknownVerb,

@@ -83,16 +83,20 @@ impl InProcess {
     }
 
     pub(crate) fn start_with(change: impl FnOnce(&mut cloakroomd::Config)) -> Self {
+        Self::start_in(runtime(), change)
+    }
+
+    /// A daemon on a runtime the caller made (and may have used already: a store built on
+    /// it, say).
+    pub(crate) fn start_in(
+        rt: tokio::runtime::Runtime,
+        change: impl FnOnce(&mut cloakroomd::Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = cloakroomd::Config::new(dir.path().join("data"));
         config.bind = vec!["tcp://127.0.0.1:*".into()];
         config.events = Some("tcp://127.0.0.1:*".into());
         change(&mut config);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         let daemon = rt
             .block_on(cloakroomd::start(config))
             .expect("daemon starts");
@@ -127,6 +131,15 @@ impl Drop for InProcess {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The runtime an in-process daemon runs on: multi-threaded, 2 workers, I/O and time.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The daemon binary as a child process; killed (SIGKILL) when dropped.

@@ -1,0 +1,371 @@
+//! A store that fails: a panic in a verb is answered `INTERNAL` and the daemon keeps
+//! serving; a corrupt record is answered `CORRUPT`; a PostgreSQL store that becomes
+//! unreachable is answered `UNAVAILABLE` (no crash) and service resumes when it returns.
+
+use std::io::ErrorKind as IoKind;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cloakroom::{Error, ErrorKind, IdHash, MemoryStore, Record, Store};
+use cloakroom_proto::{self as proto, Data, Device, Reply, Request, Secret, Status, Verb};
+use cloakroom_stores::PostgresStore;
+
+use crate::support::{runtime, Client, InProcess};
+
+const NOW: u64 = 1_767_225_600;
+
+/// A memory store whose `load` panics or reports a corrupt record while told to.
+#[derive(Default)]
+struct Faulty {
+    inner: MemoryStore,
+    panic_on_load: AtomicBool,
+    corrupt_on_load: AtomicBool,
+}
+
+#[async_trait]
+impl Store for Faulty {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        self.inner.create(record).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        if self.panic_on_load.load(Ordering::SeqCst) {
+            panic!("a bug in a store (this panic is the test's)");
+        }
+        if self.corrupt_on_load.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "the stored record does not decode (test)",
+            ));
+        }
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+        self.inner.update(record, now).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
+        self.inner.touch(id, now, idle_deadline).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&IdHash>,
+    ) -> Result<u64, Error> {
+        self.inner.revoke_user_sessions(user, except).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.inner.purge_expired(now, limit).await
+    }
+}
+
+fn record(n: u8) -> proto::Record {
+    let mut r = proto::Record::new(proto::IdHash([n; 32]));
+    r.created = NOW;
+    r.last_seen = NOW;
+    r.idle_deadline = NOW + 1800;
+    r.absolute_deadline = NOW + 43_200;
+    r.version = 1;
+    r
+}
+
+fn load(n: u8) -> Request {
+    Request::Load {
+        id_hash: proto::IdHash([n; 32]),
+        now: NOW,
+    }
+}
+
+/// A daemon on `store`, its cache off (so every request reaches the store).
+fn daemon_on(store: Arc<dyn Store>) -> InProcess {
+    InProcess::start_with(|c| {
+        c.store_instance = Some(store);
+        c.cache_size = Some(0);
+    })
+}
+
+#[test]
+fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_serves_on() {
+    let store = Arc::new(Faulty::default());
+    let d = daemon_on(store.clone());
+    let mut c = d.client();
+    assert_eq!(c.call(&Request::Create { record: record(1) }), Reply::Done);
+
+    store.panic_on_load.store(true, Ordering::SeqCst);
+    for _ in 0..20 {
+        let id = c.send(&load(1));
+        let (got, reply) = c
+            .recv(Verb::Load)
+            .expect("a panicking request is answered, not left to time out");
+        assert_eq!(got, id, "the INTERNAL reply carries the request's id");
+        assert_eq!(reply.status(), Status::Internal, "{reply:?}");
+        // Between the panics, other verbs are served.
+        assert!(matches!(c.call(&Request::Ping), Reply::Pong { .. }));
+    }
+    // Several in flight at once, each panicking: one INTERNAL each, ids matched.
+    let ids: Vec<_> = (0..8).map(|_| c.send(&load(1))).collect();
+    let mut answered: Vec<_> = (0..8)
+        .map(|_| {
+            let (got, reply) = c.recv(Verb::Load).expect("an answer");
+            assert_eq!(reply.status(), Status::Internal);
+            got
+        })
+        .collect();
+    answered.sort_by_key(|id| id.to_u64());
+    assert_eq!(answered, ids);
+
+    store.panic_on_load.store(false, Ordering::SeqCst);
+    let Reply::Record(r) = c.call(&load(1)) else {
+        panic!("LOAD after the panics")
+    };
+    assert_eq!(*r, record(1));
+    assert_eq!(c.call(&Request::Create { record: record(2) }), Reply::Done);
+}
+
+#[test]
+fn a_corrupt_record_is_answered_corrupt() {
+    let store = Arc::new(Faulty::default());
+    let d = daemon_on(store.clone());
+    let mut c = d.client();
+    assert_eq!(c.call(&Request::Create { record: record(3) }), Reply::Done);
+    store.corrupt_on_load.store(true, Ordering::SeqCst);
+    match c.call(&load(3)) {
+        Reply::Error { status, message } => {
+            assert_eq!(status, Status::Corrupt, "{message}");
+            assert!(message.contains("corrupt"), "{message}");
+        }
+        other => panic!("LOAD of a corrupt record answered {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL going away
+
+const PG_START: &str = "scripts/test --setup-only (or: pg_ctlcluster 15 main start, then \
+                        sudo -u postgres createdb test)";
+
+/// The PostgreSQL server the test reaches through its proxy (host:port, `127.0.0.1:5432`
+/// unless `CLOAKROOM_TEST_POSTGRES_ADDR` says otherwise).
+fn pg_addr() -> String {
+    std::env::var("CLOAKROOM_TEST_POSTGRES_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into())
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut (every connection closed, new ones
+/// closed at once) and restore: an outage of the database as the daemon sees it, without
+/// stopping the server other tests use.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// Both ends of every open connection; under the lock that `cut` is checked under.
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (cut2, stop2, open2) = (cut.clone(), stop.clone(), open.clone());
+        thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let down = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == IoKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let _ = down.set_nonblocking(false);
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // closed at once
+                }
+                let Ok(up) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut open = open2.lock().unwrap();
+                if cut2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                open.push(down.try_clone().unwrap());
+                open.push(up.try_clone().unwrap());
+                drop(open);
+                let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                thread::spawn(move || pump(down, up));
+                thread::spawn(move || pump(u2, d2));
+            }
+        });
+        Self {
+            port,
+            cut,
+            stop,
+            open,
+        }
+    }
+
+    fn cut(&self) {
+        let mut open = self.open.lock().unwrap();
+        self.cut.store(true, Ordering::SeqCst);
+        for s in open.drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+fn issue(c: &mut Client) -> Reply {
+    c.call(&Request::Issue {
+        user_id: Some("outage".into()),
+        data: Data::new(),
+        device: Device::new(),
+    })
+}
+
+fn open(c: &mut Client, cookie: &Secret) -> Reply {
+    c.call(&Request::Open {
+        cookie: cookie.clone(),
+        take_flashes: false,
+    })
+}
+
+#[test]
+fn postgres_outage_is_unavailable_without_a_crash_and_service_resumes() {
+    let proxy = Proxy::start(pg_addr());
+    let url = format!("postgres://postgres:postgres@127.0.0.1:{}/test", proxy.port);
+    let rt = runtime();
+    // A schema of this test's own: other engineers' tests share the server.
+    let store = rt
+        .block_on(
+            PostgresStore::builder(&url)
+                .with_schema("cloakroomd_outage_test")
+                .with_pool_size(4)
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_command_timeout(Duration::from_millis(1000))
+                .connect(),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {} ({e}); start it: {PG_START}",
+                pg_addr()
+            )
+        });
+    let d = InProcess::start_in(rt, |c| {
+        c.store_instance = Some(Arc::new(store));
+        c.cache_size = Some(0);
+    });
+    let mut c = d.client();
+    let Reply::Issued(issued) = issue(&mut c) else {
+        panic!("ISSUE before the outage")
+    };
+    assert!(matches!(open(&mut c, &issued.cookie), Reply::Opened(_)));
+
+    // Load from a second client all along: every request is answered, OK or UNAVAILABLE.
+    let endpoint = d.endpoint();
+    let cookie = issued.cookie.clone();
+    let loading = Arc::new(AtomicBool::new(true));
+    let loader = {
+        let loading = loading.clone();
+        thread::spawn(move || {
+            let ctx = cloakroom_zmq::zmq::Context::new();
+            let mut c = Client::connect(&ctx, &endpoint);
+            let (mut ok, mut unavailable) = (0u64, 0u64);
+            while loading.load(Ordering::SeqCst) {
+                match open(&mut c, &cookie) {
+                    Reply::Opened(_) => ok += 1,
+                    Reply::Error {
+                        status: Status::Unavailable,
+                        ..
+                    } => unavailable += 1,
+                    other => panic!("under the outage OPEN answered {other:?}"),
+                }
+            }
+            (ok, unavailable)
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+
+    proxy.cut();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let reply = open(&mut c, &issued.cookie);
+        assert_eq!(reply.status(), Status::Unavailable, "{reply:?}");
+        let reply = issue(&mut c);
+        assert_eq!(reply.status(), Status::Unavailable, "{reply:?}");
+    }
+    eprintln!(
+        "10 requests during the outage answered UNAVAILABLE in {:?}",
+        started.elapsed()
+    );
+    // Keep it down long enough for the second client to meet it too.
+    thread::sleep(Duration::from_millis(500).saturating_sub(started.elapsed()));
+    // The daemon itself is up.
+    assert!(matches!(c.call(&Request::Ping), Reply::Pong { .. }));
+
+    proxy.restore();
+    let back = Instant::now();
+    loop {
+        match open(&mut c, &issued.cookie) {
+            Reply::Opened(s) => {
+                assert_eq!(s.user_id.as_deref(), Some("outage"));
+                break;
+            }
+            reply => {
+                assert_eq!(reply.status(), Status::Unavailable, "{reply:?}");
+                assert!(
+                    back.elapsed() < Duration::from_secs(10),
+                    "service did not resume within 10 s of PostgreSQL coming back"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    eprintln!(
+        "service resumed {:?} after the proxy came back",
+        back.elapsed()
+    );
+    assert!(matches!(issue(&mut c), Reply::Issued(_)));
+
+    loading.store(false, Ordering::SeqCst);
+    let (ok, unavailable) = loader
+        .join()
+        .expect("the loading client saw only OK and UNAVAILABLE");
+    eprintln!("the second client's OPENs: {ok} OK, {unavailable} UNAVAILABLE");
+    assert!(
+        ok > 0 && unavailable > 0,
+        "{ok} OK, {unavailable} UNAVAILABLE"
+    );
+}
