@@ -37,6 +37,76 @@ fn seed_hmac_example() {
     );
 }
 
+/// The HMAC key from a file or standard input (never only argv, which `ps` shows), one
+/// trailing newline dropped; an empty key is refused.
+#[test]
+fn hmac_key_from_a_file_or_stdin() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let want = "e655f98cb9b3c02f45576f7906d64b0b7f8731f25a5319c42ca666917aca45a4";
+    std::fs::write(d.join("k"), "SEEKRIT\n").unwrap();
+    assert_eq!(
+        ok(d, &["hmac", "--key-file", "k", "Hello World"]).trim(),
+        want
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["hmac", "Hello World"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"SEEKRIT\r\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(stdout(&o).trim(), want);
+    std::fs::write(d.join("empty"), "\n").unwrap();
+    let o = cloakroom(d, &["hmac", "--key-file", "empty", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+    let o = cloakroom(d, &["hmac", "--key", "a", "--key-file", "k", "x"]);
+    assert_eq!(o.status.code(), Some(2), "--key and --key-file conflict");
+}
+
+/// Frameworks and Rails versions are value enums: anything else is refused by name, never
+/// read as a default.
+#[test]
+fn import_refuses_unknown_frameworks_and_rails_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (flag, value, listed) in [
+        ("--from", "laravel", "flask, pyramid, django, rails"),
+        ("--rails-version", "7.1", "6.1, 7.2"),
+    ] {
+        let mut args = vec!["import", "--secret-file", "s", "x", flag, value];
+        if flag != "--from" {
+            args.extend(["--from", "rails"]);
+        }
+        let o = cloakroom(d, &args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(listed), "{}", stderr(&o));
+    }
+}
+
+/// Completions for three shells and a man page, generated from the clap definitions.
+#[test]
+fn completions_and_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef cloakroom"),
+        ("fish", "complete -c cloakroom"),
+    ] {
+        let text = ok(d, &["completions", shell]);
+        assert!(text.contains(marker), "{shell}: {}", &text[..200.min(text.len())]);
+        assert!(text.contains("sessions") && text.contains("purge"), "{shell}");
+    }
+    let man = ok(d, &["man"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH cloakroom"), "{}", &man[..200]);
+    assert!(man.contains("sessions") && man.contains("CLOAKROOM_STORE"), "man page");
+}
+
 #[test]
 fn keygen_sign_open_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -566,10 +636,12 @@ fn import_with_store_creates_a_cloakroom_session() {
         assert_eq!(m.sessions_of("1").await.unwrap().len(), 1, "no new session");
     });
 
-    // An unknown store scheme: exit 2 naming the supported one; a missing key ring: exit 2.
+    // An unknown store scheme: exit 2 naming the supported ones; a store that cannot be
+    // reached: exit 2 naming it; a missing key ring: exit 2.
     for (bad_store, keys, needle) in [
-        ("redis://127.0.0.1:6379", "ring.toml", "sqlite:PATH"),
-        ("memory", "ring.toml", "sqlite:PATH"),
+        ("mysql://h/db", "ring.toml", "sqlite://PATH"),
+        ("memory", "ring.toml", "starts with a scheme"),
+        ("redis://127.0.0.1:1", "ring.toml", "cannot open the store redis://127.0.0.1:1"),
         (store.as_str(), "missing.toml", "missing.toml"),
     ] {
         let o = cloakroom(

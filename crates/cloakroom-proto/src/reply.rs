@@ -38,7 +38,7 @@ pub enum Reply {
     },
     /// `DELETE`: `{"deleted": bool}`, whether there was a record.
     Deleted(bool),
-    /// `SESSIONS_OF`: `{"sessions": [record, …]}`.
+    /// `SESSIONS_OF`, `FIND_PREFIX`: `{"sessions": [record, …]}`.
     Sessions(Vec<Record>),
     /// `REVOKE_USER_SESSIONS`, `SIGN_OUT_OTHERS`: `{"revoked": n}`, sessions ended.
     Revoked(u64),
@@ -65,6 +65,15 @@ pub enum Reply {
         revoked: u64,
         /// The user's new epoch.
         epoch: u64,
+    },
+    /// `STATS`: `{"live": n, "expired_not_purged": n, "bytes": n or nil}`.
+    Stats {
+        /// Records live at the request's `now`.
+        live: u64,
+        /// Records no longer live, not yet purged.
+        expired_not_purged: u64,
+        /// The bytes the records take, when the store can tell.
+        bytes: Option<u64>,
     },
     /// Any status but `OK`: `{"error": "<one line>"}`.
     Error {
@@ -173,6 +182,14 @@ impl Reply {
             Self::CsrfToken(t) => m.put("token", t.expose()),
             Self::CsrfValid(b) => m.put("valid", *b),
             Self::UserRevoked { revoked, epoch } => m.put("revoked", *revoked).put("epoch", *epoch),
+            Self::Stats {
+                live,
+                expired_not_purged,
+                bytes,
+            } => m
+                .put("live", *live)
+                .put("expired_not_purged", *expired_not_purged)
+                .put("bytes", bytes.map_or(Value::Nil, Value::from)),
             Self::Error { message, .. } => m.put("error", message.as_str()),
         }
         .build()
@@ -214,7 +231,12 @@ impl Reply {
                     idle_deadline: f.u64("idle_deadline")?,
                 },
                 Verb::Delete => Self::Deleted(f.bool("deleted")?),
-                Verb::SessionsOf => Self::Sessions(f.records("sessions")?),
+                Verb::SessionsOf | Verb::FindPrefix => Self::Sessions(f.records("sessions")?),
+                Verb::Stats => Self::Stats {
+                    live: f.u64("live")?,
+                    expired_not_purged: f.u64("expired_not_purged")?,
+                    bytes: f.opt_u64("bytes")?,
+                },
                 Verb::RevokeUserSessions | Verb::SignOutOthers => Self::Revoked(f.u64("revoked")?),
                 Verb::UserEpoch | Verb::BumpUserEpoch => Self::Epoch(f.u64("epoch")?),
                 Verb::PurgeExpired => Self::Purged(f.u64("purged")?),

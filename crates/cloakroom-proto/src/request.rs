@@ -96,6 +96,18 @@ pub enum Request {
         /// The batch size.
         limit: u64,
     },
+    /// `FIND_PREFIX`: the live records whose id hash, in hex, starts with `prefix`.
+    FindPrefix {
+        /// 1 to 64 lower-case hex digits.
+        prefix: String,
+        /// The caller's clock; `None` uses the daemon's.
+        now: Option<u64>,
+    },
+    /// `STATS`: how many records are live and how many expired but not purged.
+    Stats {
+        /// The caller's clock; `None` uses the daemon's.
+        now: Option<u64>,
+    },
     /// `OPEN`: the session behind a cookie value.
     Open {
         /// The cookie value as the browser sent it.
@@ -193,6 +205,8 @@ impl Request {
             Self::UserEpoch { .. } => Verb::UserEpoch,
             Self::BumpUserEpoch { .. } => Verb::BumpUserEpoch,
             Self::PurgeExpired { .. } => Verb::PurgeExpired,
+            Self::FindPrefix { .. } => Verb::FindPrefix,
+            Self::Stats { .. } => Verb::Stats,
             Self::Open { .. } => Verb::Open,
             Self::Issue { .. } => Verb::Issue,
             Self::Login { .. } => Verb::Login,
@@ -256,6 +270,8 @@ impl Request {
             | Self::BumpUserEpoch { user_id }
             | Self::RevokeUser { user_id } => m.put("user_id", user_id.as_str()),
             Self::PurgeExpired { now, limit } => m.put("now", *now).put("limit", *limit),
+            Self::FindPrefix { prefix, now } => m.put("prefix", prefix.as_str()).opt("now", *now),
+            Self::Stats { now } => m.opt("now", *now),
             Self::Open {
                 cookie,
                 take_flashes,
@@ -382,6 +398,13 @@ impl Request {
                 Verb::PurgeExpired => Self::PurgeExpired {
                     now: f.u64("now")?,
                     limit: f.u64("limit")?,
+                },
+                Verb::FindPrefix => Self::FindPrefix {
+                    prefix: f.string("prefix")?,
+                    now: f.opt_u64("now")?,
+                },
+                Verb::Stats => Self::Stats {
+                    now: f.opt_u64("now")?,
                 },
                 Verb::Open => Self::Open {
                     cookie: f.secret("cookie")?,

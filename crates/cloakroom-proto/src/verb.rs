@@ -88,6 +88,10 @@ words! {
         RevokeUser = "REVOKE_USER",
         /// End one session by id hash.
         EndSession = "END_SESSION",
+        /// Store, for operators: the live records whose id hash starts with a hex prefix.
+        FindPrefix = "FIND_PREFIX",
+        /// Store, for operators: live and expired-not-purged counts, and bytes.
+        Stats = "STATS",
     }
 }
 
@@ -119,6 +123,8 @@ words! {
         TooLarge = "TOO_LARGE",
         /// The daemon failed; a bug to report.
         Internal = "INTERNAL",
+        /// The daemon's store cannot do this at all (memcached cannot list its records).
+        Unsupported = "UNSUPPORTED",
     }
 }
 

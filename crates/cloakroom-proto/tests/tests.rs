@@ -152,6 +152,23 @@ fn verb_examples() -> Vec<(&'static str, Request, Reply)> {
             Reply::Purged(17),
         ),
         (
+            "FIND_PREFIX",
+            Request::FindPrefix {
+                prefix: "0001".into(),
+                now: Some(NOW),
+            },
+            Reply::Sessions(vec![record()]),
+        ),
+        (
+            "STATS",
+            Request::Stats { now: Some(NOW) },
+            Reply::Stats {
+                live: 1200,
+                expired_not_purged: 35,
+                bytes: Some(524_288),
+            },
+        ),
+        (
             "OPEN",
             Request::Open {
                 cookie: cookie(),

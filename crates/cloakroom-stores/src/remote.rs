@@ -451,6 +451,7 @@ fn status_error(verb: Verb, status: Status, message: String) -> Error {
         Status::Conflict => ErrorKind::Conflict,
         Status::TooLarge => ErrorKind::InvalidInput,
         Status::Corrupt => ErrorKind::Corrupt,
+        Status::Unsupported => ErrorKind::Unsupported,
         _ => ErrorKind::Unavailable,
     };
     let what = match kind {
@@ -458,6 +459,7 @@ fn status_error(verb: Verb, status: Status, message: String) -> Error {
         ErrorKind::Conflict => "session changed concurrently or already exists",
         ErrorKind::InvalidInput => "request exceeds the daemon's limits",
         ErrorKind::Corrupt => "stored record does not decode",
+        ErrorKind::Unsupported => "the daemon's store cannot do this",
         _ => "cloakroomd could not do the request",
     };
     Error::new(kind, format!("{what} ({verb})")).with_source(RemoteError {
@@ -718,5 +720,33 @@ impl Store for RemoteStore {
             Reply::Purged(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
             other => Err(unexpected(Verb::PurgeExpired, &other)),
         }
+    }
+
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        // Checked here too, so a bad prefix is `InvalidInput` as from any store.
+        cloakroom::check_id_prefix(prefix)?;
+        let request = Request::FindPrefix {
+            prefix: prefix.to_owned(),
+            now: Some(now),
+        };
+        match self.call(request).await? {
+            Reply::Sessions(records) => Ok(records.into_iter().map(record_from_wire).collect()),
+            other => Err(unexpected(Verb::FindPrefix, &other)),
+        }
+    }
+
+    async fn stats(&self, now: u64) -> Result<cloakroom::Stats, Error> {
+        match self.call(Request::Stats { now: Some(now) }).await? {
+            Reply::Stats {
+                live,
+                expired_not_purged,
+                bytes,
+            } => Ok(cloakroom::Stats::new(live, expired_not_purged, bytes)),
+            other => Err(unexpected(Verb::Stats, &other)),
+        }
+    }
+
+    fn store_name(&self) -> &'static str {
+        "cloakroomd"
     }
 }

@@ -87,6 +87,7 @@ pub(crate) fn error_reply(e: &cloakroom::Error) -> Reply {
         K::TooLarge => Status::TooLarge,
         K::Ended => Status::Expired,
         K::Forbidden => Status::Invalid,
+        K::Unsupported => Status::Unsupported,
         _ => Status::Internal,
     };
     let what = match e.kind() {
@@ -188,6 +189,20 @@ async fn store_verb(state: &State, request: Request) -> Result<Reply, cloakroom:
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
             let n = store.purge_expired(now, limit).await?;
             Reply::Purged(u64::try_from(n).unwrap_or(u64::MAX))
+        }
+        Request::FindPrefix { prefix, now } => {
+            let now = now.unwrap_or_else(|| state.clock.now());
+            let records = store.find_by_prefix(&prefix, now).await?;
+            Reply::Sessions(records.into_iter().map(record_to_wire).collect())
+        }
+        Request::Stats { now } => {
+            let now = now.unwrap_or_else(|| state.clock.now());
+            let stats = store.stats(now).await?;
+            Reply::Stats {
+                live: stats.live,
+                expired_not_purged: stats.expired_not_purged,
+                bytes: stats.bytes,
+            }
         }
         Request::EndSession { id_hash, user_id } => {
             let hash = id_hash_from_wire(&id_hash);
