@@ -278,6 +278,16 @@ impl Store for CachedStore {
         }
         r
     }
+    // Operator queries read the store itself (the cache holds only what was loaded).
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.inner.find_by_prefix(prefix, now).await
+    }
+    async fn stats(&self, now: u64) -> Result<cloakroom::Stats, Error> {
+        self.inner.stats(now).await
+    }
+    fn store_name(&self) -> &'static str {
+        self.inner.store_name()
+    }
 }
 
 /// Counts store errors of a store without a cache (cache size 0).
@@ -342,6 +352,15 @@ impl Store for Counted {
     }
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         self.check(self.inner.purge_expired(now, limit).await)
+    }
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.check(self.inner.find_by_prefix(prefix, now).await)
+    }
+    async fn stats(&self, now: u64) -> Result<cloakroom::Stats, Error> {
+        self.check(self.inner.stats(now).await)
+    }
+    fn store_name(&self) -> &'static str {
+        self.inner.store_name()
     }
 }
 
