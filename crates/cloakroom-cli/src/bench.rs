@@ -291,8 +291,7 @@ fn store(url: &str, iterations: u64, concurrency: usize, json: bool) -> Result<(
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let target =
-            cloakroom_stores::StoreUrl::parse(url).map_err(|e| anyhow!("--store: {e}"))?;
+        let target = cloakroom_stores::StoreUrl::parse(url).map_err(|e| anyhow!("--store: {e}"))?;
         let name = format!("{target:?}");
         let s: Arc<dyn Store> = open_url(target).await?;
         let t0 = now()?;

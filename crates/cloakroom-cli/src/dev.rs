@@ -14,7 +14,12 @@ use crate::Failure;
 /// Records are written this many at a time (one SQLite transaction each).
 const CHUNK: usize = 50_000;
 
-fn record(now: u64, user: Option<&str>, label: Option<&str>, expired: bool) -> anyhow::Result<Record> {
+fn record(
+    now: u64,
+    user: Option<&str>,
+    label: Option<&str>,
+    expired: bool,
+) -> anyhow::Result<Record> {
     let id = SessionId::generate().map_err(|e| anyhow!("{e}"))?;
     let born = if expired { now - 7 * 3600 } else { now };
     let mut r = Record::new(id.hash(), born, &Policy::default());
@@ -66,12 +71,14 @@ pub(crate) fn dev(command: DevCommand) -> Result<(), Failure> {
                 tasks.spawn(async move { s.create(&r).await });
                 if tasks.len() >= 64 {
                     if let Some(done) = tasks.join_next().await {
-                        done.map_err(|e| anyhow!("{e}"))?.map_err(failed("filling"))?;
+                        done.map_err(|e| anyhow!("{e}"))?
+                            .map_err(failed("filling"))?;
                     }
                 }
             }
             while let Some(done) = tasks.join_next().await {
-                done.map_err(|e| anyhow!("{e}"))?.map_err(failed("filling"))?;
+                done.map_err(|e| anyhow!("{e}"))?
+                    .map_err(failed("filling"))?;
             }
         }
         eprintln!(

@@ -110,11 +110,7 @@ pub(crate) fn purge(store: &StoreArg, batch: u64, json: bool) -> Result<(), Fail
             } else {
                 String::new()
             };
-            let how = if interrupted {
-                "interrupted: "
-            } else {
-                ""
-            };
+            let how = if interrupted { "interrupted: " } else { "" };
             println!("{how}purged {purged} expired sessions in {seconds:.2} s{rate}");
         }
         if interrupted {

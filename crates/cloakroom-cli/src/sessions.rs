@@ -41,7 +41,12 @@ fn row(r: &Record) -> Vec<String> {
 }
 
 const HEADER: [&str; 6] = [
-    "ID", "CREATED", "LAST SEEN", "EXPIRES", "DEVICE", "USER AGENT",
+    "ID",
+    "CREATED",
+    "LAST SEEN",
+    "EXPIRES",
+    "DEVICE",
+    "USER AGENT",
 ];
 
 /// Checks a prefix typed by an operator (upper-case hex is accepted and lowered).
@@ -142,7 +147,10 @@ pub(crate) fn sessions(command: SessionsCommand) -> Result<(), Failure> {
                 field("absolute deadline", table::time(r.absolute_deadline));
                 field("version", r.version.to_string());
                 field("device", table::text(r.device.label.as_deref(), 200));
-                field("user agent", table::text(r.device.user_agent.as_deref(), 500));
+                field(
+                    "user agent",
+                    table::text(r.device.user_agent.as_deref(), 500),
+                );
                 field("ip", table::text(r.device.ip.as_deref(), 100));
                 field(
                     "data keys",
@@ -227,7 +235,10 @@ pub(crate) fn stats(store: &StoreArg, json: bool) -> Result<(), Failure> {
     let rt = runtime()?;
     rt.block_on(async {
         let s = open_existing(&store.url).await?;
-        let st = s.stats(now()?).await.map_err(failed("counting the sessions"))?;
+        let st = s
+            .stats(now()?)
+            .await
+            .map_err(failed("counting the sessions"))?;
         let name = cloakroom_stores::StoreUrl::parse(&store.url)
             .map(|u| format!("{u:?}"))
             .unwrap_or_default();

@@ -33,7 +33,12 @@ fn err(o: &Output) -> String {
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let o = run(dir, args);
-    assert!(o.status.success(), "{args:?}: exit {:?}: {}", o.status.code(), err(&o));
+    assert!(
+        o.status.success(),
+        "{args:?}: exit {:?}: {}",
+        o.status.code(),
+        err(&o)
+    );
     out(&o)
 }
 
@@ -52,7 +57,9 @@ fn unique(what: &str) -> String {
 
 fn fill(dir: &Path, store: &str, count: u64, user: Option<&str>, expired: bool) {
     let count = count.to_string();
-    let mut args = vec!["dev", "fill", "--store", store, "--count", &count, "--label", "laptop"];
+    let mut args = vec![
+        "dev", "fill", "--store", store, "--count", &count, "--label", "laptop",
+    ];
     if let Some(user) = user {
         args.extend(["--user", user]);
     }
@@ -63,7 +70,12 @@ fn fill(dir: &Path, store: &str, count: u64, user: Option<&str>, expired: bool) 
 }
 
 fn ids_of(dir: &Path, store: &str, user: &str) -> Vec<String> {
-    let list = json(dir, &["sessions", "list", "--user", user, "--store", store, "--json"]);
+    let list = json(
+        dir,
+        &[
+            "sessions", "list", "--user", user, "--store", store, "--json",
+        ],
+    );
     list.as_array()
         .expect("an array")
         .iter()
@@ -80,19 +92,43 @@ fn operator_commands(dir: &Path, store: &str) {
     fill(dir, store, 4, Some(&user), true);
 
     // The table: a header with the six columns in order, one row per live session.
-    let table = ok(dir, &["sessions", "list", "--user", &user, "--store", store]);
+    let table = ok(
+        dir,
+        &["sessions", "list", "--user", &user, "--store", store],
+    );
     let lines: Vec<&str> = table.lines().collect();
-    let header: Vec<&str> = lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    let header: Vec<&str> = lines[0]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
     assert_eq!(
         header,
-        ["ID", "CREATED", "LAST SEEN", "EXPIRES", "DEVICE", "USER AGENT"],
+        [
+            "ID",
+            "CREATED",
+            "LAST SEEN",
+            "EXPIRES",
+            "DEVICE",
+            "USER AGENT"
+        ],
         "{table}"
     );
-    assert_eq!(lines.len(), 4, "3 live sessions, the expired ones not listed:\n{table}");
+    assert_eq!(
+        lines.len(),
+        4,
+        "3 live sessions, the expired ones not listed:\n{table}"
+    );
     for row in &lines[1..] {
         let id = row.split_whitespace().next().unwrap();
-        assert!(id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{row}");
-        assert!(row.contains("laptop") && row.contains("cloakroom dev fill"), "{row}");
+        assert!(
+            id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{row}"
+        );
+        assert!(
+            row.contains("laptop") && row.contains("cloakroom dev fill"),
+            "{row}"
+        );
         // The columns line up: each starts where its header starts.
         let at = lines[0].find("DEVICE").unwrap();
         assert_eq!(&row[at..at + 6], "laptop", "{table}");
@@ -100,7 +136,12 @@ fn operator_commands(dir: &Path, store: &str) {
     assert!(!table.contains('\x1b'), "no colour off a terminal");
 
     // JSON: an array of objects with exactly these keys.
-    let list = json(dir, &["sessions", "list", "--user", &user, "--store", store, "--json"]);
+    let list = json(
+        dir,
+        &[
+            "sessions", "list", "--user", &user, "--store", store, "--json",
+        ],
+    );
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3);
     for s in list {
@@ -130,8 +171,21 @@ fn operator_commands(dir: &Path, store: &str) {
 
     // show: by a 12-digit prefix (as the table prints it), in upper case too.
     let shown = ok(dir, &["sessions", "show", &first[..12], "--store", store]);
-    assert!(shown.contains(first.as_str()) && shown.contains(&user), "{shown}");
-    let shown = json(dir, &["sessions", "show", &first[..12].to_uppercase(), "--store", store, "--json"]);
+    assert!(
+        shown.contains(first.as_str()) && shown.contains(&user),
+        "{shown}"
+    );
+    let shown = json(
+        dir,
+        &[
+            "sessions",
+            "show",
+            &first[..12].to_uppercase(),
+            "--store",
+            store,
+            "--json",
+        ],
+    );
     assert_eq!(shown["id_hash"], first.as_str());
     assert_eq!(shown["version"], 1);
     assert!(shown["data_keys"].as_array().unwrap().is_empty());
@@ -154,7 +208,10 @@ fn operator_commands(dir: &Path, store: &str) {
         let o = run(dir, &["sessions", verb, &a[..1], "--store", store]);
         assert_eq!(o.status.code(), Some(2), "{verb}: {}", err(&o));
         let e = err(&o);
-        assert!(e.contains("ambiguous") && e.contains(&a) && e.contains(&b), "{e}");
+        assert!(
+            e.contains("ambiguous") && e.contains(&a) && e.contains(&b),
+            "{e}"
+        );
         assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
     }
     assert_eq!(ids_of(dir, store, &crowd).len(), 40, "nothing ended");
@@ -178,18 +235,38 @@ fn operator_commands(dir: &Path, store: &str) {
     assert!(!left.contains(second));
 
     // users revoke --except: every other session of the user ends, the kept one stays.
-    let o = ok(dir, &["users", "revoke", &user, "--except", &third[..12], "--store", store]);
+    let o = ok(
+        dir,
+        &[
+            "users",
+            "revoke",
+            &user,
+            "--except",
+            &third[..12],
+            "--store",
+            store,
+        ],
+    );
     assert!(o.starts_with("ended "), "{o}");
     let n: u64 = o.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(n >= 1, "the live one at least (expired ones may count too): {o}");
+    assert!(
+        n >= 1,
+        "the live one at least (expired ones may count too): {o}"
+    );
     assert_eq!(ids_of(dir, store, &user), vec![third.clone()]);
     // --except must name a session of that user.
-    let o = run(dir, &["users", "revoke", &user, "--except", &a, "--store", store]);
+    let o = run(
+        dir,
+        &["users", "revoke", &user, "--except", &a, "--store", store],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("not of"), "{}", err(&o));
     // users revoke: all of them, with the epoch bumped.
     let o = ok(dir, &["users", "revoke", &user, "--store", store]);
-    assert!(o.starts_with("ended 1 session(s)") && o.contains("epoch now 1"), "{o}");
+    assert!(
+        o.starts_with("ended 1 session(s)") && o.contains("epoch now 1"),
+        "{o}"
+    );
     assert!(ids_of(dir, store, &user).is_empty());
     let o = ok(dir, &["users", "revoke", &crowd, "--store", store]);
     assert!(o.starts_with("ended 40 session(s)"), "{o}");
@@ -209,7 +286,10 @@ fn operator_commands(dir: &Path, store: &str) {
         "{mid}"
     );
     assert!(mid["bytes"].as_u64().unwrap() > 0, "{mid}");
-    let purged = json(dir, &["purge", "--store", store, "--batch", "128", "--json"]);
+    let purged = json(
+        dir,
+        &["purge", "--store", store, "--batch", "128", "--json"],
+    );
     assert_eq!(purged["purged"], n(&mid, "expired_not_purged"), "{purged}");
     assert_eq!(purged["interrupted"], false);
     let after = json(dir, &["stats", "--store", store, "--json"]);
@@ -253,9 +333,19 @@ fn the_store_comes_from_the_flag_the_environment_or_the_default() {
     let d = dir.path();
     let o = run(d, &["stats"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("./cloakroom-data/sessions.db"), "{}", err(&o));
+    assert!(
+        err(&o).contains("./cloakroom-data/sessions.db"),
+        "{}",
+        err(&o)
+    );
     std::fs::create_dir(d.join("cloakroom-data")).unwrap();
-    fill(d, "sqlite://./cloakroom-data/sessions.db", 2, Some("dana"), false);
+    fill(
+        d,
+        "sqlite://./cloakroom-data/sessions.db",
+        2,
+        Some("dana"),
+        false,
+    );
     assert_eq!(json(d, &["stats", "--json"])["live"], 2);
     let o = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
         .args(["stats", "--json"])
@@ -275,9 +365,18 @@ fn bad_or_unreachable_stores_exit_2_with_one_line() {
     let d = dir.path();
     let sock = format!("cloakroomd+ipc://{}", d.join("none.sock").display());
     for (store, says) in [
-        ("mysql://root:hunter2@db/s", "unknown store URL scheme `mysql:`"),
-        ("redis://127.0.0.1:1", "cannot open the store redis://127.0.0.1:1"),
-        ("postgres://nobody@127.0.0.1:1/x", "cannot open the store postgres://127.0.0.1:1/x"),
+        (
+            "mysql://root:hunter2@db/s",
+            "unknown store URL scheme `mysql:`",
+        ),
+        (
+            "redis://127.0.0.1:1",
+            "cannot open the store redis://127.0.0.1:1",
+        ),
+        (
+            "postgres://nobody@127.0.0.1:1/x",
+            "cannot open the store postgres://127.0.0.1:1/x",
+        ),
         (sock.as_str(), "cannot open the store cloakroomd+ipc://"),
     ] {
         for args in [
@@ -304,7 +403,10 @@ fn bad_or_unreachable_stores_exit_2_with_one_line() {
 #[test]
 fn memcached_says_it_cannot_list() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &["stats", "--store", "memcache://127.0.0.1:11211"]);
+    let o = run(
+        dir.path(),
+        &["stats", "--store", "memcache://127.0.0.1:11211"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     let e = err(&o);
     assert!(
@@ -338,7 +440,10 @@ fn sigint_stops_a_large_purge_after_the_current_batch() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("Ctrl-C stops after the current batch"), "{line}");
+    assert!(
+        line.contains("Ctrl-C stops after the current batch"),
+        "{line}"
+    );
     assert!(line.contains(&format!("{EXPIRED} to go")), "{line}");
     std::thread::sleep(Duration::from_millis(300));
     let pid = child.id().to_string();
@@ -346,7 +451,10 @@ fn sigint_stops_a_large_purge_after_the_current_batch() {
     assert!(kill.success());
     let started = Instant::now();
     let o = child.wait_with_output().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20), "it stopped promptly");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it stopped promptly"
+    );
     assert_eq!(o.status.code(), Some(130), "{}", err(&o));
     let said = out(&o);
     assert!(said.starts_with("interrupted: purged "), "{said}");

@@ -56,7 +56,12 @@ fn hmac_key_from_a_file_or_stdin() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"SEEKRIT\r\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SEEKRIT\r\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
     assert_eq!(stdout(&o).trim(), want);
@@ -99,12 +104,26 @@ fn completions_and_man_page() {
         ("fish", "complete -c cloakroom"),
     ] {
         let text = ok(d, &["completions", shell]);
-        assert!(text.contains(marker), "{shell}: {}", &text[..200.min(text.len())]);
-        assert!(text.contains("sessions") && text.contains("purge"), "{shell}");
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..200.min(text.len())]
+        );
+        assert!(
+            text.contains("sessions") && text.contains("purge"),
+            "{shell}"
+        );
     }
     let man = ok(d, &["man"]);
-    assert!(man.starts_with(".ie") || man.contains(".TH cloakroom"), "{}", &man[..200]);
-    assert!(man.contains("sessions") && man.contains("CLOAKROOM_STORE"), "man page");
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH cloakroom"),
+        "{}",
+        &man[..200]
+    );
+    assert!(
+        man.contains("sessions") && man.contains("CLOAKROOM_STORE"),
+        "man page"
+    );
 }
 
 #[test]
@@ -641,7 +660,11 @@ fn import_with_store_creates_a_cloakroom_session() {
     for (bad_store, keys, needle) in [
         ("mysql://h/db", "ring.toml", "sqlite://PATH"),
         ("memory", "ring.toml", "starts with a scheme"),
-        ("redis://127.0.0.1:1", "ring.toml", "cannot open the store redis://127.0.0.1:1"),
+        (
+            "redis://127.0.0.1:1",
+            "ring.toml",
+            "cannot open the store redis://127.0.0.1:1",
+        ),
         (store.as_str(), "missing.toml", "missing.toml"),
     ] {
         let o = cloakroom(

@@ -1272,7 +1272,9 @@ async fn find_by_prefix<S: Store>(s: &S) -> CaseResult {
             found.len()
         );
         ensure!(
-            found.iter().all(|r| r.id_hash.to_hex().starts_with(&hex[..len])),
+            found
+                .iter()
+                .all(|r| r.id_hash.to_hex().starts_with(&hex[..len])),
             "find_by_prefix({}) returned a record with another prefix",
             &hex[..len]
         );
@@ -1308,7 +1310,11 @@ async fn stats<S: Store>(s: &S) -> CaseResult {
     if unsupported_admin(s).await? {
         return Ok(());
     }
-    same("stats of an empty store", ok("stats", s.stats(T0).await)?.live, 0)?;
+    same(
+        "stats of an empty store",
+        ok("stats", s.stats(T0).await)?.live,
+        0,
+    )?;
     for i in 0..3u64 {
         let mut r = with_user("bo");
         r.idle_deadline = T0 + 10 + i;

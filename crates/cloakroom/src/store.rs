@@ -163,7 +163,10 @@ pub fn check_id_prefix(prefix: &str) -> Result<(), Error> {
             ),
         ));
     }
-    if !prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !prefix
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "an id-hash prefix is lower-case hex digits (0-9, a-f)",

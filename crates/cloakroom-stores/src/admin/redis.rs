@@ -84,7 +84,11 @@ impl RedisStore {
             for id in &ids {
                 let key = self.record_key(id);
                 pipe.cmd("HGET").arg(&key).arg("e");
-                pipe.cmd("MEMORY").arg("USAGE").arg(&key).arg("SAMPLES").arg(0);
+                pipe.cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&key)
+                    .arg("SAMPLES")
+                    .arg(0);
             }
             let replies = if ids.is_empty() {
                 Vec::new()
