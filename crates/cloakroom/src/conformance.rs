@@ -1266,7 +1266,7 @@ async fn find_by_prefix<S: Store>(s: &S) -> CaseResult {
     for len in [64, 8, 1] {
         let found = ok("find_by_prefix", s.find_by_prefix(&hex[..len], now).await)?;
         ensure!(
-            found.iter().any(|r| *r == live),
+            found.contains(&live),
             "find_by_prefix({}) misses the live record (got {} records)",
             &hex[..len],
             found.len()
