@@ -55,6 +55,10 @@ pub use crate::remote::{
     DEFAULT_REMOTE_TIMEOUT,
 };
 
+// What the networked stores share: URL options, the plaintext guard, TLS roots (issue 15).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod transport;
+
 // One URL names any of them (`--store`, `CLOAKROOM_STORE`).
 mod url;
 pub use crate::url::{open, StoreUrl, SCHEMES};
