@@ -379,8 +379,8 @@ impl RedisStoreBuilder {
     /// In a cluster: how many replicas must confirm each write (`WAIT`) before it counts as
     /// done (default 1). Redis replicates asynchronously, so a write confirmed by its primary
     /// alone is lost if that primary dies before passing it on and its replica is promoted.
-    /// A write not confirmed within the command timeout fails as `Unavailable`, saying that
-    /// it may have been applied. 0 turns this off (faster, but a failover may then lose
+    /// A write not confirmed within a fifth of the command timeout (10 to 200 ms) fails as
+    /// `Unavailable`, saying that it may have been applied. 0 turns this off (faster, but a failover may then lose
     /// acknowledged writes); a cluster without replicas needs 0.
     #[must_use]
     pub fn with_replica_acks(mut self, replicas: u32) -> Self {
@@ -458,11 +458,19 @@ impl RedisStoreBuilder {
             })?;
             match tokio::time::timeout(bound, client.get_async_connection()).await {
                 Ok(Ok(conn)) => Conn::Cluster {
-                    conn,
+                    link: std::sync::Arc::new(ClusterLink {
+                        client,
+                        conn: std::sync::Mutex::new(conn),
+                        renewing: std::sync::atomic::AtomicBool::new(false),
+                        connect_timeout: self.connect_timeout,
+                    }),
                     replica_acks: self.replica_acks.unwrap_or(1),
-                    wait_ms: u64::try_from(self.command_timeout.as_millis())
+                    // `WAIT` blocks the multiplexed connection to that primary for as long
+                    // as it waits (a primary without a replica makes it wait it out), so it
+                    // gets a fifth of the command timeout, 10 to 200 ms.
+                    wait_ms: u64::try_from(self.command_timeout.as_millis() / 5)
                         .unwrap_or(u64::MAX)
-                        .max(1),
+                        .clamp(10, 200),
                 },
                 Ok(Err(e)) => {
                     return Err(Error::unavailable("cannot connect to the Redis Cluster", e))
@@ -688,11 +696,54 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
 enum Conn {
     Single(ConnectionManager),
     Cluster {
-        conn: ClusterConnection,
+        link: std::sync::Arc<ClusterLink>,
         /// After each part that writes: `WAIT replica_acks wait_ms` (0: no `WAIT`).
         replica_acks: u32,
         wait_ms: u64,
     },
+}
+
+/// A cluster connection that is made anew (in the background, at most one at a time) when
+/// round trips fail: the cluster client learns a failover's new primary from `MOVED`
+/// replies and its own slot refreshes, and a fresh connection asks the named nodes again,
+/// so the store recovers even when the old connection keeps waiting on a dead node.
+struct ClusterLink {
+    client: redis::cluster::ClusterClient,
+    conn: std::sync::Mutex<ClusterConnection>,
+    renewing: std::sync::atomic::AtomicBool,
+    connect_timeout: Duration,
+}
+
+impl ClusterLink {
+    fn current(&self) -> ClusterConnection {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts making a new connection, unless one is being made.
+    fn renew(self: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.renewing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let link = self.clone();
+        tokio::spawn(async move {
+            let made =
+                tokio::time::timeout(link.connect_timeout * 2, link.client.get_async_connection())
+                    .await;
+            if let Ok(Ok(conn)) = made {
+                *link
+                    .conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+            }
+            // At most five new connections a second.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            link.renewing.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// Why a round trip failed.
@@ -778,12 +829,12 @@ impl Conn {
         match self {
             Self::Single(conn) => Ok(pipe.query_async(&mut conn.clone()).await?),
             Self::Cluster {
-                conn,
+                link,
                 replica_acks,
                 wait_ms,
             } => {
                 let (acks, wait_ms) = (*replica_acks, *wait_ms);
-                let mut conn = conn.clone();
+                let mut conn = link.current();
                 let slots: Vec<Option<Slot>> = pipe.cmd_iter().map(slot_of).collect();
                 let mut distinct = slots.iter().flatten();
                 let first = distinct.next();
@@ -956,9 +1007,9 @@ impl RedisStore {
                 }
                 let _: Vec<Value> = self.bounded("SCRIPT LOAD", pipe).await?;
             }
-            Conn::Cluster { conn, .. } => {
+            Conn::Cluster { link, .. } => {
                 // Every primary: a script is called on the node of its key's slot.
-                let mut conn = conn.clone();
+                let mut conn = link.current();
                 let load = async {
                     for s in self.scripts.all() {
                         let mut cmd = redis::cmd("SCRIPT");
@@ -985,9 +1036,15 @@ impl RedisStore {
     /// sending the pipeline again (every pipeline here is safe to repeat).
     async fn bounded(&self, what: &'static str, pipe: Pipeline) -> Result<Vec<Value>, Error> {
         for attempt in 0..2 {
-            let result = tokio::time::timeout(self.bound, self.conn.query(&pipe))
-                .await
-                .map_err(|e| Error::unavailable(format!("Redis did not answer {what} in time"), e))?;
+            let result = tokio::time::timeout(self.bound, self.conn.query(&pipe)).await;
+            if let Conn::Cluster { link, .. } = &self.conn {
+                if matches!(result, Err(_) | Ok(Err(QueryError::Redis(_)))) {
+                    link.renew();
+                }
+            }
+            let result = result.map_err(|e| {
+                Error::unavailable(format!("Redis did not answer {what} in time"), e)
+            })?;
             match result {
                 Ok(values) => return Ok(values),
                 Err(QueryError::Redis(e))
