@@ -964,3 +964,81 @@ mod redis_cluster {
         cleanup(&prefix).await;
     }
 }
+
+/// memcached: a flood of anonymous creates, then a login.
+#[cfg(feature = "memcached")]
+mod memcached_flood {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::{Policy, Record, SessionId, Store};
+    use cloakroom_stores::MemcachedStore;
+
+    use crate::common::{self, Child, T0};
+
+    /// A throwaway memcached with a 64 KiB item limit (`-I 64k`), so that an index that
+    /// grows with every create passes the limit within the flood (a 1 MiB limit would take
+    /// about 400 000 creates with the old sharded purge index).
+    fn memcached(port: u16) -> Child {
+        let child = Command::new("memcached")
+            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "512", "-I", "64k", "-o", "slab_chunk_max=32768", "-p"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run memcached ({e}); install it: apt-get install -y memcached")
+            });
+        common::wait_port(port, "memcached");
+        Child(Some(child))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_flood_of_100000_anonymous_creates_does_not_stop_a_login() {
+        let port = common::free_port();
+        let _server = memcached(port);
+        let addr = format!("127.0.0.1:{port}");
+        let store = MemcachedStore::builder(&addr)
+            .with_prefix("flood:")
+            .with_command_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..3125 {
+                    let r = Record::new(SessionId::generate().unwrap().hash(), T0, &Policy::default());
+                    store.create(&r).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // A login: a session with a user, listed, its record loads.
+        let r = common::record("alice");
+        store.create(&r).await.unwrap();
+        assert!(store.load(&r.id_hash, T0).await.unwrap().is_some());
+        assert_eq!(store.sessions_of("alice", T0).await.unwrap().len(), 1);
+        // Purge still works after the flood: at the deadline, the flood's sessions go.
+        let purged = store.purge_expired(T0 + 24 * 3600, 1000).await.unwrap();
+        assert_eq!(purged, 1000);
+    }
+
+    /// A record over memcached's item limit is refused before it is sent, as a value error.
+    #[tokio::test]
+    async fn a_record_over_the_item_limit_is_refused() {
+        let port = common::free_port();
+        let _server = memcached(port);
+        let store = MemcachedStore::builder(format!("127.0.0.1:{port}"))
+            .connect()
+            .await
+            .unwrap();
+        let mut r = common::record("big");
+        r.data
+            .insert("blob".into(), cloakroom::Value::from("x".repeat(2 << 20)));
+        let err = store.create(&r).await.unwrap_err();
+        assert_eq!(err.kind(), cloakroom::ErrorKind::Value, "{err}");
+    }
+}
