@@ -1,5 +1,6 @@
 //! The memcached store (feature `memcached`): records as items that expire on the server,
-//! CAS with `gets`/`cas`, the user index and the purge index as CAS-updated items. Speaks
+//! CAS with `gets`/`cas`, the user index as a CAS-updated item, the purge index as
+//! append-only items that expire. Speaks
 //! memcached's text protocol over TCP itself (a small client, [`client`] below).
 //!
 //! # What memcached cannot promise
@@ -15,12 +16,16 @@
 //!   back to life until they expire. Use this store with the server mode only (the default),
 //!   where revocation deletes the records themselves, or keep epochs elsewhere.
 //! - **Purge is the server's job.** Records carry the server's TTL (their earlier deadline),
-//!   so memcached drops them itself. [`Store::purge_expired`] still works through a small
-//!   sharded index of ids, but the index is itself an item that can be evicted: then the
-//!   records it listed are dropped by their TTL instead. Only purge removes entries from a
-//!   shard (one item, 40 bytes per session): run it regularly, or past roughly 400 000
-//!   sessions created since the last purge a shard outgrows memcached's 1 MiB item size and
-//!   [`Store::create`] fails [`ErrorKind::Unavailable`].
+//!   so memcached drops them itself. [`Store::purge_expired`] finds the records dead by the
+//!   caller's clock through a purge index kept off the write path: one item per 10 minutes
+//!   of expiry and per 64th of the id space, written with `append` (no read, no `cas`), each
+//!   expiring a day after its 10 minutes, and a directory of those buckets. A create costs
+//!   the same whatever was created before it. The index is best effort: a full item (the
+//!   item limit) takes no more entries and an evicted one loses its entries; those records
+//!   go by their TTL alone.
+//! - **Size.** A record larger than memcached's default item limit (1 MiB, less room for
+//!   the key) is refused as [`ErrorKind::Value`] before it is sent, and no value larger than
+//!   that is read from the server.
 //! - **Indexes are best effort.** A user's index is one item holding their id hashes; it is
 //!   updated with `gets`/`cas` and read with pruning. If it is evicted, "sign out other
 //!   sessions" cannot find that user's older sessions (they still die at their deadline).
@@ -48,7 +53,9 @@
 //! # Keys
 //!
 //! `<prefix>r:<id hash hex>` the record, `<prefix>u:<SHA-256 of the user id, hex>` the user's
-//! index, `<prefix>e:<same>` the user's epoch, `<prefix>x:<0-f>` the purge index shards.
+//! index, `<prefix>e:<same>` the user's epoch, `<prefix>x:<bucket>:<shard>` the purge index
+//! items (bucket = expiry / 600, shard = the id hash's first byte mod 64), `<prefix>x:dir`
+//! the purge directory.
 //! User ids are hashed because memcached keys are at most 250 bytes without spaces.
 
 use std::collections::hash_map::RandomState;
@@ -532,7 +539,10 @@ impl MemcachedStore {
             }
             let stored = self
                 .run("cas (index)", async |c| match cas {
-                    Some(cas) => c.store("cas", key, FLAGS_INDEX, ttl, &bytes, Some(cas)).await,
+                    Some(cas) => {
+                        c.store("cas", key, FLAGS_INDEX, ttl, &bytes, Some(cas))
+                            .await
+                    }
                     None => c.store("add", key, FLAGS_INDEX, ttl, &bytes, None).await,
                 })
                 .await?;
@@ -908,7 +918,9 @@ impl Store for MemcachedStore {
                 if item.flags != FLAGS_INDEX {
                     return Err(not_ours(&item.key));
                 }
-                let (n, left) = self.purge_item(bucket, &item.key, &item.data, now, limit - deleted).await?;
+                let (n, left) = self
+                    .purge_item(bucket, &item.key, &item.data, now, limit - deleted)
+                    .await?;
                 deleted += n;
                 emptied &= left == 0;
             }

@@ -67,8 +67,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::transport;
@@ -430,7 +430,10 @@ fn stale_statement(e: &Error) -> bool {
 /// A column whose type is not the one this store created (an operator's `ALTER`): the
 /// table is not usable, so every operation on it fails closed, never panics.
 fn column_type(e: tokio_postgres::Error) -> Error {
-    Error::unavailable("a PostgreSQL column does not have the type this store expects", e)
+    Error::unavailable(
+        "a PostgreSQL column does not have the type this store expects",
+        e,
+    )
 }
 
 fn i64_of(what: &str, v: u64) -> Result<i64, Error> {

@@ -433,8 +433,8 @@ impl RedisStoreBuilder {
             Some(path) => Some(transport::read_ca_file(path)?),
             None => None,
         };
-        let allow_plaintext = self.allow_plaintext_to_remote_host
-            || target.options.allow_plaintext_to_remote_host;
+        let allow_plaintext =
+            self.allow_plaintext_to_remote_host || target.options.allow_plaintext_to_remote_host;
         for node in &target.nodes {
             check_plaintext(node, allow_plaintext)?;
         }
@@ -751,7 +751,10 @@ enum QueryError {
     Redis(redis::RedisError),
     /// A write was applied on a primary, but fewer replicas than required confirmed it in
     /// time: it may be lost if that primary fails now.
-    NotReplicated { acked: i64, wanted: u32 },
+    NotReplicated {
+        acked: i64,
+        wanted: u32,
+    },
 }
 
 impl From<redis::RedisError> for QueryError {
@@ -877,7 +880,9 @@ impl Target {
         let invalid = |m: &str| Error::new(ErrorKind::InvalidInput, m.to_owned());
         let (url, options) = transport::take_options(url)?;
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(invalid("a Redis URL starts with redis://, rediss:// or redis+cluster://"));
+            return Err(invalid(
+                "a Redis URL starts with redis://, rediss:// or redis+cluster://",
+            ));
         };
         let scheme = scheme.to_ascii_lowercase();
         let (base, cluster) = match scheme.strip_suffix("+cluster") {
@@ -908,7 +913,9 @@ impl Target {
             None => (tail, String::new()),
         };
         if !matches!(path, "" | "/" | "/0") {
-            return Err(invalid("Redis Cluster has database 0 only: a cluster URL has no /DB"));
+            return Err(invalid(
+                "Redis Cluster has database 0 only: a cluster URL has no /DB",
+            ));
         }
         let (userinfo, hosts) = match authority.rsplit_once('@') {
             Some((u, h)) => (format!("{u}@"), h),
@@ -1026,7 +1033,9 @@ impl RedisStore {
                 };
                 tokio::time::timeout(self.bound * 2, load)
                     .await
-                    .map_err(|e| Error::unavailable("Redis did not answer SCRIPT LOAD in time", e))??;
+                    .map_err(|e| {
+                        Error::unavailable("Redis did not answer SCRIPT LOAD in time", e)
+                    })??;
             }
         }
         Ok(())
@@ -1682,17 +1691,24 @@ mod tests {
             t.nodes,
             ["redis://:pw@127.0.0.1:7000", "redis://:pw@127.0.0.1:7001"]
         );
-        let t = Target::parse("rediss+cluster://a:1,b:2/?ca=/x.pem&protocol=resp3", false)
-            .unwrap();
+        let t = Target::parse("rediss+cluster://a:1,b:2/?ca=/x.pem&protocol=resp3", false).unwrap();
         assert!(t.cluster && t.tls);
-        assert_eq!(t.nodes, ["rediss://a:1?protocol=resp3", "rediss://b:2?protocol=resp3"]);
+        assert_eq!(
+            t.nodes,
+            ["rediss://a:1?protocol=resp3", "rediss://b:2?protocol=resp3"]
+        );
         assert_eq!(t.options.ca, Some(PathBuf::from("/x.pem")));
         let t = Target::parse("redis://127.0.0.1:7000", true).unwrap();
         assert!(t.cluster);
         let t = Target::parse("rediss://h:6380/2", false).unwrap();
         assert!(!t.cluster && t.tls);
         assert_eq!(t.nodes, ["rediss://h:6380/2"]);
-        for bad in ["redis+cluster://a:1/3", "redis+cluster://", "unix+cluster:///x", "h:1"] {
+        for bad in [
+            "redis+cluster://a:1/3",
+            "redis+cluster://",
+            "unix+cluster:///x",
+            "h:1",
+        ] {
             let err = Target::parse(bad, false).err().expect(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
         }
@@ -1700,13 +1716,20 @@ mod tests {
 
     #[test]
     fn plaintext_to_a_remote_host_is_refused() {
-        for ok in ["redis://127.0.0.1:6379", "redis://localhost", "redis://[::1]:6379"] {
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://localhost",
+            "redis://[::1]:6379",
+        ] {
             check_plaintext(ok, false).unwrap();
         }
         check_plaintext("rediss://cache.example:6380", false).unwrap();
         let err = check_plaintext("redis://cache.example:6379", false).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        assert!(err.to_string().contains("allow_plaintext_to_remote_host"), "{err}");
+        assert!(
+            err.to_string().contains("allow_plaintext_to_remote_host"),
+            "{err}"
+        );
         check_plaintext("redis://cache.example:6379", true).unwrap();
     }
 

@@ -181,7 +181,10 @@ pub(crate) fn rustls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, E
         let pem = read_ca_file(path)?;
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| {
-                invalid(format!("the CA file {} does not parse: {e}", path.display()))
+                invalid(format!(
+                    "the CA file {} does not parse: {e}",
+                    path.display()
+                ))
             })?;
             roots.add(cert).map_err(|e| {
                 invalid(format!(
@@ -252,10 +255,23 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"] {
+        for h in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LOCALHOST",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["10.0.0.1", "db.example", "192.0.2.1", "[2001:db8::1]", "localhost.example"] {
+        for h in [
+            "10.0.0.1",
+            "db.example",
+            "192.0.2.1",
+            "[2001:db8::1]",
+            "localhost.example",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }

@@ -279,7 +279,10 @@ mod tests {
         let url = StoreUrl::parse("redis://:hunter2@cache:6379").unwrap();
         assert_eq!(format!("{url:?}"), "redis://cache:6379");
         let url = StoreUrl::parse("rediss+cluster://:hunter2@a:7000,b:7001?ca=/c.pem").unwrap();
-        assert_eq!(format!("{url:?}"), "rediss+cluster://a:7000,b:7001?ca=/c.pem");
+        assert_eq!(
+            format!("{url:?}"),
+            "rediss+cluster://a:7000,b:7001?ca=/c.pem"
+        );
     }
 
     #[cfg(feature = "sqlite")]

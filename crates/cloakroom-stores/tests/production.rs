@@ -107,7 +107,13 @@ mod common {
              keyUsage = critical,digitalSignature,keyEncipherment\n\
              extendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n",
         );
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         for (conf, key, pem) in [
             ("ca.cnf", "ca.key", "ca.pem"),
             ("other-ca.cnf", "other-ca.key", "other-ca.pem"),
@@ -185,7 +191,14 @@ mod redis_tls {
             .arg(&certs.key)
             .arg("--tls-ca-cert-file")
             .arg(&certs.ca)
-            .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -266,10 +279,7 @@ mod redis_tls {
             .unwrap();
         s.create(&common::record("b")).await.unwrap();
         // Another CA did not sign the server's certificate: refused.
-        let url = format!(
-            "rediss://127.0.0.1:{port}?ca={}",
-            certs.other_ca.display()
-        );
+        let url = format!("rediss://127.0.0.1:{port}?ca={}", certs.other_ca.display());
         let err = store(&url, "tls-other:").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
         // Nor do the system's CAs know the test CA.
@@ -289,7 +299,10 @@ mod redis_tls {
         let url = format!("redis://127.0.0.1:{port}?ca={}", certs.ca.display());
         let err = store(&url, "tls-mixed:").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
-        let url = format!("rediss://127.0.0.1:{port}?ca={}", dir.path().join("nope").display());
+        let url = format!(
+            "rediss://127.0.0.1:{port}?ca={}",
+            dir.path().join("nope").display()
+        );
         let err = store(&url, "tls-missing:").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         let _ = T0;
@@ -311,9 +324,12 @@ mod redis_tls {
             );
         }
         // Allowed (URL option or builder method): it is tried, and the host is away.
-        let err = store("redis://192.0.2.1:6379?allow_plaintext_to_remote_host", "remote:")
-            .await
-            .unwrap_err();
+        let err = store(
+            "redis://192.0.2.1:6379?allow_plaintext_to_remote_host",
+            "remote:",
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
         let err = RedisStore::builder("redis://192.0.2.1:6379")
             .allow_plaintext_to_remote_host()
@@ -324,7 +340,9 @@ mod redis_tls {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
         // TLS to a remote host needs no option: it is tried (and the host is away).
-        let err = store("rediss://192.0.2.1:6380", "remote:").await.unwrap_err();
+        let err = store("rediss://192.0.2.1:6380", "remote:")
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     }
 }
@@ -379,7 +397,10 @@ mod postgres_tls {
             let certs = common::certificates(dir.path());
             // PostgreSQL wants its key owned by itself and unreadable to others.
             for path in [dir.path(), &certs.key, &certs.cert] {
-                let _ = Command::new("chown").arg("postgres:postgres").arg(path).status();
+                let _ = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(path)
+                    .status();
             }
             let _ = Command::new("chmod").arg("600").arg(&certs.key).status();
             let data = dir.path().join("data");
@@ -492,7 +513,10 @@ mod postgres_tls {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance_over_tls() {
         let cluster = TlsCluster::new();
-        let url = cluster.url(&format!("sslmode=require&ca={}", cluster.certs.ca.display()));
+        let url = cluster.url(&format!(
+            "sslmode=require&ca={}",
+            cluster.certs.ca.display()
+        ));
         let client = std::sync::Arc::new(cluster.raw().await);
         let mut n = 0;
         conformance::run(|| {
@@ -589,7 +613,9 @@ mod postgres_tls {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
         // Without sslmode a remote host gets TLS (required): tried, and the host is away.
-        let err = store("postgres://u@192.0.2.1/db", "remote").await.unwrap_err();
+        let err = store("postgres://u@192.0.2.1/db", "remote")
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     }
 }
@@ -608,7 +634,8 @@ mod redis_cluster {
 
     use crate::common::{self, T0};
 
-    const START: &str = "scripts/test --setup-only (or: . scripts/lib.sh; . scripts/setup.d/43-redis-cluster.sh)";
+    const START: &str =
+        "scripts/test --setup-only (or: . scripts/lib.sh; . scripts/setup.d/43-redis-cluster.sh)";
 
     fn url() -> String {
         std::env::var("CLOAKROOM_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
@@ -621,7 +648,10 @@ mod redis_cluster {
         let hosts = url.split_once("://").map_or("", |(_, r)| r);
         hosts
             .split(',')
-            .filter_map(|h| h.rsplit_once(':').and_then(|(_, p)| p.trim_end_matches('/').parse().ok()))
+            .filter_map(|h| {
+                h.rsplit_once(':')
+                    .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+            })
             .collect()
     }
 
@@ -634,7 +664,10 @@ mod redis_cluster {
             .connect()
             .await
             .unwrap_or_else(|e| {
-                panic!("the Redis Cluster is not reachable at {} ({e}); start it: {START}", url())
+                panic!(
+                    "the Redis Cluster is not reachable at {} ({e}); start it: {START}",
+                    url()
+                )
             })
     }
 
@@ -677,7 +710,14 @@ mod redis_cluster {
                 .lines()
                 .filter_map(|line| {
                     let f: Vec<&str> = line.split_whitespace().collect();
-                    let port = f.get(1)?.split(['@', ',']).next()?.rsplit_once(':')?.1.parse().ok()?;
+                    let port = f
+                        .get(1)?
+                        .split(['@', ','])
+                        .next()?
+                        .rsplit_once(':')?
+                        .1
+                        .parse()
+                        .ok()?;
                     Some(Node {
                         id: f[0].to_owned(),
                         port,
@@ -728,7 +768,9 @@ mod redis_cluster {
             .unwrap()
             .get_async_connection()
             .await
-            .unwrap_or_else(|e| panic!("the Redis Cluster is not reachable ({e}); start it: {START}"));
+            .unwrap_or_else(|e| {
+                panic!("the Redis Cluster is not reachable ({e}); start it: {START}")
+            });
         let mut n = 0;
         conformance::run(|| {
             n += 1;
@@ -875,11 +917,18 @@ mod redis_cluster {
             let promoted = all
                 .iter()
                 .any(|n| n.primary && n.has_slots && !n.failed && n.port != victim.port)
-                && all.iter().filter(|n| n.primary && n.has_slots && !n.failed).count() == 3;
+                && all
+                    .iter()
+                    .filter(|n| n.primary && n.has_slots && !n.failed)
+                    .count()
+                    == 3;
             if promoted {
                 break;
             }
-            assert!(Instant::now() < deadline, "no replica was promoted within 30 s: {all:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no replica was promoted within 30 s: {all:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let promoted_after = killed_at.elapsed();
@@ -895,7 +944,10 @@ mod redis_cluster {
                     Ok(None) => panic!("an acknowledged create was lost in the failover"),
                     Err(e) => {
                         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
-                        assert!(Instant::now() < deadline, "no load after the failover: {e:?}");
+                        assert!(
+                            Instant::now() < deadline,
+                            "no load after the failover: {e:?}"
+                        );
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -906,7 +958,10 @@ mod redis_cluster {
         drop(restore);
         let healthy = wait_healthy(Duration::from_secs(60)).await;
         let back = healthy.iter().find(|n| n.port == victim.port).unwrap();
-        assert!(!back.primary, "the restarted node should be a replica: {back:?}");
+        assert!(
+            !back.primary,
+            "the restarted node should be a replica: {back:?}"
+        );
         // The same store goes on: 2 s of successes with no new error.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -981,7 +1036,21 @@ mod memcached_flood {
     /// about 400 000 creates with the old sharded purge index).
     fn memcached(port: u16) -> Child {
         let child = Command::new("memcached")
-            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "512", "-I", "64k", "-o", "slab_chunk_max=32768", "-p"])
+            .args([
+                "-u",
+                "root",
+                "-l",
+                "127.0.0.1",
+                "-U",
+                "0",
+                "-m",
+                "512",
+                "-I",
+                "64k",
+                "-o",
+                "slab_chunk_max=32768",
+                "-p",
+            ])
             .arg(port.to_string())
             .stdout(Stdio::null())
             .spawn()
@@ -1008,7 +1077,11 @@ mod memcached_flood {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 for _ in 0..3125 {
-                    let r = Record::new(SessionId::generate().unwrap().hash(), T0, &Policy::default());
+                    let r = Record::new(
+                        SessionId::generate().unwrap().hash(),
+                        T0,
+                        &Policy::default(),
+                    );
                     store.create(&r).await.unwrap();
                 }
             }));
