@@ -916,12 +916,9 @@ mod redis_cluster {
             let all = nodes().await;
             let promoted = all
                 .iter()
-                .any(|n| n.primary && n.has_slots && !n.failed && n.port != victim.port)
-                && all
-                    .iter()
-                    .filter(|n| n.primary && n.has_slots && !n.failed)
-                    .count()
-                    == 3;
+                .filter(|n| n.primary && n.has_slots && !n.failed && n.port != victim.port)
+                .count()
+                == 3;
             if promoted {
                 break;
             }
