@@ -61,6 +61,9 @@ pub use crate::remote::{
 // Session-core types <-> CRP1 wire types, for the remote store and the daemon.
 #[cfg(feature = "wire")]
 pub mod wire;
+// What the networked stores share: URL options, the plaintext guard, TLS roots (issue 15).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod transport;
 
 // One URL names any of them (`--store`, `CLOAKROOM_STORE`).
 mod url;

@@ -1,5 +1,6 @@
 //! The memcached store (feature `memcached`): records as items that expire on the server,
-//! CAS with `gets`/`cas`, the user index and the purge index as CAS-updated items. Speaks
+//! CAS with `gets`/`cas`, the user index as a CAS-updated item, the purge index as
+//! append-only items that expire. Speaks
 //! memcached's text protocol over TCP itself (a small client, [`client`] below).
 //!
 //! # What memcached cannot promise
@@ -15,12 +16,16 @@
 //!   back to life until they expire. Use this store with the server mode only (the default),
 //!   where revocation deletes the records themselves, or keep epochs elsewhere.
 //! - **Purge is the server's job.** Records carry the server's TTL (their earlier deadline),
-//!   so memcached drops them itself. [`Store::purge_expired`] still works through a small
-//!   sharded index of ids, but the index is itself an item that can be evicted: then the
-//!   records it listed are dropped by their TTL instead. Only purge removes entries from a
-//!   shard (one item, 40 bytes per session): run it regularly, or past roughly 400 000
-//!   sessions created since the last purge a shard outgrows memcached's 1 MiB item size and
-//!   [`Store::create`] fails [`ErrorKind::Unavailable`].
+//!   so memcached drops them itself. [`Store::purge_expired`] finds the records dead by the
+//!   caller's clock through a purge index kept off the write path: one item per 10 minutes
+//!   of expiry and per 64th of the id space, written with `append` (no read, no `cas`), each
+//!   expiring a day after its 10 minutes, and a directory of those buckets. A create costs
+//!   the same whatever was created before it. The index is best effort: a full item (the
+//!   item limit) takes no more entries and an evicted one loses its entries; those records
+//!   go by their TTL alone.
+//! - **Size.** A record larger than memcached's default item limit (1 MiB, less room for
+//!   the key) is refused as [`ErrorKind::Value`] before it is sent, and no value larger than
+//!   that is read from the server.
 //! - **Indexes are best effort.** A user's index is one item holding their id hashes; it is
 //!   updated with `gets`/`cas` and read with pruning. If it is evicted, "sign out other
 //!   sessions" cannot find that user's older sessions (they still die at their deadline).
@@ -48,7 +53,9 @@
 //! # Keys
 //!
 //! `<prefix>r:<id hash hex>` the record, `<prefix>u:<SHA-256 of the user id, hex>` the user's
-//! index, `<prefix>e:<same>` the user's epoch, `<prefix>x:<0-f>` the purge index shards.
+//! index, `<prefix>e:<same>` the user's epoch, `<prefix>x:<bucket>:<shard>` the purge index
+//! items (bucket = expiry / 600, shard = the id hash's first byte mod 64), `<prefix>x:dir`
+//! the purge directory.
 //! User ids are hashed because memcached keys are at most 250 bytes without spaces.
 
 use std::collections::hash_map::RandomState;
@@ -71,6 +78,21 @@ const DEFAULT_POOL_SIZE: usize = 16;
 /// `flags` of every item this store writes; an item with other flags is not ours.
 const FLAGS_RECORD: u32 = 0xC10A_0001;
 const FLAGS_INDEX: u32 = 0xC10A_0002;
+const FLAGS_DIRECTORY: u32 = 0xC10A_0003;
+
+/// memcached's default item limit (`-I 1m`). A record larger than this (less room for the
+/// key and item header) is refused before it is sent, and no value larger than this is read
+/// from the server.
+pub(crate) const ITEM_LIMIT: usize = 1 << 20;
+/// Room left in an item for its key and header.
+const ITEM_OVERHEAD: usize = 512;
+
+/// The purge index: records by expiry, in buckets of this many seconds ...
+const BUCKET_SECS: u64 = 600;
+/// ... each spread over this many items (by the id hash's first byte) ...
+const BUCKET_SHARDS: u8 = 64;
+/// ... that expire on the server this long after their bucket ends.
+const BUCKET_GRACE: u64 = 24 * 3600;
 
 /// memcached reads TTLs above this many seconds as unix times.
 const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
@@ -258,6 +280,16 @@ fn exptime(deadline: u64, reference: u64) -> u32 {
     u32::try_from(now.saturating_add(ttl)).unwrap_or(u32::MAX)
 }
 
+fn too_large(key: &str, len: usize) -> Error {
+    Error::new(
+        ErrorKind::Value,
+        format!(
+            "the memcached item {key} would be {len} bytes, over memcached's item limit \
+             ({ITEM_LIMIT} bytes by default)"
+        ),
+    )
+}
+
 fn entries(key: &str, bytes: &[u8]) -> Result<Vec<(IdHash, u64)>, Error> {
     if bytes.len() % ENTRY != 0 {
         return Err(Error::new(
@@ -332,12 +364,81 @@ impl MemcachedStore {
         format!("{}e:{}", self.inner.prefix, Self::user_hash(user))
     }
 
-    fn shard_key(&self, shard: u8) -> String {
-        format!("{}x:{shard:x}", self.inner.prefix)
+    /// A purge-index item: the sessions of one shard whose expiry is in `bucket`.
+    fn bucket_key(&self, bucket: u64, shard: u8) -> String {
+        format!("{}x:{bucket}:{shard:x}", self.inner.prefix)
+    }
+
+    /// The purge directory: the buckets that have items (8 bytes each, repeats allowed).
+    fn directory_key(&self) -> String {
+        format!("{}x:dir", self.inner.prefix)
     }
 
     fn shard_of(id: &IdHash) -> u8 {
-        id.as_bytes()[0] >> 4
+        id.as_bytes()[0] % BUCKET_SHARDS
+    }
+
+    /// Appends `(id, expiry)` to the purge-index item of that expiry: `append` (no read, no
+    /// `cas`, no retry loop), or `add` when the item does not exist yet, which also appends
+    /// the bucket to the directory. One round trip in the common case, at most five. The
+    /// index is best effort: when an item is full (memcached's item limit) the entry is left
+    /// out, and the record goes by its server TTL alone.
+    async fn purge_entry(&self, id: IdHash, expiry: u64, reference: u64) -> Result<(), Error> {
+        let bucket = expiry / BUCKET_SECS;
+        let key = self.bucket_key(bucket, Self::shard_of(&id));
+        let entry = encode_entries(&[(id, expiry)]);
+        let ttl = exptime(
+            (bucket + 1)
+                .saturating_mul(BUCKET_SECS)
+                .saturating_add(BUCKET_GRACE),
+            reference,
+        );
+        for _ in 0..2 {
+            let appended = self
+                .run("append (purge index)", async |c| {
+                    c.store("append", &key, FLAGS_INDEX, 0, &entry, None).await
+                })
+                .await?;
+            match appended {
+                Reply::Stored => return Ok(()),
+                Reply::TooLarge => {
+                    tracing::warn!(key, "a memcached purge-index item is full");
+                    return Ok(());
+                }
+                _ => {}
+            }
+            let added = self
+                .run("add (purge index)", async |c| {
+                    c.store("add", &key, FLAGS_INDEX, ttl, &entry, None).await
+                })
+                .await?;
+            if added == Reply::Stored {
+                return self.directory_add(bucket).await;
+            }
+            // Another writer added it in between: append again.
+        }
+        Ok(())
+    }
+
+    async fn directory_add(&self, bucket: u64) -> Result<(), Error> {
+        let key = self.directory_key();
+        let entry = bucket.to_be_bytes();
+        for verb in ["append", "add", "append"] {
+            let reply = self
+                .run("append (purge directory)", async |c| {
+                    c.store(verb, &key, FLAGS_DIRECTORY, 0, &entry, None).await
+                })
+                .await?;
+            match reply {
+                Reply::Stored => return Ok(()),
+                Reply::TooLarge => {
+                    tracing::warn!(key, "the memcached purge directory is full: run purge");
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` on a pooled connection: waiting for one is bounded by the connect timeout,
@@ -394,7 +495,16 @@ impl MemcachedStore {
 
     /// Changes an index item under `gets`/`cas` (`add` when it is missing). `f` returns
     /// `false` to write nothing.
-    async fn modify_index<F>(&self, key: &str, mut f: F) -> Result<(), Error>
+    async fn modify_index<F>(&self, key: &str, f: F) -> Result<(), Error>
+    where
+        F: FnMut(&mut Vec<(IdHash, u64)>) -> bool + Send,
+    {
+        self.modify_item(key, 0, f).await
+    }
+
+    /// [`Self::modify_index`] for an item written with the TTL `ttl` (0: none); an emptied
+    /// item with a TTL is deleted.
+    async fn modify_item<F>(&self, key: &str, ttl: u32, mut f: F) -> Result<(), Error>
     where
         F: FnMut(&mut Vec<(IdHash, u64)>) -> bool + Send,
     {
@@ -416,15 +526,30 @@ impl MemcachedStore {
             if !f(&mut list) {
                 return Ok(());
             }
+            if ttl != 0 && list.is_empty() {
+                // (An entry appended since the read is lost with it; its record still goes
+                // by its server TTL.)
+                self.run("delete (index)", async |c| c.delete(key).await)
+                    .await?;
+                return Ok(());
+            }
             let bytes = encode_entries(&list);
+            if bytes.len() + ITEM_OVERHEAD > ITEM_LIMIT {
+                return Err(too_large(key, bytes.len()));
+            }
             let stored = self
                 .run("cas (index)", async |c| match cas {
-                    Some(cas) => c.store("cas", key, FLAGS_INDEX, 0, &bytes, Some(cas)).await,
-                    None => c.store("add", key, FLAGS_INDEX, 0, &bytes, None).await,
+                    Some(cas) => {
+                        c.store("cas", key, FLAGS_INDEX, ttl, &bytes, Some(cas))
+                            .await
+                    }
+                    None => c.store("add", key, FLAGS_INDEX, ttl, &bytes, None).await,
                 })
                 .await?;
-            if stored == Reply::Stored {
-                return Ok(());
+            match stored {
+                Reply::Stored => return Ok(()),
+                Reply::TooLarge => return Err(too_large(key, bytes.len())),
+                _ => {}
             }
         }
         Err(Error::new(
@@ -466,13 +591,7 @@ impl MemcachedStore {
             self.index_entry(&self.index_key(user), record.id_hash, e, true)
                 .await?;
         }
-        self.index_entry(
-            &self.shard_key(Self::shard_of(&record.id_hash)),
-            record.id_hash,
-            e,
-            false,
-        )
-        .await
+        self.purge_entry(record.id_hash, e, record.last_seen).await
     }
 
     /// The `gets`/`cas` loop shared by update, apply and touch: `change` gets the live
@@ -507,11 +626,12 @@ impl MemcachedStore {
                 }
             }
             if next.expires_at() < was {
-                let shard = self.shard_key(Self::shard_of(id));
-                self.index_entry(&shard, *id, next.expires_at(), false)
-                    .await?;
+                self.purge_entry(*id, next.expires_at(), now).await?;
             }
             let bytes = next.encode()?;
+            if bytes.len() + ITEM_OVERHEAD > ITEM_LIMIT {
+                return Err(too_large(&key, bytes.len()));
+            }
             let ttl = exptime(next.expires_at(), now);
             let stored = self
                 .run("cas", async |c| {
@@ -524,6 +644,7 @@ impl MemcachedStore {
                 Reply::NotFound => return Err(Error::not_found()),
                 // Another writer got in between: read again.
                 Reply::Exists | Reply::NotStored => {}
+                Reply::TooLarge => return Err(too_large(&key, bytes.len())),
             }
         }
         Err(Error::new(
@@ -540,6 +661,9 @@ impl MemcachedStore {
 impl Store for MemcachedStore {
     async fn create(&self, record: &Record) -> Result<(), Error> {
         let bytes = record.encode()?;
+        if bytes.len() + ITEM_OVERHEAD > ITEM_LIMIT {
+            return Err(too_large(&self.record_key(&record.id_hash), bytes.len()));
+        }
         // Index entries first: an index may point at nothing, never miss a record.
         self.index_record(record).await?;
         let key = self.record_key(&record.id_hash);
@@ -551,6 +675,7 @@ impl Store for MemcachedStore {
             .await?;
         match stored {
             Reply::Stored => Ok(()),
+            Reply::TooLarge => Err(too_large(&key, bytes.len())),
             _ => Err(Error::conflict()),
         }
     }
@@ -753,68 +878,170 @@ impl Store for MemcachedStore {
     }
 
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        let dkey = self.directory_key();
+        let directory = self
+            .run("get (purge directory)", async |c| c.gets_one(&dkey).await)
+            .await?;
+        let mut buckets: Vec<u64> = match &directory {
+            None => return Ok(0),
+            Some(item) if item.flags == FLAGS_DIRECTORY && item.data.len() % 8 == 0 => item
+                .data
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+            Some(_) => return Err(not_ours(&dkey)),
+        };
+        buckets.sort_unstable();
+        buckets.dedup();
         let mut deleted = 0;
-        for shard in 0..16u8 {
+        // Buckets whose items were emptied and whose time has passed: out of the directory.
+        let mut finished: Vec<u64> = Vec::new();
+        for &bucket in buckets
+            .iter()
+            .filter(|b| b.saturating_mul(BUCKET_SECS) <= now)
+        {
             if deleted >= limit {
                 break;
             }
-            let key = self.shard_key(shard);
-            let item = self
-                .run("get (purge index)", async |c| c.gets_one(&key).await)
-                .await?;
-            let list = match &item {
-                None => continue,
-                Some(item) if item.flags == FLAGS_INDEX => entries(&key, &item.data)?,
-                Some(_) => return Err(not_ours(&key)),
-            };
-            let due: Vec<IdHash> = list
-                .iter()
-                .filter(|(_, e)| *e <= now)
-                .map(|(i, _)| *i)
+            let keys: Vec<String> = (0..BUCKET_SHARDS)
+                .map(|shard| self.bucket_key(bucket, shard))
                 .collect();
-            if due.is_empty() {
-                continue;
-            }
-            let keys: Vec<String> = due.iter().map(|id| self.record_key(id)).collect();
             let items = self
-                .run("get (purge)", async |c| c.get_many(&keys).await)
+                .run("get (purge index)", async |c| c.get_many(&keys).await)
                 .await?;
-            let mut drop: Vec<IdHash> = Vec::new();
-            let mut rescore: Vec<(IdHash, u64)> = Vec::new();
-            for (id, rkey) in due.iter().zip(&keys) {
+            let mut emptied = true;
+            for item in &items {
                 if deleted >= limit {
+                    emptied = false;
                     break;
                 }
-                let Some(item) = items.iter().find(|i| &i.key == rkey) else {
-                    drop.push(*id); // dropped by its TTL (or deleted) already
-                    continue;
+                if item.flags != FLAGS_INDEX {
+                    return Err(not_ours(&item.key));
+                }
+                let (n, left) = self
+                    .purge_item(bucket, &item.key, &item.data, now, limit - deleted)
+                    .await?;
+                deleted += n;
+                emptied &= left == 0;
+            }
+            let past = (bucket + 1).saturating_mul(BUCKET_SECS) <= now;
+            if emptied && past {
+                finished.push(bucket);
+            }
+        }
+        if !finished.is_empty() {
+            // The directory is small and only purge rewrites it (creates only append).
+            let give_up = Instant::now() + self.inner.contention_budget;
+            for attempt in 0.. {
+                if !another_round(attempt, give_up).await {
+                    break;
+                }
+                let Some(item) = self
+                    .run("gets (purge directory)", async |c| c.gets_one(&dkey).await)
+                    .await?
+                else {
+                    break;
                 };
-                let live = (item.flags == FLAGS_RECORD)
-                    .then(|| Record::decode(&item.data).ok())
-                    .flatten()
-                    .filter(|r| r.is_live(now));
-                match live {
-                    Some(r) => rescore.push((*id, r.expires_at())),
-                    None => {
-                        if self.run("delete", async |c| c.delete(rkey).await).await? {
-                            deleted += 1;
-                        }
-                        drop.push(*id);
-                    }
+                let mut kept: Vec<u64> = item
+                    .data
+                    .chunks_exact(8)
+                    .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+                    .filter(|b| !finished.contains(b))
+                    .collect();
+                kept.sort_unstable();
+                kept.dedup();
+                let bytes: Vec<u8> = kept.iter().flat_map(|b| b.to_be_bytes()).collect();
+                let cas = item.cas;
+                let stored = self
+                    .run("cas (purge directory)", async |c| {
+                        c.store("cas", &dkey, FLAGS_DIRECTORY, 0, &bytes, Some(cas))
+                            .await
+                    })
+                    .await?;
+                if stored != Reply::Exists {
+                    break;
                 }
             }
-            self.modify_index(&key, |l| {
-                l.retain(|(id, _)| !drop.contains(id));
-                for (id, e) in &rescore {
-                    if let Some(entry) = l.iter_mut().find(|(i, _)| i == id) {
-                        entry.1 = *e;
-                    }
-                }
-                true
-            })
-            .await?;
         }
         Ok(deleted)
+    }
+}
+
+impl MemcachedStore {
+    /// Purges the due entries of one purge-index item (at most `limit` deletions): records
+    /// dead at `now` are deleted, records live after all (touched since) move to the bucket
+    /// of their expiry. Returns how many were deleted and how many entries the item keeps.
+    async fn purge_item(
+        &self,
+        bucket: u64,
+        key: &str,
+        data: &[u8],
+        now: u64,
+        limit: usize,
+    ) -> Result<(usize, usize), Error> {
+        let list = entries(key, data)?;
+        let due: Vec<IdHash> = list
+            .iter()
+            .filter(|(_, e)| *e <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        if due.is_empty() {
+            return Ok((0, list.len()));
+        }
+        let keys: Vec<String> = due.iter().map(|id| self.record_key(id)).collect();
+        let items = self
+            .run("get (purge)", async |c| c.get_many(&keys).await)
+            .await?;
+        let mut deleted = 0;
+        let mut drop: Vec<IdHash> = Vec::new();
+        let mut rescore: Vec<(IdHash, u64)> = Vec::new();
+        for (id, rkey) in due.iter().zip(&keys) {
+            if deleted >= limit {
+                break;
+            }
+            let Some(item) = items.iter().find(|i| &i.key == rkey) else {
+                drop.push(*id); // dropped by its TTL (or deleted) already
+                continue;
+            };
+            let live = (item.flags == FLAGS_RECORD)
+                .then(|| Record::decode(&item.data).ok())
+                .flatten()
+                .filter(|r| r.is_live(now));
+            match live {
+                Some(r) if r.expires_at() / BUCKET_SECS == bucket => {
+                    rescore.push((*id, r.expires_at()));
+                }
+                Some(r) => {
+                    self.purge_entry(*id, r.expires_at(), now).await?;
+                    drop.push(*id);
+                }
+                None => {
+                    if self.run("delete", async |c| c.delete(rkey).await).await? {
+                        deleted += 1;
+                    }
+                    drop.push(*id);
+                }
+            }
+        }
+        let ttl = exptime(
+            (bucket + 1)
+                .saturating_mul(BUCKET_SECS)
+                .saturating_add(BUCKET_GRACE),
+            now,
+        );
+        let mut left = 0;
+        self.modify_item(key, ttl, |l| {
+            l.retain(|(id, _)| !drop.contains(id));
+            for (id, e) in &rescore {
+                if let Some(entry) = l.iter_mut().find(|(i, _)| i == id) {
+                    entry.1 = *e;
+                }
+            }
+            left = l.len();
+            true
+        })
+        .await?;
+        Ok((deleted, left))
     }
 }
 
@@ -829,7 +1056,7 @@ mod client {
 
     /// The largest value accepted from the server (memcached's item limit is 1 MiB by
     /// default, configurable up to 1 GiB; records are far smaller).
-    const MAX_VALUE: usize = 64 << 20;
+    const MAX_VALUE: usize = super::ITEM_LIMIT;
     const MAX_LINE: usize = 2048;
     /// Keys per `get` command.
     const GET_BATCH: usize = 16;
@@ -872,6 +1099,8 @@ mod client {
         NotStored,
         Exists,
         NotFound,
+        /// `SERVER_ERROR object too large for cache`: the item would pass the item limit.
+        TooLarge,
     }
 
     /// One item of a `get`/`gets` reply.
@@ -1032,6 +1261,7 @@ mod client {
                 "NOT_STORED" => Ok(Reply::NotStored),
                 "EXISTS" => Ok(Reply::Exists),
                 "NOT_FOUND" => Ok(Reply::NotFound),
+                l if l.starts_with("SERVER_ERROR object too large") => Ok(Reply::TooLarge),
                 other => Err(protocol(format!("unexpected reply to {verb}: {other}"))),
             }
         }

@@ -42,6 +42,17 @@
 //!   (`FOR UPDATE SKIP LOCKED`), so it never holds locks for more than one batch.
 //! - Durability is PostgreSQL's: a write that returned `Ok` was committed.
 //!
+//! # TLS
+//!
+//! Connections use TLS (rustls, verifying the server's certificate and name) when the URL
+//! says `sslmode=require`, when a CA file is named (`ca=PATH` in the URL or
+//! [`PostgresStoreBuilder::with_ca_file`]), or when any host is not this machine; without a
+//! CA file the system's trusted CAs are used. To a host that is not this machine TLS is
+//! required (no plaintext fallback): `sslmode=disable` there, or a server without TLS, is
+//! refused unless `allow_plaintext_to_remote_host` is set (URL option or
+//! [`PostgresStoreBuilder::allow_plaintext_to_remote_host`]). To a loopback host or a Unix
+//! socket, without `sslmode=require` or a CA file, connections are plaintext, as before.
+//!
 //! # Connections
 //!
 //! A [`deadpool_postgres`] pool (default 16 connections). Connecting, waiting for a pooled
@@ -50,13 +61,17 @@
 //! and broken connections are replaced once it is back.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+
+use crate::transport;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_POOL_SIZE: usize = 16;
@@ -89,6 +104,8 @@ pub struct PostgresStoreBuilder {
     pool_size: usize,
     connect_timeout: Duration,
     command_timeout: Duration,
+    ca: Option<PathBuf>,
+    allow_plaintext_to_remote_host: bool,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -100,12 +117,19 @@ impl fmt::Debug for PostgresStoreBuilder {
             pool_size,
             connect_timeout,
             command_timeout,
+            ca,
+            allow_plaintext_to_remote_host,
         } = self;
         f.debug_struct("PostgresStoreBuilder")
             .field("schema", schema)
             .field("pool_size", pool_size)
             .field("connect_timeout", connect_timeout)
             .field("command_timeout", command_timeout)
+            .field("ca", ca)
+            .field(
+                "allow_plaintext_to_remote_host",
+                allow_plaintext_to_remote_host,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -140,10 +164,30 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Connect with TLS, trusting the CA certificates in the PEM file `path` instead of the
+    /// system's (the URL option `ca=PATH` does the same). TLS is then required.
+    #[must_use]
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(path.into());
+        self
+    }
+
+    /// Allow a connection without TLS to a host that is not this machine (the URL option
+    /// `allow_plaintext_to_remote_host` does the same). Without it such a connection is
+    /// refused: session records would cross the network readable and writable by anyone
+    /// on the path. With it, `sslmode=prefer` (the default) still uses TLS when the server
+    /// offers it.
+    #[must_use]
+    pub fn allow_plaintext_to_remote_host(mut self) -> Self {
+        self.allow_plaintext_to_remote_host = true;
+        self
+    }
+
     /// Builds the pool, then creates or migrates the schema.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for a bad URL, schema name or pool size;
+    /// [`ErrorKind::InvalidInput`] for a bad URL, schema name, pool size or CA file, and for
+    /// a plaintext connection to a host that is not this machine (see the module docs);
     /// [`ErrorKind::Unavailable`] if the server cannot be reached or the migration fails.
     pub async fn connect(self) -> Result<PostgresStore, Error> {
         let valid_schema = !self.schema.is_empty()
@@ -165,18 +209,29 @@ impl PostgresStoreBuilder {
                 "a pool of 0 connections",
             ));
         }
-        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e| {
+        let (url, options) = transport::take_options(&self.url)?;
+        let ca = self.ca.or(options.ca);
+        let allow_plaintext =
+            self.allow_plaintext_to_remote_host || options.allow_plaintext_to_remote_host;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             Error::new(ErrorKind::InvalidInput, "invalid PostgreSQL URL").with_source(e)
         })?;
         config.connect_timeout(self.connect_timeout);
         config.application_name("cloakroom");
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = choose_tls(&mut config, ca.is_some(), allow_plaintext)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if tls {
+            let rustls = transport::rustls_config(ca.as_deref())?;
+            Manager::from_config(
+                config,
+                tokio_postgres_rustls::MakeRustlsConnect::new(rustls),
+                manager_config,
+            )
+        } else {
+            Manager::from_config(config, NoTls, manager_config)
+        };
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
@@ -255,6 +310,53 @@ impl PostgresStoreBuilder {
     }
 }
 
+/// Whether to connect with TLS, and the `sslmode` that goes with it (see the module docs).
+fn choose_tls(
+    config: &mut tokio_postgres::Config,
+    has_ca: bool,
+    allow_plaintext: bool,
+) -> Result<bool, Error> {
+    // With `hostaddr`, the connection goes to those addresses (the host names are then
+    // only what the certificate is checked against).
+    let remote: Option<String> = if config.get_hostaddrs().is_empty() {
+        config.get_hosts().iter().find_map(|h| match h {
+            Host::Tcp(name) if !transport::is_loopback(name) => Some(name.clone()),
+            _ => None,
+        })
+    } else {
+        config
+            .get_hostaddrs()
+            .iter()
+            .find(|a| !a.is_loopback())
+            .map(ToString::to_string)
+    };
+    let mode = config.get_ssl_mode();
+    if has_ca && mode == SslMode::Disable {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a CA file is named for PostgreSQL but the URL says sslmode=disable",
+        ));
+    }
+    if let Some(host) = &remote {
+        if !allow_plaintext {
+            if mode == SslMode::Disable {
+                return Err(transport::plaintext_refused(
+                    "PostgreSQL",
+                    host,
+                    "remove sslmode=disable",
+                ));
+            }
+            // No fallback to plaintext when the server declines TLS.
+            config.ssl_mode(SslMode::Require);
+        }
+    }
+    if has_ca {
+        config.ssl_mode(SslMode::Require);
+    }
+    let mode = config.get_ssl_mode();
+    Ok(mode == SslMode::Require || (remote.is_some() && mode == SslMode::Prefer))
+}
+
 struct Sql {
     load: String,
     create: String,
@@ -325,6 +427,15 @@ fn stale_statement(e: &Error) -> bool {
         })
 }
 
+/// A column whose type is not the one this store created (an operator's `ALTER`): the
+/// table is not usable, so every operation on it fails closed, never panics.
+fn column_type(e: tokio_postgres::Error) -> Error {
+    Error::unavailable(
+        "a PostgreSQL column does not have the type this store expects",
+        e,
+    )
+}
+
 fn i64_of(what: &str, v: u64) -> Result<i64, Error> {
     i64::try_from(v).map_err(|_| {
         Error::new(
@@ -347,6 +458,8 @@ impl PostgresStore {
             pool_size: DEFAULT_POOL_SIZE,
             connect_timeout: DEFAULT_TIMEOUT,
             command_timeout: DEFAULT_TIMEOUT,
+            ca: None,
+            allow_plaintext_to_remote_host: false,
         }
     }
 
@@ -415,7 +528,7 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(db("reading the schema version"))?;
-            let applied: i32 = row.get(0);
+            let applied: i32 = row.try_get(0).map_err(column_type)?;
             let applied = usize::try_from(applied).unwrap_or(0);
             if applied > MIGRATIONS.len() {
                 return Err(Error::new(
@@ -587,8 +700,8 @@ impl Store for PostgresStore {
                 c.query_one(&st, &params).await.map_err(db("update"))
             })
             .await?;
-        let updated: i64 = row.get(0);
-        let live: Option<bool> = row.get(1);
+        let updated: i64 = row.try_get(0).map_err(column_type)?;
+        let live: Option<bool> = row.try_get(1).map_err(column_type)?;
         match (updated, live) {
             (1, _) => Ok(next),
             (_, Some(true)) => Err(Error::conflict()),
@@ -713,7 +826,7 @@ impl Store for PostgresStore {
             .await?;
         match row {
             None => Ok(0),
-            Some(row) => u64_of(row.get(0)),
+            Some(row) => u64_of(row.try_get(0).map_err(column_type)?),
         }
     }
 
@@ -729,7 +842,7 @@ impl Store for PostgresStore {
                     .map_err(db("bump_user_epoch"))
             })
             .await?;
-        u64_of(row.get(0))
+        u64_of(row.try_get(0).map_err(column_type)?)
     }
 
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {

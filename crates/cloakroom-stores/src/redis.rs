@@ -13,9 +13,9 @@
 //! | `cloakroom:expiry` | sorted set | every id hash, scored by (at most) its expiry, for [`Store::purge_expired`] |
 //!
 //! The parts in braces are Redis Cluster hash tags: a record's key is alone in its slot and
-//! both keys of one user share a slot, so every script and every multi-key command touches a
-//! single slot, as Redis Cluster requires. (This store connects to one server; the key layout
-//! is what lets a cluster client use it unchanged.)
+//! both keys of one user share a slot. Every script touches `KEYS[1]` alone and every
+//! multi-key command (the `MULTI` of [`Store::sessions_of`]) names one key, so nothing here
+//! ever needs two slots at once, as Redis Cluster requires (a unit test checks the scripts).
 //!
 //! # Guarantees
 //!
@@ -44,18 +44,43 @@
 //!
 //! # Connections
 //!
-//! One multiplexed connection ([`redis::aio::ConnectionManager`]) shared by every clone of
-//! the store, reconnecting by itself after the server went away. Every round trip is bounded
-//! by the connect timeout plus the command timeout (1 s each by default); a store that
-//! cannot reach its server answers [`ErrorKind::Unavailable`].
+//! One server: one multiplexed connection ([`redis::aio::ConnectionManager`]) shared by
+//! every clone of the store, reconnecting by itself after the server went away.
+//!
+//! Redis Cluster (`redis+cluster://HOST:PORT,HOST:PORT,...`, `rediss+cluster://...` for TLS,
+//! or [`RedisStoreBuilder::cluster`]): the `redis` crate's async cluster client, which
+//! follows `MOVED`/`ASK` and learns the new primaries after a failover. The nodes named are
+//! only where it starts; the rest are found from the cluster. A pipeline of this store whose
+//! commands live in several slots (an index write and the record write of a
+//! [`Store::create`]) is sent as one pipeline per run of consecutive same-slot commands, in
+//! order, so the index-before-record rule still holds. Scripts are loaded on every primary,
+//! and again when a primary answers `NOSCRIPT` (a replica promoted by a failover has none).
+//!
+//! Every round trip is bounded by the connect timeout plus the command timeout (1 s each by
+//! default); a store that cannot reach its server (or, in a cluster, the primary of a key's
+//! slot) answers [`ErrorKind::Unavailable`].
+//!
+//! # TLS
+//!
+//! `rediss://` (and `rediss+cluster://`) connect with TLS (rustls), verifying the server's
+//! certificate and name against the system's CAs, or against the PEM file named by
+//! `?ca=PATH` or [`RedisStoreBuilder::with_ca_file`]. `redis://` to a host that is not this
+//! machine (a loopback address or `localhost`) is refused unless the URL option
+//! `allow_plaintext_to_remote_host` or [`RedisStoreBuilder::allow_plaintext_to_remote_host`]
+//! is set.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
 use redis::aio::ConnectionManager;
-use redis::{Cmd, Pipeline, Value};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, Slot};
+use redis::{Arg, Cmd, IntoConnectionInfo, Pipeline, Value};
+
+use crate::transport;
 
 /// The connect and command timeouts unless configured otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -284,6 +309,10 @@ pub struct RedisStoreBuilder {
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
+    cluster: bool,
+    replica_acks: Option<u32>,
+    ca: Option<PathBuf>,
+    allow_plaintext_to_remote_host: bool,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -294,11 +323,22 @@ impl fmt::Debug for RedisStoreBuilder {
             prefix,
             connect_timeout,
             command_timeout,
+            cluster,
+            replica_acks,
+            ca,
+            allow_plaintext_to_remote_host,
         } = self;
         f.debug_struct("RedisStoreBuilder")
             .field("prefix", prefix)
             .field("connect_timeout", connect_timeout)
             .field("command_timeout", command_timeout)
+            .field("cluster", cluster)
+            .field("replica_acks", replica_acks)
+            .field("ca", ca)
+            .field(
+                "allow_plaintext_to_remote_host",
+                allow_plaintext_to_remote_host,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -327,11 +367,51 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Treat the URL as naming nodes of a Redis Cluster (as the scheme `redis+cluster://`
+    /// does): `redis://HOST:PORT` or `rediss://HOST:PORT`, several nodes separated by
+    /// commas.
+    #[must_use]
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
+    /// In a cluster: how many replicas must confirm each write (`WAIT`) before it counts as
+    /// done (default 1). Redis replicates asynchronously, so a write confirmed by its primary
+    /// alone is lost if that primary dies before passing it on and its replica is promoted.
+    /// A write not confirmed within a fifth of the command timeout (10 to 200 ms) fails as
+    /// `Unavailable`, saying that it may have been applied. 0 turns this off (faster, but a failover may then lose
+    /// acknowledged writes); a cluster without replicas needs 0.
+    #[must_use]
+    pub fn with_replica_acks(mut self, replicas: u32) -> Self {
+        self.replica_acks = Some(replicas);
+        self
+    }
+
+    /// Trust the CA certificates in the PEM file `path` instead of the system's (the URL
+    /// option `ca=PATH` does the same). Needs a `rediss://` URL.
+    #[must_use]
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(path.into());
+        self
+    }
+
+    /// Allow `redis://` (no TLS) to a host that is not this machine (the URL option
+    /// `allow_plaintext_to_remote_host` does the same). Without it such a URL is refused:
+    /// session records would cross the network readable and writable by anyone on the
+    /// path.
+    #[must_use]
+    pub fn allow_plaintext_to_remote_host(mut self) -> Self {
+        self.allow_plaintext_to_remote_host = true;
+        self
+    }
+
     /// Connects and loads the scripts.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for a bad URL or prefix; [`ErrorKind::Unavailable`] if the
-    /// server cannot be reached within the connect timeout.
+    /// [`ErrorKind::InvalidInput`] for a bad URL, prefix or CA file, and for `redis://` to a
+    /// host that is not this machine without `allow_plaintext_to_remote_host`;
+    /// [`ErrorKind::Unavailable`] if the server cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisStore, Error> {
         if self.prefix.contains(['{', '}']) {
             return Err(Error::new(
@@ -339,23 +419,91 @@ impl RedisStoreBuilder {
                 "a Redis key prefix must not contain braces (they are hash tags)",
             ));
         }
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid Redis URL").with_source(e))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(self.connect_timeout);
+        let target = Target::parse(&self.url, self.cluster)?;
+        let ca = match self.ca.as_ref().or(target.options.ca.as_ref()) {
+            Some(path) if !target.tls => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "a CA file ({}) is named but the Redis URL is not rediss://",
+                        path.display()
+                    ),
+                ))
+            }
+            Some(path) => Some(transport::read_ca_file(path)?),
+            None => None,
+        };
+        let allow_plaintext =
+            self.allow_plaintext_to_remote_host || target.options.allow_plaintext_to_remote_host;
+        for node in &target.nodes {
+            check_plaintext(node, allow_plaintext)?;
+        }
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.clone(),
+        };
         let bound = self.connect_timeout + self.command_timeout;
-        let conn =
+        let conn = if target.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(target.nodes.clone())
+                .connection_timeout(self.connect_timeout)
+                .response_timeout(self.command_timeout)
+                .retries(2)
+                .min_retry_wait(10)
+                .max_retry_wait(100);
+            if ca.is_some() {
+                builder = builder.certs(certs());
+            }
+            let client = builder.build().map_err(|e| {
+                Error::new(ErrorKind::InvalidInput, "invalid Redis Cluster URL").with_source(e)
+            })?;
+            match tokio::time::timeout(bound, client.get_async_connection()).await {
+                Ok(Ok(conn)) => Conn::Cluster {
+                    link: std::sync::Arc::new(ClusterLink {
+                        client,
+                        conn: std::sync::Mutex::new(conn),
+                        renewing: std::sync::atomic::AtomicBool::new(false),
+                        connect_timeout: self.connect_timeout,
+                    }),
+                    replica_acks: self.replica_acks.unwrap_or(1),
+                    // `WAIT` blocks the multiplexed connection to that primary for as long
+                    // as it waits (a primary without a replica makes it wait it out), so it
+                    // gets a fifth of the command timeout, 10 to 200 ms.
+                    wait_ms: u64::try_from(self.command_timeout.as_millis() / 5)
+                        .unwrap_or(u64::MAX)
+                        .clamp(10, 200),
+                },
+                Ok(Err(e)) => {
+                    return Err(Error::unavailable("cannot connect to the Redis Cluster", e))
+                }
+                Err(e) => {
+                    return Err(Error::unavailable(
+                        "connecting to the Redis Cluster timed out",
+                        e,
+                    ))
+                }
+            }
+        } else {
+            let url = target.nodes[0].as_str();
+            let client = if ca.is_some() {
+                redis::Client::build_with_tls(url, certs())
+            } else {
+                redis::Client::open(url)
+            }
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid Redis URL").with_source(e))?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(Some(self.command_timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(self.connect_timeout);
             match tokio::time::timeout(bound, ConnectionManager::new_with_config(client, config))
                 .await
             {
-                Ok(Ok(conn)) => conn,
+                Ok(Ok(conn)) => Conn::Single(conn),
                 Ok(Err(e)) => return Err(Error::unavailable("cannot connect to Redis", e)),
                 Err(e) => return Err(Error::unavailable("connecting to Redis timed out", e)),
-            };
+            }
+        };
         let store = RedisStore {
             conn,
             prefix: self.prefix,
@@ -383,7 +531,7 @@ impl RedisStoreBuilder {
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     bound: Duration,
     scripts: std::sync::Arc<Scripts>,
@@ -392,12 +540,13 @@ pub struct RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
-            conn: _,
+            conn,
             prefix,
             bound,
             scripts: _,
         } = self;
         f.debug_struct("RedisStore")
+            .field("cluster", &matches!(conn, Conn::Cluster { .. }))
             .field("prefix", prefix)
             .field("round_trip_bound", bound)
             .finish_non_exhaustive()
@@ -542,15 +691,282 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
+/// The connection: to one server, or to a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster {
+        link: std::sync::Arc<ClusterLink>,
+        /// After each part that writes: `WAIT replica_acks wait_ms` (0: no `WAIT`).
+        replica_acks: u32,
+        wait_ms: u64,
+    },
+}
+
+/// A cluster connection that is made anew (in the background, at most one at a time) when
+/// round trips fail: the cluster client learns a failover's new primary from `MOVED`
+/// replies and its own slot refreshes, and a fresh connection asks the named nodes again,
+/// so the store recovers even when the old connection keeps waiting on a dead node.
+struct ClusterLink {
+    client: redis::cluster::ClusterClient,
+    conn: std::sync::Mutex<ClusterConnection>,
+    renewing: std::sync::atomic::AtomicBool,
+    connect_timeout: Duration,
+}
+
+impl ClusterLink {
+    fn current(&self) -> ClusterConnection {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts making a new connection, unless one is being made.
+    fn renew(self: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.renewing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let link = self.clone();
+        tokio::spawn(async move {
+            let made =
+                tokio::time::timeout(link.connect_timeout * 2, link.client.get_async_connection())
+                    .await;
+            if let Ok(Ok(conn)) = made {
+                *link
+                    .conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+            }
+            // At most five new connections a second.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            link.renewing.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Why a round trip failed.
+enum QueryError {
+    Redis(redis::RedisError),
+    /// A write was applied on a primary, but fewer replicas than required confirmed it in
+    /// time: it may be lost if that primary fails now.
+    NotReplicated {
+        acked: i64,
+        wanted: u32,
+    },
+}
+
+impl From<redis::RedisError> for QueryError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e)
+    }
+}
+
+/// Whether a command of this store only reads.
+fn reads_only(cmd: &Cmd) -> bool {
+    let Some(Arg::Simple(name)) = cmd.args_iter().next() else {
+        return false;
+    };
+    [
+        b"HGETALL".as_slice(),
+        b"HGET",
+        b"GET",
+        b"ZRANGE",
+        b"ZRANGEBYSCORE",
+    ]
+    .iter()
+    .any(|r| name.eq_ignore_ascii_case(r))
+}
+
+/// Sends one part (commands in one slot) to a cluster, with `WAIT` after it when it writes.
+async fn send_part(
+    conn: &mut ClusterConnection,
+    mut part: Pipeline,
+    replica_acks: u32,
+    wait_ms: u64,
+) -> Result<Vec<Value>, QueryError> {
+    let writes = part.cmd_iter().any(|c| !reads_only(c));
+    if replica_acks == 0 || !writes || part.is_transaction() {
+        return Ok(part.query_async(conn).await?);
+    }
+    // `WAIT` names no key: it goes with the part's commands, to the same primary.
+    part.cmd("WAIT").arg(replica_acks).arg(wait_ms);
+    let mut replies: Vec<Value> = part.query_async(conn).await?;
+    let acked = match replies.pop() {
+        Some(Value::Int(n)) => n,
+        _ => -1,
+    };
+    if acked < i64::from(replica_acks) {
+        return Err(QueryError::NotReplicated {
+            acked,
+            wanted: replica_acks,
+        });
+    }
+    Ok(replies)
+}
+
+/// The slot of a command's key (`EVALSHA sha numkeys key`, or `CMD key ...`), `None` for a
+/// command without a key.
+fn slot_of(cmd: &Cmd) -> Option<Slot> {
+    let mut args = cmd.args_iter().map(|a| match a {
+        Arg::Simple(b) => Some(b),
+        _ => None,
+    });
+    let name = args.next()??;
+    let key = if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") {
+        args.nth(2)??
+    } else {
+        args.next()??
+    };
+    Some(Slot::for_key(key))
+}
+
+impl Conn {
+    /// Sends `pipe` and returns the replies of its commands, in order. In a cluster, a
+    /// pipeline whose commands live in several slots goes as one pipeline per run of
+    /// consecutive same-slot commands, one after the other (in order); a transaction must
+    /// be in one slot. (No pipeline sent here marks a command `ignore`d, so the replies of
+    /// the parts line up with the commands.)
+    async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>, QueryError> {
+        match self {
+            Self::Single(conn) => Ok(pipe.query_async(&mut conn.clone()).await?),
+            Self::Cluster {
+                link,
+                replica_acks,
+                wait_ms,
+            } => {
+                let (acks, wait_ms) = (*replica_acks, *wait_ms);
+                let mut conn = link.current();
+                let slots: Vec<Option<Slot>> = pipe.cmd_iter().map(slot_of).collect();
+                let mut distinct = slots.iter().flatten();
+                let first = distinct.next();
+                if pipe.is_transaction() || distinct.all(|s| Some(s) == first) {
+                    return send_part(&mut conn, pipe.clone(), acks, wait_ms).await;
+                }
+                let mut out = Vec::with_capacity(slots.len());
+                let mut part = redis::pipe();
+                let mut part_slot = None;
+                for (cmd, slot) in pipe.cmd_iter().zip(&slots) {
+                    if part_slot.is_some() && slot.is_some() && *slot != part_slot {
+                        let done = std::mem::replace(&mut part, redis::pipe());
+                        out.extend(send_part(&mut conn, done, acks, wait_ms).await?);
+                    }
+                    if slot.is_some() {
+                        part_slot = *slot;
+                    }
+                    part.add_command(cmd.clone());
+                }
+                if !part.is_empty() {
+                    out.extend(send_part(&mut conn, part, acks, wait_ms).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// A Redis URL taken apart: the nodes (each a URL the `redis` crate reads), TLS or not,
+/// cluster or not, and the store's own options.
+struct Target {
+    nodes: Vec<String>,
+    tls: bool,
+    cluster: bool,
+    options: transport::UrlOptions,
+}
+
+impl Target {
+    fn parse(url: &str, cluster: bool) -> Result<Self, Error> {
+        let invalid = |m: &str| Error::new(ErrorKind::InvalidInput, m.to_owned());
+        let (url, options) = transport::take_options(url)?;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(invalid(
+                "a Redis URL starts with redis://, rediss:// or redis+cluster://",
+            ));
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let (base, cluster) = match scheme.strip_suffix("+cluster") {
+            Some(base) => (base.to_owned(), true),
+            None => (scheme.clone(), cluster),
+        };
+        let tls = base == "rediss";
+        if !cluster {
+            return Ok(Self {
+                nodes: vec![format!("{scheme}://{rest}")],
+                tls,
+                cluster,
+                options,
+            });
+        }
+        if base != "redis" && base != "rediss" {
+            return Err(invalid(
+                "a Redis Cluster URL is redis+cluster://HOST:PORT,... or rediss+cluster://...",
+            ));
+        }
+        // HOST:PORT,HOST:PORT[/0][?query]; user and password, if any, before the first node.
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (path, query) = match tail.split_once('?') {
+            Some((p, q)) => (p, format!("?{q}")),
+            None => (tail, String::new()),
+        };
+        if !matches!(path, "" | "/" | "/0") {
+            return Err(invalid(
+                "Redis Cluster has database 0 only: a cluster URL has no /DB",
+            ));
+        }
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), authority),
+        };
+        let nodes: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{base}://{userinfo}{h}{query}"))
+            .collect();
+        if nodes.is_empty() {
+            return Err(invalid("a Redis Cluster URL names no node"));
+        }
+        Ok(Self {
+            nodes,
+            tls,
+            cluster,
+            options,
+        })
+    }
+}
+
+/// Refuses a plaintext node that is not this machine, unless allowed.
+fn check_plaintext(node: &str, allow: bool) -> Result<(), Error> {
+    let info = node
+        .into_connection_info()
+        .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid Redis URL").with_source(e))?;
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, _) if !allow && !transport::is_loopback(host) => Err(
+            transport::plaintext_refused("Redis", host, "use a rediss:// URL"),
+        ),
+        _ => Ok(()),
+    }
+}
+
 impl RedisStore {
-    /// A builder for a store on the server at `url` (`redis://host:port/db`, or
-    /// `redis://:password@host:port`).
+    /// A builder for a store on the server at `url` (`redis://host:port/db`,
+    /// `redis://:password@host:port`, `rediss://host:port` for TLS), or on the Redis Cluster
+    /// at `redis+cluster://host:port,host:port` (`rediss+cluster://` for TLS). The query
+    /// options `ca=PATH` and `allow_plaintext_to_remote_host` are the store's own (see the
+    /// module docs); the rest of the URL is read by the `redis` crate.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
             connect_timeout: DEFAULT_TIMEOUT,
             command_timeout: DEFAULT_TIMEOUT,
+            cluster: false,
+            replica_acks: None,
+            ca: None,
+            allow_plaintext_to_remote_host: false,
         }
     }
 
@@ -590,11 +1006,38 @@ impl RedisStore {
     }
 
     async fn load_scripts(&self) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        for s in self.scripts.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
+        match &self.conn {
+            Conn::Single(_) => {
+                let mut pipe = redis::pipe();
+                for s in self.scripts.all() {
+                    pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
+                }
+                let _: Vec<Value> = self.bounded("SCRIPT LOAD", pipe).await?;
+            }
+            Conn::Cluster { link, .. } => {
+                // Every primary: a script is called on the node of its key's slot.
+                let mut conn = link.current();
+                let load = async {
+                    for s in self.scripts.all() {
+                        let mut cmd = redis::cmd("SCRIPT");
+                        cmd.arg("LOAD").arg(&s.source);
+                        let routing = RoutingInfo::MultiNode((
+                            MultipleNodeRoutingInfo::AllMasters,
+                            Some(ResponsePolicy::AllSucceeded),
+                        ));
+                        conn.route_command(cmd, routing)
+                            .await
+                            .map_err(|e| map_err("SCRIPT LOAD", e))?;
+                    }
+                    Ok::<(), Error>(())
+                };
+                tokio::time::timeout(self.bound * 2, load)
+                    .await
+                    .map_err(|e| {
+                        Error::unavailable("Redis did not answer SCRIPT LOAD in time", e)
+                    })??;
+            }
         }
-        let _: Vec<Value> = self.bounded("SCRIPT LOAD", pipe).await?;
         Ok(())
     }
 
@@ -602,25 +1045,39 @@ impl RedisStore {
     /// sending the pipeline again (every pipeline here is safe to repeat).
     async fn bounded(&self, what: &'static str, pipe: Pipeline) -> Result<Vec<Value>, Error> {
         for attempt in 0..2 {
-            let mut conn = self.conn.clone();
-            let result =
-                tokio::time::timeout(self.bound, pipe.query_async::<Vec<Value>>(&mut conn))
-                    .await
-                    .map_err(|e| {
-                        Error::unavailable(format!("Redis did not answer {what} in time"), e)
-                    })?;
+            let result = tokio::time::timeout(self.bound, self.conn.query(&pipe)).await;
+            if let Conn::Cluster { link, .. } = &self.conn {
+                if matches!(result, Err(_) | Ok(Err(QueryError::Redis(_)))) {
+                    link.renew();
+                }
+            }
+            let result = result.map_err(|e| {
+                Error::unavailable(format!("Redis did not answer {what} in time"), e)
+            })?;
             match result {
                 Ok(values) => return Ok(values),
-                Err(e)
+                Err(QueryError::Redis(e))
                     if attempt == 0
                         && e.kind()
                             == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
-                    // The server restarted or its script cache was flushed.
+                    // The server restarted, its script cache was flushed, or (in a cluster)
+                    // a replica without them was promoted.
                     tracing::debug!("Redis lost the scripts; loading them again");
                     Box::pin(self.load_scripts()).await?;
                 }
-                Err(e) => return Err(map_err(what, e)),
+                Err(QueryError::Redis(e)) => return Err(map_err(what, e)),
+                Err(QueryError::NotReplicated { acked, wanted }) => {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "{what}: the write may have been applied on the Redis primary, but \
+                             {} of {wanted} replicas confirmed it in time, so a failover \
+                             could lose it (see RedisStoreBuilder::with_replica_acks)",
+                            acked.max(0)
+                        ),
+                    ))
+                }
             }
         }
         Err(unexpected(what))
@@ -907,9 +1364,9 @@ impl Store for RedisStore {
                 .arg(self.index_key(user))
                 .arg("GT")
                 .arg(idle_deadline)
-                .arg(&hex)
-                .ignore();
+                .arg(&hex);
         }
+        let script_at = usize::from(user.is_some());
         pipe.add_command(
             self.scripts
                 .touch
@@ -919,10 +1376,9 @@ impl Store for RedisStore {
             .arg(self.expiry_key())
             .arg("LT")
             .arg(idle_deadline)
-            .arg(&hex)
-            .ignore();
+            .arg(&hex);
         let replies = self.bounded("touch", pipe).await?;
-        match replies.last().and_then(status) {
+        match replies.get(script_at).and_then(status) {
             Some((2, rest)) => {
                 let now_user = rest.first().and_then(bytes).and_then(untag_user);
                 let idle = rest
@@ -1184,3 +1640,124 @@ impl Store for RedisStore {
 // Operator queries (find by id prefix, stats).
 #[path = "admin/redis.rs"]
 mod admin;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Redis Cluster runs a script only if every key it touches is in one slot, and only if
+    /// the script names its keys in `KEYS`: every script here must touch `KEYS[1]` alone
+    /// (and build no key names of its own).
+    #[test]
+    fn every_script_touches_its_one_key() {
+        for script in Scripts::new().all() {
+            let src = &script.source;
+            let mut rest = src.as_str();
+            while let Some(i) = rest.find("KEYS[") {
+                rest = &rest[i + 5..];
+                assert!(rest.starts_with("1]"), "a script uses another key: {src}");
+            }
+            assert!(!src.contains("#KEYS"), "{src}");
+            // Key names built in Lua (from ARGV or a prefix) would escape the check above.
+            for call in ["redis.call('", "redis.pcall('"] {
+                for (i, _) in src.match_indices(call) {
+                    let args = &src[i + call.len()..];
+                    let first_arg = args.split_once(',').map_or("", |(_, a)| a.trim_start());
+                    assert!(
+                        first_arg.starts_with("KEYS[1]")
+                            || first_arg.starts_with("key")
+                            || args.starts_with("TYPE'")
+                            || first_arg.is_empty(),
+                        "a Redis call on something other than KEYS[1]: {}",
+                        &args[..args.len().min(60)]
+                    );
+                }
+            }
+        }
+    }
+
+    /// A user's index and epoch share a slot whatever the user id holds (braces included),
+    /// and the record keys of two sessions need not.
+    #[tokio::test]
+    async fn a_users_keys_share_a_slot() {
+        let store_keys = |user: &str| {
+            let prefix = "p:";
+            let key = |what: &str| {
+                let mut k = prefix.as_bytes().to_vec();
+                k.extend_from_slice(b"{u:");
+                k.extend_from_slice(user.as_bytes());
+                k.extend_from_slice(b"}:");
+                k.extend_from_slice(what.as_bytes());
+                k
+            };
+            (key("sessions"), key("epoch"))
+        };
+        for user in ["alice", "", "a}b", "{x}", "}}", "ü", "a:b{c}d"] {
+            let (index, epoch) = store_keys(user);
+            assert_eq!(Slot::for_key(&index), Slot::for_key(&epoch), "{user:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_urls_name_their_nodes() {
+        let t = Target::parse("redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001", false).unwrap();
+        assert!(t.cluster && !t.tls);
+        assert_eq!(
+            t.nodes,
+            ["redis://:pw@127.0.0.1:7000", "redis://:pw@127.0.0.1:7001"]
+        );
+        let t = Target::parse("rediss+cluster://a:1,b:2/?ca=/x.pem&protocol=resp3", false).unwrap();
+        assert!(t.cluster && t.tls);
+        assert_eq!(
+            t.nodes,
+            ["rediss://a:1?protocol=resp3", "rediss://b:2?protocol=resp3"]
+        );
+        assert_eq!(t.options.ca, Some(PathBuf::from("/x.pem")));
+        let t = Target::parse("redis://127.0.0.1:7000", true).unwrap();
+        assert!(t.cluster);
+        let t = Target::parse("rediss://h:6380/2", false).unwrap();
+        assert!(!t.cluster && t.tls);
+        assert_eq!(t.nodes, ["rediss://h:6380/2"]);
+        for bad in [
+            "redis+cluster://a:1/3",
+            "redis+cluster://",
+            "unix+cluster:///x",
+            "h:1",
+        ] {
+            let err = Target::parse(bad, false).err().expect(bad);
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_host_is_refused() {
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://localhost",
+            "redis://[::1]:6379",
+        ] {
+            check_plaintext(ok, false).unwrap();
+        }
+        check_plaintext("rediss://cache.example:6380", false).unwrap();
+        let err = check_plaintext("redis://cache.example:6379", false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("allow_plaintext_to_remote_host"),
+            "{err}"
+        );
+        check_plaintext("redis://cache.example:6379", true).unwrap();
+    }
+
+    #[test]
+    fn commands_find_their_slot() {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg("abc").arg(1).arg("p:{r:01}").arg("x");
+        assert_eq!(slot_of(&c), Some(Slot::for_key("p:{r:01}")));
+        let mut c = redis::cmd("ZADD");
+        c.arg("p:{u:a}:sessions").arg(1).arg("m");
+        assert_eq!(slot_of(&c), Some(Slot::for_key("p:{u:a}:sessions")));
+        assert!(!reads_only(&c));
+        let mut c = redis::cmd("HGETALL");
+        c.arg("k");
+        assert!(reads_only(&c));
+    }
+}

@@ -5,11 +5,16 @@
 //! |---|---|---|
 //! | `sqlite://PATH` (also `sqlite:PATH`) | [`SqliteStore`](crate::SqliteStore) on the file `PATH` | `sqlite` |
 //! | `file://DIR` | [`FileStore`](crate::FileStore) in the directory `DIR` | `file` |
-//! | `redis://…`, `rediss://…` (TLS) | [`RedisStore`](crate::RedisStore), the URL as the `redis` crate reads it | `redis` |
+//! | `redis://…`, `rediss://…` (TLS) | [`RedisStore`](crate::RedisStore) on one server, the URL as the `redis` crate reads it | `redis` |
+//! | `redis+cluster://HOST:PORT,HOST:PORT`, `rediss+cluster://…` | [`RedisStore`](crate::RedisStore) on a Redis Cluster | `redis` |
 //! | `postgres://…`, `postgresql://…` | [`PostgresStore`](crate::PostgresStore) | `postgres` |
 //! | `memcache://HOST:PORT` | [`MemcachedStore`](crate::MemcachedStore) | `memcached` |
 //! | `cloakroomd+ipc://PATH` | `RemoteStore` on the daemon's socket file `PATH` | `remote` |
 //! | `cloakroomd+tcp://HOST:PORT` | `RemoteStore` on the daemon at `HOST:PORT` | `remote` |
+//!
+//! The Redis and PostgreSQL URLs also take the store's own query options `ca=PATH` (a PEM
+//! file of CA certificates to trust for TLS) and `allow_plaintext_to_remote_host` (without
+//! it, a connection without TLS to a host other than this machine is refused).
 //!
 //! `sqlite:///var/db/s.db` names an absolute path and `sqlite://s.db` a relative one. A
 //! scheme this build does not have is an error naming the feature it needs, never a
@@ -28,7 +33,8 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
     /// `file://DIR`: a file per session in a directory.
     File(PathBuf),
-    /// `redis://…`: the whole URL, as the `redis` crate reads it.
+    /// `redis://…`, `rediss://…`, `redis+cluster://…`, `rediss+cluster://…`: the whole URL,
+    /// as [`RedisStore::builder`](crate::RedisStore::builder) reads it.
     Redis(String),
     /// `postgres://…`: the whole URL, as `tokio-postgres` reads it.
     Postgres(String),
@@ -41,6 +47,7 @@ pub enum StoreUrl {
 
 /// The schemes [`StoreUrl::parse`] knows, for error messages and `--help`.
 pub const SCHEMES: &str = "sqlite://PATH, file://DIR, redis://HOST[:PORT][/DB], \
+                           rediss://HOST[:PORT][/DB], redis+cluster://HOST:PORT,HOST:PORT, \
                            postgres://USER@HOST[:PORT]/DB, memcache://HOST:PORT, \
                            cloakroomd+ipc://PATH, cloakroomd+tcp://HOST:PORT";
 
@@ -72,7 +79,9 @@ impl StoreUrl {
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => Ok(Self::Sqlite(path("file path")?)),
             "file" => Ok(Self::File(path("directory")?)),
-            "redis" | "rediss" => Ok(Self::Redis(url.to_owned())),
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
+                Ok(Self::Redis(url.to_owned()))
+            }
             "postgres" | "postgresql" => Ok(Self::Postgres(url.to_owned())),
             "memcache" | "memcached" => {
                 let addr = after_slashes.unwrap_or(rest).trim_end_matches('/');
@@ -212,6 +221,13 @@ mod tests {
             StoreUrl::parse("redis://127.0.0.1:6379/2").unwrap(),
             StoreUrl::Redis("redis://127.0.0.1:6379/2".into())
         );
+        for url in [
+            "rediss://cache:6380?ca=/etc/ssl/ca.pem",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+            "rediss+cluster://a:7000",
+        ] {
+            assert_eq!(StoreUrl::parse(url).unwrap(), StoreUrl::Redis(url.into()));
+        }
         assert_eq!(
             StoreUrl::parse("postgresql://u@h/test").unwrap(),
             StoreUrl::Postgres("postgresql://u@h/test".into())
@@ -262,6 +278,11 @@ mod tests {
         assert_eq!(format!("{url:?}"), "postgres://db.example:5432/s");
         let url = StoreUrl::parse("redis://:hunter2@cache:6379").unwrap();
         assert_eq!(format!("{url:?}"), "redis://cache:6379");
+        let url = StoreUrl::parse("rediss+cluster://:hunter2@a:7000,b:7001?ca=/c.pem").unwrap();
+        assert_eq!(
+            format!("{url:?}"),
+            "rediss+cluster://a:7000,b:7001?ca=/c.pem"
+        );
     }
 
     #[cfg(feature = "sqlite")]

@@ -1,0 +1,1114 @@
+//! The stores for production (issue 15) on real servers: Redis and PostgreSQL over TLS
+//! (servers started here with a certificate made here), the plaintext guard, Redis Cluster
+//! (the conformance suite, and a primary killed under load), and the memcached flood.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// What the modules share: names, records, free ports, certificates.
+#[allow(dead_code)]
+mod common {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use cloakroom::{Policy, Record, SessionId};
+
+    pub(crate) const T0: u64 = 1_700_000_000;
+
+    /// A name no other test run (or test in this run) uses.
+    pub(crate) fn unique(prefix: &str) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!(
+            "{prefix}{}_{}_{}",
+            std::process::id(),
+            nanos,
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub(crate) fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub(crate) fn wait_port(port: u16, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what} did not start listening on 127.0.0.1:{port}");
+    }
+
+    pub(crate) fn record(user: &str) -> Record {
+        let mut r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            T0,
+            &Policy::default(),
+        );
+        r.user_id = Some(user.to_owned());
+        r
+    }
+
+    /// A CA and a server certificate for `127.0.0.1` and `localhost` signed by it, made now
+    /// with the openssl command (P-256 keys).
+    pub(crate) struct Certificates {
+        pub(crate) ca: PathBuf,
+        pub(crate) cert: PathBuf,
+        pub(crate) key: PathBuf,
+        /// A second CA that signed nothing here: trusting it alone must fail.
+        pub(crate) other_ca: PathBuf,
+    }
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl ({e}); install it: apt-get install -y openssl")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub(crate) fn certificates(dir: &Path) -> Certificates {
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        let ca_conf = |cn: &str| {
+            format!(
+                "[req]\ndistinguished_name = dn\nx509_extensions = v3\nprompt = no\n\
+                 [dn]\nCN = {cn}\n[v3]\nbasicConstraints = critical,CA:TRUE\n\
+                 keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n"
+            )
+        };
+        write("ca.cnf", &ca_conf("cloakroom test CA"));
+        write("other-ca.cnf", &ca_conf("cloakroom other CA"));
+        write(
+            "server.cnf",
+            "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = localhost\n",
+        );
+        write(
+            "server.ext",
+            "subjectAltName = IP:127.0.0.1,DNS:localhost\n\
+             basicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n",
+        );
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for (conf, key, pem) in [
+            ("ca.cnf", "ca.key", "ca.pem"),
+            ("other-ca.cnf", "other-ca.key", "other-ca.pem"),
+        ] {
+            let mut args = vec!["req", "-x509", "-config", conf, "-days", "2"];
+            args.extend(ec);
+            args.extend(["-keyout", key, "-out", pem]);
+            openssl(dir, &args);
+        }
+        let mut args = vec!["req", "-new", "-config", "server.cnf"];
+        args.extend(ec);
+        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+        );
+        Certificates {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            other_ca: dir.join("other-ca.pem"),
+        }
+    }
+
+    /// A child process killed (and waited for) when dropped.
+    pub(crate) struct Child(pub(crate) Option<std::process::Child>);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_tls {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom_stores::RedisStore;
+
+    use crate::common::{self, Child, T0};
+
+    /// redis-server on a free port with TLS only (`--port 0 --tls-port`).
+    fn tls_server(dir: &std::path::Path, certs: &common::Certificates) -> (Child, u16) {
+        let port = common::free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&certs.cert)
+            .arg("--tls-key-file")
+            .arg(&certs.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&certs.ca)
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install it: apt-get install -y redis-server")
+            });
+        common::wait_port(port, "redis-server --tls-port");
+        (Child(Some(child)), port)
+    }
+
+    async fn store(url: &str, prefix: &str) -> Result<RedisStore, Error> {
+        RedisStore::builder(url)
+            .with_prefix(prefix)
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_command_timeout(Duration::from_millis(1000))
+            .connect()
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = common::certificates(dir.path());
+        let (_server, port) = tls_server(dir.path(), &certs);
+        let url = format!("rediss://127.0.0.1:{port}?ca={}", certs.ca.display());
+        // The test's own raw connection, for corrupting records: TLS too.
+        let raw = redis::Client::build_with_tls(
+            format!("rediss://127.0.0.1:{port}"),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(&certs.ca).unwrap()),
+            },
+        )
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+        let mut n = 0;
+        conformance::run(|| {
+            n += 1;
+            let prefix = format!("tls:{n}:");
+            let url = url.clone();
+            let conn = raw.clone();
+            async move {
+                let store = store(&url, &prefix).await.unwrap();
+                let target = store.clone();
+                Corruptible::new(store, move |id: IdHash| {
+                    let key = target.record_key(&id);
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("HSET")
+                            .arg(key)
+                            .arg("d")
+                            .arg(&b"\x01not messagepack"[..])
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map(drop)
+                            .map_err(|e| Error::unavailable("HSET", e))
+                    }
+                })
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_certificate_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = common::certificates(dir.path());
+        let (_server, port) = tls_server(dir.path(), &certs);
+        // The CA file as a builder option works like the URL option.
+        let s = RedisStore::builder(format!("rediss://127.0.0.1:{port}"))
+            .with_prefix("tls-builder:")
+            .with_ca_file(&certs.ca)
+            .connect()
+            .await
+            .unwrap();
+        s.create(&common::record("b")).await.unwrap();
+        // Another CA did not sign the server's certificate: refused.
+        let url = format!("rediss://127.0.0.1:{port}?ca={}", certs.other_ca.display());
+        let err = store(&url, "tls-other:").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // Nor do the system's CAs know the test CA.
+        let err = store(&format!("rediss://127.0.0.1:{port}"), "tls-system:")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // The certificate is for 127.0.0.1 and localhost: both names verify.
+        let url = format!("rediss://localhost:{port}?ca={}", certs.ca.display());
+        store(&url, "tls-localhost:").await.unwrap();
+        // Plaintext to the TLS port gets nowhere.
+        let err = store(&format!("redis://127.0.0.1:{port}"), "tls-plain:")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // A CA file with a plaintext URL is a mistake, said so.
+        let url = format!("redis://127.0.0.1:{port}?ca={}", certs.ca.display());
+        let err = store(&url, "tls-mixed:").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let url = format!(
+            "rediss://127.0.0.1:{port}?ca={}",
+            dir.path().join("nope").display()
+        );
+        let err = store(&url, "tls-missing:").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let _ = T0;
+    }
+
+    #[tokio::test]
+    async fn plaintext_to_a_remote_host_is_refused_unless_allowed() {
+        // 192.0.2.1 is TEST-NET-1: never this machine, never answers.
+        for url in [
+            "redis://192.0.2.1:6379",
+            "redis://cache.example.invalid:6379/1",
+            "redis+cluster://127.0.0.1:7000,192.0.2.1:7001",
+        ] {
+            let err = store(url, "remote:").await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}: {err}");
+            assert!(
+                err.to_string().contains("allow_plaintext_to_remote_host"),
+                "{url}: {err}"
+            );
+        }
+        // Allowed (URL option or builder method): it is tried, and the host is away.
+        let err = store(
+            "redis://192.0.2.1:6379?allow_plaintext_to_remote_host",
+            "remote:",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        let err = RedisStore::builder("redis://192.0.2.1:6379")
+            .allow_plaintext_to_remote_host()
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_command_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // TLS to a remote host needs no option: it is tried (and the host is away).
+        let err = store("rediss://192.0.2.1:6380", "remote:")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_tls {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom_stores::PostgresStore;
+
+    use crate::common::{self, T0};
+
+    fn as_postgres(bin: &Path, args: &[&str]) -> Command {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    }
+
+    /// A throwaway PostgreSQL cluster on a free port with `ssl=on` and a pg_hba.conf that
+    /// takes TCP connections over TLS only (`hostssl`; `hostnossl` rejected), so a store
+    /// that reaches it used TLS. The test's own connection goes through the Unix socket.
+    struct TlsCluster {
+        bin: PathBuf,
+        dir: tempfile::TempDir,
+        port: u16,
+        certs: common::Certificates,
+    }
+
+    impl TlsCluster {
+        fn new() -> Self {
+            let bin = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()
+                .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).max())
+                .filter(|b| b.join("initdb").exists())
+                .expect("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin; run: apt-get install -y postgresql");
+            let dir = tempfile::tempdir().unwrap();
+            let certs = common::certificates(dir.path());
+            // PostgreSQL wants its key owned by itself and unreadable to others.
+            for path in [dir.path(), &certs.key, &certs.cert] {
+                let _ = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(path)
+                    .status();
+            }
+            let _ = Command::new("chmod").arg("600").arg(&certs.key).status();
+            let data = dir.path().join("data");
+            let ok = as_postgres(
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                ],
+            )
+            .status()
+            .unwrap()
+            .success();
+            assert!(ok, "initdb failed");
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            let cluster = Self {
+                bin,
+                dir,
+                port: common::free_port(),
+                certs,
+            };
+            let opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on \
+                 -c ssl_cert_file={} -c ssl_key_file={}",
+                cluster.port,
+                cluster.dir.path().display(),
+                cluster.certs.cert.display(),
+                cluster.certs.key.display(),
+            );
+            let log = cluster.dir.path().join("log");
+            let ok = as_postgres(
+                &cluster.bin.join("pg_ctl"),
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-o",
+                    &opts,
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-w",
+                    "start",
+                ],
+            )
+            .status()
+            .unwrap()
+            .success();
+            assert!(
+                ok,
+                "pg_ctl start (ssl=on) failed: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            common::wait_port(cluster.port, "PostgreSQL (ssl=on)");
+            cluster
+        }
+
+        fn url(&self, query: &str) -> String {
+            format!(
+                "postgres://postgres@127.0.0.1:{}/postgres?{query}",
+                self.port
+            )
+        }
+
+        /// The test's own connection, through the Unix socket.
+        async fn raw(&self) -> tokio_postgres::Client {
+            let conf = format!(
+                "host={} port={} user=postgres dbname=postgres",
+                self.dir.path().display(),
+                self.port
+            );
+            let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+        }
+    }
+
+    impl Drop for TlsCluster {
+        fn drop(&mut self) {
+            let data = self.dir.path().join("data");
+            let _ = as_postgres(
+                &self.bin.join("pg_ctl"),
+                &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+            )
+            .status();
+        }
+    }
+
+    async fn store(url: &str, schema: &str) -> Result<PostgresStore, Error> {
+        PostgresStore::builder(url)
+            .with_schema(schema)
+            .with_pool_size(4)
+            .with_connect_timeout(Duration::from_millis(1000))
+            .with_command_timeout(Duration::from_millis(2000))
+            .connect()
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_over_tls() {
+        let cluster = TlsCluster::new();
+        let url = cluster.url(&format!(
+            "sslmode=require&ca={}",
+            cluster.certs.ca.display()
+        ));
+        let client = std::sync::Arc::new(cluster.raw().await);
+        let mut n = 0;
+        conformance::run(|| {
+            n += 1;
+            let schema = format!("tls_{n}");
+            let url = url.clone();
+            let client = client.clone();
+            async move {
+                let store = store(&url, &schema).await.unwrap();
+                Corruptible::new(store, move |id: IdHash| {
+                    let client = client.clone();
+                    let schema = schema.clone();
+                    async move {
+                        client
+                            .execute(
+                                &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
+                                &[&id.as_bytes().as_slice(), &&b"\x01not messagepack"[..]],
+                            )
+                            .await
+                            .map(drop)
+                            .map_err(|e| Error::unavailable("UPDATE", e))
+                    }
+                })
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_certificate_is_checked_and_plaintext_is_refused_by_the_server() {
+        let cluster = TlsCluster::new();
+        // The CA file as a builder option, TLS then required without sslmode in the URL.
+        let s = PostgresStore::builder(cluster.url(""))
+            .with_schema("tls_builder")
+            .with_ca_file(&cluster.certs.ca)
+            .connect()
+            .await
+            .unwrap();
+        s.create(&common::record("b")).await.unwrap();
+        // Its sessions are readable through the socket: the TLS store wrote them.
+        let rows = cluster
+            .raw()
+            .await
+            .query("SELECT count(*) FROM tls_builder.sessions", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, i64>(0), 1);
+        // Loopback without a CA file or sslmode=require: plaintext, which this server
+        // rejects (so the stores above did use TLS).
+        let err = store(&cluster.url(""), "tls_plain").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // Another CA, or the system's: the certificate does not verify.
+        let other = format!("sslmode=require&ca={}", cluster.certs.other_ca.display());
+        let err = store(&cluster.url(&other), "tls_other").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        let err = store(&cluster.url("sslmode=require"), "tls_system")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // A CA file with sslmode=disable contradicts itself.
+        let both = format!("sslmode=disable&ca={}", cluster.certs.ca.display());
+        let err = store(&cluster.url(&both), "tls_both").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let _ = T0;
+    }
+
+    #[tokio::test]
+    async fn plaintext_to_a_remote_host_is_refused_unless_allowed() {
+        // 192.0.2.1 is TEST-NET-1: never this machine, never answers.
+        for url in [
+            "postgres://u@192.0.2.1/db?sslmode=disable",
+            "postgres://u@db.example.invalid:5432/db?sslmode=disable",
+        ] {
+            let err = store(url, "remote").await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}: {err}");
+            assert!(
+                err.to_string().contains("allow_plaintext_to_remote_host"),
+                "{url}: {err}"
+            );
+        }
+        // Allowed (URL option or builder method): it is tried, and the host is away.
+        let err = store(
+            "postgres://u@192.0.2.1/db?sslmode=disable&allow_plaintext_to_remote_host",
+            "remote",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        let err = PostgresStore::builder("postgres://u@192.0.2.1/db?sslmode=disable")
+            .allow_plaintext_to_remote_host()
+            .with_connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // Without sslmode a remote host gets TLS (required): tried, and the host is away.
+        let err = store("postgres://u@192.0.2.1/db", "remote")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    }
+}
+
+/// Redis Cluster: the one of `scripts/setup.d/43-redis-cluster.sh` (3 primaries, 3 replicas
+/// on 127.0.0.1:7000-7005), named by `CLOAKROOM_TEST_REDIS_CLUSTER`.
+#[cfg(feature = "redis")]
+mod redis_cluster {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom_stores::RedisStore;
+
+    use crate::common::{self, T0};
+
+    const START: &str =
+        "scripts/test --setup-only (or: . scripts/lib.sh; . scripts/setup.d/43-redis-cluster.sh)";
+
+    fn url() -> String {
+        std::env::var("CLOAKROOM_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002".into()
+        })
+    }
+
+    fn seed_ports() -> Vec<u16> {
+        let url = url();
+        let hosts = url.split_once("://").map_or("", |(_, r)| r);
+        hosts
+            .split(',')
+            .filter_map(|h| {
+                h.rsplit_once(':')
+                    .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+            })
+            .collect()
+    }
+
+    async fn store(prefix: &str) -> RedisStore {
+        RedisStore::builder(url())
+            .with_prefix(prefix)
+            .with_connect_timeout(Duration::from_millis(500))
+            // Every write waits for a replica (WAIT), and this machine is busy: 2 s.
+            .with_command_timeout(Duration::from_millis(2000))
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the Redis Cluster is not reachable at {} ({e}); start it: {START}",
+                    url()
+                )
+            })
+    }
+
+    async fn node(port: u16) -> Option<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+
+    /// One line of `CLUSTER NODES`.
+    #[derive(Debug, Clone)]
+    struct Node {
+        id: String,
+        port: u16,
+        primary: bool,
+        /// Of a replica: its primary's id.
+        primary_id: String,
+        failed: bool,
+        has_slots: bool,
+    }
+
+    async fn nodes() -> Vec<Node> {
+        for port in seed_ports() {
+            let Some(mut conn) = node(port).await else {
+                continue;
+            };
+            let Ok(text) = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async::<String>(&mut conn)
+                .await
+            else {
+                continue;
+            };
+            return text
+                .lines()
+                .filter_map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let port = f
+                        .get(1)?
+                        .split(['@', ','])
+                        .next()?
+                        .rsplit_once(':')?
+                        .1
+                        .parse()
+                        .ok()?;
+                    Some(Node {
+                        id: f[0].to_owned(),
+                        port,
+                        primary: f[2].contains("master"),
+                        primary_id: f[3].to_owned(),
+                        failed: f[2].contains("fail") || f[7] != "connected",
+                        has_slots: f.len() > 8,
+                    })
+                })
+                .collect();
+        }
+        panic!("no node of the Redis Cluster answers CLUSTER NODES; start it: {START}");
+    }
+
+    /// Deletes every key under `prefix` on every primary (one key at a time: no cross-slot).
+    async fn cleanup(prefix: &str) {
+        for n in nodes().await.into_iter().filter(|n| n.primary && !n.failed) {
+            let Some(mut conn) = node(n.port).await else {
+                continue;
+            };
+            let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            for k in keys {
+                let _: Result<redis::Value, _> =
+                    redis::cmd("DEL").arg(k).query_async(&mut conn).await;
+            }
+        }
+    }
+
+    /// One test, so that the failover never runs beside the conformance suite (which would
+    /// then see the killed primary's slots away).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_then_a_primary_killed_under_load() {
+        conformance_on_the_cluster().await;
+        a_primary_killed_under_load_fails_over().await;
+    }
+
+    async fn conformance_on_the_cluster() {
+        let base = common::unique("cloakroom-test:");
+        let seeds: Vec<String> = seed_ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect();
+        let raw = redis::cluster::ClusterClient::new(seeds)
+            .unwrap()
+            .get_async_connection()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("the Redis Cluster is not reachable ({e}); start it: {START}")
+            });
+        let mut n = 0;
+        conformance::run(|| {
+            n += 1;
+            let prefix = format!("{base}:{n}:");
+            let conn = raw.clone();
+            async move {
+                let store = store(&prefix).await;
+                let target = store.clone();
+                Corruptible::new(store, move |id: IdHash| {
+                    let key = target.record_key(&id);
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("HSET")
+                            .arg(key)
+                            .arg("d")
+                            .arg(&b"\x01not messagepack"[..])
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map(drop)
+                            .map_err(|e| Error::unavailable("HSET", e))
+                    }
+                })
+            }
+        })
+        .await;
+        cleanup(&base).await;
+    }
+
+    /// The start command `43-redis-cluster.sh` wrote for the node on `port`.
+    fn start_node(port: u16) {
+        let script = format!("/tmp/cloakroom-redis-cluster/{port}/start");
+        let ok = std::process::Command::new(&script)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {script} ({e}); start the cluster: {START}"))
+            .success();
+        assert!(ok, "{script} failed");
+        common::wait_port(port, "Redis Cluster node");
+    }
+
+    /// Waits until every node is connected and up, each primary with slots has a replica.
+    async fn wait_healthy(within: Duration) -> Vec<Node> {
+        let deadline = Instant::now() + within;
+        loop {
+            let all = nodes().await;
+            let primaries: Vec<&Node> = all.iter().filter(|n| n.primary && n.has_slots).collect();
+            let healthy = all.iter().all(|n| !n.failed)
+                && primaries.len() == 3
+                && primaries
+                    .iter()
+                    .all(|p| all.iter().any(|r| !r.primary && r.primary_id == p.id));
+            if healthy {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster is not healthy (3 primaries, each with a replica): {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts the killed node again if the test ends early (a failed assertion), so that the
+    /// cluster is whole for the next run.
+    struct Restore(u16);
+
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if std::net::TcpStream::connect(("127.0.0.1", self.0)).is_err() {
+                start_node(self.0);
+            }
+        }
+    }
+
+    /// A primary is killed (SIGKILL) while writers create sessions. Its replica is promoted
+    /// by the cluster itself (node timeout 2 s, no `CLUSTER FAILOVER`): then every create
+    /// acknowledged so far loads from the promoted replica (each was confirmed by a replica,
+    /// `WAIT`, before it was acknowledged). The promoted primary has no replica of its own,
+    /// so creates in its slots keep failing (Unavailable: not confirmed) until the killed
+    /// node is started again and rejoins as its replica; then the same store succeeds again.
+    /// Every error is Unavailable, and every acknowledged create is there at the end.
+    async fn a_primary_killed_under_load_fails_over() {
+        let all = wait_healthy(Duration::from_secs(30)).await;
+        let victim = all
+            .iter()
+            .find(|n| n.primary && n.has_slots)
+            .expect("a primary")
+            .clone();
+        let restore = Restore(victim.port);
+        let prefix = common::unique("cloakroom-failover:");
+        let store = store(&prefix).await;
+        let acked: Arc<Mutex<Vec<cloakroom::Record>>> = Arc::default();
+        let errors: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let (store, acked, errors, stop) =
+                (store.clone(), acked.clone(), errors.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let r = common::record(&format!("u{w}_{i}"));
+                    match store.create(&r).await {
+                        Ok(()) => acked.lock().unwrap().push(r),
+                        Err(e) => {
+                            let kind = format!("{:?}", e.kind());
+                            if e.kind() != ErrorKind::Unavailable {
+                                eprintln!("unexpected error: {e}");
+                            }
+                            *errors.lock().unwrap().entry(kind).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = acked.lock().unwrap().len();
+        assert!(before > 0, "no create succeeded before the kill");
+        // SIGKILL the primary (its pid from INFO).
+        let mut conn = node(victim.port).await.expect("the victim answers");
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .map(|p| p.trim().to_owned())
+            .expect("process_id in INFO");
+        let killed_at = Instant::now();
+        let ok = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -KILL {pid}");
+        // Wait for a replica to take over the victim's slots, then for writes to succeed
+        // again for a while.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let all = nodes().await;
+            let promoted = all
+                .iter()
+                .filter(|n| n.primary && n.has_slots && !n.failed && n.port != victim.port)
+                .count()
+                == 3;
+            if promoted {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica was promoted within 30 s: {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let promoted_after = killed_at.elapsed();
+        let errors_at_promotion: u64 = errors.lock().unwrap().values().sum();
+        let acked_at_promotion = acked.lock().unwrap().clone();
+        // Nothing acknowledged was lost: the promoted replica has every record (the store
+        // may need a moment to learn the new primary: retried for 10 s).
+        for r in &acked_at_promotion {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match store.load(&r.id_hash, T0).await {
+                    Ok(Some(_)) => break,
+                    Ok(None) => panic!("an acknowledged create was lost in the failover"),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                        assert!(
+                            Instant::now() < deadline,
+                            "no load after the failover: {e:?}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        // Restore the cluster: the killed node rejoins as the promoted one's replica.
+        start_node(victim.port);
+        drop(restore);
+        let healthy = wait_healthy(Duration::from_secs(60)).await;
+        let back = healthy.iter().find(|n| n.port == victim.port).unwrap();
+        assert!(
+            !back.primary,
+            "the restarted node should be a replica: {back:?}"
+        );
+        // The same store goes on: 2 s of successes with no new error.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let errs: u64 = errors.lock().unwrap().values().sum();
+            let oks = acked.lock().unwrap().len();
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            let now_errs: u64 = errors.lock().unwrap().values().sum();
+            if now_errs == errs && acked.lock().unwrap().len() > oks {
+                break;
+            }
+            let seen = errors.lock().unwrap().clone();
+            assert!(
+                Instant::now() < deadline,
+                "the store did not recover after the failover: {seen:?}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        let errors = errors.lock().unwrap().clone();
+        let acked = acked.lock().unwrap().clone();
+        eprintln!(
+            "failover: promoted after {promoted_after:?}; {} creates acknowledged ({before} \
+             before the kill, {} at promotion); errors {errors:?} \
+             ({errors_at_promotion} by promotion)",
+            acked.len(),
+            acked_at_promotion.len()
+        );
+        // Only Unavailable, and some (the victim's slots were away for the node timeout).
+        assert!(
+            errors.keys().all(|k| k == "Unavailable"),
+            "errors other than Unavailable: {errors:?}"
+        );
+        assert!(
+            errors.get("Unavailable").copied().unwrap_or(0) > 0,
+            "no request failed while a primary was down: was it really killed?"
+        );
+        // No acknowledged write lost: every record that create acknowledged is there, and
+        // in its user's index.
+        let mut lost = 0;
+        for r in &acked {
+            let user = r.user_id.as_deref().unwrap();
+            match store.load(&r.id_hash, T0).await {
+                Ok(Some(_)) => {}
+                other => {
+                    lost += 1;
+                    eprintln!("lost {user}: {other:?}");
+                }
+            }
+            let listed = store.sessions_of(user, T0).await.unwrap();
+            assert_eq!(listed.len(), 1, "{user} is not in its index");
+        }
+        assert_eq!(lost, 0, "acknowledged creates lost in the failover");
+        cleanup(&prefix).await;
+    }
+}
+
+/// memcached: a flood of anonymous creates, then a login.
+#[cfg(feature = "memcached")]
+mod memcached_flood {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use cloakroom::{Policy, Record, SessionId, Store};
+    use cloakroom_stores::MemcachedStore;
+
+    use crate::common::{self, Child, T0};
+
+    /// A throwaway memcached with a 64 KiB item limit (`-I 64k`), so that an index that
+    /// grows with every create passes the limit within the flood (a 1 MiB limit would take
+    /// about 400 000 creates with the old sharded purge index).
+    fn memcached(port: u16) -> Child {
+        let child = Command::new("memcached")
+            .args([
+                "-u",
+                "root",
+                "-l",
+                "127.0.0.1",
+                "-U",
+                "0",
+                "-m",
+                "512",
+                "-I",
+                "64k",
+                "-o",
+                "slab_chunk_max=32768",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run memcached ({e}); install it: apt-get install -y memcached")
+            });
+        common::wait_port(port, "memcached");
+        Child(Some(child))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_flood_of_100000_anonymous_creates_does_not_stop_a_login() {
+        let port = common::free_port();
+        let _server = memcached(port);
+        let addr = format!("127.0.0.1:{port}");
+        let store = MemcachedStore::builder(&addr)
+            .with_prefix("flood:")
+            .with_command_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..3125 {
+                    let r = Record::new(
+                        SessionId::generate().unwrap().hash(),
+                        T0,
+                        &Policy::default(),
+                    );
+                    store.create(&r).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // A login: a session with a user, listed, its record loads.
+        let r = common::record("alice");
+        store.create(&r).await.unwrap();
+        assert!(store.load(&r.id_hash, T0).await.unwrap().is_some());
+        assert_eq!(store.sessions_of("alice", T0).await.unwrap().len(), 1);
+        // Purge still works after the flood: at the deadline, the flood's sessions go.
+        let purged = store.purge_expired(T0 + 24 * 3600, 1000).await.unwrap();
+        assert_eq!(purged, 1000);
+    }
+
+    /// A record over memcached's item limit is refused before it is sent, as a value error.
+    #[tokio::test]
+    async fn a_record_over_the_item_limit_is_refused() {
+        let port = common::free_port();
+        let _server = memcached(port);
+        let store = MemcachedStore::builder(format!("127.0.0.1:{port}"))
+            .connect()
+            .await
+            .unwrap();
+        let mut r = common::record("big");
+        r.data
+            .insert("blob".into(), cloakroom::Value::from("x".repeat(2 << 20)));
+        let err = store.create(&r).await.unwrap_err();
+        assert_eq!(err.kind(), cloakroom::ErrorKind::Value, "{err}");
+    }
+}
