@@ -62,4 +62,4 @@ pub use crate::url::{open, open_cached, StoreUrl, SCHEMES};
 // Reads without a round trip (issue 12): a cache in front of any store, kept coherent by
 // the backend's own invalidation (SQLite data_version, Redis tracking, PostgreSQL LISTEN).
 mod cache;
-pub use crate::cache::{CacheStats, CachedStore, DEFAULT_CAPACITY, HEARTBEAT};
+pub use crate::cache::{CacheStats, CachedStore, DEFAULT_CAPACITY, FIRST_RETRY, HEARTBEAT};

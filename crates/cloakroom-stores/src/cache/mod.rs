@@ -55,6 +55,11 @@ mod sqlite;
 /// before the channel counts as lost.
 pub const HEARTBEAT: Duration = Duration::from_millis(1000);
 
+/// How long a Redis or PostgreSQL channel waits before it reconnects after losing its
+/// connection (then twice as long after each failed attempt, up to [`HEARTBEAT`]). The cache
+/// is bypassed meanwhile.
+pub const FIRST_RETRY: Duration = Duration::from_millis(100);
+
 /// The default number of records (and, separately, user epochs) a cache keeps.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 

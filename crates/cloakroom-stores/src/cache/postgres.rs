@@ -10,19 +10,18 @@
 //! `cloakroom_<schema>` (cut to PostgreSQL's 63 bytes). The cache listens on a connection
 //! of its own (`application_name` `cloakroom-cache:<schema>`), pings it every [`HEARTBEAT`], and
 //! when it closes or a ping goes unanswered drops the cache and bypasses it while it
-//! reconnects (every 50 ms, doubling up to the heartbeat).
+//! reconnects (after [`FIRST_RETRY`], doubling up to the heartbeat).
 //!
 //! The triggers live with the tables rather than in the store's migrations so that they
 //! exist wherever a cache runs, whatever version of the store created the schema; creating
 //! them is a no-op when they are there.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cloakroom::{Error, ErrorKind, IdHash};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use super::{Cache, CachedStore, Channel, HEARTBEAT};
+use super::{Cache, CachedStore, Channel, FIRST_RETRY, HEARTBEAT};
 use crate::PostgresStore;
 
 /// Pushed: the work happens in the channel's task.
@@ -158,13 +157,13 @@ async fn serve(client: Client, mut driver: tokio::task::JoinHandle<String>) {
 }
 
 async fn run(cache: Arc<Cache>, setup: Setup) {
-    let mut delay = Duration::from_millis(50);
+    let mut delay = FIRST_RETRY;
     loop {
         tokio::time::sleep(delay).await;
         match tokio::time::timeout(HEARTBEAT * 2, connect(&setup, &cache)).await {
             Ok(Ok((client, driver))) => {
                 cache.online();
-                delay = Duration::from_millis(50);
+                delay = FIRST_RETRY;
                 serve(client, driver).await;
                 cache.offline();
             }

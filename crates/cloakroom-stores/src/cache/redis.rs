@@ -7,11 +7,10 @@
 //! drops that user's epoch, a `FLUSHDB`/`FLUSHALL` (an `invalidate` with no keys) drops
 //! everything. The connection is named `cloakroom-cache:<prefix>` (`CLIENT LIST`), is pinged every
 //! [`HEARTBEAT`], and when it closes or a ping goes unanswered the cache is dropped and
-//! bypassed while a new connection is made (again every 50 ms, doubling up to the
+//! bypassed while a new connection is made (after [`FIRST_RETRY`], doubling up to the
 //! heartbeat).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cloakroom::{Error, ErrorKind, IdHash};
 use redis::{
@@ -19,7 +18,7 @@ use redis::{
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::{Cache, CachedStore, Channel, HEARTBEAT};
+use super::{Cache, CachedStore, Channel, FIRST_RETRY, HEARTBEAT};
 use crate::RedisStore;
 
 /// The name the tracking connection gives itself (`CLIENT SETNAME`): `cloakroom-cache:`
@@ -180,22 +179,22 @@ async fn serve(
 }
 
 async fn run(cache: Arc<Cache>, client: redis::Client, keys: Keys) {
-    let mut delay = Duration::from_millis(50);
+    let mut delay = FIRST_RETRY;
     loop {
+        tokio::time::sleep(delay).await;
         match connect(&client, &keys).await {
             Ok((conn, rx)) => {
                 cache.online();
-                delay = Duration::from_millis(50);
+                delay = FIRST_RETRY;
                 serve(&cache, &keys, conn, rx).await;
                 cache.offline();
             }
             Err(e) => {
                 tracing::debug!(error = %e, "session cache: cannot reach Redis to track keys");
                 cache.offline();
+                delay = (delay * 2).min(HEARTBEAT);
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(HEARTBEAT);
     }
 }
 
