@@ -327,6 +327,47 @@ mod tests {
         assert_eq!(format!("{url:?}"), "redis://cache:6379");
     }
 
+    #[tokio::test]
+    async fn open_cached_refuses_stores_without_an_invalidation_channel() {
+        for (url, says) in [
+            ("file:///tmp/x", "no invalidation channel"),
+            ("memcache://127.0.0.1:11211", "no invalidation channel"),
+            (
+                "cloakroomd+tcp://127.0.0.1:5555",
+                "cloakroomd caches next to its store",
+            ),
+        ] {
+            let err = open_cached(url, 100).await.err().expect("refused");
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}");
+            assert!(err.to_string().contains(says), "{url}: {err}");
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn open_cached_makes_a_cached_sqlite_store() {
+        use cloakroom::{Policy, Record, SessionId};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let err = open_cached(&url, 0)
+            .await
+            .err()
+            .expect("a cache of nothing");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let store = open_cached(&url, 100).await.unwrap();
+        let r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            1_700_000_000,
+            &Policy::default(),
+        );
+        store.create(&r).await.unwrap();
+        assert!(store
+            .load(&r.id_hash, 1_700_000_001)
+            .await
+            .unwrap()
+            .is_some());
+    }
+
     #[cfg(feature = "sqlite")]
     #[tokio::test]
     async fn open_makes_a_working_sqlite_store() {

@@ -682,3 +682,40 @@ fn redis_two_processes_without_invalidation_serve_a_revoked_session() {
 fn postgres_two_processes_without_invalidation_serve_a_revoked_session() {
     blind_twin_is_caught(Kind::Postgres);
 }
+
+// ---- the store contract still holds behind the cache ----
+
+/// The conformance suite on a cached SQLite store; the corruption is written by another
+/// connection, as another process would, and `PRAGMA data_version` must make the cache see
+/// it.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_cache_passes_the_conformance_suite() {
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::Error;
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicU64::new(0);
+    conformance::run(|| {
+        let path = dir
+            .path()
+            .join(format!("store-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+        async move {
+            let store = cloakroom_stores::SqliteStore::open(&path).await.unwrap();
+            let cached = CachedStore::sqlite(store, 1000).await.unwrap();
+            Corruptible::new(cached, move |id: IdHash| {
+                let path = path.clone();
+                async move {
+                    let conn = rusqlite::Connection::open(&path)
+                        .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                    conn.execute(
+                        "UPDATE sessions SET record = x'016e6f74206d73677061636b' WHERE id = ?1",
+                        [id.as_bytes().as_slice()],
+                    )
+                    .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                    Ok(())
+                }
+            })
+        }
+    })
+    .await;
+}
