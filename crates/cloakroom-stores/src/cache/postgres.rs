@@ -196,7 +196,7 @@ impl CachedStore<PostgresStore> {
             Error::new(ErrorKind::InvalidInput, "invalid PostgreSQL URL").with_source(e)
         })?;
         config.connect_timeout(HEARTBEAT);
-        config.application_name(&format!("cloakroom-cache:{}", store.schema()));
+        config.application_name(format!("cloakroom-cache:{}", store.schema()));
         let setup = Setup {
             config,
             schema: store.schema().to_owned(),
