@@ -18,6 +18,11 @@
 //! at once, each changing its own key, through [`Store::apply`] (one iteration is all 64
 //! done). Cloakroom stores only: tower-sessions saves whole records and has no merge.
 //!
+//! `*_cached` is the store of the same name behind [`cloakroom_stores::CachedStore`] (issue
+//! 12): its `load` is answered from memory after the backend's invalidation check (SQLite's
+//! `PRAGMA data_version`; nothing per load for Redis and PostgreSQL, whose changes are
+//! pushed); its writes go to the store and evict.
+//!
 //! Run: `cargo bench -p cloakroom-stores --features file,sqlite --bench stores`.
 
 // `criterion_group!` generates an undocumented public function.
@@ -77,6 +82,12 @@ fn backends() -> Vec<Backend> {
         name: "sqlite_full",
         setup: sqlite_full,
     });
+    // The same store behind the session cache (CachedStore, issue 12): a load is a hit.
+    #[cfg(feature = "sqlite")]
+    all.push(Backend {
+        name: "sqlite_cached",
+        setup: sqlite_cached,
+    });
     all.push(Backend {
         name: "tower_sessions_sqlite",
         setup: tower_sessions_sqlite,
@@ -91,6 +102,11 @@ fn backends() -> Vec<Backend> {
     });
     #[cfg(feature = "redis")]
     all.push(Backend {
+        name: "redis_cached",
+        setup: redis_cached,
+    });
+    #[cfg(feature = "redis")]
+    all.push(Backend {
         name: "tower_sessions_redis",
         setup: tower_sessions_redis,
     });
@@ -98,6 +114,11 @@ fn backends() -> Vec<Backend> {
     all.push(Backend {
         name: "postgres",
         setup: postgres,
+    });
+    #[cfg(feature = "postgres")]
+    all.push(Backend {
+        name: "postgres_cached",
+        setup: postgres_cached,
     });
     #[cfg(feature = "postgres")]
     all.push(Backend {
@@ -206,6 +227,23 @@ fn sqlite(rt: &Runtime, dir: &Path) -> Box<dyn Target> {
     Cloakroom::boxed(rt, store)
 }
 
+/// The session cache's capacity in the `*_cached` benchmarks.
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+const CACHE: usize = 10_000;
+
+#[cfg(feature = "sqlite")]
+fn sqlite_cached(rt: &Runtime, dir: &Path) -> Box<dyn Target> {
+    let store = rt
+        .block_on(cloakroom_stores::SqliteStore::open(
+            dir.join("cloakroom-cached.db"),
+        ))
+        .expect("open");
+    let cached = rt
+        .block_on(cloakroom_stores::CachedStore::sqlite(store, CACHE))
+        .expect("cache");
+    Cloakroom::boxed(rt, cached)
+}
+
 // Many machines (issue 6): each run uses its own key prefix / schema on the shared servers.
 
 #[cfg(any(feature = "redis", feature = "postgres", feature = "memcached"))]
@@ -247,6 +285,43 @@ fn postgres(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
         )
         .expect("PostgreSQL (start it with scripts/test --setup-only)");
     Cloakroom::boxed(rt, store)
+}
+
+#[cfg(feature = "redis")]
+fn redis_cached(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
+    let url = server("CLOAKROOM_TEST_REDIS", "redis://127.0.0.1:6379");
+    let store = rt
+        .block_on(
+            cloakroom_stores::RedisStore::builder(url.clone())
+                .with_prefix(format!("{}_cached:", run_name()))
+                .connect(),
+        )
+        .expect("Redis (start it with scripts/test --setup-only)");
+    let cached = rt
+        .block_on(cloakroom_stores::CachedStore::redis(store, &url, CACHE))
+        .expect("cache");
+    Cloakroom::boxed(rt, cached)
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_cached(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
+    let url = server(
+        "CLOAKROOM_TEST_POSTGRES",
+        "postgres://postgres:postgres@127.0.0.1:5432/test",
+    );
+    let schema = "bench_cloakroom_cached";
+    rt.block_on(drop_schema(&url, schema));
+    let store = rt
+        .block_on(
+            cloakroom_stores::PostgresStore::builder(url.clone())
+                .with_schema(schema)
+                .connect(),
+        )
+        .expect("PostgreSQL (start it with scripts/test --setup-only)");
+    let cached = rt
+        .block_on(cloakroom_stores::CachedStore::postgres(store, &url, CACHE))
+        .expect("cache");
+    Cloakroom::boxed(rt, cached)
 }
 
 /// Starts a benchmark's PostgreSQL schema afresh (one per store, reused by every run).

@@ -67,4 +67,9 @@ mod transport;
 
 // One URL names any of them (`--store`, `CLOAKROOM_STORE`).
 mod url;
-pub use crate::url::{open, StoreUrl, SCHEMES};
+pub use crate::url::{open, open_cached, StoreUrl, SCHEMES};
+
+// Reads without a round trip (issue 12): a cache in front of any store, kept coherent by
+// the backend's own invalidation (SQLite data_version, Redis tracking, PostgreSQL LISTEN).
+mod cache;
+pub use crate::cache::{CacheStats, CachedStore, DEFAULT_CAPACITY, FIRST_RETRY, HEARTBEAT};

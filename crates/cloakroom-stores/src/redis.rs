@@ -978,6 +978,11 @@ impl RedisStore {
         Self::builder(url).connect().await
     }
 
+    /// The prefix of every key this store writes.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The key the record of `id` is kept under (for operators and tests).
     pub fn record_key(&self, id: &IdHash) -> String {
         format!("{}{{r:{}}}", self.prefix, id.to_hex())

@@ -161,6 +161,60 @@ impl StoreUrl {
     }
 }
 
+impl StoreUrl {
+    /// Opens the store with a [`CachedStore`](crate::CachedStore) of `capacity` records in
+    /// front of it, kept coherent by the backend's invalidation channel: `sqlite:`, `redis:`
+    /// and `postgres:` URLs.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a store without an invalidation channel (`file:`,
+    /// `memcache:`: a cache there could serve a logged-out session) and for the daemon
+    /// (`cloakroomd+…:`, which caches next to its store itself), or a capacity of 0;
+    /// otherwise as [`StoreUrl::open`] and the cache's constructor.
+    pub async fn open_cached(&self, capacity: usize) -> Result<Arc<dyn Store>, Error> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(path) => {
+                let store = crate::SqliteStore::open(path.clone()).await?;
+                Ok(Arc::new(crate::CachedStore::sqlite(store, capacity).await?))
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(url) => {
+                let store = crate::RedisStore::connect(url.clone()).await?;
+                Ok(Arc::new(
+                    crate::CachedStore::redis(store, url, capacity).await?,
+                ))
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => {
+                let store = crate::PostgresStore::connect(url.clone()).await?;
+                Ok(Arc::new(
+                    crate::CachedStore::postgres(store, url, capacity).await?,
+                ))
+            }
+            Self::Remote(_) => Err(invalid(format!(
+                "no session cache over the daemon ({}:): cloakroomd caches next to its store \
+                 (its `cache_size`); open it without a cache",
+                self.scheme()
+            ))),
+            Self::File(_) | Self::Memcached(_) => Err(invalid(format!(
+                "the {}: store has no invalidation channel, so it cannot be cached safely; \
+                 open it without a cache",
+                self.scheme()
+            ))),
+            // A scheme this build lacks: `open` says which feature it needs.
+            #[allow(unreachable_patterns)]
+            other => match other.open().await {
+                Err(e) => Err(e),
+                Ok(_) => Err(invalid(format!(
+                    "no session cache for the {}: store",
+                    other.scheme()
+                ))),
+            },
+        }
+    }
+}
+
 /// Prints the scheme and the path or host, never a password in the URL.
 impl std::fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,6 +247,15 @@ impl std::str::FromStr for StoreUrl {
 /// As [`StoreUrl::parse`] and [`StoreUrl::open`].
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
     StoreUrl::parse(url)?.open().await
+}
+
+/// Parses `url` and opens the store it names with a session cache of `capacity` records in
+/// front of it: see [`StoreUrl::open_cached`].
+///
+/// # Errors
+/// As [`StoreUrl::parse`] and [`StoreUrl::open_cached`].
+pub async fn open_cached(url: &str, capacity: usize) -> Result<Arc<dyn Store>, Error> {
+    StoreUrl::parse(url)?.open_cached(capacity).await
 }
 
 #[cfg(test)]
@@ -283,6 +346,47 @@ mod tests {
             format!("{url:?}"),
             "rediss+cluster://a:7000,b:7001?ca=/c.pem"
         );
+    }
+
+    #[tokio::test]
+    async fn open_cached_refuses_stores_without_an_invalidation_channel() {
+        for (url, says) in [
+            ("file:///tmp/x", "no invalidation channel"),
+            ("memcache://127.0.0.1:11211", "no invalidation channel"),
+            (
+                "cloakroomd+tcp://127.0.0.1:5555",
+                "cloakroomd caches next to its store",
+            ),
+        ] {
+            let err = open_cached(url, 100).await.err().expect("refused");
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}");
+            assert!(err.to_string().contains(says), "{url}: {err}");
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn open_cached_makes_a_cached_sqlite_store() {
+        use cloakroom::{Policy, Record, SessionId};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let err = open_cached(&url, 0)
+            .await
+            .err()
+            .expect("a cache of nothing");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let store = open_cached(&url, 100).await.unwrap();
+        let r = Record::new(
+            SessionId::generate().unwrap().hash(),
+            1_700_000_000,
+            &Policy::default(),
+        );
+        store.create(&r).await.unwrap();
+        assert!(store
+            .load(&r.id_hash, 1_700_000_001)
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[cfg(feature = "sqlite")]

@@ -1,0 +1,721 @@
+//! The session cache ([`CachedStore`]) against the real backends.
+//!
+//! Per channel: another writer's change (another connection, standing in for another
+//! process) is seen; a lost channel drops and bypasses the cache until it is back.
+//!
+//! And what issue 12 asks for: two application processes on one store, each with the
+//! cache on; a logout or revocation through process A is refused by process B within
+//! 10 ms, measured from A's acknowledged write to B's first refusal, over 50 trials (median
+//! and p90 within 10 ms, every trial within 200 ms: see `revocation_within_10ms`). Process
+//! B is this test binary run again (`helper_process`, driven over stdin/stderr). The broken
+//! twin (B's cache without a channel) must keep serving the dead session, which shows the
+//! measurement catches a cache that is not kept coherent.
+//!
+//! Servers: Redis on `CLOAKROOM_TEST_REDIS` (default `redis://127.0.0.1:6379`), PostgreSQL
+//! on `CLOAKROOM_TEST_POSTGRES` (default `postgres://postgres:postgres@127.0.0.1:5432/test`);
+//! start them with `scripts/test --setup-only`. Every test uses its own prefix, schema or
+//! file.
+
+#![allow(missing_docs)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cloakroom::{Changes, IdHash, Policy, Record, SessionId, Store, Value};
+use cloakroom_stores::{CacheStats, CachedStore};
+
+const NOW: u64 = 1_700_000_000;
+const START: &str = "scripts/test --setup-only (or: service redis-server start; \
+                     service postgresql start; sudo -u postgres createdb test)";
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn record(user: &str) -> Record {
+    let mut r = Record::new(
+        SessionId::generate().unwrap().hash(),
+        NOW,
+        &Policy::default(),
+    );
+    r.user_id = Some(user.into());
+    r.data.insert("cart".into(), Value::from(1));
+    r
+}
+
+fn redis_url() -> String {
+    std::env::var("CLOAKROOM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn postgres_url() -> String {
+    std::env::var("CLOAKROOM_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
+}
+
+/// What the tests need of a cache, whatever its store.
+trait Cached: Store {
+    fn stats(&self) -> CacheStats;
+    fn online(&self) -> bool;
+}
+
+impl<S: Store> Cached for CachedStore<S> {
+    fn stats(&self) -> CacheStats {
+        CachedStore::stats(self)
+    }
+    fn online(&self) -> bool {
+        self.is_online()
+    }
+}
+
+/// One store, named so that another process can open it too.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Sqlite,
+    Redis,
+    Postgres,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Self {
+        match s {
+            "sqlite" => Self::Sqlite,
+            "redis" => Self::Redis,
+            "postgres" => Self::Postgres,
+            _ => panic!("unknown kind {s}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Redis => "redis",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// A fresh location: a file path, a key prefix, a schema.
+    fn fresh(self, dir: &std::path::Path) -> String {
+        match self {
+            Self::Sqlite => dir.join("s.db").display().to_string(),
+            Self::Redis => format!("{}:", unique("cachetest_")),
+            Self::Postgres => unique("cachetest_"),
+        }
+    }
+
+    async fn bare(self, at: &str) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite => Arc::new(cloakroom_stores::SqliteStore::open(at).await.unwrap()),
+            Self::Redis => Arc::new(redis_store(at).await),
+            Self::Postgres => Arc::new(postgres_store(at).await),
+        }
+    }
+
+    /// A cache on the store at `at`; `blind`: without its channel (the broken twin).
+    async fn cached(self, at: &str, blind: bool) -> Arc<dyn Cached> {
+        let capacity = 1000;
+        match self {
+            Self::Sqlite => {
+                let store = cloakroom_stores::SqliteStore::open(at).await.unwrap();
+                if blind {
+                    Arc::new(CachedStore::without_invalidation_for_tests(store, capacity).unwrap())
+                } else {
+                    Arc::new(CachedStore::sqlite(store, capacity).await.unwrap())
+                }
+            }
+            Self::Redis => {
+                let store = redis_store(at).await;
+                if blind {
+                    Arc::new(CachedStore::without_invalidation_for_tests(store, capacity).unwrap())
+                } else {
+                    Arc::new(
+                        CachedStore::redis(store, &redis_url(), capacity)
+                            .await
+                            .unwrap(),
+                    )
+                }
+            }
+            Self::Postgres => {
+                let store = postgres_store(at).await;
+                if blind {
+                    Arc::new(CachedStore::without_invalidation_for_tests(store, capacity).unwrap())
+                } else {
+                    Arc::new(
+                        CachedStore::postgres(store, &postgres_url(), capacity)
+                            .await
+                            .unwrap(),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Removes what the test created on a shared server.
+    async fn cleanup(self, at: &str) {
+        match self {
+            Self::Sqlite => {}
+            Self::Redis => {
+                let mut conn = redis_raw().await;
+                let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+                    .arg(format!("{at}*"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(keys)
+                        .exec_async(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+            Self::Postgres => {
+                postgres_raw()
+                    .await
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {at} CASCADE"))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+async fn redis_store(prefix: &str) -> cloakroom_stores::RedisStore {
+    let url = redis_url();
+    cloakroom_stores::RedisStore::builder(&url)
+        .with_prefix(prefix)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("Redis is not reachable at {url} ({e}); start it: {START}"))
+}
+
+async fn redis_raw() -> redis::aio::MultiplexedConnection {
+    let url = redis_url();
+    redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis is not reachable at {url} ({e}); start it: {START}"))
+}
+
+async fn postgres_store(schema: &str) -> cloakroom_stores::PostgresStore {
+    let url = postgres_url();
+    cloakroom_stores::PostgresStore::builder(&url)
+        .with_schema(schema)
+        .with_pool_size(4)
+        .connect()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {url} ({e:?}); start it: {START}")
+        })
+}
+
+async fn postgres_raw() -> tokio_postgres::Client {
+    let url = postgres_url();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {url} ({e}); start it: {START}")
+        });
+    tokio::spawn(conn);
+    client
+}
+
+/// Polls `f` until it is true, for at most `limit`; returns how long it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Loads `id` until the cache answers it from memory (the channel may first echo the write
+/// that created it).
+async fn until_hit(cache: &dyn Cached, id: &IdHash) -> Record {
+    let start = Instant::now();
+    loop {
+        let hits = cache.stats().hits;
+        let got = cache.load(id, NOW).await.unwrap().expect("live record");
+        if cache.stats().hits > hits {
+            return got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the cache never served {id} from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+// ---- per channel: another writer is seen ----
+
+/// Another connection to the store (another process, the CLI) writes; the cache follows.
+async fn sees_other_writers(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let at = kind.fresh(dir.path());
+    let cache = kind.cached(&at, false).await;
+    let other = kind.bare(&at).await;
+    assert!(cache.online(), "{kind:?}: the channel is up");
+    // Seen at all, and soon (the 10 ms property is measured by the two-process tests).
+    let limit = TAIL;
+
+    // A change of data.
+    let r = record("alice");
+    other.create(&r).await.unwrap();
+    until_hit(&*cache, &r.id_hash).await;
+    let mut c = Changes::new();
+    c.set("cart", Value::from(2));
+    other.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
+    within(limit, "a change by another writer", || async {
+        cache.load(&r.id_hash, NOW).await.unwrap().unwrap().data["cart"] == Value::from(2)
+    })
+    .await;
+
+    // A logout.
+    until_hit(&*cache, &r.id_hash).await;
+    other.delete(&r.id_hash).await.unwrap();
+    within(limit, "a logout by another writer", || async {
+        cache.load(&r.id_hash, NOW).await.unwrap().is_none()
+    })
+    .await;
+
+    // A revocation: the epoch and every session of the user.
+    let r = record("bob");
+    other.create(&r).await.unwrap();
+    until_hit(&*cache, &r.id_hash).await;
+    assert_eq!(cache.user_epoch("bob").await.unwrap(), 0);
+    let hits = cache.stats().hits;
+    assert_eq!(cache.user_epoch("bob").await.unwrap(), 0);
+    assert_eq!(cache.stats().hits, hits + 1, "the epoch is cached");
+    other.bump_user_epoch("bob").await.unwrap();
+    other.revoke_user_sessions("bob", None).await.unwrap();
+    within(limit, "a revocation by another writer", || async {
+        cache.user_epoch("bob").await.unwrap() == 1
+            && cache.load(&r.id_hash, NOW).await.unwrap().is_none()
+    })
+    .await;
+    kind.cleanup(&at).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_cache_sees_other_writers() {
+    sees_other_writers(Kind::Sqlite).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_sees_other_writers() {
+    sees_other_writers(Kind::Redis).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cache_sees_other_writers() {
+    sees_other_writers(Kind::Postgres).await;
+}
+
+// ---- per channel: losing it drops and bypasses the cache ----
+
+/// `kill` cuts the channel's connection; while it is down, reads go to the store (so
+/// another writer's change is seen without any invalidation); when it is back, the cache
+/// serves again.
+async fn lost_channel(kind: Kind, kill: impl std::future::Future<Output = ()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let at = kind.fresh(dir.path());
+    let cache = kind.cached(&at, false).await;
+    let other = kind.bare(&at).await;
+    let r = record("carol");
+    other.create(&r).await.unwrap();
+    until_hit(&*cache, &r.id_hash).await;
+
+    kill.await;
+    within(Duration::from_secs(3), "the cache noticing", || async {
+        !cache.online()
+    })
+    .await;
+    assert!(cache.stats().lost >= 1);
+    // Down (for FIRST_RETRY, 100 ms): the cache was dropped, reads go to the store, so
+    // another writer's change is seen though its invalidation went nowhere.
+    let bypassed = cache.stats().bypassed;
+    let mut c = Changes::new();
+    c.set("cart", Value::from(7));
+    other.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
+    let got = cache.load(&r.id_hash, NOW).await.unwrap().unwrap();
+    assert_eq!(got.data["cart"], Value::from(7));
+    let got = cache.load(&r.id_hash, NOW).await.unwrap().unwrap();
+    assert_eq!(got.data["cart"], Value::from(7));
+    assert_eq!(
+        cache.stats().bypassed,
+        bypassed + 2,
+        "both reads went to the store"
+    );
+    // Back, starting empty.
+    within(
+        Duration::from_secs(5),
+        "the channel coming back",
+        || async { cache.online() },
+    )
+    .await;
+    let got = until_hit(&*cache, &r.id_hash).await;
+    assert_eq!(got.data["cart"], Value::from(7));
+    other.delete(&r.id_hash).await.unwrap();
+    within(TAIL, "a logout after the reconnect", || async {
+        cache.load(&r.id_hash, NOW).await.unwrap().is_none()
+    })
+    .await;
+    kind.cleanup(&at).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_bypasses_while_its_connection_is_lost() {
+    // The cache names its connection after the store's prefix, which starts with
+    // `cachetest_<pid>_` in this process.
+    lost_channel(Kind::Redis, async {
+        let mut conn = redis_raw().await;
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let me = format!("name=cloakroom-cache:cachetest_{}_", std::process::id());
+        let mut killed = 0;
+        for line in list.lines().filter(|l| l.contains(&me)) {
+            let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+            redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .exec_async(&mut conn)
+                .await
+                .unwrap();
+            killed += 1;
+        }
+        assert!(
+            killed >= 1,
+            "no tracking connection named {me}… in CLIENT LIST"
+        );
+    })
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cache_bypasses_while_its_connection_is_lost() {
+    lost_channel(Kind::Postgres, async {
+        let client = postgres_raw().await;
+        let me = format!("cloakroom-cache:cachetest_{}_%", std::process::id());
+        let rows = client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name LIKE $1",
+                &[&me],
+            )
+            .await
+            .unwrap();
+        assert!(!rows.is_empty(), "no LISTEN connection named {me}");
+    })
+    .await;
+}
+
+// ---- two application processes: the 10 ms revocation property ----
+
+const HELPER: &str = "CLOAKROOM_CACHE_HELPER";
+const TRIALS: usize = 50;
+const BOUND: Duration = Duration::from_millis(10);
+const TAIL: Duration = Duration::from_millis(200);
+/// How long B is watched before its answer counts as stale for good.
+const GIVE_UP: Duration = Duration::from_millis(300);
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Process B: opens its own cache on the store named in `CLOAKROOM_CACHE_HELPER`
+/// (`kind<TAB>location<TAB>real|blind`), then for each `watch <id hash>` line on stdin loads
+/// the session until the cache serves it from memory, says `@@ready`, and polls it (every
+/// 100 µs) until it is refused: `@@gone <unix nanos>`, or `@@stale` after 300 ms. Without the
+/// variable (a normal test run) it does nothing.
+#[test]
+fn helper_process() {
+    let Ok(spec) = std::env::var(HELPER) else {
+        return;
+    };
+    let mut parts = spec.split('\t');
+    let kind = Kind::parse(parts.next().unwrap());
+    let at = parts.next().unwrap().to_owned();
+    let blind = parts.next() == Some("blind");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(kind.cached(&at, blind));
+    eprintln!("@@started");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let Some(hex) = line.strip_prefix("watch ") else {
+            break;
+        };
+        let id = IdHash::from_hex(hex.trim()).unwrap();
+        rt.block_on(until_hit(&*cache, &id));
+        eprintln!("@@ready");
+        let start = Instant::now();
+        loop {
+            if rt.block_on(cache.load(&id, NOW)).unwrap().is_none() {
+                eprintln!("@@gone {}", unix_nanos());
+                break;
+            }
+            if start.elapsed() > GIVE_UP {
+                eprintln!("@@stale");
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+struct Helper {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl Helper {
+    fn start(kind: Kind, at: &str, blind: bool) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "helper_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                HELPER,
+                format!(
+                    "{}\t{at}\t{}",
+                    kind.name(),
+                    if blind { "blind" } else { "real" }
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut helper = Self {
+            child,
+            stdin,
+            stderr,
+        };
+        assert_eq!(helper.next(), "started");
+        helper
+    }
+
+    /// The next protocol line (after `@@`).
+    fn next(&mut self) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stderr.read_line(&mut line).unwrap();
+            assert!(n > 0, "process B ended early");
+            if let Some(at) = line.find("@@") {
+                return line[at + 2..].trim().to_owned();
+            }
+            eprint!("B: {line}");
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `trials` logouts (even trials) and revocations (odd trials) through process A (this
+/// one), each watched by process B. Returns each trial's delay from A's acknowledged write to
+/// B's first refusal, `None` where B still served the session after [`GIVE_UP`].
+fn two_processes(kind: Kind, blind_b: bool, trials: usize) -> Vec<Option<Duration>> {
+    let dir = tempfile::tempdir().unwrap();
+    let at = kind.fresh(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = rt.block_on(kind.cached(&at, false));
+    let mut b = Helper::start(kind, &at, blind_b);
+    let mut delays = Vec::new();
+    for trial in 0..trials {
+        let user = format!("user{trial}");
+        let r = record(&user);
+        rt.block_on(a.create(&r)).unwrap();
+        rt.block_on(until_hit(&*a, &r.id_hash));
+        writeln!(b.stdin, "watch {}", r.id_hash.to_hex()).unwrap();
+        assert_eq!(b.next(), "ready");
+        if trial % 2 == 0 {
+            // Logout: the session layer deletes the record.
+            assert!(rt.block_on(a.delete(&r.id_hash)).unwrap());
+        } else {
+            // Revocation: what `SessionManager::revoke_user` does.
+            rt.block_on(a.bump_user_epoch(&user)).unwrap();
+            assert_eq!(rt.block_on(a.revoke_user_sessions(&user, None)).unwrap(), 1);
+        }
+        let acked = unix_nanos();
+        // A refuses at once (its own write).
+        assert!(rt.block_on(a.load(&r.id_hash, NOW)).unwrap().is_none());
+        let answer = b.next();
+        if let Some(at) = answer.strip_prefix("gone ") {
+            let gone: u128 = at.parse().unwrap();
+            let nanos = gone.saturating_sub(acked);
+            delays.push(Some(Duration::from_nanos(u64::try_from(nanos).unwrap())));
+        } else {
+            assert_eq!(answer, "stale");
+            delays.push(None);
+        }
+        if blind_b && delays.last() == Some(&None) {
+            // One stale trial is all the broken twin has to show.
+            break;
+        }
+    }
+    drop(b);
+    rt.block_on(kind.cleanup(&at));
+    delays
+}
+
+fn revocation_within_10ms(kind: Kind) {
+    let delays = two_processes(kind, false, TRIALS);
+    let mut seen: Vec<Duration> = delays
+        .iter()
+        .map(|d| d.unwrap_or_else(|| panic!("{kind:?}: B served a revoked session for good")))
+        .collect();
+    seen.sort();
+    let median = seen[seen.len() / 2];
+    let p90 = seen[seen.len() * 9 / 10];
+    let max = *seen.last().unwrap();
+    eprintln!(
+        "{kind:?}: {} trials, A's acknowledged logout/revocation to B's refusal: \
+         median {median:?}, p90 {p90:?}, max {max:?}",
+        seen.len()
+    );
+    assert!(
+        median <= BOUND,
+        "{kind:?}: median {median:?} > {BOUND:?} ({seen:?})"
+    );
+    assert!(p90 <= BOUND, "{kind:?}: p90 {p90:?} > {BOUND:?} ({seen:?})");
+    // Every trial: far below what a missed invalidation costs (the heartbeat, 1 s; a blind
+    // cache, forever). The 10 ms bound is the median's and the p90's: on this 2-core
+    // machine shared with builds (load average ~20) a runnable thread can wait more than
+    // 10 ms for a core, which no channel can help (as in cloakroomd's feed test).
+    assert!(max <= TAIL, "{kind:?}: max {max:?} > {TAIL:?} ({seen:?})");
+}
+
+/// The broken twin: B's cache without its channel keeps serving the dead session.
+fn blind_twin_is_caught(kind: Kind) {
+    let delays = two_processes(kind, true, 4);
+    assert!(
+        delays.iter().any(Option::is_none),
+        "{kind:?}: a cache without invalidation should have served a revoked session ({delays:?})"
+    );
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_two_processes_revocation_within_10ms() {
+    revocation_within_10ms(Kind::Sqlite);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_two_processes_revocation_within_10ms() {
+    revocation_within_10ms(Kind::Redis);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_two_processes_revocation_within_10ms() {
+    revocation_within_10ms(Kind::Postgres);
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_two_processes_without_invalidation_serve_a_revoked_session() {
+    blind_twin_is_caught(Kind::Sqlite);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_two_processes_without_invalidation_serve_a_revoked_session() {
+    blind_twin_is_caught(Kind::Redis);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_two_processes_without_invalidation_serve_a_revoked_session() {
+    blind_twin_is_caught(Kind::Postgres);
+}
+
+// ---- the store contract still holds behind the cache ----
+
+/// The conformance suite on a cached SQLite store; the corruption is written by another
+/// connection, as another process would, and `PRAGMA data_version` must make the cache see
+/// it.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_cache_passes_the_conformance_suite() {
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::Error;
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicU64::new(0);
+    conformance::run(|| {
+        let path = dir
+            .path()
+            .join(format!("store-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+        async move {
+            let store = cloakroom_stores::SqliteStore::open(&path).await.unwrap();
+            let cached = CachedStore::sqlite(store, 1000).await.unwrap();
+            Corruptible::new(cached, move |id: IdHash| {
+                let path = path.clone();
+                async move {
+                    let conn = rusqlite::Connection::open(&path)
+                        .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                    conn.execute(
+                        "UPDATE sessions SET record = x'016e6f74206d73677061636b' WHERE id = ?1",
+                        [id.as_bytes().as_slice()],
+                    )
+                    .map_err(|e| Error::unavailable("inject_corrupt", e))?;
+                    Ok(())
+                }
+            })
+        }
+    })
+    .await;
+}
