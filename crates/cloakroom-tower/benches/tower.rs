@@ -26,6 +26,10 @@
 //! connections write one session at once). Connections: `BENCH_CONNS`, default 1,16,64.
 //! `wrk` is a Debian package (`apt-get install wrk`; scripts/setup.d/70-wrk.sh).
 //!
+//! `BENCH_ONLY=cloakroom` (or `tower-sessions`) drives one side only, one run per cell, for
+//! a profiler attached to the benchmark process (`perf record -p`); with it,
+//! `BENCH_WORKLOADS` picks workloads (`get-many,get-one,post-many,post-one`).
+//!
 //! `BENCH_COUNT=1` also counts the Cloakroom side's store calls and prints them per request
 //! under each row (a wrapper store; leave it off for the ratios).
 
@@ -606,10 +610,24 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// CPU seconds this process (the servers, not wrk) has used, from /proc/self/stat.
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th
+    // and 13th, in clock ticks (100 a second on Linux).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
+
+/// A workload's cells, one per connection count.
+type WorkloadCells = (Workload, Vec<(usize, Cell)>);
 
 /// One cell's result: medians over the rounds, failures summed.
 struct Cell {
@@ -668,7 +686,20 @@ async fn main() {
         "wrk -t1, {rounds} alternating round(s) of {secs} s per side and cell; medians; failed = not 2xx or no answer, summed over the rounds"
     );
 
-    let mut summary: Vec<(&'static str, Vec<(Workload, Vec<(usize, Cell)>)>)> = Vec::new();
+    let workloads = env_or::<String>(
+        "BENCH_WORKLOADS",
+        "get-many,get-one,post-many,post-one".into(),
+    );
+    let workloads: Vec<&str> = workloads.split(',').map(str::trim).collect();
+    // For a profiler: one side only, one run per cell, no comparison.
+    let only = std::env::var("BENCH_ONLY").ok();
+    if let Some(side) = &only {
+        assert!(
+            side == "cloakroom" || side == "tower-sessions",
+            "BENCH_ONLY is cloakroom or tower-sessions"
+        );
+    }
+    let mut summary: Vec<(&'static str, Vec<WorkloadCells>)> = Vec::new();
     for name in &backends {
         let (label, ours, theirs) = backend(name, dir.path(), &redis_url).await;
         // Warm both sides up (connections, caches, the SQLite files) before the first round.
@@ -676,6 +707,28 @@ async fn main() {
             for w in [Workload::GetMany, Workload::PostMany] {
                 wrk(side.addr, side.script(w), 16, 1).await;
             }
+        }
+        if let Some(side) = &only {
+            let side = if side == "cloakroom" { &ours } else { &theirs };
+            for w in Workload::ALL {
+                if !workloads.contains(&w.short()) {
+                    continue;
+                }
+                for &c in &conns {
+                    let cpu = process_cpu();
+                    let run = wrk(side.addr, side.script(w), c, secs).await;
+                    let cpu = process_cpu() - cpu;
+                    println!(
+                        "{label}, {}, {c} conns, {only:?} only: {:.0} 2xx/s, p99 {}, {} failed, server CPU {:.1} us per request",
+                        w.label(),
+                        run.ok_rps,
+                        ms(run.p99),
+                        run.failed,
+                        cpu * 1e6 / run.requests as f64
+                    );
+                }
+            }
+            continue;
         }
         println!();
         println!("### {label}");
