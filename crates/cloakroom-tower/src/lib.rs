@@ -55,6 +55,7 @@
 
 mod cookie;
 mod csrf;
+mod dbsc;
 mod error;
 mod extract;
 mod layer;
@@ -67,6 +68,8 @@ mod user;
 pub use layer::{
     Builder, NeedsKeyRing, NeedsStore, SessionLayer, SessionService, PLAIN_HTTP_COOKIE_NAME,
 };
+// Device Bound Session Credentials (W3C DBSC), given to `Builder::with_device_binding`.
+pub use dbsc::DeviceBinding;
 // Cookie and proxy options of the builder.
 pub use cookie::SameSite;
 pub use proxy::ForwardedHeader;
