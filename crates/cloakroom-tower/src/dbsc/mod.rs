@@ -73,6 +73,7 @@ pub struct DeviceBinding {
     bound_cookie_lifetime: Duration,
     challenge_lifetime: Duration,
     old_challenge_window: Duration,
+    registration_grace: Duration,
 }
 
 impl Default for DeviceBinding {
@@ -84,7 +85,7 @@ impl Default for DeviceBinding {
 impl DeviceBinding {
     /// The defaults: endpoints `/.cloakroom/dbsc/register` and `/.cloakroom/dbsc/refresh`, a
     /// bound cookie of 5 minutes, challenges of 10 minutes, an old challenge accepted for
-    /// 10 seconds after a newer one was issued.
+    /// 10 seconds after a newer one was issued, a grace of 10 seconds after registration.
     pub fn new() -> Self {
         Self {
             registration_path: "/.cloakroom/dbsc/register".to_owned(),
@@ -92,6 +93,7 @@ impl DeviceBinding {
             bound_cookie_lifetime: Duration::from_secs(5 * 60),
             challenge_lifetime: Duration::from_secs(10 * 60),
             old_challenge_window: Duration::from_secs(10),
+            registration_grace: Duration::from_secs(10),
         }
     }
 
@@ -131,6 +133,16 @@ impl DeviceBinding {
     #[must_use]
     pub fn with_old_challenge_window(mut self, window: Duration) -> Self {
         self.old_challenge_window = window;
+        self
+    }
+
+    /// How long after the registration a request of the session without a bound cookie is
+    /// still served as signed in (default 10 seconds): the requests the browser started
+    /// while it was registering (the page a login redirects to, its images) left before the
+    /// bound cookie arrived. A copy taken before the registration works that much longer.
+    #[must_use]
+    pub fn with_registration_grace(mut self, grace: Duration) -> Self {
+        self.registration_grace = grace;
         self
     }
 
@@ -431,9 +443,10 @@ pub(crate) fn to_sf_string(text: &str) -> String {
     out
 }
 
-/// Serves a bound session whose request has no valid bound cookie as logged out: the
-/// session is swapped for a fresh anonymous one (nothing stored is touched, so the browser
-/// that holds the key refreshes and carries on). `None` keeps the session as it is.
+/// Whether a request of `session` must be served as logged out: the session is bound, the
+/// registration's grace is over and the request has no valid bound cookie. The layer then
+/// swaps the session for a fresh anonymous one (nothing stored is touched, so the browser
+/// that holds the key refreshes and carries on).
 pub(crate) fn must_log_out(
     binder: &Binder,
     session: &Session,
@@ -445,7 +458,11 @@ pub(crate) fn must_log_out(
         return false;
     }
     match Binding::of(session) {
-        Some(binding) => !binder.has_bound_cookie(headers, &binding, now),
+        Some(binding) => {
+            let grace = binder.config.registration_grace.as_secs();
+            now >= binding.since.saturating_add(grace)
+                && !binder.has_bound_cookie(headers, &binding, now)
+        }
         // A binding that does not decode: fail closed.
         None => session.device_binding().is_some(),
     }
