@@ -45,6 +45,10 @@
 //! - The layer serves any request and response body (`Response<B>` with `B: Default`) and
 //!   passes the inner service's errors through; a handler cut off by a timeout writes
 //!   nothing.
+//! - With [`Builder::with_device_binding`] a browser that supports Device Bound Session
+//!   Credentials binds its session to a key it keeps on the device; a request of a bound
+//!   session then needs a short-lived bound cookie that only the key renews, and without one
+//!   is served as logged out (docs/device-binding.md).
 //!
 //! Layer order in axum: the last `.layer` is the outermost, so
 //! `.layer(CsrfLayer::new([origin])).layer(sessions)`.

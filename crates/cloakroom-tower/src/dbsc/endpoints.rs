@@ -24,7 +24,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(binder: &Binder) -> Route
         .route(&binder.config.refresh_path, post(refresh))
 }
 
-/// The session slot and the binder of this request.
+/// The session slot of this request and the layer's shared state.
 fn context(req: &Request) -> Result<(Slot, std::sync::Arc<Shared>), Error> {
     let slot = req.extensions().get::<Slot>().cloned().ok_or_else(|| {
         Error::new(
@@ -33,13 +33,17 @@ fn context(req: &Request) -> Result<(Slot, std::sync::Arc<Shared>), Error> {
         )
     })?;
     let shared = slot.shared.clone();
-    if shared.binder.is_none() {
-        return Err(Error::new(
-            ErrorKind::NotInstalled,
-            "device binding routes without Builder::with_device_binding",
-        ));
-    }
     Ok((slot, shared))
+}
+
+/// The layer's device binding.
+fn binder_of(shared: &Shared) -> Result<&Binder, Error> {
+    shared.binder.as_ref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotInstalled,
+            "device binding routes under a SessionLayer built without Builder::with_device_binding",
+        )
+    })
 }
 
 fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -145,7 +149,7 @@ async fn register(req: Request) -> Response {
 
 async fn try_register(req: Request) -> Result<Response, Error> {
     let (slot, shared) = context(&req)?;
-    let binder = shared.binder.as_ref().unwrap_or_else(|| unreachable!());
+    let binder = binder_of(&shared)?;
     let now = shared.clock.now();
     let Some(value) = header_str(&req, RESPONSE_HEADER) else {
         return Ok(refuse(
@@ -258,7 +262,7 @@ async fn refresh(req: Request) -> Response {
 
 async fn try_refresh(req: Request) -> Result<Response, Error> {
     let (slot, shared) = context(&req)?;
-    let binder = shared.binder.as_ref().unwrap_or_else(|| unreachable!());
+    let binder = binder_of(&shared)?;
     let now = shared.clock.now();
     let Some(id) = header_str(&req, SESSION_ID_HEADER).and_then(super::sf_string) else {
         return Ok(refuse(

@@ -171,7 +171,8 @@ impl DeviceBinding {
         let codec = |purpose: String| ring.codec(&purpose).map_err(|e| e.to_string());
         Ok(Binder {
             challenges: codec(format!("{}/dbsc-challenge", cookie.name))?,
-            cookies: codec(bound_cookie.clone())?,
+            // A purpose no cookie name can have ('/' is not allowed in one).
+            cookies: codec(format!("{}/dbsc-bound", cookie.name))?,
             bound_cookie,
             config: self,
         })

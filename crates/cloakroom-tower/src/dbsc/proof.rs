@@ -39,24 +39,26 @@ impl Alg {
 #[serde(tag = "kty")]
 pub(crate) enum PublicKey {
     /// A P-256 point, uncompressed (`04 || x || y`).
-    EC { point: String },
+    #[serde(rename = "EC")]
+    Ec { point: String },
     /// An RSA modulus and exponent, big-endian.
-    RSA { n: String, e: String },
+    #[serde(rename = "RSA")]
+    Rsa { n: String, e: String },
 }
 
 impl PublicKey {
     fn alg(&self) -> Alg {
         match self {
-            Self::EC { .. } => Alg::ES256,
-            Self::RSA { .. } => Alg::RS256,
+            Self::Ec { .. } => Alg::ES256,
+            Self::Rsa { .. } => Alg::RS256,
         }
     }
 
     /// Bytes naming this key alone, for the marker that binds it to one session.
     pub(crate) fn fingerprint_input(&self) -> Vec<u8> {
         match self {
-            Self::EC { point } => format!("EC\0{point}").into_bytes(),
-            Self::RSA { n, e } => format!("RSA\0{n}\0{e}").into_bytes(),
+            Self::Ec { point } => format!("EC\0{point}").into_bytes(),
+            Self::Rsa { n, e } => format!("RSA\0{n}\0{e}").into_bytes(),
         }
     }
 
@@ -75,7 +77,7 @@ impl PublicKey {
                 point.push(4);
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                Ok(Self::EC {
+                Ok(Self::Ec {
                     point: URL_SAFE_NO_PAD.encode(point),
                 })
             }
@@ -86,7 +88,7 @@ impl PublicKey {
                 if !(256..=1024).contains(&n.len()) || n[0] == 0 || e.is_empty() || e.len() > 4 {
                     return Err(Invalid);
                 }
-                Ok(Self::RSA {
+                Ok(Self::Rsa {
                     n: URL_SAFE_NO_PAD.encode(n),
                     e: URL_SAFE_NO_PAD.encode(e),
                 })
@@ -101,13 +103,13 @@ impl PublicKey {
             return Err(Invalid);
         }
         match self {
-            Self::EC { point } => {
+            Self::Ec { point } => {
                 let point = b64(point)?;
                 UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
                     .verify(message, signature)
                     .map_err(|_| Invalid)
             }
-            Self::RSA { n, e } => {
+            Self::Rsa { n, e } => {
                 let (n, e) = (b64(n)?, b64(e)?);
                 RsaPublicKeyComponents { n, e }
                     .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, signature)

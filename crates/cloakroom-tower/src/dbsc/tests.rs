@@ -405,7 +405,7 @@ async fn rs256_registration_with_the_key_in_the_claims_binds_the_session() {
     // An RS256 refresh: 403 with a challenge, then a proof over it.
     site.clock.advance(Duration::from_secs(61));
     assert_eq!(site.me(&jar).await, "anonymous", "the bound cookie ran out");
-    let (id, _) = (reg.challenge().1, ());
+    let (_, id) = reg.challenge();
     let first = site
         .send(
             &mut jar,
@@ -848,4 +848,73 @@ fn sf_strings_are_read_and_written() {
     assert_eq!(sf_string("\"bad\\x\""), None);
     assert_eq!(sf_string(""), None);
     assert_eq!(to_sf_string("a\"b"), "\"a\\\"b\"");
+}
+
+/// Everything the layer logs, at every level.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn nothing_a_thief_could_use_is_logged() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let site = site();
+    let key = Key::es256();
+    let (mut jar, id, cached) = site.bound(&key).await;
+    let sid = format!("\"{id}\"");
+    let proof = key.refresh(&cached, &id);
+    site.send(
+        &mut jar,
+        "POST",
+        REFRESH,
+        &[
+            ("sec-secure-session-id", &sid),
+            ("secure-session-response", &proof),
+        ],
+    )
+    .await;
+    let mut secrets: Vec<String> = jar.0.values().cloned().collect();
+    site.me(&jar.without(BOUND)).await;
+    site.clock.advance(Duration::from_secs(11));
+    site.me(&jar.without(BOUND)).await;
+    let forged = Key::es256().refresh(&cached, &id);
+    site.send(
+        &mut jar,
+        "POST",
+        REFRESH,
+        &[
+            ("sec-secure-session-id", &sid),
+            ("secure-session-response", &forged),
+        ],
+    )
+    .await;
+    secrets.extend([cached, proof, forged]);
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("session bound to a device key"), "{log}");
+    assert!(log.contains("failed the signature check"), "{log}");
+    assert!(log.contains("served as logged out"), "{log}");
+    for secret in &secrets {
+        // Any 16-character piece of a cookie, challenge or proof would be too much.
+        let piece = &secret[secret.len() - 16..];
+        assert!(
+            !log.contains(piece),
+            "the log holds part of a secret: {piece}"
+        );
+    }
 }
