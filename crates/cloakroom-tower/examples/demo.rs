@@ -13,6 +13,12 @@
 //!
 //! A background purger deletes expired sessions from `sessions.db` every 5 minutes.
 //!
+//! Device binding is on (docs/device-binding.md): a browser with Device Bound Session
+//! Credentials binds its session to a key it keeps, and "Your sessions" says which sessions
+//! are bound. `$CLOAKROOM_DEMO_BOUND_SECS` sets the bound cookie's lifetime (default 300). DBSC
+//! needs https: put a TLS proxy in front and name its origin in `$CLOAKROOM_DEMO_ORIGIN`
+//! (like `https://localhost:8443`) so the CSRF check accepts its forms.
+//!
 //! The demo serves plain http on loopback, so it uses the named
 //! `insecure_plain_http_for_local_development` option: never serve it beyond the machine.
 
@@ -34,8 +40,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use cloakroom_stores::SqliteStore;
 use cloakroom_tower::{
-    async_trait, BoxError, Csrf, CsrfLayer, CurrentUser, Device, Error, Flash, IdHash, KeyRing,
-    Level, Session, SessionLayer, UserLoader, CSRF_FIELD,
+    async_trait, BoxError, Csrf, CsrfLayer, CurrentUser, Device, DeviceBinding, Error, Flash,
+    IdHash, KeyRing, Level, Session, SessionLayer, UserLoader, CSRF_FIELD,
 };
 use serde::Deserialize;
 
@@ -80,6 +86,12 @@ async fn run() -> anyhow::Result<()> {
         .await
         .context("cannot open the session store")?;
     let users = Users::open(&dir.join("users.db"))?;
+    let bound_secs: u64 = match std::env::var("CLOAKROOM_DEMO_BOUND_SECS") {
+        Ok(v) => v
+            .parse()
+            .context("CLOAKROOM_DEMO_BOUND_SECS is not a number of seconds")?,
+        Err(_) => 300,
+    };
     let layer = SessionLayer::builder()
         .key_ring(&ring)
         .store(Arc::new(sessions))
@@ -87,12 +99,25 @@ async fn run() -> anyhow::Result<()> {
         .with_user_loader(users.clone())
         // Expired sessions leave sessions.db every 5 minutes, with no cron job.
         .with_background_purge(std::time::Duration::from_secs(5 * 60), 1000)
+        // Sessions bound to a key the browser keeps, where it supports DBSC.
+        .with_device_binding(
+            DeviceBinding::new()
+                .with_bound_cookie_lifetime(std::time::Duration::from_secs(bound_secs)),
+        )
         .build()?;
-    let origins = [
+    let mut origins = vec![
         format!("http://{addr}"),
         format!("http://localhost:{}", addr.port()),
     ];
-    let app = router(users).layer(CsrfLayer::new(origins)).layer(layer);
+    if let Ok(origin) = std::env::var("CLOAKROOM_DEMO_ORIGIN") {
+        origins.push(origin);
+    }
+    // The device binding endpoints check signed proofs over their own challenges, so they
+    // sit outside the CSRF layer (the browser's DBSC requests carry no form token).
+    let app = router(users)
+        .layer(CsrfLayer::new(origins))
+        .merge(layer.device_binding_routes())
+        .layer(layer);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -442,9 +467,14 @@ async fn sessions_page(
                 s.id_hash.to_hex()
             )
         };
+        let binding = if s.device_bound {
+            r#"<td class="bound">bound to a device key</td>"#
+        } else {
+            r#"<td class="unbound">not device-bound</td>"#
+        };
         let _ = write!(
             rows,
-            r#"<tr class="session"><td>{}</td><td>signed in {}</td><td>last seen {}</td><td>{action}</td></tr>"#,
+            r#"<tr class="session"><td>{}</td><td>signed in {}</td><td>last seen {}</td>{binding}<td>{action}</td></tr>"#,
             esc(s.device.user_agent.as_deref().unwrap_or("unknown")),
             ago(now, s.created),
             ago(now, s.last_seen),
@@ -454,9 +484,15 @@ async fn sessions_page(
         "Your sessions",
         &flash,
         &format!(
-            r#"<table id="sessions">{rows}</table>
+            r#"<p id="this-binding">This session is {}.</p>
+<table id="sessions">{rows}</table>
 <form method="post" action="/sessions/others" id="others-form">{}<button id="sign-out-others">Sign out all other sessions</button></form>
 <p><a href="/">Home</a></p>"#,
+            if session.is_device_bound() {
+                "bound to this device's key"
+            } else {
+                "not device-bound"
+            },
             csrf_field(&csrf)
         ),
     ))

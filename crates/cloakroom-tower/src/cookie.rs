@@ -47,7 +47,7 @@ pub(crate) struct CookieOptions {
 }
 
 impl CookieOptions {
-    fn cookie(&self, name: &str, value: String) -> Cookie<'static> {
+    pub(crate) fn cookie(&self, name: &str, value: String) -> Cookie<'static> {
         let mut c = Cookie::new(name.to_owned(), value);
         c.set_http_only(true);
         c.set_same_site(self.same_site.to_cookie());

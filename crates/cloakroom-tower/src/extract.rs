@@ -93,6 +93,16 @@ impl Session {
         self.slot.with(|s| s.id_hash()).ok().flatten()
     }
 
+    /// Whether a browser bound this session to a key it keeps on the device (Device Bound
+    /// Session Credentials, [`Builder::with_device_binding`](crate::Builder::with_device_binding)).
+    /// A request of a bound session that lacks a valid bound cookie never gets here: it is
+    /// served as logged out.
+    pub fn is_device_bound(&self) -> bool {
+        self.slot
+            .with(|s| s.device_binding().is_some())
+            .unwrap_or(false)
+    }
+
     /// Whether the request came without a live session.
     pub fn is_new(&self) -> bool {
         self.slot.with(|s| s.is_new()).unwrap_or(true)

@@ -20,6 +20,7 @@ use cloakroom::{
 use cloakroom::{PurgeConfig, PurgeHandle, Purger};
 
 use crate::cookie::{self, CookieOptions, SameSite};
+use crate::dbsc::{self, Binder, DeviceBinding};
 use crate::error::{bare_response, Error, ErrorKind};
 #[cfg(feature = "migrate")]
 use crate::migrate::LegacyMigration;
@@ -71,6 +72,7 @@ struct SiteOptions {
     browser_session: bool,
     trusted_proxies: Vec<String>,
     forwarded_header: ForwardedHeader,
+    device_binding: Option<DeviceBinding>,
 }
 
 impl<K, S> fmt::Debug for Builder<K, S> {
@@ -243,6 +245,20 @@ impl<K, S> Builder<K, S> {
         self
     }
 
+    /// Binds sessions to a key the browser keeps on the device, where the browser supports
+    /// Device Bound Session Credentials (docs/device-binding.md): a login's response asks
+    /// the browser to register a key, and once it has, every request of the session needs a
+    /// short-lived bound cookie that only the key can renew; without one the request is
+    /// served as logged out. Browsers without DBSC keep unbound sessions. Mount the
+    /// endpoints with [`SessionLayer::device_binding_routes`]. Server mode only
+    /// ([`Builder::build`] refuses the others: their cookies carry the data, so a copy taken
+    /// before the binding would stay unbound).
+    #[must_use]
+    pub fn with_device_binding(mut self, binding: DeviceBinding) -> Self {
+        self.site.device_binding = Some(binding);
+        self
+    }
+
     /// Adds the loader `CurrentUser<L::User>` asks on every request.
     #[must_use]
     pub fn with_user_loader<L: UserLoader>(mut self, loader: L) -> Self {
@@ -292,7 +308,8 @@ impl Builder<KeyRing, Arc<dyn Store>> {
     /// [`ErrorKind::Session`] for an invalid cookie name (not an RFC 6265 token, or a
     /// `__Host-`/`__Secure-` name with plain http), a `Domain` that is not a host name or
     /// comes with a `__Host-` name, `SameSite=None` with plain http, a trusted proxy that is
-    /// not an address or network, or a key ring the codec cannot use; with
+    /// not an address or network, or a key ring the codec cannot use; device binding in a
+    /// mode other than [`Mode::Server`] or with invalid options; with
     /// [`Builder::with_background_purge`], for a zero interval or batch, or when called
     /// outside a tokio runtime.
     pub fn build(self) -> Result<SessionLayer, Error> {
@@ -355,6 +372,23 @@ impl Builder<KeyRing, Arc<dyn Store>> {
                 "session cookie without the __Host- prefix: browsers then accept a cookie of this name set by a sibling subdomain or a plain-http page, not only by {scope} over https (cookie tossing); a planted invalid cookie is skipped, but a planted valid session would log the user in as its planter"
             );
         }
+        let cookie = CookieOptions {
+            name,
+            domain,
+            same_site: self.site.same_site,
+            secure: !self.plain_http,
+            browser_session: self.site.browser_session,
+        };
+        let binder = match self.site.device_binding {
+            None => None,
+            Some(_) if self.mode != Mode::Server => {
+                return Err(invalid(
+                    "device binding needs server mode: in client and hybrid modes the cookie carries the data, so a copy taken before the binding would stay unbound".into(),
+                ));
+            }
+            Some(binding) => Some(binding.build(&self.ring, &cookie).map_err(invalid)?),
+        };
+        let name = cookie.name.clone();
         let purge_store = self.store.clone();
         let mut manager = SessionManager::new(&self.ring, self.store)?
             .with_mode(self.mode)
@@ -375,13 +409,8 @@ impl Builder<KeyRing, Arc<dyn Store>> {
         Ok(SessionLayer {
             shared: Arc::new(Shared {
                 manager,
-                cookie: CookieOptions {
-                    name,
-                    domain,
-                    same_site: self.site.same_site,
-                    secure: !self.plain_http,
-                    browser_session: self.site.browser_session,
-                },
+                cookie,
+                binder,
                 proxies,
                 inserters: self.inserters,
                 clock,
@@ -395,11 +424,12 @@ impl Builder<KeyRing, Arc<dyn Store>> {
 
 pub(crate) struct Shared {
     pub(crate) manager: SessionManager,
-    cookie: CookieOptions,
+    pub(crate) cookie: CookieOptions,
+    /// Device binding, if on.
+    pub(crate) binder: Option<Binder>,
     proxies: TrustedProxies,
     inserters: Vec<Inserter>,
-    #[cfg_attr(not(feature = "migrate"), allow(dead_code))]
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     #[cfg(feature = "migrate")]
     migration: Option<LegacyMigration>,
     /// The background purger; it stops when the last clone of the layer is dropped.
@@ -460,6 +490,17 @@ impl SessionLayer {
     /// task).
     pub fn manager(&self) -> &SessionManager {
         &self.shared.manager
+    }
+
+    /// The registration and refresh endpoints of [`Builder::with_device_binding`], to merge
+    /// into the application's router inside this layer
+    /// (`Router::new().route(..).merge(sessions.device_binding_routes()).layer(sessions)`).
+    /// No routes without device binding.
+    pub fn device_binding_routes<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        match &self.shared.binder {
+            Some(binder) => dbsc::routes(binder),
+            None => axum::Router::new(),
+        }
     }
 
     /// The background purger, if [`Builder::with_background_purge`] started one: its
@@ -540,7 +581,6 @@ where
     let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
     // An anonymous visitor's CSRF secret rides in its own signed cookie.
     let csrf_cookie = cookie::first(req.headers(), shared.manager.csrf_cookie_name());
-    #[cfg_attr(not(feature = "migrate"), allow(unused_mut))]
     let mut session = match shared
         .manager
         .load_any_with_csrf(&candidates, csrf_cookie.as_deref())
@@ -549,6 +589,23 @@ where
         Ok(session) => session,
         Err(e) => return Ok(Error::from(e).into_bare_response()),
     };
+    // A bound session without its bound cookie (a copied cookie, off the device) is served
+    // as logged out; what is stored stays for the browser that holds the key.
+    if let Some(binder) = &shared.binder {
+        let now = shared.clock.now();
+        if dbsc::must_log_out(binder, &session, req.headers(), req.uri().path(), now) {
+            tracing::debug!("bound session without a valid bound cookie: served as logged out");
+            shared.manager.discard(session);
+            session = match shared
+                .manager
+                .load_any_with_csrf(&[], csrf_cookie.as_deref())
+                .await
+            {
+                Ok(session) => session,
+                Err(e) => return Ok(Error::from(e).into_bare_response()),
+            };
+        }
+    }
     // The legacy cookie to expire in the response, if the request carried one.
     #[cfg(feature = "migrate")]
     let (expire_legacy, consume) = match migrate(&shared, &mut session, req.headers()).await {
@@ -615,6 +672,16 @@ where
         }
     }
     let remembered = session.is_remembered();
+    // A login asks a browser with DBSC to bind the new session (sent once the commit is in).
+    let registration = match (&shared.binder, session.is_logging_in(), session.id_hash()) {
+        (Some(binder), true, Some(id_hash)) => {
+            match binder.registration_header(&id_hash, shared.clock.now()) {
+                Ok(value) => Some(value),
+                Err(e) => return Ok(e.into_bare_response()),
+            }
+        }
+        _ => None,
+    };
     let commit = match commit_to_the_end(&shared, session).await {
         Ok(commit) => commit,
         Err(e) => return Ok(e.into_bare_response()),
@@ -634,6 +701,18 @@ where
         if append_set_cookie(&mut response, &line).is_err() {
             tracing::error!("the session cookie is not a valid header value");
             return Ok(bare_response(StatusCode::INTERNAL_SERVER_ERROR));
+        }
+    }
+    if let Some(value) = registration {
+        response.headers_mut().append(
+            http::HeaderName::from_static(dbsc::REGISTRATION_HEADER),
+            value,
+        );
+    }
+    // A logout removes the bound cookie with the session's.
+    if let (Some(binder), CookieUpdate::Remove) = (&shared.binder, &commit.cookie) {
+        if append_set_cookie(&mut response, &binder.bound_cookie_removal(&shared.cookie)).is_err() {
+            tracing::error!("the bound cookie's removal is not a valid header value");
         }
     }
     // The anonymous CSRF cookie: set at a visitor's first form, removed at login.

@@ -45,6 +45,10 @@
 //! - The layer serves any request and response body (`Response<B>` with `B: Default`) and
 //!   passes the inner service's errors through; a handler cut off by a timeout writes
 //!   nothing.
+//! - With [`Builder::with_device_binding`] a browser that supports Device Bound Session
+//!   Credentials binds its session to a key it keeps on the device; a request of a bound
+//!   session then needs a short-lived bound cookie that only the key renews, and without one
+//!   is served as logged out (docs/device-binding.md).
 //!
 //! Layer order in axum: the last `.layer` is the outermost, so
 //! `.layer(CsrfLayer::new([origin])).layer(sessions)`.
@@ -55,6 +59,7 @@
 
 mod cookie;
 mod csrf;
+mod dbsc;
 mod error;
 mod extract;
 mod layer;
@@ -67,6 +72,8 @@ mod user;
 pub use layer::{
     Builder, NeedsKeyRing, NeedsStore, SessionLayer, SessionService, PLAIN_HTTP_COOKIE_NAME,
 };
+// Device Bound Session Credentials (W3C DBSC), given to `Builder::with_device_binding`.
+pub use dbsc::DeviceBinding;
 // Cookie and proxy options of the builder.
 pub use cookie::SameSite;
 pub use proxy::ForwardedHeader;

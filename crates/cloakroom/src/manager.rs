@@ -115,6 +115,10 @@ pub struct SessionInfo {
     pub absolute_deadline: u64,
     /// What the application recorded about the device.
     pub device: Device,
+    /// Whether a browser bound the session to a key it keeps on the device (Device Bound
+    /// Session Credentials, [`Session::device_binding`]). Always false in hybrid mode, whose
+    /// records keep no data.
+    pub device_bound: bool,
 }
 
 /// What [`SessionManager::sign_out_others_of`] did, for [`Session::apply_signed_out`].
@@ -991,6 +995,7 @@ impl SessionManager {
                 last_seen: r.last_seen,
                 idle_deadline: r.idle_deadline,
                 absolute_deadline: r.absolute_deadline,
+                device_bound: r.data.contains_key(crate::session::BINDING_KEY),
                 device: r.device,
             })
             .collect();

@@ -19,6 +19,9 @@ pub(crate) const CSRF_KEY: &str = "__cloakroom.csrf";
 pub(crate) const FLASH_KEY: &str = "__cloakroom.flash";
 /// The lifetime (seconds) a "remember me" login asked for; present only in such sessions.
 pub(crate) const REMEMBER_KEY: &str = "__cloakroom.remember";
+/// The device binding of the session (the public key a browser registered, owned by the
+/// middleware that does Device Bound Session Credentials); present only in bound sessions.
+pub(crate) const BINDING_KEY: &str = "__cloakroom.binding";
 
 /// The "remember me" lifetime (seconds) recorded in `data`, if the session has one.
 pub(crate) fn remembered_in(data: &BTreeMap<String, Value>) -> Option<u64> {
@@ -303,6 +306,10 @@ impl Session {
         if self.get_value(REMEMBER_KEY).is_some() {
             self.set(REMEMBER_KEY, None);
         }
+        // A login starts unbound: the new login's browser registers a key of its own.
+        if self.get_value(BINDING_KEY).is_some() {
+            self.set(BINDING_KEY, None);
+        }
         self.verb = Verb::Login {
             user: user.into(),
             device,
@@ -349,6 +356,31 @@ impl Session {
             }
         }
         done.ended
+    }
+
+    /// Whether [`Session::login`] (or [`Session::login_remembered`]) was called on this copy:
+    /// the commit will log a user in.
+    pub fn is_logging_in(&self) -> bool {
+        matches!(self.verb, Verb::Login { .. })
+    }
+
+    /// The session's device binding: the value a middleware doing Device Bound Session
+    /// Credentials stored with [`Session::set_device_binding`] (the public key the browser
+    /// registered and what goes with it), kept under a reserved key of the record so every
+    /// store carries it. `None` for an unbound session, and after [`Session::logout`] or a
+    /// new [`Session::login`].
+    pub fn device_binding(&self) -> Option<&Value> {
+        if self.verb == Verb::Destroy {
+            return None;
+        }
+        self.get_value(BINDING_KEY)
+    }
+
+    /// Stores (or with `None` removes) the session's device binding, written at commit like
+    /// any key. Only the device-binding middleware should call this: the application sees
+    /// [`Session::device_binding`].
+    pub fn set_device_binding(&mut self, binding: Option<Value>) {
+        self.set(BINDING_KEY, binding);
     }
 
     /// Whether this is a "remember me" session ([`Session::login_remembered`]).
