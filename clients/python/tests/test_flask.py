@@ -212,3 +212,17 @@ def test_revoke_user_ends_the_flask_session(app: Flask, client: cloakroom.Client
     assert web.get("/data").json["user"] == user
     client.revoke_user(user)  # a password change, from any language
     assert web.get("/data").json["user"] is None
+
+
+def test_a_host_prefixed_cookie_needs_secure(client: cloakroom.Client) -> None:
+    """A `__Host-` cookie without Secure is dropped by browsers: refused with an error naming
+    the fix, never set."""
+    app = create_app(client, cookie_name="__Host-session")
+    app.config["TESTING"] = True
+    with pytest.raises(RuntimeError, match="SESSION_COOKIE_SECURE = True"):
+        app.test_client().get("/")
+    app.config["SESSION_COOKIE_SECURE"] = True
+    resp = app.test_client().get("/", base_url="https://localhost")
+    assert resp.status_code == 200
+    line = resp.headers["Set-Cookie"]
+    assert line.startswith("__Host-session=") and "Secure" in line and "Path=/" in line, line

@@ -8,6 +8,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::subkeys::SubkeyCache;
 use crate::xchacha::{self, NONCE_LEN, TAG_LEN};
 use crate::{b64, Error, ErrorKind, KeyId, KeyRing};
 
@@ -103,6 +104,8 @@ struct DerivedKey {
     seal: Zeroizing<[u8; 32]>,
     /// `u16be(len(purpose)) || purpose || "e1." || kid || "."`: the sealed kind's AAD.
     seal_aad: Vec<u8>,
+    /// The subkeys of sealed tokens that opened recently (see `subkeys.rs`).
+    subkeys: SubkeyCache,
 }
 
 impl Drop for DerivedKey {
@@ -280,8 +283,24 @@ fn open_box<const N: usize>(
     b64::decode_exact(text, sealed).ok_or_else(Error::invalid)?;
     let (nonce, in_out) = sealed.split_at_mut(NONCE_LEN);
     let nonce: &[u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| Error::invalid())?;
-    let plain_len =
-        xchacha::open(&key.seal, nonce, &key.seal_aad, in_out).ok_or_else(Error::invalid)?;
+    let mut prefix = [0u8; 16];
+    prefix.copy_from_slice(&nonce[..16]);
+    // The subkey of a token opened before, else computed (and kept once the tag verifies).
+    let opened = key.subkeys.with(&prefix, |subkey| {
+        xchacha::open_with(subkey, nonce, &key.seal_aad, in_out)
+    });
+    let plain_len = match opened {
+        Some(plain_len) => plain_len,
+        None => {
+            let subkey = xchacha::subkey(&key.seal, nonce);
+            let plain_len = xchacha::open_with(&subkey, nonce, &key.seal_aad, in_out);
+            if plain_len.is_some() {
+                key.subkeys.insert(prefix, subkey);
+            }
+            plain_len
+        }
+    }
+    .ok_or_else(Error::invalid)?;
     let plain = &mut in_out[..plain_len];
     let opened =
         envelope_times(plain)
@@ -332,6 +351,7 @@ impl Codec {
                     mac,
                     seal: derive_key(key.secret().expose(), "seal:", purpose),
                     seal_aad,
+                    subkeys: SubkeyCache::default(),
                 }
             })
             .collect();

@@ -66,6 +66,7 @@ mod codec;
 mod error;
 mod keyfile;
 mod keys;
+mod subkeys;
 mod xchacha;
 
 // The codec: minting and opening tokens for one purpose.

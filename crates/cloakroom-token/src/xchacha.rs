@@ -18,7 +18,10 @@ pub(crate) const NONCE_LEN: usize = 24;
 /// Tag length of Poly1305.
 pub(crate) const TAG_LEN: usize = 16;
 
-fn subkey(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+/// The ChaCha20-Poly1305 key for one nonce: HChaCha20(key, nonce[0..16]), the subkey, as a
+/// ring key. The caller may keep it for later tokens with the same nonce (see
+/// `codec::SubkeyCache`); it is valid only for nonces that start with those 16 bytes.
+pub(crate) fn subkey(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> LessSafeKey {
     let mut sub = chacha20::hchacha::<U10>(
         GenericArray::from_slice(key),
         GenericArray::from_slice(&nonce[..16]),
@@ -26,12 +29,22 @@ fn subkey(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
     // CHACHA20_POLY1305 takes any 32-byte key, so this cannot fail.
     let unbound = UnboundKey::new(&CHACHA20_POLY1305, &sub).unwrap_or_else(|_| unreachable!());
     sub.as_mut_slice().zeroize();
+    LessSafeKey::new(unbound)
+}
+
+/// A ring key made from 32 zero bytes, written over a cached subkey before its memory is
+/// freed (ring's keys do not zeroize themselves).
+pub(crate) fn zero_key() -> LessSafeKey {
+    let unbound =
+        UnboundKey::new(&CHACHA20_POLY1305, &[0u8; 32]).unwrap_or_else(|_| unreachable!());
+    LessSafeKey::new(unbound)
+}
+
+/// The IETF nonce under the subkey: `0x00000000 || nonce[16..24]`.
+fn short_nonce(nonce: &[u8; NONCE_LEN]) -> Nonce {
     let mut short = [0u8; 12];
     short[4..].copy_from_slice(&nonce[16..]);
-    (
-        LessSafeKey::new(unbound),
-        Nonce::assume_unique_for_key(short),
-    )
+    Nonce::assume_unique_for_key(short)
 }
 
 /// Encrypts `in_out` in place and returns the tag.
@@ -41,9 +54,8 @@ pub(crate) fn seal(
     aad: &[u8],
     in_out: &mut [u8],
 ) -> [u8; TAG_LEN] {
-    let (key, nonce) = subkey(key, nonce);
-    let tag = key
-        .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
+    let tag = subkey(key, nonce)
+        .seal_in_place_separate_tag(short_nonce(nonce), Aad::from(aad), in_out)
         // ring refuses only messages over 256 GiB; tokens are at most 4 KiB.
         .unwrap_or_else(|_| unreachable!());
     let mut out = [0u8; TAG_LEN];
@@ -53,14 +65,25 @@ pub(crate) fn seal(
 
 /// Decrypts `ciphertext || tag` in place; returns the plaintext length, or `None` if the tag
 /// does not verify.
+#[cfg(test)]
 pub(crate) fn open(
     key: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     in_out: &mut [u8],
 ) -> Option<usize> {
-    let (key, nonce) = subkey(key, nonce);
-    key.open_in_place(nonce, Aad::from(aad), in_out)
+    open_with(&subkey(key, nonce), nonce, aad, in_out)
+}
+
+/// [`open`] with the nonce's subkey already made ([`subkey`] of the same key and nonce).
+pub(crate) fn open_with(
+    subkey: &LessSafeKey,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    in_out: &mut [u8],
+) -> Option<usize> {
+    subkey
+        .open_in_place(short_nonce(nonce), Aad::from(aad), in_out)
         .ok()
         .map(|plain| plain.len())
 }

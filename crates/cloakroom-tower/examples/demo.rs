@@ -4,12 +4,19 @@
 //!
 //! ```text
 //! cargo run -p cloakroom-tower --example demo      # then open http://127.0.0.1:3000
+//! cargo run -p cloakroom-tower --example demo -- --store cloakroomd+ipc:///srv/crd/cloakroomd.sock
 //! ```
 //!
 //! Data lives in `target/cloakroom-demo/` (or `$CLOAKROOM_DEMO_DIR`), out of git, since a key
 //! ring must never be committed: `keys.toml` (the key ring, generated on first run with mode
 //! 0600 and kept, so a restart keeps you signed in; `$CLOAKROOM_KEYS` replaces it),
 //! `sessions.db` (Cloakroom's SQLite session store) and `users.db`. `$CLOAKROOM_DEMO_ADDR` changes the address (loopback only).
+//!
+//! `--store URL` (or `$CLOAKROOM_STORE`) keeps the sessions in another store instead of
+//! `sessions.db`, named as in `cloakroom_stores::StoreUrl`: `cloakroomd+ipc://PATH` is the
+//! session daemon, whose Python and other clients then share the demo's logins (the daemon
+//! and the demo need the same key ring, `$CLOAKROOM_KEYS`, and the daemon's `--cookie-name`
+//! must be the demo's cookie name, `cloakroom-session`).
 //!
 //! A background purger deletes expired sessions from `sessions.db` every 5 minutes.
 //!
@@ -38,6 +45,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use cloakroom::Store;
 use cloakroom_stores::SqliteStore;
 use cloakroom_tower::{
     async_trait, BoxError, Csrf, CsrfLayer, CurrentUser, Device, DeviceBinding, Error, Flash,
@@ -67,7 +75,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--store URL` (also `--store=URL`), else `$CLOAKROOM_STORE`, else none (the SQLite file).
+fn store_url() -> anyhow::Result<Option<String>> {
+    let mut args = std::env::args().skip(1);
+    let mut url = None;
+    while let Some(arg) = args.next() {
+        if arg == "--store" {
+            url = Some(args.next().context("--store needs a URL")?);
+        } else if let Some(value) = arg.strip_prefix("--store=") {
+            url = Some(value.to_owned());
+        } else {
+            bail!("unknown argument {arg:?}; the demo takes only --store URL");
+        }
+    }
+    match url {
+        Some(url) => Ok(Some(url)),
+        None => match std::env::var("CLOAKROOM_STORE") {
+            Ok(url) => Ok(Some(url)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(e) => bail!("CLOAKROOM_STORE: {e}"),
+        },
+    }
+}
+
 async fn run() -> anyhow::Result<()> {
+    let store_url = store_url()?;
     let dir = PathBuf::from(
         std::env::var_os("CLOAKROOM_DEMO_DIR").unwrap_or_else(|| "target/cloakroom-demo".into()),
     );
@@ -82,9 +114,16 @@ async fn run() -> anyhow::Result<()> {
     // $CLOAKROOM_KEYS, else keys.toml in the data directory, created on the first run: a
     // restart keeps everyone signed in.
     let ring = KeyRing::from_env_or_file(dir.join("keys.toml"))?;
-    let sessions = SqliteStore::open(dir.join("sessions.db"))
-        .await
-        .context("cannot open the session store")?;
+    let sessions: Arc<dyn Store> = match &store_url {
+        None => Arc::new(
+            SqliteStore::open(dir.join("sessions.db"))
+                .await
+                .context("cannot open the session store")?,
+        ),
+        Some(url) => cloakroom_stores::open(url)
+            .await
+            .context("cannot open the session store given by --store")?,
+    };
     let users = Users::open(&dir.join("users.db"))?;
     let bound_secs: u64 = match std::env::var("CLOAKROOM_DEMO_BOUND_SECS") {
         Ok(v) => v
@@ -94,7 +133,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let layer = SessionLayer::builder()
         .key_ring(&ring)
-        .store(Arc::new(sessions))
+        .store(sessions)
         .insecure_plain_http_for_local_development()
         .with_user_loader(users.clone())
         // Expired sessions leave sessions.db every 5 minutes, with no cron job.

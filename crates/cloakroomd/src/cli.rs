@@ -15,7 +15,7 @@ use crate::error::Error;
 /// (`keys.toml`, mode 0600) on first start.
 ///
 /// The config file (TOML) takes the same settings: `data_dir`, `bind` (an array),
-/// `store`, `events`, `metrics`, `socket_group`, `cache_size` and a `[curve]` table
+/// `store`, `events`, `metrics`, `socket_group`, `cache_size`, `cookie_name` and a `[curve]` table
 /// (`secret_key_file`, `allowed_clients_file`, `allowed_clients`); flags override it, and
 /// an unknown key is an error. See cloakroomd.toml.sample and docs/daemon.md.
 ///
@@ -52,6 +52,12 @@ pub struct Args {
     /// Serve Prometheus metrics over HTTP on this loopback address (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+
+    /// The session cookie's name, which is also the tokens' purpose: set it to the name the
+    /// site's Rust layer uses (e.g. cloakroom-session for its plain-http development mode)
+    /// so that the cookie verbs open the cookies it mints. (default: __Host-session)
+    #[arg(long, value_name = "NAME")]
+    pub cookie_name: Option<String>,
 }
 
 impl Args {
@@ -80,6 +86,9 @@ impl Args {
         }
         if let Some(m) = &self.metrics {
             config.metrics = Some(parse_metrics(m)?);
+        }
+        if let Some(n) = &self.cookie_name {
+            config.cookie_name = Some(n.clone());
         }
         Ok(config)
     }
@@ -111,6 +120,25 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/srv/a"));
         assert_eq!(c.bind, ["ipc:///tmp/x.sock", "tcp://127.0.0.1:1"]);
         assert_eq!(c.store.as_deref(), Some("redis://127.0.0.1/"));
+    }
+
+    #[test]
+    fn the_cookie_name_defaults_to_the_layers_and_can_be_set() {
+        let c = Args::parse_from(["cloakroomd"]).config().unwrap();
+        assert_eq!(c.cookie_name(), cloakroom::DEFAULT_COOKIE_NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "cookie_name = \"from-file\"\n").unwrap();
+        let args = Args::parse_from(["cloakroomd", "--config", file.to_str().unwrap()]);
+        assert_eq!(args.config().unwrap().cookie_name(), "from-file");
+        let args = Args::parse_from([
+            "cloakroomd",
+            "--config",
+            file.to_str().unwrap(),
+            "--cookie-name",
+            "cloakroom-session",
+        ]);
+        assert_eq!(args.config().unwrap().cookie_name(), "cloakroom-session");
     }
 
     #[test]

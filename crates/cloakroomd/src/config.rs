@@ -56,6 +56,7 @@ pub(crate) struct FileConfig {
     pub(crate) metrics: Option<String>,
     pub(crate) socket_group: Option<String>,
     pub(crate) cache_size: Option<usize>,
+    pub(crate) cookie_name: Option<String>,
     pub(crate) curve: Option<CurveConfig>,
 }
 
@@ -109,6 +110,10 @@ pub struct Config {
     /// only this daemon writes (`sqlite`, `file`, an in-process store), 0 for network
     /// stores several daemons may share (`redis`, `postgres`, `memcache`).
     pub cache_size: Option<usize>,
+    /// The name of the session cookie the cookie verbs mint and open, which is also the
+    /// tokens' purpose: the name the applications' Rust layers use (a cookie minted for one
+    /// name never opens under another). `None`: `__Host-session`.
+    pub cookie_name: Option<String>,
     /// CURVE, required for any non-loopback tcp endpoint.
     pub curve: Option<CurveConfig>,
     /// A store to use instead of opening `store` (in-process tests).
@@ -127,6 +132,7 @@ impl fmt::Debug for Config {
             metrics,
             socket_group,
             cache_size,
+            cookie_name,
             curve,
             store_instance,
             clock,
@@ -145,6 +151,7 @@ impl fmt::Debug for Config {
             .field("metrics", metrics)
             .field("socket_group", socket_group)
             .field("cache_size", cache_size)
+            .field("cookie_name", cookie_name)
             .field("curve", curve)
             .field("store_instance", &store_instance.is_some())
             .field("clock", clock)
@@ -163,6 +170,7 @@ impl Config {
             metrics: None,
             socket_group: None,
             cache_size: None,
+            cookie_name: None,
             curve: None,
             store_instance: None,
             clock: None,
@@ -200,6 +208,13 @@ impl Config {
         self.data_dir.join("keys.toml")
     }
 
+    /// The session cookie's name, default applied.
+    pub fn cookie_name(&self) -> &str {
+        self.cookie_name
+            .as_deref()
+            .unwrap_or(cloakroom::DEFAULT_COOKIE_NAME)
+    }
+
     /// The cache size, default applied for the store in use.
     pub fn effective_cache_size(&self) -> usize {
         if let Some(n) = self.cache_size {
@@ -231,6 +246,7 @@ impl Config {
             metrics,
             socket_group,
             cache_size,
+            cookie_name,
             curve,
         } = file;
         if let Some(d) = data_dir {
@@ -246,6 +262,7 @@ impl Config {
         }
         self.socket_group = socket_group.or(self.socket_group.take());
         self.cache_size = cache_size.or(self.cache_size);
+        self.cookie_name = cookie_name.or(self.cookie_name.take());
         self.curve = curve.or(self.curve.take());
         Ok(())
     }

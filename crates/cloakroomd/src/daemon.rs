@@ -47,6 +47,7 @@ pub struct Running {
     state: Option<Arc<StateHandle>>,
     metrics: Arc<Metrics>,
     keys_file: PathBuf,
+    cookie_name: String,
     _ctx: zmq::Context,
 }
 
@@ -123,7 +124,13 @@ impl Running {
             Ok(None) => KeyRing::load(&self.keys_file).map_err(keys_error)?,
             Err(e) => return Err(keys_error(e)),
         };
-        let keys = Keys::new(&ring, state.store.clone(), state.clock.clone()).map_err(|e| {
+        let keys = Keys::new(
+            &ring,
+            &self.cookie_name,
+            state.store.clone(),
+            state.clock.clone(),
+        )
+        .map_err(|e| {
             Error::new(ErrorKind::Keys, "cannot use the reloaded key ring").with_source(e)
         })?;
         state.replace_keys(keys);
@@ -223,8 +230,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .clock
         .clone()
         .unwrap_or_else(|| Arc::new(SystemClock));
-    let keys = Keys::new(&ring, store.clone(), clock.clone())
-        .map_err(|e| Error::new(ErrorKind::Keys, "cannot use the key ring").with_source(e))?;
+    let cookie_name = config.cookie_name().to_owned();
+    let keys = Keys::new(&ring, &cookie_name, store.clone(), clock.clone()).map_err(|e| {
+        let kind = if e.kind() == cloakroom::ErrorKind::InvalidInput {
+            ErrorKind::Config // a bad --cookie-name
+        } else {
+            ErrorKind::Keys
+        };
+        Error::new(kind, "cannot use the key ring and cookie name").with_source(e)
+    })?;
 
     let ctx = zmq::Context::new();
     let socket_err = |what: String| {
@@ -313,6 +327,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         state: Some(state),
         metrics,
         keys_file,
+        cookie_name,
         _ctx: ctx,
     })
 }

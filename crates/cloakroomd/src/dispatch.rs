@@ -24,12 +24,16 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
+    /// The cookie verbs' keys for cookies named `cookie_name` (the tokens' purpose).
     pub(crate) fn new(
         ring: &KeyRing,
+        cookie_name: &str,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, cloakroom::Error> {
-        let sessions = SessionManager::new(ring, store)?.with_clock(clock);
+        let sessions = SessionManager::new(ring, store)?
+            .with_cookie_name(cookie_name)?
+            .with_clock(clock);
         let name = sessions.cookie_name().to_owned();
         let token = |e: cloakroom_token::Error| {
             cloakroom::Error::new(cloakroom::ErrorKind::Token, "key ring").with_source(e)

@@ -15,7 +15,14 @@
   :func:`logout_user` ends it (``LOGOUT``); :func:`sign_out_others` ends the user's other
   sessions; :func:`csrf_token` and :func:`check_csrf` use the session's CSRF secret.
 - A cookie that does not verify, or whose session ended, is an anonymous visitor (and the
-  cookie is removed). A daemon that does not answer makes every request that touches the
+  cookie is removed). When the request carries several cookies of the name (one planted by
+  a sibling subdomain), each is tried in order and the first live session wins, as the Rust
+  layer does.
+- The cookie name must be the one the daemon mints for (its ``--cookie-name``, which is the
+  tokens' purpose) and, to share logins with a Rust service, the Rust layer's. A
+  ``__Host-`` name needs ``SESSION_COOKIE_SECURE = True``, path ``/`` and no domain, and a
+  ``__Secure-`` name needs ``Secure``: anything else is refused with an error rather than
+  set as a cookie browsers silently drop. A daemon that does not answer makes every request that touches the
   session answer 503, never an anonymous page.
 - Values must be MessagePack values: None, bool, int, float, str, bytes, lists (tuples
   come back as lists) and dicts with string keys.
@@ -43,6 +50,9 @@ log = logging.getLogger("cloakroom.flask")
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 RETRY_AFTER = 5
+#: At most this many cookies of the session's name are tried per request (as the Rust
+#: layer's ``MAX_COOKIE_CANDIDATES``): each one that verifies costs the daemon a store read.
+MAX_COOKIE_CANDIDATES = 8
 
 
 def _snapshot(data: Dict[str, Any]) -> Dict[str, bytes]:
@@ -119,8 +129,10 @@ class UnavailableSession(CloakroomSession):
 
 class CloakroomSessionInterface(SessionInterface):
     """Set as ``app.session_interface``. ``cookie_name`` defaults to Flask's
-    ``SESSION_COOKIE_NAME``; it must be the name the daemon's cookies are minted for
-    (the daemon's ``--cookie-name``) for cookies of other applications to open."""
+    ``SESSION_COOKIE_NAME``. To share sessions with another application (a Rust service
+    with ``cloakroom-tower``, say), three names must agree: this one, the other
+    application's cookie name, and the daemon's ``--cookie-name`` (the name its tokens are
+    minted for; a token minted for one name never opens under another)."""
 
     def __init__(self, client: Client, *, cookie_name: Optional[str] = None) -> None:
         self.client = client
@@ -129,17 +141,47 @@ class CloakroomSessionInterface(SessionInterface):
     def get_cookie_name(self, app: Flask) -> str:
         return self.cookie_name or super().get_cookie_name(app)
 
+    def check_cookie_prefix(self, app: Flask) -> None:
+        """Raises ``RuntimeError`` when the cookie name's prefix asks for attributes the
+        configuration does not give: browsers drop a ``__Host-`` cookie that lacks
+        ``Secure`` or ``Path=/`` or has a ``Domain``, and a ``__Secure-`` one without
+        ``Secure``, so every visitor would silently stay anonymous."""
+        name = self.get_cookie_name(app)
+        host = name.startswith("__Host-")
+        if not (host or name.startswith("__Secure-")):
+            return
+        problems = []
+        if not self.get_cookie_secure(app):
+            problems.append("SESSION_COOKIE_SECURE = True (served over https)")
+        if host and self.get_cookie_path(app) != "/":
+            problems.append('SESSION_COOKIE_PATH = "/"')
+        if host and self.get_cookie_domain(app):
+            problems.append("no SESSION_COOKIE_DOMAIN")
+        if problems:
+            raise RuntimeError(
+                f"session cookie {name!r} needs {', '.join(problems)}: browsers refuse a "
+                f"{name.split('-')[0]}- cookie without it. Over plain http (development), use a "
+                "name without the prefix, e.g. cookie_name='cloakroom-session', and start "
+                "cloakroomd with the same --cookie-name"
+            )
+
     def open_session(self, app: Flask, request: Request) -> CloakroomSession:
-        cookie = request.cookies.get(self.get_cookie_name(app))
-        if not cookie:
+        self.check_cookie_prefix(app)
+        # Every value of the name, in the order sent, as the Rust layer reads them.
+        cookies = [c for c in request.cookies.getlist(self.get_cookie_name(app)) if c]
+        if not cookies:
             return CloakroomSession()
-        try:
-            s = self.client.open(cookie)
-        except (Invalid, Expired, NotFound):
-            return CloakroomSession(stale_cookie=True)  # anonymous; the cookie is removed
-        except CloakroomError as e:
-            log.warning("session unavailable: %s", e)
-            return UnavailableSession(e)
+        for cookie in cookies[:MAX_COOKIE_CANDIDATES]:
+            try:
+                s = self.client.open(cookie)
+                break
+            except (Invalid, Expired, NotFound):
+                continue  # try the next; if none opens, anonymous and the cookie is removed
+            except CloakroomError as e:
+                log.warning("session unavailable: %s", e)
+                return UnavailableSession(e)
+        else:
+            return CloakroomSession(stale_cookie=True)
         return CloakroomSession(
             s.data,
             cookie=s.cookie or cookie,  # a reissued cookie (key rotation) replaces it
