@@ -6,11 +6,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::codec::{self, JsonStyle, MAX_COOKIE_LEN};
+use crate::codec::{self, JsonStyle};
 use crate::error::{Error, ErrorKind, Result};
-use crate::flask::rsplit;
 use crate::legacy::{Framework, LegacySession};
 use crate::secret::Secret;
+use crate::signer::{Timestamp, TimestampSigner};
 
 /// The salt of `django.contrib.sessions.backends.signed_cookies`.
 pub const DJANGO_DEFAULT_SALT: &str = "django.contrib.sessions.backends.signed_cookies";
@@ -66,7 +66,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// ```
 #[derive(Clone)]
 pub struct Django {
-    keys: Vec<Zeroizing<[u8; 32]>>,
+    /// Signs with the key derived from `SECRET_KEY`, verifies with the fallbacks too.
+    signer: TimestampSigner<HmacSha256>,
     secrets: Vec<Secret>,
     salt: String,
     max_age: Option<u64>,
@@ -76,14 +77,14 @@ pub struct Django {
 impl std::fmt::Debug for Django {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self {
-            keys,
+            signer,
             secrets: _,
             salt,
             max_age,
             cookie_name,
         } = self;
         f.debug_struct("Django")
-            .field("keys", &keys.len())
+            .field("keys", &signer.key_count())
             .field("salt", salt)
             .field("max_age", max_age)
             .field("cookie_name", cookie_name)
@@ -105,22 +106,22 @@ impl Django {
                 "the Django SECRET_KEY is empty",
             ));
         }
-        let mut django = Self {
-            keys: Vec::new(),
-            secrets: vec![secret_key],
-            salt: DJANGO_DEFAULT_SALT.to_owned(),
+        let salt = DJANGO_DEFAULT_SALT.to_owned();
+        let secrets = vec![secret_key];
+        Ok(Self {
+            signer: signer(&secrets, &salt),
+            secrets,
+            salt,
             max_age: Some(DJANGO_DEFAULT_MAX_AGE),
             cookie_name: DJANGO_DEFAULT_COOKIE_NAME.to_owned(),
-        };
-        django.rederive();
-        Ok(django)
+        })
     }
 
     /// Another salt, as passed to `signing.dumps(salt=...)`.
     #[must_use]
     pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
         self.salt = salt.into();
-        self.rederive();
+        self.signer = signer(&self.secrets, &self.salt);
         self
     }
 
@@ -134,8 +135,8 @@ impl Django {
     /// Adds a key from `SECRET_KEY_FALLBACKS`: it verifies cookies but never signs.
     #[must_use]
     pub fn with_fallback_secret(mut self, secret: Secret) -> Self {
-        self.keys.push(derive(secret.expose(), &self.salt));
         self.secrets.push(secret);
+        self.signer = signer(&self.secrets, &self.salt);
         self
     }
 
@@ -176,14 +177,6 @@ impl Django {
         })
     }
 
-    fn rederive(&mut self) {
-        self.keys = self
-            .secrets
-            .iter()
-            .map(|s| derive(s.expose(), &self.salt))
-            .collect();
-    }
-
     /// Opens a Django session cookie at unix time `now`.
     ///
     /// # Errors
@@ -192,36 +185,14 @@ impl Django {
     /// the max age, [`ErrorKind::Unsupported`] if the authentic payload is pickle or not JSON,
     /// [`ErrorKind::TooLarge`] if it inflates past the limit.
     pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
-        let cookie = cookie.as_bytes();
-        if cookie.len() > MAX_COOKIE_LEN {
-            return Err(Error::invalid());
-        }
-        let (value, sig) = rsplit(cookie, b':').ok_or_else(Error::invalid)?;
-        let sig = codec::b64url_decode(sig).ok_or_else(Error::invalid)?;
-        let verified = self.keys.iter().any(|key| {
-            let mut mac = HmacSha256::new_from_slice(&key[..]).expect("HMAC takes any key length");
-            mac.update(value);
-            mac.verify_slice(&sig).is_ok()
-        });
-        if !verified {
-            return Err(Error::invalid());
-        }
-        // Authentic from here on.
-        let (payload, ts) = rsplit(value, b':').ok_or_else(Error::invalid)?;
-        let ts = b62_decode(ts).ok_or_else(Error::invalid)?;
+        let unsigned = self.signer.unsign(cookie.as_bytes())?;
+        let ts = unsigned.timestamp;
         if let Some(max_age) = self.max_age {
             if now.saturating_sub(ts) > max_age {
                 return Err(Error::expired());
             }
         }
-        let (compressed, payload) = match payload.strip_prefix(b".") {
-            Some(rest) => (true, rest),
-            None => (false, payload),
-        };
-        let mut data = codec::b64url_decode(payload).ok_or_else(Error::invalid)?;
-        if compressed {
-            data = codec::inflate(&data)?;
-        }
+        let data = unsigned.payload;
         // JSONSerializer.loads decodes Latin-1; what Django writes is ASCII, where Latin-1 and
         // UTF-8 agree. Mirror it so a non-ASCII byte means what it means to Django.
         let text: String = if data.is_ascii() {
@@ -250,16 +221,7 @@ impl Django {
     /// [`ErrorKind::InvalidInput`] if the session does not serialize to JSON.
     pub fn write<T: Serialize + ?Sized>(&self, session: &T, now: u64) -> Result<String> {
         let json = codec::to_json(session, JsonStyle::PYTHON_COMPACT)?;
-        let mut out = codec::b64url_encode(&json);
-        out.push(':');
-        out.push_str(&b62_encode(now));
-        let mut mac =
-            HmacSha256::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
-        mac.update(out.as_bytes());
-        let sig = mac.finalize().into_bytes();
-        out.push(':');
-        out.push_str(&codec::b64url_encode(&sig));
-        Ok(out)
+        Ok(self.signer.sign(&json, now))
     }
 }
 
@@ -269,13 +231,7 @@ impl Django {
     /// sessions: use [`Django::write`].
     #[cfg(feature = "test-vectors")]
     pub fn sign_for_tests(&self, value: &str) -> String {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
-        mac.update(value.as_bytes());
-        format!(
-            "{value}:{}",
-            codec::b64url_encode(&mac.finalize().into_bytes())
-        )
+        self.signer.sign_value(value.to_owned())
     }
 }
 
@@ -286,16 +242,22 @@ fn session_auth_hash(secret: &Secret, password_hash: &str) -> String {
     let key: Zeroizing<[u8; 32]> = Zeroizing::new(h.finalize().into());
     let mut mac = HmacSha256::new_from_slice(&key[..]).expect("HMAC takes any key length");
     mac.update(password_hash.as_bytes());
-    let tag = mac.finalize().into_bytes();
-    tag.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
-fn derive(secret: &[u8], salt: &str) -> Zeroizing<[u8; 32]> {
-    let mut h = Sha256::new();
-    h.update(salt.as_bytes());
-    h.update(b"signer");
-    h.update(secret);
-    Zeroizing::new(h.finalize().into())
+/// `salted_hmac`'s key for each secret: `SHA256(salt + "signer" + secret)`.
+fn signer(secrets: &[Secret], salt: &str) -> TimestampSigner<HmacSha256> {
+    let keys = secrets
+        .iter()
+        .map(|secret| {
+            let mut h = Sha256::new();
+            h.update(salt.as_bytes());
+            h.update(b"signer");
+            h.update(secret.expose());
+            Zeroizing::new(h.finalize().to_vec())
+        })
+        .collect();
+    TimestampSigner::new(b':', Timestamp::Base62, keys)
 }
 
 /// Django's `b62_encode` for a non-negative number.

@@ -5,10 +5,11 @@ use serde::Serialize;
 use sha1::Sha1;
 use zeroize::Zeroizing;
 
-use crate::codec::{self, JsonStyle, MAX_COOKIE_LEN};
+use crate::codec::{self, JsonStyle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::legacy::{Framework, LegacySession};
 use crate::secret::Secret;
+use crate::signer::{Timestamp, TimestampSigner};
 
 /// Flask's `SecureCookieSessionInterface.salt`.
 pub const FLASK_DEFAULT_SALT: &str = "cookie-session";
@@ -64,8 +65,8 @@ type HmacSha1 = Hmac<Sha1>;
 /// ```
 #[derive(Clone)]
 pub struct Flask {
-    /// Derived keys: the current one first, then the fallbacks.
-    keys: Vec<Zeroizing<[u8; 20]>>,
+    /// Signs with the key derived from the current secret, verifies with all of them.
+    signer: TimestampSigner<HmacSha1>,
     salt: String,
     max_age: Option<u64>,
     cookie_name: String,
@@ -76,14 +77,14 @@ pub struct Flask {
 impl std::fmt::Debug for Flask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self {
-            keys,
+            signer,
             salt,
             max_age,
             cookie_name,
             secrets: _,
         } = self;
         f.debug_struct("Flask")
-            .field("keys", &keys.len())
+            .field("keys", &signer.key_count())
             .field("salt", salt)
             .field("max_age", max_age)
             .field("cookie_name", cookie_name)
@@ -105,31 +106,23 @@ impl Flask {
                 "the Flask SECRET_KEY is empty",
             ));
         }
-        let mut flask = Self {
-            keys: Vec::new(),
-            salt: FLASK_DEFAULT_SALT.to_owned(),
+        let salt = FLASK_DEFAULT_SALT.to_owned();
+        let secrets = vec![secret_key];
+        Ok(Self {
+            signer: signer(&secrets, &salt),
+            salt,
             max_age: Some(FLASK_DEFAULT_MAX_AGE),
             cookie_name: FLASK_DEFAULT_COOKIE_NAME.to_owned(),
-            secrets: vec![secret_key],
-        };
-        flask.rederive();
-        Ok(flask)
+            secrets,
+        })
     }
 
     /// Another salt (`app.session_interface.salt`).
     #[must_use]
     pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
         self.salt = salt.into();
-        self.rederive();
+        self.signer = signer(&self.secrets, &self.salt);
         self
-    }
-
-    fn rederive(&mut self) {
-        self.keys = self
-            .secrets
-            .iter()
-            .map(|s| derive(s.expose(), &self.salt))
-            .collect();
     }
 
     /// The maximum age in seconds (`PERMANENT_SESSION_LIFETIME`); `None` disables the check,
@@ -143,8 +136,8 @@ impl Flask {
     /// Adds a key from `SECRET_KEY_FALLBACKS`: it verifies cookies but never signs.
     #[must_use]
     pub fn with_fallback_secret(mut self, secret: Secret) -> Self {
-        self.keys.push(derive(secret.expose(), &self.salt));
         self.secrets.push(secret);
+        self.signer = signer(&self.secrets, &self.salt);
         self
     }
 
@@ -174,40 +167,14 @@ impl Flask {
     /// the max age or dated in the future, [`ErrorKind::Unsupported`] if the authentic payload
     /// is not JSON, [`ErrorKind::TooLarge`] if it inflates past the limit.
     pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
-        let cookie = cookie.as_bytes();
-        if cookie.len() > MAX_COOKIE_LEN {
-            return Err(Error::invalid());
-        }
-        let (value, sig) = rsplit(cookie, b'.').ok_or_else(Error::invalid)?;
-        let sig = codec::b64url_decode(sig).ok_or_else(Error::invalid)?;
-        let verified = self.keys.iter().any(|key| {
-            let mut mac = HmacSha1::new_from_slice(&key[..]).expect("HMAC takes any key length");
-            mac.update(value);
-            mac.verify_slice(&sig).is_ok()
-        });
-        if !verified {
-            return Err(Error::invalid());
-        }
-        // Authentic from here on.
-        let (payload, ts) = rsplit(value, b'.').ok_or_else(Error::invalid)?;
-        let ts = codec::b64url_decode(ts).ok_or_else(Error::invalid)?;
-        if ts.len() > 8 {
-            return Err(Error::invalid());
-        }
-        let ts = ts.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+        let unsigned = self.signer.unsign(cookie.as_bytes())?;
+        let ts = unsigned.timestamp;
         if let Some(max_age) = self.max_age {
             if now < ts || now - ts > max_age {
                 return Err(Error::expired());
             }
         }
-        let (compressed, payload) = match payload.strip_prefix(b".") {
-            Some(rest) => (true, rest),
-            None => (false, payload),
-        };
-        let mut json = codec::b64url_decode(payload).ok_or_else(Error::invalid)?;
-        if compressed {
-            json = codec::inflate(&json)?;
-        }
+        let json = unsigned.payload;
         let data = codec::parse_json(&json)?;
         Ok(LegacySession {
             framework: Framework::Flask,
@@ -234,18 +201,7 @@ impl Flask {
             ..JsonStyle::PYTHON_COMPACT
         };
         let json = codec::to_json(session, style)?;
-        let ts_bytes = now.to_be_bytes();
-        let first = ts_bytes.iter().position(|&b| b != 0).unwrap_or(8);
-        let mut out = codec::b64url_encode(&json);
-        out.push('.');
-        out.push_str(&codec::b64url_encode(&ts_bytes[first..]));
-        let mut mac =
-            HmacSha1::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
-        mac.update(out.as_bytes());
-        let sig = mac.finalize().into_bytes();
-        out.push('.');
-        out.push_str(&codec::b64url_encode(&sig));
-        Ok(out)
+        Ok(self.signer.sign(&json, now))
     }
 }
 
@@ -255,26 +211,22 @@ impl Flask {
     /// sessions: use [`Flask::write`].
     #[cfg(feature = "test-vectors")]
     pub fn sign_for_tests(&self, value: &str) -> String {
-        let mut mac =
-            HmacSha1::new_from_slice(&self.keys[0][..]).expect("HMAC takes any key length");
-        mac.update(value.as_bytes());
-        format!(
-            "{value}.{}",
-            codec::b64url_encode(&mac.finalize().into_bytes())
-        )
+        self.signer.sign_value(value.to_owned())
     }
 }
 
-fn derive(secret: &[u8], salt: &str) -> Zeroizing<[u8; 20]> {
-    let mut mac = HmacSha1::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(salt.as_bytes());
-    Zeroizing::new(mac.finalize().into_bytes().into())
-}
-
-/// Splits at the last `sep`, like Python's `rsplit(sep, 1)`.
-pub(crate) fn rsplit(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
-    let i = s.iter().rposition(|&b| b == sep)?;
-    Some((&s[..i], &s[i + 1..]))
+/// itsdangerous' `key_derivation="hmac"`: `HMAC-SHA1(key=secret, msg=salt)` for each secret.
+fn signer(secrets: &[Secret], salt: &str) -> TimestampSigner<HmacSha1> {
+    let keys = secrets
+        .iter()
+        .map(|secret| {
+            let mut mac =
+                HmacSha1::new_from_slice(secret.expose()).expect("HMAC takes any key length");
+            mac.update(salt.as_bytes());
+            Zeroizing::new(mac.finalize().into_bytes().to_vec())
+        })
+        .collect();
+    TimestampSigner::new(b'.', Timestamp::Base64Bytes, keys)
 }
 
 #[cfg(test)]

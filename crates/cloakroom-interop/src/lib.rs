@@ -49,6 +49,7 @@ mod legacy;
 mod pyramid;
 mod rails;
 mod secret;
+mod signer;
 
 // The formats, one type per framework.
 pub use django::{

@@ -96,10 +96,7 @@ pub enum RailsEnvelope {
 /// ```
 #[derive(Clone)]
 pub struct Rails {
-    version: RailsVersion,
-    secret: Secret,
-    salt: String,
-    key: Zeroizing<[u8; 32]>,
+    key: KeyGenerator<32>,
     purpose: String,
     cookie_name: String,
     envelope: RailsEnvelope,
@@ -109,18 +106,15 @@ pub struct Rails {
 impl std::fmt::Debug for Rails {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self {
-            version,
-            secret: _,
-            salt,
-            key: _,
+            key,
             purpose: _,
             cookie_name,
             envelope,
             max_age,
         } = self;
         f.debug_struct("Rails")
-            .field("version", version)
-            .field("salt", salt)
+            .field("version", &key.version)
+            .field("salt", &key.salt)
             .field("cookie_name", cookie_name)
             .field("envelope", envelope)
             .field("max_age", max_age)
@@ -141,44 +135,21 @@ impl Rails {
         secret_key_base: Secret,
         cookie_name: impl Into<String>,
     ) -> Result<Self> {
-        if secret_key_base.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "the Rails secret_key_base is empty",
-            ));
-        }
+        let key = KeyGenerator::new(version, secret_key_base, RAILS_DEFAULT_SALT)?;
         let cookie_name = cookie_name.into();
-        let mut r = Self {
-            version,
-            secret: secret_key_base,
-            salt: RAILS_DEFAULT_SALT.to_owned(),
-            key: Zeroizing::new([0; 32]),
+        Ok(Self {
+            key,
             purpose: format!("cookie.{cookie_name}"),
             cookie_name,
             envelope: RailsEnvelope::Message,
             max_age: None,
-        };
-        r.rederive();
-        Ok(r)
-    }
-
-    fn rederive(&mut self) {
-        let (pw, salt) = (self.secret.expose(), self.salt.as_bytes());
-        match self.version {
-            RailsVersion::V6_1 => {
-                pbkdf2::pbkdf2_hmac::<Sha1>(pw, salt, RAILS_KDF_ITERATIONS, &mut self.key[..]);
-            }
-            RailsVersion::V7_2 => {
-                pbkdf2::pbkdf2_hmac::<Sha256>(pw, salt, RAILS_KDF_ITERATIONS, &mut self.key[..]);
-            }
-        }
+        })
     }
 
     /// Another `authenticated_encrypted_cookie_salt` (re-runs the key derivation).
     #[must_use]
     pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
-        self.salt = salt.into();
-        self.rederive();
+        self.key.set_salt(salt.into());
         self
     }
 
@@ -244,7 +215,7 @@ impl Rails {
         if iv.len() != 12 || tag.len() != 16 {
             return Err(Error::invalid());
         }
-        let cipher = Aes256Gcm::new_from_slice(&self.key[..]).expect("32-byte key");
+        let cipher = Aes256Gcm::new_from_slice(self.key.key()).expect("32-byte key");
         cipher
             .decrypt_in_place_detached(Nonce::from_slice(&iv), b"", &mut buf, Tag::from_slice(&tag))
             .map_err(|_| Error::invalid())?;
@@ -338,7 +309,7 @@ impl Rails {
     /// AES-256-GCM with Rails' layout, percent-encoded as Rack sends it.
     fn seal(&self, plain: Vec<u8>, iv: [u8; 12]) -> Result<String> {
         let mut buf = Zeroizing::new(plain);
-        let cipher = Aes256Gcm::new_from_slice(&self.key[..]).expect("32-byte key");
+        let cipher = Aes256Gcm::new_from_slice(self.key.key()).expect("32-byte key");
         let tag = cipher
             .encrypt_in_place_detached(Nonce::from_slice(&iv), b"", &mut buf)
             .map_err(|_| Error::new(ErrorKind::InvalidInput, "the session is too large"))?;
@@ -381,10 +352,7 @@ pub const RAILS_SIGNED_COOKIE_SALT: &str = "signed cookie";
 /// ```
 #[derive(Clone)]
 pub struct RailsSigned {
-    version: RailsVersion,
-    secret: Secret,
-    salt: String,
-    key: Zeroizing<[u8; 64]>,
+    key: KeyGenerator<64>,
     purpose: String,
     cookie_name: String,
     envelope: RailsEnvelope,
@@ -393,17 +361,14 @@ pub struct RailsSigned {
 impl std::fmt::Debug for RailsSigned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self {
-            version,
-            secret: _,
-            salt,
-            key: _,
+            key,
             purpose: _,
             cookie_name,
             envelope,
         } = self;
         f.debug_struct("RailsSigned")
-            .field("version", version)
-            .field("salt", salt)
+            .field("version", &key.version)
+            .field("salt", &key.salt)
             .field("cookie_name", cookie_name)
             .field("envelope", envelope)
             .finish_non_exhaustive()
@@ -423,43 +388,20 @@ impl RailsSigned {
         secret_key_base: Secret,
         cookie_name: impl Into<String>,
     ) -> Result<Self> {
-        if secret_key_base.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "the Rails secret_key_base is empty",
-            ));
-        }
+        let key = KeyGenerator::new(version, secret_key_base, RAILS_SIGNED_COOKIE_SALT)?;
         let cookie_name = cookie_name.into();
-        let mut r = Self {
-            version,
-            secret: secret_key_base,
-            salt: RAILS_SIGNED_COOKIE_SALT.to_owned(),
-            key: Zeroizing::new([0; 64]),
+        Ok(Self {
+            key,
             purpose: format!("cookie.{cookie_name}"),
             cookie_name,
             envelope: RailsEnvelope::Message,
-        };
-        r.rederive();
-        Ok(r)
-    }
-
-    fn rederive(&mut self) {
-        let (pw, salt) = (self.secret.expose(), self.salt.as_bytes());
-        match self.version {
-            RailsVersion::V6_1 => {
-                pbkdf2::pbkdf2_hmac::<Sha1>(pw, salt, RAILS_KDF_ITERATIONS, &mut self.key[..]);
-            }
-            RailsVersion::V7_2 => {
-                pbkdf2::pbkdf2_hmac::<Sha256>(pw, salt, RAILS_KDF_ITERATIONS, &mut self.key[..]);
-            }
-        }
+        })
     }
 
     /// Another `signed_cookie_salt` (re-runs the key derivation).
     #[must_use]
     pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
-        self.salt = salt.into();
-        self.rederive();
+        self.key.set_salt(salt.into());
         self
     }
 
@@ -476,7 +418,7 @@ impl RailsSigned {
     }
 
     fn mac(&self) -> HmacSha1 {
-        <HmacSha1 as hmac::Mac>::new_from_slice(&self.key[..]).expect("HMAC takes any key length")
+        <HmacSha1 as hmac::Mac>::new_from_slice(self.key.key()).expect("HMAC takes any key length")
     }
 
     /// Opens a Rails signed cookie at unix time `now`, percent-encoded or not.
@@ -531,29 +473,17 @@ impl RailsSigned {
         let data = codec::b64_encode(&plain);
         let mut mac = self.mac();
         mac.update(data.as_bytes());
-        let digest: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = hex::encode(mac.finalize().into_bytes());
         Ok(rack_escape(&format!("{data}--{digest}")))
     }
 }
 
 /// Lower-case hex, as `OpenSSL::HMAC.hexdigest` writes it; anything else is `None`.
 fn lower_hex_decode(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.iter().any(u8::is_ascii_uppercase) {
         return None;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    s.chunks(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    hex::decode(s).ok()
 }
 
 /// Takes the data and the expiry (unix milliseconds) out of a plaintext's metadata envelope,
@@ -769,6 +699,54 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `Rails.application.key_generator.generate_key(salt, N)`: PBKDF2 over `secret_key_base`,
+/// 1000 rounds, HMAC-SHA1 or HMAC-SHA256 by the version; what the encrypted and the signed
+/// cookie jars share, with their own salt and length.
+#[derive(Clone)]
+struct KeyGenerator<const N: usize> {
+    version: RailsVersion,
+    secret: Secret,
+    salt: String,
+    key: Zeroizing<[u8; N]>,
+}
+
+impl<const N: usize> KeyGenerator<N> {
+    fn new(version: RailsVersion, secret: Secret, salt: &str) -> Result<Self> {
+        if secret.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the Rails secret_key_base is empty",
+            ));
+        }
+        let mut generator = Self {
+            version,
+            secret,
+            salt: String::new(),
+            key: Zeroizing::new([0; N]),
+        };
+        generator.set_salt(salt.to_owned());
+        Ok(generator)
+    }
+
+    /// Another salt: runs the derivation again.
+    fn set_salt(&mut self, salt: String) {
+        self.salt = salt;
+        let (pw, salt) = (self.secret.expose(), self.salt.as_bytes());
+        match self.version {
+            RailsVersion::V6_1 => {
+                pbkdf2::pbkdf2_hmac::<Sha1>(pw, salt, RAILS_KDF_ITERATIONS, &mut self.key[..]);
+            }
+            RailsVersion::V7_2 => {
+                pbkdf2::pbkdf2_hmac::<Sha256>(pw, salt, RAILS_KDF_ITERATIONS, &mut self.key[..]);
+            }
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.key[..]
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl CsrfSecret {
     /// Whether `token` is a masking of this secret. Constant-time in the secret; a token of
     /// the wrong shape is refused before any comparison.
     pub fn verify(&self, token: &str) -> bool {
-        match unmask(token) {
+        match unmask_csrf_token(token) {
             Some(other) => bool::from(self.0.ct_eq(other.0.as_ref())),
             None => false,
         }
@@ -72,7 +72,7 @@ impl CsrfSecret {
 
 /// Removes the mask from a token, giving the secret it carries, or `None` if it is not 86
 /// characters of canonical base64url.
-pub fn unmask(token: &str) -> Option<CsrfSecret> {
+pub fn unmask_csrf_token(token: &str) -> Option<CsrfSecret> {
     if token.len() != CSRF_TOKEN_LEN {
         return None;
     }

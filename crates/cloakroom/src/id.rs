@@ -89,12 +89,7 @@ impl IdHash {
 
     /// All 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 15)] as char);
-        }
-        s
+        hex::encode(self.0)
     }
 
     /// Parses 64 hex digits (either case).
@@ -102,17 +97,9 @@ impl IdHash {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] if `text` is not 64 hex digits.
     pub fn from_hex(text: &str) -> Result<Self, Error> {
-        let bad = || Error::new(ErrorKind::InvalidInput, "an id hash is 64 hex digits");
-        let bytes = text.as_bytes();
-        if bytes.len() != 64 {
-            return Err(bad());
-        }
         let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = hex_value(pair[0]).ok_or_else(bad)?;
-            let lo = hex_value(pair[1]).ok_or_else(bad)?;
-            out[i] = (hi << 4) | lo;
-        }
+        hex::decode_to_slice(text, &mut out)
+            .map_err(|_| Error::new(ErrorKind::InvalidInput, "an id hash is 64 hex digits"))?;
         Ok(Self(out))
     }
 
@@ -121,17 +108,6 @@ impl IdHash {
         let mut s = self.to_hex();
         s.truncate(8);
         s
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

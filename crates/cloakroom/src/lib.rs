@@ -93,8 +93,7 @@ pub use session::{Mode, Session, RESERVED_PREFIX};
 pub use cloakroom_token::KeyRing;
 // Flash messages and CSRF.
 pub use csrf::{
-    is_safe_method, unmask as unmask_csrf_token, CsrfSecret, OriginCheck, CSRF_SECRET_LEN,
-    CSRF_TOKEN_LEN,
+    is_safe_method, unmask_csrf_token, CsrfSecret, OriginCheck, CSRF_SECRET_LEN, CSRF_TOKEN_LEN,
 };
 pub use flash::{Flash, Level};
 
