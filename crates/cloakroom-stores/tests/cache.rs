@@ -67,13 +67,13 @@ fn postgres_url() -> String {
 
 /// What the tests need of a cache, whatever its store.
 trait Cached: Store {
-    fn stats(&self) -> CacheStats;
+    fn cache_stats(&self) -> CacheStats;
     fn online(&self) -> bool;
 }
 
 impl<S: Store> Cached for CachedStore<S> {
-    fn stats(&self) -> CacheStats {
-        CachedStore::stats(self)
+    fn cache_stats(&self) -> CacheStats {
+        CachedStore::cache_stats(self)
     }
     fn online(&self) -> bool {
         self.is_online()
@@ -254,9 +254,9 @@ where
 async fn until_hit(cache: &dyn Cached, id: &IdHash) -> Record {
     let start = Instant::now();
     loop {
-        let hits = cache.stats().hits;
+        let hits = cache.cache_stats().hits;
         let got = cache.load(id, NOW).await.unwrap().expect("live record");
-        if cache.stats().hits > hits {
+        if cache.cache_stats().hits > hits {
             return got;
         }
         assert!(
@@ -304,9 +304,9 @@ async fn sees_other_writers(kind: Kind) {
     other.create(&r).await.unwrap();
     until_hit(&*cache, &r.id_hash).await;
     assert_eq!(cache.user_epoch("bob").await.unwrap(), 0);
-    let hits = cache.stats().hits;
+    let hits = cache.cache_stats().hits;
     assert_eq!(cache.user_epoch("bob").await.unwrap(), 0);
-    assert_eq!(cache.stats().hits, hits + 1, "the epoch is cached");
+    assert_eq!(cache.cache_stats().hits, hits + 1, "the epoch is cached");
     other.bump_user_epoch("bob").await.unwrap();
     other.revoke_user_sessions("bob", None).await.unwrap();
     within(limit, "a revocation by another writer", || async {
@@ -354,10 +354,10 @@ async fn lost_channel(kind: Kind, kill: impl std::future::Future<Output = ()>) {
         !cache.online()
     })
     .await;
-    assert!(cache.stats().lost >= 1);
+    assert!(cache.cache_stats().lost >= 1);
     // Down (for FIRST_RETRY, 100 ms): the cache was dropped, reads go to the store, so
     // another writer's change is seen though its invalidation went nowhere.
-    let bypassed = cache.stats().bypassed;
+    let bypassed = cache.cache_stats().bypassed;
     let mut c = Changes::new();
     c.set("cart", Value::from(7));
     other.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
@@ -366,7 +366,7 @@ async fn lost_channel(kind: Kind, kill: impl std::future::Future<Output = ()>) {
     let got = cache.load(&r.id_hash, NOW).await.unwrap().unwrap();
     assert_eq!(got.data["cart"], Value::from(7));
     assert_eq!(
-        cache.stats().bypassed,
+        cache.cache_stats().bypassed,
         bypassed + 2,
         "both reads went to the store"
     );

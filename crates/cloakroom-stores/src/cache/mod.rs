@@ -276,7 +276,7 @@ impl Drop for Task {
 /// cached.create(&record).await?;
 /// assert!(cached.load(&record.id_hash, 1_700_000_001).await?.is_some()); // from SQLite
 /// assert!(cached.load(&record.id_hash, 1_700_000_001).await?.is_some()); // from memory
-/// assert_eq!(cached.stats().hits, 1);
+/// assert_eq!(cached.cache_stats().hits, 1);
 /// # Ok::<(), cloakroom::Error>(())
 /// # }).unwrap();
 /// ```
@@ -339,7 +339,7 @@ impl<S: Store> CachedStore<S> {
     }
 
     /// What the cache has done so far.
-    pub fn stats(&self) -> CacheStats {
+    pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
 
@@ -487,6 +487,16 @@ impl<S: Store> Store for CachedStore<S> {
         r
     }
 
+    // Operator queries read the store itself (the cache holds only what was loaded).
+    async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.store.find_by_prefix(prefix, now).await
+    }
+    async fn stats(&self, now: u64) -> Result<cloakroom::Stats, Error> {
+        self.store.stats(now).await
+    }
+    fn store_name(&self) -> &'static str {
+        self.store.store_name()
+    }
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         let r = self.store.purge_expired(now, limit).await;
         self.cache
@@ -525,7 +535,7 @@ mod tests {
             store.load(&r.id_hash, NOW).await.unwrap().unwrap().version,
             1
         );
-        assert_eq!(store.stats().hits, 1);
+        assert_eq!(store.cache_stats().hits, 1);
         let mut c = Changes::new();
         c.set("k", Value::from(1));
         store
@@ -535,7 +545,7 @@ mod tests {
         let got = store.load(&r.id_hash, NOW + 1).await.unwrap().unwrap();
         assert_eq!(got.data.get("k"), Some(&Value::from(1)));
         store.load(&r.id_hash, NOW + 1).await.unwrap();
-        assert_eq!(store.stats().hits, 2);
+        assert_eq!(store.cache_stats().hits, 2);
         store.revoke_user_sessions("u", None).await.unwrap();
         assert!(store.load(&r.id_hash, NOW + 1).await.unwrap().is_none());
         assert_eq!(store.user_epoch("u").await.unwrap(), 0);
@@ -566,8 +576,8 @@ mod tests {
         store.load(&r.id_hash, NOW).await.unwrap();
         store.load(&r.id_hash, NOW).await.unwrap();
         assert!(store.is_empty());
-        assert_eq!(store.stats().bypassed, 2);
-        assert_eq!(store.stats().lost, 1);
+        assert_eq!(store.cache_stats().bypassed, 2);
+        assert_eq!(store.cache_stats().lost, 1);
     }
 
     #[test]
