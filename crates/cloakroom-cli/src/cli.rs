@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Every session command takes --store URL (or CLOAKROOM_STORE): sqlite://PATH (default
 /// sqlite://./cloakroom-data/sessions.db, the daemon's default file), file://DIR,
-/// redis://HOST[:PORT][/DB] (rediss:// for TLS), postgres://USER@HOST[:PORT]/DB,
+/// redis://HOST:PORT/DB (rediss:// for TLS), postgres://USER@HOST:PORT/DB,
 /// memcache://HOST:PORT, cloakroomd+ipc://PATH, cloakroomd+tcp://HOST:PORT. memcached cannot
 /// list its sessions, so only `users revoke` and `purge` work on it.
 ///
