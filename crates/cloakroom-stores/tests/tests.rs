@@ -2141,7 +2141,11 @@ mod remote_store {
             (Status::UnknownVerb, ErrorKind::Unavailable),
             (Status::Invalid, ErrorKind::Unavailable),
             (Status::Expired, ErrorKind::Unavailable),
+            (Status::Corrupt, ErrorKind::Corrupt),
+            (Status::Unsupported, ErrorKind::Unsupported),
         ];
+        // The old way of saying "corrupt" (UNAVAILABLE with this message) is now only what it
+        // says: unavailable. CORRUPT is a status of its own.
         let corrupt = "store returned a corrupt record: record does not decode";
         let _daemon = Scripted::start(
             &endpoint(&dir),
@@ -2167,9 +2171,8 @@ mod remote_store {
             assert_eq!(source.status(), Some(*status));
             assert_eq!(source.message(), format!("scripted {status}"));
         }
-        // The daemon's one way of saying "corrupt": UNAVAILABLE with that message.
         let err = store.touch(&id, 99, 0).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
         // LOAD's NOT_FOUND is "no session", not an error.
         drop(_daemon);
         let _daemon = Scripted::start(
