@@ -719,3 +719,84 @@ async fn sqlite_cache_passes_the_conformance_suite() {
     })
     .await;
 }
+
+/// The conformance suite on a cached Redis store, each case under a key prefix of its own;
+/// the corruption is written by another connection (`HSET` of the record's data field), as
+/// another process would.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cache_passes_the_conformance_suite() {
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::Error;
+    let base = unique("cachetest_conf_");
+    let n = AtomicU64::new(0);
+    conformance::run(|| {
+        let prefix = format!("{base}:{}:", n.fetch_add(1, Ordering::Relaxed));
+        async move {
+            let store = redis_store(&prefix).await;
+            let target = store.clone();
+            let conn = redis_raw().await;
+            let cached = CachedStore::redis(store, &redis_url(), 1000).await.unwrap();
+            Corruptible::new(cached, move |id: IdHash| {
+                let key = target.record_key(&id);
+                let mut conn = conn.clone();
+                async move {
+                    redis::cmd("HSET")
+                        .arg(key)
+                        .arg("d")
+                        .arg(&b"\x01not messagepack"[..])
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map(drop)
+                        .map_err(|e| Error::unavailable("HSET", e))
+                }
+            })
+        }
+    })
+    .await;
+    Kind::Redis.cleanup(&base).await;
+}
+
+/// The conformance suite on a cached PostgreSQL store, each case in a schema of its own
+/// (with the cache's triggers); the corruption is an `UPDATE` on another connection.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_cache_passes_the_conformance_suite() {
+    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::Error;
+    let base = unique("cachetest_conf_");
+    let schemas = std::sync::Mutex::new(Vec::new());
+    conformance::run(|| {
+        let schema = {
+            let mut schemas = schemas.lock().unwrap();
+            let schema = format!("{base}_{}", schemas.len());
+            schemas.push(schema.clone());
+            schema
+        };
+        async move {
+            let store = postgres_store(&schema).await;
+            let cached = CachedStore::postgres(store, &postgres_url(), 1000)
+                .await
+                .unwrap();
+            let client = Arc::new(postgres_raw().await);
+            Corruptible::new(cached, move |id: IdHash| {
+                let client = client.clone();
+                let schema = schema.clone();
+                async move {
+                    client
+                        .execute(
+                            &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
+                            &[&id.as_bytes().as_slice(), &&b"\x01not messagepack"[..]],
+                        )
+                        .await
+                        .map(drop)
+                        .map_err(|e| Error::unavailable("UPDATE", e))
+                }
+            })
+        }
+    })
+    .await;
+    for schema in schemas.into_inner().unwrap() {
+        Kind::Postgres.cleanup(&schema).await;
+    }
+}

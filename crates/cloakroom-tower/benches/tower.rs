@@ -12,14 +12,18 @@
 //! BENCH_BACKENDS=sqlite,sqlite-normal BENCH_CONNS=16,64 cargo bench -p cloakroom-tower --bench tower
 //! ```
 //!
-//! Backends (`BENCH_BACKENDS`, default `memory,sqlite,redis`): `memory`; `sqlite` (Cloakroom's
+//! Backends (`BENCH_BACKENDS`, default `memory,sqlite,sqlite-cached,redis,redis-cached`):
+//! `memory`; `sqlite` (Cloakroom's
 //! `SqliteStore::open`, against tower-sessions-sqlx-store on `SqlitePool::connect` of its own
 //! file: sqlx's defaults, a rollback journal with `synchronous = FULL`); `sqlite-normal` (the
 //! same, with tower-sessions' file in WAL mode with `synchronous = NORMAL`, Cloakroom's
 //! default, for a comparison at equal durability); `redis` (Cloakroom's `RedisStore` against
 //! tower-sessions-redis-store on a fred pool of 6 connections, as its README sets it up), on
 //! `$CLOAKROOM_TEST_REDIS` (default redis://127.0.0.1:6379) under key prefixes of the
-//! benchmark's own.
+//! benchmark's own. `sqlite-cached`, `sqlite-normal-cached` and `redis-cached` are the same
+//! comparisons with Cloakroom's store behind its session cache (`CachedStore::sqlite` /
+//! `CachedStore::redis` of `DEFAULT_CAPACITY` records, what `cloakroom_stores::open_cached`
+//! builds); their rows also print the cache's hits, store reads and invalidations per request.
 //!
 //! Workloads: GET for 256 users (each request carries the next of 256 session cookies), GET
 //! for one user (every request the same cookie), POST for 256 users, POST for one user (all
@@ -452,7 +456,12 @@ struct Side {
     addr: SocketAddr,
     /// One script per workload.
     scripts: Vec<(Workload, PathBuf)>,
+    /// The session cache's counters, on a `-cached` backend's Cloakroom side.
+    cache: Option<CacheProbe>,
 }
+
+/// Reads a [`cloakroom_stores::CachedStore`]'s counters (whatever its store).
+type CacheProbe = Arc<dyn Fn() -> cloakroom_stores::CacheStats + Send + Sync>;
 
 impl Side {
     /// Starts `router`, logs in `USERS` sessions with one POST each, and writes the scripts.
@@ -493,7 +502,16 @@ impl Side {
                 (w, file)
             })
             .collect();
-        Side { addr, scripts }
+        Side {
+            addr,
+            scripts,
+            cache: None,
+        }
+    }
+
+    fn with_cache(mut self, probe: Option<CacheProbe>) -> Self {
+        self.cache = probe;
+        self
     }
 
     fn script(&self, w: Workload) -> &Path {
@@ -503,12 +521,29 @@ impl Side {
 
 // ---------------------------------------------------------------- the backends
 
-async fn backend(name: &str, dir: &Path, redis_url: &str) -> (&'static str, Side, Side) {
+/// The Cloakroom side's store behind a `CachedStore` (as `cloakroom_stores::open_cached`
+/// makes it), with a probe of its counters.
+fn cached_store<S: cloakroom::Store>(
+    c: cloakroom_stores::CachedStore<S>,
+) -> (Arc<dyn cloakroom::Store>, Option<CacheProbe>) {
+    let c = Arc::new(c);
+    let probe = c.clone();
+    (c, Some(Arc::new(move || probe.cache_stats())))
+}
+
+async fn backend(name: &str, dir: &Path, redis_url: &str) -> (String, Side, Side) {
+    // `<store>-cached`: the Cloakroom side reads through the session cache.
+    let (base, cached) = match name.strip_suffix("-cached") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    let suffix = if cached { ", Cloakroom cached" } else { "" };
     let cloakroom_dir = dir.join(format!("{name}-cloakroom"));
     let theirs_dir = dir.join(format!("{name}-tower-sessions"));
-    match name {
-        "memory" => (
-            "memory",
+    let capacity = cloakroom_stores::DEFAULT_CAPACITY;
+    match base {
+        "memory" if !cached => (
+            "memory".to_owned(),
             Side::start(
                 cloakroom_app(Arc::new(cloakroom::MemoryStore::new())),
                 dir,
@@ -525,11 +560,20 @@ async fn backend(name: &str, dir: &Path, redis_url: &str) -> (&'static str, Side
         "sqlite" | "sqlite-normal" => {
             std::fs::create_dir_all(&cloakroom_dir).unwrap();
             std::fs::create_dir_all(&theirs_dir).unwrap();
-            let ours = cloakroom_stores::SqliteStore::open(cloakroom_dir.join("sessions.db"))
+            let store = cloakroom_stores::SqliteStore::open(cloakroom_dir.join("sessions.db"))
                 .await
                 .unwrap();
+            let (ours, probe): (Arc<dyn cloakroom::Store>, _) = if cached {
+                cached_store(
+                    cloakroom_stores::CachedStore::sqlite(store, capacity)
+                        .await
+                        .unwrap(),
+                )
+            } else {
+                (Arc::new(store), None)
+            };
             let file = theirs_dir.join("sessions.db");
-            let pool = if name == "sqlite" {
+            let pool = if base == "sqlite" {
                 // What a new user writes: sqlx's defaults.
                 sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", file.display()))
                     .await
@@ -546,19 +590,16 @@ async fn backend(name: &str, dir: &Path, redis_url: &str) -> (&'static str, Side
             };
             let theirs = tower_sessions_sqlx_store::SqliteStore::new(pool);
             theirs.migrate().await.unwrap();
-            let label = if name == "sqlite" {
+            let label = if base == "sqlite" {
                 "SQLite"
             } else {
                 "SQLite, theirs WAL+NORMAL"
             };
             (
-                label,
-                Side::start(
-                    cloakroom_app(Arc::new(ours)),
-                    dir,
-                    &format!("{name}-cloakroom"),
-                )
-                .await,
+                format!("{label}{suffix}"),
+                Side::start(cloakroom_app(ours), dir, &format!("{name}-cloakroom"))
+                    .await
+                    .with_cache(probe),
                 Side::start(
                     tower_sessions_app(Core14(theirs)),
                     dir,
@@ -568,13 +609,22 @@ async fn backend(name: &str, dir: &Path, redis_url: &str) -> (&'static str, Side
             )
         }
         "redis" => {
-            let ours = cloakroom_stores::RedisStore::builder(redis_url)
-                .with_prefix(format!("cloakroom-bench:{}:", std::process::id()))
+            let store = cloakroom_stores::RedisStore::builder(redis_url)
+                .with_prefix(format!("cloakroom-bench:{}:{name}:", std::process::id()))
                 .connect()
                 .await
                 .unwrap_or_else(|e| {
                     panic!("no Redis at {redis_url} ({e}): start it with scripts/test --setup-only, or set CLOAKROOM_TEST_REDIS")
                 });
+            let (ours, probe): (Arc<dyn cloakroom::Store>, _) = if cached {
+                cached_store(
+                    cloakroom_stores::CachedStore::redis(store, redis_url, capacity)
+                        .await
+                        .unwrap(),
+                )
+            } else {
+                (Arc::new(store), None)
+            };
             let theirs = {
                 use fred::prelude::{ClientLike, Config, Pool};
                 let config = Config::from_url(redis_url).unwrap();
@@ -583,18 +633,21 @@ async fn backend(name: &str, dir: &Path, redis_url: &str) -> (&'static str, Side
                 tower_sessions_redis_store::RedisStore::new(pool)
             };
             (
-                "Redis",
-                Side::start(cloakroom_app(Arc::new(ours)), dir, "redis-cloakroom").await,
+                format!("Redis{suffix}"),
+                Side::start(cloakroom_app(ours), dir, &format!("{name}-cloakroom"))
+                    .await
+                    .with_cache(probe),
                 Side::start(
                     tower_sessions_app(Core14(theirs)),
                     dir,
-                    "redis-tower-sessions",
+                    &format!("{name}-tower-sessions"),
                 )
                 .await,
             )
         }
-        other => panic!(
-            "unknown backend {other:?} in BENCH_BACKENDS (memory, sqlite, sqlite-normal, redis)"
+        _ => panic!(
+            "unknown backend {name:?} in BENCH_BACKENDS (memory, sqlite, sqlite-normal, redis; \
+             the last three also with -cached)"
         ),
     }
 }
@@ -668,7 +721,10 @@ async fn main() {
         .split(',')
         .map(|c| c.trim().parse().expect("BENCH_CONNS: numbers"))
         .collect();
-    let backends: Vec<String> = env_or::<String>("BENCH_BACKENDS", "memory,sqlite,redis".into())
+    let backends: Vec<String> = env_or::<String>(
+        "BENCH_BACKENDS",
+        "memory,sqlite,sqlite-cached,redis,redis-cached".into(),
+    )
         .split(',')
         .map(|b| b.trim().to_owned())
         .collect();
@@ -699,7 +755,7 @@ async fn main() {
             "BENCH_ONLY is cloakroom or tower-sessions"
         );
     }
-    let mut summary: Vec<(&'static str, Vec<WorkloadCells>)> = Vec::new();
+    let mut summary: Vec<(String, Vec<WorkloadCells>)> = Vec::new();
     for name in &backends {
         let (label, ours, theirs) = backend(name, dir.path(), &redis_url).await;
         // Warm both sides up (connections, caches, the SQLite files) before the first round.
@@ -744,6 +800,7 @@ async fn main() {
                 // only.
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 let calls_before = CALLS.get().map(|c| c.snapshot());
+                let cache_before = ours.cache.as_ref().map(|probe| probe());
                 for round in 0..rounds {
                     if round % 2 == 0 {
                         a.push(wrk(ours.addr, ours.script(w), c, secs).await);
@@ -781,6 +838,18 @@ async fn main() {
                     println!(
                         "|   Cloakroom store calls per request: {} | | | | | | | | |",
                         per_request.join(", ")
+                    );
+                }
+                if let (Some(before), Some(probe)) = (cache_before, &ours.cache) {
+                    let after = probe();
+                    let per = |a: u64, b: u64| (a - b) as f64 / cell.ours.requests as f64;
+                    println!(
+                        "|   Cloakroom session cache per request: {:.2} hits, {:.2} store reads ({:.2} misses, {:.2} bypassed), {:.2} invalidations | | | | | | | | |",
+                        per(after.hits, before.hits),
+                        per(after.misses + after.bypassed, before.misses + before.bypassed),
+                        per(after.misses, before.misses),
+                        per(after.bypassed, before.bypassed),
+                        per(after.invalidations, before.invalidations),
                     );
                 }
                 cells.push((c, cell));

@@ -10,7 +10,9 @@
 //! Data lives in `target/cloakroom-demo/` (or `$CLOAKROOM_DEMO_DIR`), out of git, since a key
 //! ring must never be committed: `keys.toml` (the key ring, generated on first run with mode
 //! 0600 and kept, so a restart keeps you signed in; `$CLOAKROOM_KEYS` replaces it),
-//! `sessions.db` (Cloakroom's SQLite session store) and `users.db`. `$CLOAKROOM_DEMO_ADDR` changes the address (loopback only).
+//! `sessions.db` (Cloakroom's SQLite session store, read through its session cache,
+//! `cloakroom_stores::CachedStore`, so a page view reads its session from memory) and
+//! `users.db`. `$CLOAKROOM_DEMO_ADDR` changes the address (loopback only).
 //!
 //! `--store URL` (or `$CLOAKROOM_STORE`) keeps the sessions in another store instead of
 //! `sessions.db`, named as in `cloakroom_stores::StoreUrl`: `cloakroomd+ipc://PATH` is the
@@ -46,7 +48,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use cloakroom::Store;
-use cloakroom_stores::SqliteStore;
+use cloakroom_stores::{CachedStore, SqliteStore, DEFAULT_CAPACITY};
 use cloakroom_tower::{
     async_trait, BoxError, Csrf, CsrfLayer, CurrentUser, Device, DeviceBinding, Error, Flash,
     IdHash, KeyRing, Level, Session, SessionLayer, UserLoader, CSRF_FIELD,
@@ -115,10 +117,18 @@ async fn run() -> anyhow::Result<()> {
     // restart keeps everyone signed in.
     let ring = KeyRing::from_env_or_file(dir.join("keys.toml"))?;
     let sessions: Arc<dyn Store> = match &store_url {
+        // Reads without a round trip: the session cache, kept coherent with every other
+        // writer of the file (the operator CLI, a second demo process) by `PRAGMA
+        // data_version`, so a session revoked anywhere is refused here at once.
         None => Arc::new(
-            SqliteStore::open(dir.join("sessions.db"))
-                .await
-                .context("cannot open the session store")?,
+            CachedStore::sqlite(
+                SqliteStore::open(dir.join("sessions.db"))
+                    .await
+                    .context("cannot open the session store")?,
+                DEFAULT_CAPACITY,
+            )
+            .await
+            .context("cannot start the session cache")?,
         ),
         Some(url) => cloakroom_stores::open(url)
             .await
