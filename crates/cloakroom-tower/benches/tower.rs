@@ -725,9 +725,9 @@ async fn main() {
         "BENCH_BACKENDS",
         "memory,sqlite,sqlite-cached,redis,redis-cached".into(),
     )
-        .split(',')
-        .map(|b| b.trim().to_owned())
-        .collect();
+    .split(',')
+    .map(|b| b.trim().to_owned())
+    .collect();
     assert!(
         secs > 0 && rounds > 0,
         "BENCH_SECS and BENCH_ROUNDS must be positive"
