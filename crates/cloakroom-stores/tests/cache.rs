@@ -723,6 +723,12 @@ async fn sqlite_cache_passes_the_conformance_suite() {
 /// The conformance suite on a cached Redis store, each case under a key prefix of its own;
 /// the corruption is written by another connection (`HSET` of the record's data field), as
 /// another process would.
+///
+/// This holds the store contract behind the cache; it is not a coherence test: a broken
+/// twin whose `apply` does not evict its own entry still passes it on Redis and PostgreSQL
+/// (the pushed invalidation of its own write arrives before the suite's next read), and on
+/// SQLite (`data_version` sees the store's writer connection). Coherence is what
+/// `*_cache_sees_other_writers` and the two-process tests above check.
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cache_passes_the_conformance_suite() {
