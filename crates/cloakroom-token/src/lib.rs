@@ -66,14 +66,17 @@ mod codec;
 mod error;
 mod keyfile;
 mod keys;
+mod opened;
 mod subkeys;
 mod xchacha;
 
 // The codec: minting and opening tokens for one purpose.
 pub use codec::{
-    derive_key, hmac_sha256, inspect, Claims, Codec, Inspected, Opened, TokenKind,
-    ENVELOPE_VERSION, HKDF_SALT, MAX_TOKEN_LEN,
+    derive_key, hmac_sha256, inspect, Claims, Codec, Inspected, TokenKind, ENVELOPE_VERSION,
+    HKDF_SALT, MAX_TOKEN_LEN,
 };
+// What opening a token returns.
+pub use opened::Opened;
 // Errors.
 pub use error::{Error, ErrorKind};
 // Key files and the environment.
