@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
+use rand::{CryptoRng, RngCore};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -372,10 +372,30 @@ impl Codec {
     /// # Errors
     /// As [`Codec::sign`].
     pub fn seal(&self, payload: &[u8], issued_at: u64, expires_at: u64) -> Result<String, Error> {
-        let mut nonce = [0u8; NONCE_LEN];
         // ThreadRng is a CSPRNG (ChaCha12) seeded from the operating system and reseeded
         // periodically; 192-bit random nonces never repeat in practice.
-        rand::thread_rng().fill_bytes(&mut nonce);
+        self.seal_with_rng(&mut rand::thread_rng(), payload, issued_at, expires_at)
+    }
+
+    /// [`Codec::seal`] with the nonce drawn from `rng` (24 bytes, one `fill_bytes` call), for a
+    /// caller that brings its own cryptographic RNG: a sans-IO host without the thread RNG, or
+    /// a test that wants reproducible tokens from a seeded one.
+    ///
+    /// The `CryptoRng` bound is the point: two tokens sealed under one key with one nonce
+    /// reveal both plaintexts' XOR and allow forgeries, so a seeded RNG must never be reused
+    /// with its seed outside tests.
+    ///
+    /// # Errors
+    /// As [`Codec::sign`].
+    pub fn seal_with_rng<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        payload: &[u8],
+        issued_at: u64,
+        expires_at: u64,
+    ) -> Result<String, Error> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
         self.seal_inner(payload, issued_at, expires_at, &nonce)
     }
 

@@ -201,6 +201,34 @@ fn sealed_tokens_use_fresh_nonces() {
     assert_eq!(codec.open(&a, NOW).unwrap().kind(), TokenKind::Sealed);
 }
 
+/// `seal_with_rng` takes its nonce from the caller's RNG: one seed, one token (the nonce is
+/// the RNG's first 24 bytes, as `seal_with_nonce` with those bytes shows); another seed,
+/// another token; and the token opens.
+#[test]
+fn seal_with_rng_draws_the_nonce_from_the_callers_rng() {
+    use rand::rngs::StdRng;
+    use rand::{RngCore as _, SeedableRng as _};
+    let ring = KeyRing::generate().unwrap();
+    let codec = ring.codec("c").unwrap();
+    let seal = |seed| {
+        codec
+            .seal_with_rng(&mut StdRng::seed_from_u64(seed), b"same", NOW, NOW + 60)
+            .unwrap()
+    };
+    let a = seal(7);
+    assert_eq!(a, seal(7));
+    assert_ne!(a, seal(8));
+    let mut nonce = [0u8; 24];
+    StdRng::seed_from_u64(7).fill_bytes(&mut nonce);
+    assert_eq!(
+        a,
+        codec
+            .seal_with_nonce(b"same", NOW, NOW + 60, &nonce)
+            .unwrap()
+    );
+    assert_eq!(codec.unseal(&a, NOW).unwrap().payload(), b"same");
+}
+
 #[test]
 fn rotation_keeps_old_tokens_and_mints_with_the_new_key() {
     let mut ring = KeyRing::generate().unwrap();
