@@ -9,7 +9,9 @@
 //! `base64` crate's scalar engine; decoding was a third of a verify before (docs/benchmarks.md).
 //! The unit tests hold it to the `base64` crate's strict `URL_SAFE_NO_PAD` engine.
 
-use base64_simd::{AsOut as _, URL_SAFE_NO_PAD};
+use std::mem::MaybeUninit;
+
+use base64_simd::{AsOut as _, Out, URL_SAFE_NO_PAD};
 
 /// Encodes `bytes` and appends the text to `out`.
 pub(crate) fn encode_into(bytes: &[u8], out: &mut String) {
@@ -53,6 +55,19 @@ pub(crate) fn decode_exact(text: &[u8], out: &mut [u8]) -> Option<()> {
     // The length check above makes `out` exactly the decoded length, so the decoder's
     // "output too short" assertion cannot fire.
     URL_SAFE_NO_PAD.decode(text, out.as_out()).ok().map(|_| ())
+}
+
+/// Decodes `text` into the start of `buf`, which need not be initialised, and returns the
+/// decoded bytes; `None` if `buf` is too short or `text` is not canonical base64url.
+/// Allocates nothing and spends no time zeroing the buffer.
+pub(crate) fn decode_uninit<'b>(
+    text: &[u8],
+    buf: &'b mut [MaybeUninit<u8>],
+) -> Option<&'b mut [u8]> {
+    let out = buf.get_mut(..decoded_len(text.len())?)?;
+    URL_SAFE_NO_PAD
+        .decode(text, Out::from_uninit_slice(out))
+        .ok()
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ impl Error {
         }
     }
 
+    #[cfg(feature = "keyfile")]
     pub(crate) fn io(detail: impl Into<String>, source: std::io::Error) -> Self {
         Self {
             kind: ErrorKind::Io,

@@ -1,9 +1,12 @@
 //! Signed and sealed session tokens with a rotating key ring.
 //!
 //! This is the codec underneath Cloakroom's session cookies. It is sans-IO: it reads no clock
-//! (every call takes `now` in unix seconds), no socket and no file, except the key-file loaders
+//! (every call takes `now` in unix seconds), no socket and no file. Randomness comes from the
+//! thread RNG, or from the caller ([`Codec::seal_with_rng`]). The key-file loaders
 //! ([`KeyRing::load`], [`KeyRing::save`], [`KeyRing::from_env`],
-//! [`KeyRing::from_env_or_file`], [`read_private_file`]) when they are called.
+//! [`KeyRing::from_env_or_file`], [`read_private_file`]) are the only code that touches a
+//! file or the environment, and only when called; they sit behind the `keyfile` feature (on by
+//! default), so `default-features = false` leaves the codec alone.
 //!
 //! Two kinds of token, both valid cookie values:
 //!
@@ -64,19 +67,24 @@
 mod b64;
 mod codec;
 mod error;
+#[cfg(feature = "keyfile")]
 mod keyfile;
 mod keys;
+mod opened;
 mod subkeys;
 mod xchacha;
 
 // The codec: minting and opening tokens for one purpose.
 pub use codec::{
-    derive_key, hmac_sha256, inspect, Claims, Codec, Inspected, Opened, TokenKind,
-    ENVELOPE_VERSION, HKDF_SALT, MAX_TOKEN_LEN,
+    derive_key, hmac_sha256, inspect, Claims, Codec, Inspected, TokenKind, ENVELOPE_VERSION,
+    HKDF_SALT, MAX_TOKEN_LEN,
 };
+// What opening a token returns.
+pub use opened::Opened;
 // Errors.
 pub use error::{Error, ErrorKind};
 // Key files and the environment.
+#[cfg(feature = "keyfile")]
 pub use keyfile::{read_private_file, KEYS_ENV};
 // Keys and the key ring.
 pub use keys::{Key, KeyId, KeyRing, Secret, GENERATED_SECRET_LEN, MAX_KEY_ID_LEN, MIN_SECRET_LEN};
