@@ -133,5 +133,9 @@ pub(crate) fn timing(args: &[String]) -> (Duration, usize, Duration) {
             .unwrap_or(default)
     };
     let secs = Duration::from_secs_f64(arg("--secs", 1.0));
-    (secs, arg("--rounds", 3.0) as usize, Duration::from_millis(300))
+    (
+        secs,
+        arg("--rounds", 3.0) as usize,
+        Duration::from_millis(300),
+    )
 }
