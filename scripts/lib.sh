@@ -52,3 +52,26 @@ venv_ready() {
         echo "$want" > "$stamp"
     fi
 }
+
+# free_port : prints a loopback TCP port nothing listens on right now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# browser_ready : checks for Debian's Chromium and Node, installs playwright-core into
+# target/e2e/node (no browser download) when crates/cloakroom-tower/e2e/package.json changed,
+# and builds the demo site. Sets E2E (target/e2e) and NODE_DIR (its node/).
+browser_ready() {
+    [ -x /usr/bin/chromium ] || die "no /usr/bin/chromium; run: sudo apt-get install -y chromium chromium-driver"
+    command -v node >/dev/null || die "no node; run: sudo apt-get install -y nodejs npm"
+    E2E="$ROOT/target/e2e"
+    NODE_DIR="$E2E/node"
+    mkdir -p "$NODE_DIR"
+    if ! cmp -s "$ROOT/crates/cloakroom-tower/e2e/package.json" "$NODE_DIR/package.json" \
+        || [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
+        say "installing playwright-core into target/e2e/node (no browser download)"
+        cp "$ROOT/crates/cloakroom-tower/e2e/package.json" "$NODE_DIR/package.json"
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$NODE_DIR" --no-audit --no-fund --silent \
+            || die "npm install playwright-core failed; run: npm install --prefix target/e2e/node playwright-core"
+    fi
+    say "building the demo"
+    cargo build -p cloakroom-tower --example demo --locked
+}

@@ -9,25 +9,10 @@ cd "$ROOT"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-[ -x /usr/bin/chromium ] || die "no /usr/bin/chromium; run: sudo apt-get install -y chromium chromium-driver"
-command -v node >/dev/null || die "no node; run: sudo apt-get install -y nodejs npm"
-
-E2E="$ROOT/target/e2e"
-NODE_DIR="$E2E/node"
-mkdir -p "$NODE_DIR"
-if ! cmp -s crates/cloakroom-tower/e2e/package.json "$NODE_DIR/package.json" \
-    || [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
-    say "installing playwright-core into target/e2e/node (no browser download)"
-    cp crates/cloakroom-tower/e2e/package.json "$NODE_DIR/package.json"
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$NODE_DIR" --no-audit --no-fund --silent \
-        || die "npm install playwright-core failed; run: npm install --prefix target/e2e/node playwright-core"
-fi
-
-say "building the demo"
-cargo build -p cloakroom-tower --example demo --locked
+browser_ready
 
 # A free loopback port and a fresh data directory (new key ring, new databases).
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 DATA="$E2E/demo-data"
 rm -rf "$DATA"
 rm -f "$E2E"/*.png

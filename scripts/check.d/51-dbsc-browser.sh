@@ -12,25 +12,10 @@ cd "$ROOT"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-[ -x /usr/bin/chromium ] || die "no /usr/bin/chromium; run: sudo apt-get install -y chromium chromium-driver"
-command -v node >/dev/null || die "no node; run: sudo apt-get install -y nodejs npm"
 command -v certutil >/dev/null || die "no certutil; run: sudo apt-get install -y libnss3-tools"
 command -v socat >/dev/null || die "no socat; run: sudo apt-get install -y socat"
 command -v openssl >/dev/null || die "no openssl; run: sudo apt-get install -y openssl"
-
-E2E="$ROOT/target/e2e"
-NODE_DIR="$E2E/node"
-mkdir -p "$NODE_DIR"
-if ! cmp -s crates/cloakroom-tower/e2e/package.json "$NODE_DIR/package.json" \
-    || [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
-    say "installing playwright-core into target/e2e/node (no browser download)"
-    cp crates/cloakroom-tower/e2e/package.json "$NODE_DIR/package.json"
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$NODE_DIR" --no-audit --no-fund --silent \
-        || die "npm install playwright-core failed; run: npm install --prefix target/e2e/node playwright-core"
-fi
-
-say "building the demo"
-cargo build -p cloakroom-tower --example demo --locked
+browser_ready
 
 WORK="$E2E/dbsc"
 rm -rf "$WORK"
@@ -44,7 +29,6 @@ mkdir -p "$WORK/home/.pki/nssdb"
 certutil -d "sql:$WORK/home/.pki/nssdb" -N --empty-password
 certutil -d "sql:$WORK/home/.pki/nssdb" -A -t "CP,," -n cloakroom-dbsc-test -i "$WORK/cert.pem"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 TLS_PORT=$(free_port)
 BOUND_SECS=8

@@ -30,18 +30,23 @@ def daemon_binary() -> Path:
     return target / "debug" / "cloakroomd"
 
 
+def require_binary(what: str, binary: Path, build: str, env: str) -> Path:
+    """`binary`, or the test fails saying how to build it."""
+    if not binary.is_file():
+        pytest.fail(
+            f"no {what} binary at {binary}; build it with `{build}` (or point ${env} at one)",
+            pytrace=False,
+        )
+    return binary
+
+
 class Daemon:
     """One cloakroomd process on ipc sockets in its own temporary data directory."""
 
     def __init__(self, extra: Optional[List[str]] = None) -> None:
-        binary = daemon_binary()
-        if not binary.is_file():
-            pytest.fail(
-                f"no cloakroomd binary at {binary}; build it with `cargo build -p cloakroomd` "
-                "(or point $CLOAKROOMD at one)",
-                pytrace=False,
-            )
-        self.binary = binary
+        self.binary = require_binary(
+            "cloakroomd", daemon_binary(), "cargo build -p cloakroomd", "CLOAKROOMD"
+        )
         # ipc paths are limited to ~100 bytes: keep the directory short.
         self.dir = Path(tempfile.mkdtemp(prefix="crd-", dir="/tmp"))
         self.endpoint = f"ipc://{self.dir}/cloakroomd.sock"
@@ -81,20 +86,12 @@ class Daemon:
                         pytest.fail(f"cloakroomd did not answer PING in 30 s: {self.tail()}", pytrace=False)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            end_process(self.proc)
         self.proc = None
 
     def tail(self) -> str:
-        try:
-            return " | ".join(self.log.read_text(errors="replace").splitlines()[-15:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log)
 
     def cleanup(self) -> None:
         self.stop()
@@ -111,21 +108,41 @@ class Daemon:
         return True
 
 
-@pytest.fixture(scope="session")
-def daemon() -> Iterator[Daemon]:
+def end_process(proc: subprocess.Popen) -> None:
+    """Terminates `proc` if it still runs (killed after 10 s) and reaps it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def log_tail(log: Path) -> str:
+    """The last 15 lines of a log file, on one line."""
+    try:
+        return " | ".join(log.read_text(errors="replace").splitlines()[-15:])
+    except OSError:
+        return "(no log)"
+
+
+def running_daemon() -> Iterator[Daemon]:
     d = Daemon()
     d.start()
     yield d
     d.cleanup()
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[Daemon]:
+    yield from running_daemon()
 
 
 @pytest.fixture
 def own_daemon() -> Iterator[Daemon]:
     """A daemon of the test's own, which the test may stop and restart."""
-    d = Daemon()
-    d.start()
-    yield d
-    d.cleanup()
+    yield from running_daemon()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from werkzeug.serving import make_server
 
 import cloakroom
 
-from conftest import ROOT, Daemon
+from conftest import ROOT, Daemon, end_process, log_tail, require_binary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from flask_app import create_app  # noqa: E402
@@ -122,13 +122,9 @@ class Demo:
     """The Rust demo site on the daemon's store, as a process."""
 
     def __init__(self, daemon: Daemon, workdir: Path) -> None:
-        binary = demo_binary()
-        if not binary.is_file():
-            pytest.fail(
-                f"no demo binary at {binary}; build it with "
-                "`cargo build -p cloakroom-tower --example demo` (or point $CLOAKROOM_DEMO at one)",
-                pytrace=False,
-            )
+        binary = require_binary(
+            "demo", demo_binary(), "cargo build -p cloakroom-tower --example demo", "CLOAKROOM_DEMO"
+        )
         self.port = free_port()
         self.log = workdir / "demo.log"
         keys = (daemon.dir / "data" / "keys.toml").read_text()
@@ -166,19 +162,10 @@ class Demo:
             time.sleep(0.1)
 
     def tail(self) -> str:
-        try:
-            return " | ".join(self.log.read_text(errors="replace").splitlines()[-15:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
 
 
 class FlaskServer:
@@ -216,30 +203,29 @@ def site(tmp_path: Path) -> Iterator[Tuple[Daemon, Demo]]:
         daemon.cleanup()
 
 
-def signup(b: Browser, demo: Demo, user: str) -> str:
-    status, _, page = b.get(demo.port, "/signup")
+def post_credentials(b: Browser, demo: Demo, path: str, user: str) -> Dict[str, str]:
+    """GETs the form at `path`, POSTs the user's name and password with its CSRF token, and
+    checks the redirect home; returns the response headers."""
+    status, _, page = b.get(demo.port, path)
     assert status == 200, page
     status, headers, body = b.request(
         demo.port,
         "POST",
-        "/signup",
+        path,
         form={"name": user, "password": PASSWORD, "csrf_token": csrf_token(page)},
     )
     assert status == 303 and headers.get("location") == "/", (status, headers, body, demo.tail())
+    return headers
+
+
+def signup(b: Browser, demo: Demo, user: str) -> str:
+    headers = post_credentials(b, demo, "/signup", user)
     assert COOKIE in b.cookies, f"the demo set no {COOKIE} cookie: {headers}"
     return b.cookies[COOKIE]
 
 
 def login(b: Browser, demo: Demo, user: str) -> str:
-    status, _, page = b.get(demo.port, "/login")
-    assert status == 200, page
-    status, headers, body = b.request(
-        demo.port,
-        "POST",
-        "/login",
-        form={"name": user, "password": PASSWORD, "csrf_token": csrf_token(page)},
-    )
-    assert status == 303 and headers.get("location") == "/", (status, headers, body, demo.tail())
+    post_credentials(b, demo, "/login", user)
     return b.cookies[COOKIE]
 
 

@@ -83,16 +83,23 @@ def test_requests_are_the_documented_frames() -> None:
         r.close()
 
 
-def test_many_in_flight_replies_in_any_order() -> None:
-    # Hold the first 8 requests, then answer them in reverse order, each with its own verb
-    # echoed back in the body so a mismatch would show.
+def answer_reversed_after(n: int) -> Callable[[Router, List[bytes]], None]:
+    """A router handler that holds the first `n` requests, then answers them in reverse
+    order, each with an epoch that is its user id, so a mismatch would show."""
+
     def hold(r: Router, req: List[bytes]) -> None:
         r.held.append(req)
-        if len(r.held) == 8:
+        if len(r.held) == n:
             for h in reversed(r.held):
                 r.reply(h, b"OK", {"epoch": int(_wire.unpack(h[5])["user_id"])})
 
-    r = Router(hold)
+    return hold
+
+
+def test_many_in_flight_replies_in_any_order() -> None:
+    # Hold the first 8 requests, then answer them in reverse order, each with its own verb
+    # echoed back in the body so a mismatch would show.
+    r = Router(answer_reversed_after(8))
     try:
         with cloakroom.Client(r.endpoint, timeout=10) as c:
             results: List[Optional[int]] = [None] * 8
@@ -215,13 +222,7 @@ def test_unencodable_value_is_a_type_error_before_sending() -> None:
 
 
 def test_async_many_in_flight_and_timeout() -> None:
-    def hold(r: Router, req: List[bytes]) -> None:
-        r.held.append(req)
-        if len(r.held) == 16:
-            for h in reversed(r.held):
-                r.reply(h, b"OK", {"epoch": int(_wire.unpack(h[5])["user_id"])})
-
-    r = Router(hold)
+    r = Router(answer_reversed_after(16))
 
     async def main() -> None:
         async with AsyncClient(r.endpoint, timeout=10) as c:

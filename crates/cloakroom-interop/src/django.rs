@@ -10,7 +10,7 @@ use crate::codec::{self, JsonStyle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::legacy::{Framework, LegacySession};
 use crate::secret::Secret;
-use crate::signer::{Timestamp, TimestampSigner};
+use crate::signer::{keys_api, Keys, Timestamp, TimestampSigner};
 
 /// The salt of `django.contrib.sessions.backends.signed_cookies`.
 pub const DJANGO_DEFAULT_SALT: &str = "django.contrib.sessions.backends.signed_cookies";
@@ -66,29 +66,12 @@ type HmacSha256 = Hmac<Sha256>;
 /// ```
 #[derive(Clone)]
 pub struct Django {
-    /// Signs with the key derived from `SECRET_KEY`, verifies with the fallbacks too.
-    signer: TimestampSigner<HmacSha256>,
-    secrets: Vec<Secret>,
-    salt: String,
-    max_age: Option<u64>,
-    cookie_name: String,
+    keys: Keys<HmacSha256>,
 }
 
 impl std::fmt::Debug for Django {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self {
-            signer,
-            secrets: _,
-            salt,
-            max_age,
-            cookie_name,
-        } = self;
-        f.debug_struct("Django")
-            .field("keys", &signer.key_count())
-            .field("salt", salt)
-            .field("max_age", max_age)
-            .field("cookie_name", cookie_name)
-            .finish_non_exhaustive()
+        self.keys.fmt_as("Django", f)
     }
 }
 
@@ -100,61 +83,24 @@ impl Django {
     ///
     /// [`ErrorKind::InvalidInput`] if the secret is empty.
     pub fn new(secret_key: Secret) -> Result<Self> {
-        if secret_key.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "the Django SECRET_KEY is empty",
-            ));
-        }
-        let salt = DJANGO_DEFAULT_SALT.to_owned();
-        let secrets = vec![secret_key];
-        Ok(Self {
-            signer: signer(&secrets, &salt),
-            secrets,
-            salt,
-            max_age: Some(DJANGO_DEFAULT_MAX_AGE),
-            cookie_name: DJANGO_DEFAULT_COOKIE_NAME.to_owned(),
-        })
+        let defaults = (
+            DJANGO_DEFAULT_SALT,
+            DJANGO_DEFAULT_MAX_AGE,
+            DJANGO_DEFAULT_COOKIE_NAME,
+        );
+        let keys = Keys::new(
+            secret_key,
+            "the Django SECRET_KEY is empty",
+            defaults,
+            signer,
+        )?;
+        Ok(Self { keys })
     }
 
-    /// Another salt, as passed to `signing.dumps(salt=...)`.
-    #[must_use]
-    pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
-        self.salt = salt.into();
-        self.signer = signer(&self.secrets, &self.salt);
-        self
-    }
-
-    /// The maximum age in seconds (`SESSION_COOKIE_AGE`); `None` disables the check.
-    #[must_use]
-    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// Adds a key from `SECRET_KEY_FALLBACKS`: it verifies cookies but never signs.
-    #[must_use]
-    pub fn with_fallback_secret(mut self, secret: Secret) -> Self {
-        self.secrets.push(secret);
-        self.signer = signer(&self.secrets, &self.salt);
-        self
-    }
-
-    /// Another cookie name (`SESSION_COOKIE_NAME`); not part of the crypto.
-    #[must_use]
-    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.cookie_name = name.into();
-        self
-    }
-
-    /// The session cookie's name.
-    pub fn cookie_name(&self) -> &str {
-        &self.cookie_name
-    }
-
-    /// The maximum age in seconds, `None` if the check is disabled.
-    pub fn max_age(&self) -> Option<u64> {
-        self.max_age
+    keys_api! {
+        salt: "Another salt, as passed to `signing.dumps(salt=...)`.";
+        max_age: "The maximum age in seconds (`SESSION_COOKIE_AGE`); `None` disables the check.";
+        cookie_name: "Another cookie name (`SESSION_COOKIE_NAME`); not part of the crypto.";
     }
 
     /// Django's `AbstractBaseUser.get_session_auth_hash()` for a user whose `password` column
@@ -164,14 +110,14 @@ impl Django {
     /// the session as `_auth_user_hash` and logs the session out when it no longer matches (the
     /// password changed).
     pub fn session_auth_hash(&self, password_hash: &str) -> String {
-        session_auth_hash(&self.secrets[0], password_hash)
+        session_auth_hash(&self.keys.secrets[0], password_hash)
     }
 
     /// Whether `hash` (a session's `_auth_user_hash`) matches `password_hash` under
     /// `SECRET_KEY` or one of the fallbacks, as `django.contrib.auth.get_user` checks it.
     /// Constant-time.
     pub fn verify_session_auth_hash(&self, password_hash: &str, hash: &str) -> bool {
-        self.secrets.iter().fold(false, |ok, secret| {
+        self.keys.secrets.iter().fold(false, |ok, secret| {
             let expected = session_auth_hash(secret, password_hash);
             ok | bool::from(expected.as_bytes().ct_eq(hash.as_bytes()))
         })
@@ -185,9 +131,9 @@ impl Django {
     /// the max age, [`ErrorKind::Unsupported`] if the authentic payload is pickle or not JSON,
     /// [`ErrorKind::TooLarge`] if it inflates past the limit.
     pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
-        let unsigned = self.signer.unsign(cookie.as_bytes())?;
+        let unsigned = self.keys.signer.unsign(cookie.as_bytes())?;
         let ts = unsigned.timestamp;
-        if let Some(max_age) = self.max_age {
+        if let Some(max_age) = self.keys.max_age {
             if now.saturating_sub(ts) > max_age {
                 return Err(Error::expired());
             }
@@ -208,7 +154,7 @@ impl Django {
             data,
             issued_at: Some(ts),
             accessed_at: None,
-            expires_at: self.max_age.map(|m| ts.saturating_add(m).saturating_add(1)),
+            expires_at: self.keys.expires_at(ts),
         })
     }
 
@@ -221,7 +167,7 @@ impl Django {
     /// [`ErrorKind::InvalidInput`] if the session does not serialize to JSON.
     pub fn write<T: Serialize + ?Sized>(&self, session: &T, now: u64) -> Result<String> {
         let json = codec::to_json(session, JsonStyle::PYTHON_COMPACT)?;
-        Ok(self.signer.sign(&json, now))
+        Ok(self.keys.signer.sign(&json, now))
     }
 }
 
@@ -231,7 +177,7 @@ impl Django {
     /// sessions: use [`Django::write`].
     #[cfg(feature = "test-vectors")]
     pub fn sign_for_tests(&self, value: &str) -> String {
-        self.signer.sign_value(value.to_owned())
+        self.keys.signer.sign_value(value.to_owned())
     }
 }
 

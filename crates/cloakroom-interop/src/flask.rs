@@ -6,10 +6,12 @@ use sha1::Sha1;
 use zeroize::Zeroizing;
 
 use crate::codec::{self, JsonStyle};
-use crate::error::{Error, ErrorKind, Result};
+#[cfg(any(doc, test))]
+use crate::error::ErrorKind;
+use crate::error::{Error, Result};
 use crate::legacy::{Framework, LegacySession};
 use crate::secret::Secret;
-use crate::signer::{Timestamp, TimestampSigner};
+use crate::signer::{keys_api, Keys, Timestamp, TimestampSigner};
 
 /// Flask's `SecureCookieSessionInterface.salt`.
 pub const FLASK_DEFAULT_SALT: &str = "cookie-session";
@@ -65,30 +67,12 @@ type HmacSha1 = Hmac<Sha1>;
 /// ```
 #[derive(Clone)]
 pub struct Flask {
-    /// Signs with the key derived from the current secret, verifies with all of them.
-    signer: TimestampSigner<HmacSha1>,
-    salt: String,
-    max_age: Option<u64>,
-    cookie_name: String,
-    /// The secrets the keys come from, in the same order, to re-derive on a salt change.
-    secrets: Vec<Secret>,
+    keys: Keys<HmacSha1>,
 }
 
 impl std::fmt::Debug for Flask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self {
-            signer,
-            salt,
-            max_age,
-            cookie_name,
-            secrets: _,
-        } = self;
-        f.debug_struct("Flask")
-            .field("keys", &signer.key_count())
-            .field("salt", salt)
-            .field("max_age", max_age)
-            .field("cookie_name", cookie_name)
-            .finish_non_exhaustive()
+        self.keys.fmt_as("Flask", f)
     }
 }
 
@@ -100,63 +84,26 @@ impl Flask {
     ///
     /// [`ErrorKind::InvalidInput`] if the secret is empty (Flask refuses to sign with none).
     pub fn new(secret_key: Secret) -> Result<Self> {
-        if secret_key.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "the Flask SECRET_KEY is empty",
-            ));
-        }
-        let salt = FLASK_DEFAULT_SALT.to_owned();
-        let secrets = vec![secret_key];
-        Ok(Self {
-            signer: signer(&secrets, &salt),
-            salt,
-            max_age: Some(FLASK_DEFAULT_MAX_AGE),
-            cookie_name: FLASK_DEFAULT_COOKIE_NAME.to_owned(),
-            secrets,
-        })
+        let defaults = (
+            FLASK_DEFAULT_SALT,
+            FLASK_DEFAULT_MAX_AGE,
+            FLASK_DEFAULT_COOKIE_NAME,
+        );
+        let keys = Keys::new(
+            secret_key,
+            "the Flask SECRET_KEY is empty",
+            defaults,
+            signer,
+        )?;
+        Ok(Self { keys })
     }
 
-    /// Another salt (`app.session_interface.salt`).
-    #[must_use]
-    pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
-        self.salt = salt.into();
-        self.signer = signer(&self.secrets, &self.salt);
-        self
-    }
-
-    /// The maximum age in seconds (`PERMANENT_SESSION_LIFETIME`); `None` disables the check,
-    /// which Flask itself never does.
-    #[must_use]
-    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// Adds a key from `SECRET_KEY_FALLBACKS`: it verifies cookies but never signs.
-    #[must_use]
-    pub fn with_fallback_secret(mut self, secret: Secret) -> Self {
-        self.secrets.push(secret);
-        self.signer = signer(&self.secrets, &self.salt);
-        self
-    }
-
-    /// Another cookie name (`SESSION_COOKIE_NAME`); only reported by
-    /// [`Legacy::cookie_name`](crate::Legacy::cookie_name), not part of the crypto.
-    #[must_use]
-    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.cookie_name = name.into();
-        self
-    }
-
-    /// The session cookie's name.
-    pub fn cookie_name(&self) -> &str {
-        &self.cookie_name
-    }
-
-    /// The maximum age in seconds, `None` if the check is disabled.
-    pub fn max_age(&self) -> Option<u64> {
-        self.max_age
+    keys_api! {
+        salt: "Another salt (`app.session_interface.salt`).";
+        max_age: "The maximum age in seconds (`PERMANENT_SESSION_LIFETIME`); `None` disables"
+            "the check, which Flask itself never does.";
+        cookie_name: "Another cookie name (`SESSION_COOKIE_NAME`); only reported by"
+            "[`Legacy::cookie_name`](crate::Legacy::cookie_name), not part of the crypto.";
     }
 
     /// Opens a Flask session cookie at unix time `now`.
@@ -167,9 +114,9 @@ impl Flask {
     /// the max age or dated in the future, [`ErrorKind::Unsupported`] if the authentic payload
     /// is not JSON, [`ErrorKind::TooLarge`] if it inflates past the limit.
     pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
-        let unsigned = self.signer.unsign(cookie.as_bytes())?;
+        let unsigned = self.keys.signer.unsign(cookie.as_bytes())?;
         let ts = unsigned.timestamp;
-        if let Some(max_age) = self.max_age {
+        if let Some(max_age) = self.keys.max_age {
             if now < ts || now - ts > max_age {
                 return Err(Error::expired());
             }
@@ -181,7 +128,7 @@ impl Flask {
             data,
             issued_at: Some(ts),
             accessed_at: None,
-            expires_at: self.max_age.map(|m| ts.saturating_add(m).saturating_add(1)),
+            expires_at: self.keys.expires_at(ts),
         })
     }
 
@@ -201,7 +148,7 @@ impl Flask {
             ..JsonStyle::PYTHON_COMPACT
         };
         let json = codec::to_json(session, style)?;
-        Ok(self.signer.sign(&json, now))
+        Ok(self.keys.signer.sign(&json, now))
     }
 }
 
@@ -211,7 +158,7 @@ impl Flask {
     /// sessions: use [`Flask::write`].
     #[cfg(feature = "test-vectors")]
     pub fn sign_for_tests(&self, value: &str) -> String {
-        self.signer.sign_value(value.to_owned())
+        self.keys.signer.sign_value(value.to_owned())
     }
 }
 

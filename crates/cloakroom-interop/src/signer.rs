@@ -13,7 +13,8 @@ use hmac::Mac;
 use zeroize::Zeroizing;
 
 use crate::codec::{self, MAX_COOKIE_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::secret::Secret;
 
 /// How the signing time is written between the two separators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,3 +213,117 @@ mod tests {
         assert!(s.unsign(c.as_bytes()).is_err());
     }
 }
+
+/// What the itsdangerous-style readers (Flask, Django) hold alike: their secrets (the current
+/// one first, then the fallbacks), the salt and the signer derived from both, the max age
+/// and the cookie's name.
+#[derive(Clone)]
+pub(crate) struct Keys<M> {
+    /// Signs with the key derived from the current secret, verifies with all of them.
+    pub(crate) signer: TimestampSigner<M>,
+    pub(crate) secrets: Vec<Secret>,
+    pub(crate) salt: String,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) cookie_name: String,
+    derive: fn(&[Secret], &str) -> TimestampSigner<M>,
+}
+
+impl<M: Mac + KeyInit> Keys<M> {
+    /// `secret` with the framework's defaults; `empty` is the error for an empty secret.
+    pub(crate) fn new(
+        secret: Secret,
+        empty: &'static str,
+        defaults: (&str, u64, &str),
+        derive: fn(&[Secret], &str) -> TimestampSigner<M>,
+    ) -> Result<Self> {
+        if secret.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, empty));
+        }
+        let (salt, max_age, cookie_name) = defaults;
+        let secrets = vec![secret];
+        Ok(Self {
+            signer: derive(&secrets, salt),
+            secrets,
+            salt: salt.to_owned(),
+            max_age: Some(max_age),
+            cookie_name: cookie_name.to_owned(),
+            derive,
+        })
+    }
+
+    /// Another salt: the keys are derived again.
+    pub(crate) fn set_salt(&mut self, salt: String) {
+        self.salt = salt;
+        self.signer = (self.derive)(&self.secrets, &self.salt);
+    }
+
+    /// A fallback secret: verifies, never signs.
+    pub(crate) fn add_fallback(&mut self, secret: Secret) {
+        self.secrets.push(secret);
+        self.signer = (self.derive)(&self.secrets, &self.salt);
+    }
+
+    /// When a cookie signed at `ts` stops being accepted, if there is a max age.
+    pub(crate) fn expires_at(&self, ts: u64) -> Option<u64> {
+        self.max_age.map(|m| ts.saturating_add(m).saturating_add(1))
+    }
+
+    /// `Debug` of the reader named `name`: never a secret or a key, only how many keys.
+    pub(crate) fn fmt_as(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("keys", &self.signer.key_count())
+            .field("salt", &self.salt)
+            .field("max_age", &self.max_age)
+            .field("cookie_name", &self.cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The builder methods of a reader holding [`Keys`] in `self.keys`, with the framework's
+/// docs for the salt, the max age and the cookie name.
+macro_rules! keys_api {
+    (
+        salt: $($salt:literal)+;
+        max_age: $($max_age:literal)+;
+        cookie_name: $($cookie_name:literal)+;
+    ) => {
+        $(#[doc = $salt])+
+        #[must_use]
+        pub fn with_salt(mut self, salt: impl Into<String>) -> Self {
+            self.keys.set_salt(salt.into());
+            self
+        }
+
+        $(#[doc = $max_age])+
+        #[must_use]
+        pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
+            self.keys.max_age = max_age;
+            self
+        }
+
+        /// Adds a key from `SECRET_KEY_FALLBACKS`: it verifies cookies but never signs.
+        #[must_use]
+        pub fn with_fallback_secret(mut self, secret: Secret) -> Self {
+            self.keys.add_fallback(secret);
+            self
+        }
+
+        $(#[doc = $cookie_name])+
+        #[must_use]
+        pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+            self.keys.cookie_name = name.into();
+            self
+        }
+
+        /// The session cookie's name.
+        pub fn cookie_name(&self) -> &str {
+            &self.keys.cookie_name
+        }
+
+        /// The maximum age in seconds, `None` if the check is disabled.
+        pub fn max_age(&self) -> Option<u64> {
+            self.keys.max_age
+        }
+    };
+}
+pub(crate) use keys_api;

@@ -7,28 +7,11 @@
 // gets 403. A tampered session cookie is treated as logged out. Each step is screenshotted.
 'use strict';
 const { chromium } = require('playwright-core');
-const path = require('path');
+const { check, shot, run, shots } = require('./checks');
 const fs = require('fs');
 
 const base = process.env.DEMO_URL || 'http://127.0.0.1:3000';
-const shots = process.env.SHOTS || 'target/e2e';
 const COOKIE = 'cloakroom-session';
-let passed = 0;
-let failed = 0;
-
-function check(ok, what) {
-  if (ok) {
-    passed += 1;
-    console.log(`ok - ${what}`);
-  } else {
-    failed += 1;
-    console.log(`FAIL - ${what}`);
-  }
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
-}
 
 async function fillCredentials(page, action, user, password) {
   await page.goto(`${base}${action}`);
@@ -136,12 +119,6 @@ async function main() {
   } finally {
     await browser.close();
   }
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 ? 0 : 1);
 }
 
-main().catch((e) => {
-  console.error(e);
-  console.log(`${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
-});
+run(main);

@@ -12,27 +12,14 @@
 'use strict';
 const { chromium } = require('playwright-core');
 const https = require('https');
-const path = require('path');
+const { check, shot, run, shots } = require('./checks');
 const fs = require('fs');
 
 const base = process.env.DEMO_URL;
-const shots = process.env.SHOTS || 'target/e2e';
 const boundSecs = Number(process.env.BOUND_SECS || '8');
 const demoLog = process.env.DEMO_LOG;
 const ca = fs.readFileSync(process.env.CA_FILE);
 const BOUND = 'cloakroom-session-bound';
-let passed = 0;
-let failed = 0;
-
-function check(ok, what) {
-  if (ok) {
-    passed += 1;
-    console.log(`ok - ${what}`);
-  } else {
-    failed += 1;
-    console.log(`FAIL - ${what}`);
-  }
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -94,7 +81,7 @@ async function main() {
     await page.goto(`${base}/sessions`);
     check((await page.textContent('#this-binding')).includes("bound to this device's key"), 'the sessions page says this session is bound');
     check((await page.locator('td.bound').count()) === 1, 'the session list marks it bound');
-    await page.screenshot({ path: path.join(shots, 'dbsc-01-bound.png'), fullPage: true });
+    await shot(page, 'dbsc-01-bound');
 
     // The thief copies every cookie.
     const stolen = await context.cookies();
@@ -114,15 +101,10 @@ async function main() {
       'the browser stays signed in');
     const renewed = (await context.cookies()).find((c) => c.name === BOUND);
     check(renewed !== undefined && renewed.value !== firstBound, 'the browser refreshed its bound cookie with its key');
-    await page.screenshot({ path: path.join(shots, 'dbsc-02-still-signed-in.png'), fullPage: true });
+    await shot(page, 'dbsc-02-still-signed-in');
   } finally {
     await browser.close();
   }
-  console.log(`${passed} passed, ${failed} failed`);
-  if (failed > 0 || passed === 0) process.exit(1);
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+run(main);

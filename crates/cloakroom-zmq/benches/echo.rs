@@ -12,9 +12,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+
+#[path = "support/dealers.rs"]
+mod dealers;
+use dealers::{blocking_echo, closed_loop, timing, Shape};
 use tmq::AsZmqSocket;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,31 +65,7 @@ fn start_server(kind: Server, pin: bool) -> (String, Arc<AtomicBool>, thread::Jo
         }
         let ctx = zmq::Context::new();
         match kind {
-            Server::Blocking => {
-                let s = ctx.socket(zmq::ROUTER).unwrap();
-                s.set_linger(0).unwrap();
-                s.set_rcvtimeo(100).unwrap();
-                s.bind("tcp://127.0.0.1:*").unwrap();
-                tx.send(s.get_last_endpoint().unwrap().unwrap()).unwrap();
-                while !stop2.load(Ordering::Relaxed) {
-                    let mut parts = Vec::with_capacity(2);
-                    let mut m = zmq::Message::new();
-                    match s.recv(&mut m, 0) {
-                        Ok(()) => parts.push(m),
-                        Err(zmq::Error::EAGAIN) => continue,
-                        Err(e) => panic!("{e}"),
-                    }
-                    while s.get_rcvmore().unwrap() {
-                        let mut m = zmq::Message::new();
-                        s.recv(&mut m, 0).unwrap();
-                        parts.push(m);
-                    }
-                    let n = parts.len();
-                    for (i, p) in parts.into_iter().enumerate() {
-                        s.send(p, if i + 1 < n { zmq::SNDMORE } else { 0 }).unwrap();
-                    }
-                }
-            }
+            Server::Blocking => blocking_echo(&ctx, &stop2, tx),
             Server::Cloakroom => {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -142,81 +122,26 @@ fn load(
     secs: Duration,
     pin: bool,
 ) -> f64 {
-    let endpoint = endpoint.to_string();
-    thread::spawn(move || {
+    let shape = Shape {
+        clients,
+        inflight,
+        warmup,
+        secs,
+    };
+    let pin = move || {
         if pin {
             pin_to(1);
         }
-        let ctx = zmq::Context::new();
-        let socks: Vec<zmq::Socket> = (0..clients)
-            .map(|_| {
-                let s = ctx.socket(zmq::DEALER).unwrap();
-                s.set_linger(0).unwrap();
-                s.connect(&endpoint).unwrap();
-                s
-            })
-            .collect();
-        let payload = [0x5au8; 32];
-        for s in &socks {
-            for _ in 0..inflight {
-                s.send(&payload[..], 0).unwrap();
-            }
-        }
-        let start = Instant::now();
-        let mut counted = 0u64;
-        let mut window: Option<Instant> = None;
-        let mut msg = zmq::Message::new();
-        loop {
-            let now = Instant::now();
-            if window.is_none() && now - start >= warmup {
-                window = Some(now);
-                counted = 0;
-            }
-            if let Some(w) = window {
-                if now - w >= secs {
-                    return counted as f64 / (now - w).as_secs_f64();
-                }
-            }
-            let mut items: Vec<zmq::PollItem> =
-                socks.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
-            zmq::poll(&mut items, 100).unwrap();
-            let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
-            drop(items);
-            for (s, r) in socks.iter().zip(ready) {
-                if !r {
-                    continue;
-                }
-                while s.recv(&mut msg, zmq::DONTWAIT).is_ok() {
-                    counted += 1;
-                    s.send(&payload[..], 0).unwrap();
-                }
-            }
-        }
-    })
-    .join()
-    .unwrap()
+    };
+    let payload = [0x5au8; 32];
+    let send = move |s: &zmq::Socket| s.send(&payload[..], 0).unwrap();
+    closed_loop(endpoint, shape, pin, send, |_, _| {})
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: f64| -> f64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let secs = Duration::from_secs_f64(arg("--secs", 1.0));
-    let rounds = arg("--rounds", 3.0) as usize;
+    let (secs, rounds, warmup) = timing(&args);
     let pin = args.iter().any(|a| a == "--pin");
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep it short.
-    let quick = !args.iter().any(|a| a == "--bench");
-    let (secs, rounds) = if quick {
-        (Duration::from_millis(100), 1)
-    } else {
-        (secs, rounds)
-    };
-    let warmup = Duration::from_millis(if quick { 50 } else { 300 });
 
     let shapes = [(1usize, 1usize), (16, 16), (50, 16)];
     let servers = [Server::Cloakroom, Server::Tmq, Server::Blocking];

@@ -25,10 +25,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloakroom_proto::{Data, Device, Limits, Reply, Request, RequestId, Secret, Value, Verb};
 use cloakroom_zmq::zmq;
+
+#[path = "../../cloakroom-zmq/benches/support/dealers.rs"]
+mod dealers;
+use dealers::{blocking_echo, closed_loop, timing, Shape};
 
 const SHAPES: [(usize, usize); 6] = [(1, 1), (16, 1), (50, 1), (1, 16), (16, 16), (50, 16)];
 
@@ -38,32 +42,7 @@ fn start_echo() -> (String, Arc<AtomicBool>, thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let stop2 = Arc::clone(&stop);
     let handle = thread::spawn(move || {
-        let ctx = zmq::Context::new();
-        let s = ctx.socket(zmq::ROUTER).unwrap();
-        s.set_linger(0).unwrap();
-        s.set_rcvtimeo(100).unwrap();
-        s.bind("tcp://127.0.0.1:*").unwrap();
-        tx.send(s.get_last_endpoint().unwrap().unwrap()).unwrap();
-        let mut parts: Vec<zmq::Message> = Vec::with_capacity(8);
-        while !stop2.load(Ordering::Relaxed) {
-            let mut m = zmq::Message::new();
-            match s.recv(&mut m, 0) {
-                Ok(()) => parts.push(m),
-                Err(zmq::Error::EAGAIN) => continue,
-                Err(e) => panic!("echo server: {e}"),
-            }
-            while s.get_rcvmore().unwrap() {
-                let mut m = zmq::Message::new();
-                s.recv(&mut m, 0).unwrap();
-                parts.push(m);
-            }
-            let n = parts.len();
-            for (i, p) in parts.drain(..).enumerate() {
-                let more = if i + 1 < n { zmq::SNDMORE } else { 0 };
-                // The load generator may have gone: ignore.
-                let _ = s.send(p, more);
-            }
-        }
+        blocking_echo(&zmq::Context::new(), &stop2, tx);
     });
     (rx.recv().unwrap(), stop, handle)
 }
@@ -94,76 +73,36 @@ fn load(
     warmup: Duration,
     secs: Duration,
 ) -> f64 {
-    let endpoint = endpoint.to_owned();
+    let shape = Shape {
+        clients,
+        inflight,
+        warmup,
+        secs,
+    };
     let frames = frames.to_vec();
-    thread::spawn(move || {
-        let ctx = zmq::Context::new();
-        let socks: Vec<zmq::Socket> = (0..clients)
-            .map(|_| {
-                let s = ctx.socket(zmq::DEALER).unwrap();
-                s.set_linger(0).unwrap();
-                s.connect(&endpoint).unwrap();
-                s
-            })
-            .collect();
-        let mut next_id = 0u64;
-        let send = |s: &zmq::Socket, next_id: &mut u64| {
-            *next_id += 1;
-            let id = next_id.to_be_bytes();
-            let last = frames.len() - 1;
-            for (i, f) in frames.iter().enumerate() {
-                let more = if i < last { zmq::SNDMORE } else { 0 };
-                let data: &[u8] = if i == 2 { &id } else { f };
-                s.send(data, more).unwrap();
-            }
-        };
-        for s in &socks {
-            for _ in 0..inflight {
-                send(s, &mut next_id);
+    let mut next_id = 0u64;
+    let send = move |s: &zmq::Socket| {
+        next_id += 1;
+        let id = next_id.to_be_bytes();
+        let last = frames.len() - 1;
+        for (i, f) in frames.iter().enumerate() {
+            let more = if i < last { zmq::SNDMORE } else { 0 };
+            let data: &[u8] = if i == 2 { &id } else { f };
+            s.send(data, more).unwrap();
+        }
+    };
+    // The rest of the message: frame 3 is the status.
+    let reply = move |s: &zmq::Socket, msg: &mut zmq::Message| {
+        let mut index = 0;
+        while s.get_rcvmore().unwrap() {
+            s.recv(msg, 0).unwrap();
+            index += 1;
+            if index == 3 {
+                assert_eq!(&msg[..], word, "an unexpected reply");
             }
         }
-        let start = Instant::now();
-        let mut counted = 0u64;
-        let mut window: Option<Instant> = None;
-        let mut msg = zmq::Message::new();
-        loop {
-            let now = Instant::now();
-            if window.is_none() && now - start >= warmup {
-                window = Some(now);
-                counted = 0;
-            }
-            if let Some(w) = window {
-                if now - w >= secs {
-                    return counted as f64 / (now - w).as_secs_f64();
-                }
-            }
-            let mut items: Vec<zmq::PollItem> =
-                socks.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
-            zmq::poll(&mut items, 100).unwrap();
-            let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
-            drop(items);
-            for (s, r) in socks.iter().zip(ready) {
-                if !r {
-                    continue;
-                }
-                while s.recv(&mut msg, zmq::DONTWAIT).is_ok() {
-                    // The rest of the message: frame 3 is the status.
-                    let mut index = 0;
-                    while s.get_rcvmore().unwrap() {
-                        s.recv(&mut msg, 0).unwrap();
-                        index += 1;
-                        if index == 3 {
-                            assert_eq!(&msg[..], word, "an unexpected reply");
-                        }
-                    }
-                    counted += 1;
-                    send(s, &mut next_id);
-                }
-            }
-        }
-    })
-    .join()
-    .unwrap()
+    };
+    closed_loop(endpoint, shape, || {}, send, reply)
 }
 
 /// `redis-benchmark -t get` at this shape for about `secs`; `None` (with the reason on
@@ -206,24 +145,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: f64| -> f64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep it short.
-    let quick = !args.iter().any(|a| a == "--bench");
-    let (secs, rounds, warmup) = if quick {
-        (Duration::from_millis(100), 1, Duration::from_millis(50))
-    } else {
-        (
-            Duration::from_secs_f64(arg("--secs", 1.0)),
-            arg("--rounds", 3.0) as usize,
-            Duration::from_millis(300),
-        )
-    };
+    let (secs, rounds, warmup) = timing(&args);
 
     // The daemon, in process: its own multi-threaded runtime (2 workers, the machine's
     // cores), SQLite in a temporary directory, tcp loopback like Redis.

@@ -29,6 +29,44 @@ fn endpoint(dir: &Path) -> String {
     format!("ipc://{}", dir.join("cloakroomd.sock").display())
 }
 
+/// A remote store connected to the daemon on `dir`, giving up on a request after `timeout`.
+async fn connect(dir: &Path, timeout: Duration) -> RemoteStore {
+    RemoteStore::builder(endpoint(dir))
+        .with_timeout(timeout)
+        .connect()
+        .await
+        .expect("the remote store reaches the daemon")
+}
+
+/// A fresh daemon (session cache as `cache`) in a fresh directory, and a store on it.
+async fn fresh(cache: Option<usize>) -> (RemoteStore, tempfile::TempDir, cloakroomd::Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let running = daemon(dir.path(), cache).await;
+    let store = connect(dir.path(), Duration::from_secs(10)).await;
+    (store, dir, running)
+}
+
+/// Damages the SQLite row of `id` in `db` (a record that is not MessagePack).
+fn corrupt_row(db: &Path, id: IdHash) -> Result<(), Error> {
+    let damage = "UPDATE sessions SET record = x'016e6f74206d73677061636b' WHERE id = ?1";
+    rusqlite::Connection::open(db)
+        .and_then(|conn| conn.execute(damage, [id.as_bytes().as_slice()]))
+        .map(drop)
+        .map_err(|e| Error::unavailable("inject_corrupt", e))
+}
+
+/// `load` of `id` fails as unavailable, and within 5 s.
+async fn assert_unavailable_soon(store: &RemoteStore, id: &IdHash) {
+    let started = Instant::now();
+    let err = store.load(id, T0).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "hung for {:?}",
+        started.elapsed()
+    );
+}
+
 /// A daemon and its directory, kept alive as long as the store under test.
 struct Owned {
     _running: cloakroomd::Running,
@@ -43,13 +81,7 @@ struct Owned {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance() {
     conformance::run(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let running = daemon(dir.path(), Some(0)).await;
-        let store = RemoteStore::builder(endpoint(dir.path()))
-            .with_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("the remote store reaches the daemon");
+        let (store, dir, running) = fresh(Some(0)).await;
         let db = dir.path().join("sessions.db");
         let owned = Arc::new(Owned {
             _running: running,
@@ -57,16 +89,7 @@ async fn conformance() {
         });
         Corruptible::new(store, move |id: IdHash| {
             let (db, _owned) = (db.clone(), Arc::clone(&owned));
-            async move {
-                let conn = rusqlite::Connection::open(&db)
-                    .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                conn.execute(
-                    "UPDATE sessions SET record = x'016e6f74206d73677061636b' WHERE id = ?1",
-                    [id.as_bytes().as_slice()],
-                )
-                .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                Ok(())
-            }
+            async move { corrupt_row(&db, id) }
         })
     })
     .await;
@@ -79,13 +102,7 @@ async fn conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_with_the_daemon_cache_on_but_corruption() {
     let outcome = tokio::spawn(conformance::run(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let running = daemon(dir.path(), None).await;
-        let store = RemoteStore::builder(endpoint(dir.path()))
-            .with_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("the remote store reaches the daemon");
+        let (store, dir, running) = fresh(None).await;
         let owned = Arc::new(Owned {
             _running: running,
             _dir: dir,
@@ -121,26 +138,12 @@ async fn a_daemon_that_is_not_there_is_unavailable_within_the_timeout() {
         .build()
         .unwrap();
     let id = SessionId::generate().unwrap().hash();
-    let started = Instant::now();
-    let err = store.load(&id, T0).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "hung for {:?}",
-        started.elapsed()
-    );
+    assert_unavailable_soon(&store, &id).await;
     // And a daemon that was there and stopped: the same.
     let running = daemon(dir.path(), None).await;
     assert_eq!(store.load(&id, T0).await.unwrap(), None);
     running.shutdown().await;
-    let started = Instant::now();
-    let err = store.load(&id, T0).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "hung for {:?}",
-        started.elapsed()
-    );
+    assert_unavailable_soon(&store, &id).await;
 }
 
 fn record(user: Option<&str>) -> Record {
@@ -157,11 +160,7 @@ fn record(user: Option<&str>) -> Record {
 async fn the_store_recovers_when_the_daemon_restarts_without_being_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let running = daemon(dir.path(), None).await;
-    let store = RemoteStore::builder(endpoint(dir.path()))
-        .with_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap();
+    let store = connect(dir.path(), Duration::from_millis(500)).await;
     let r = record(Some("restart"));
     store.create(&r).await.unwrap();
     running.shutdown().await;
@@ -193,13 +192,7 @@ async fn the_store_recovers_when_the_daemon_restarts_without_being_rebuilt() {
 async fn a_thousand_concurrent_requests_from_one_store_are_all_answered_correctly() {
     let dir = tempfile::tempdir().unwrap();
     let _running = daemon(dir.path(), None).await;
-    let store = Arc::new(
-        RemoteStore::builder(endpoint(dir.path()))
-            .with_timeout(Duration::from_secs(30))
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(connect(dir.path(), Duration::from_secs(30)).await);
     const N: u64 = 1000;
     let tasks: Vec<_> = (0..N)
         .map(|n| {
@@ -273,11 +266,7 @@ async fn the_axum_layer_runs_on_the_remote_store() {
 
     let dir = tempfile::tempdir().unwrap();
     let running = daemon(dir.path(), None).await;
-    let store = RemoteStore::builder(endpoint(dir.path()))
-        .with_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap();
+    let store = connect(dir.path(), Duration::from_millis(500)).await;
     let layer = SessionLayer::builder()
         .key_ring(&KeyRing::generate().unwrap())
         .store(Arc::new(store))

@@ -6,7 +6,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use http::{header, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::error::{Error, ErrorKind};
 use crate::layer::{Shared, Slot};
@@ -25,8 +25,8 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(binder: &Binder) -> Route
 }
 
 /// The session slot of this request and the layer's shared state.
-fn context(req: &Request) -> Result<(Slot, std::sync::Arc<Shared>), Error> {
-    let slot = req.extensions().get::<Slot>().cloned().ok_or_else(|| {
+fn context(extensions: &http::Extensions) -> Result<(Slot, std::sync::Arc<Shared>), Error> {
+    let slot = extensions.get::<Slot>().cloned().ok_or_else(|| {
         Error::new(
             ErrorKind::NotInstalled,
             "no SessionLayer around the device binding routes (add .layer(session_layer) after merging them)",
@@ -46,8 +46,8 @@ fn binder_of(shared: &Shared) -> Result<&Binder, Error> {
     })
 }
 
-fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Whether the proof's audience (if it names one) is this endpoint: its path is `path`.
@@ -141,17 +141,37 @@ fn bound_answer(
 
 /// `POST` registration: the browser's first proof, signed with the key it just made.
 async fn register(req: Request) -> Response {
-    match try_register(req).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+    answer(req, Purpose::Register).await
 }
 
-async fn try_register(req: Request) -> Result<Response, Error> {
-    let (slot, shared) = context(&req)?;
-    let binder = binder_of(&shared)?;
-    let now = shared.clock.now();
-    let Some(value) = header_str(&req, RESPONSE_HEADER) else {
+/// `POST` refresh: a proof over a challenge of ours, signed with the session's key.
+async fn refresh(req: Request) -> Response {
+    answer(req, Purpose::Refresh).await
+}
+
+/// Runs the endpoint for `purpose` with this request's session and binder; an error becomes
+/// its response.
+async fn answer(req: Request, purpose: Purpose) -> Response {
+    let (parts, _body) = req.into_parts();
+    let result = async {
+        let (slot, shared) = context(&parts.extensions)?;
+        let binder = binder_of(&shared)?;
+        let now = shared.clock.now();
+        let cx = Cx(&parts.headers, slot, &shared, binder, now);
+        match purpose {
+            Purpose::Register => try_register(cx).await,
+            Purpose::Refresh => try_refresh(cx).await,
+        }
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What an endpoint works with: the request's headers and session, the layer, the time.
+struct Cx<'a>(&'a HeaderMap, Slot, &'a Shared, &'a Binder, u64);
+
+async fn try_register(cx: Cx<'_>) -> Result<Response, Error> {
+    let Cx(headers, slot, shared, binder, now) = cx;
+    let Some(value) = header_str(headers, RESPONSE_HEADER) else {
         return Ok(refuse(
             StatusCode::BAD_REQUEST,
             "registration without a proof",
@@ -196,23 +216,14 @@ async fn try_register(req: Request) -> Result<Response, Error> {
             "registration challenge invalid or expired",
         ));
     };
-    let store = shared.manager.store().as_ref();
-    if !binder
-        .use_up(
-            store,
-            "challenge",
-            proof.challenge.as_bytes(),
-            now,
-            until.saturating_add(1),
-        )
-        .await?
-    {
+    if !use_up_challenge(binder, shared, &proof, now, until).await? {
         return Ok(refuse(
             StatusCode::BAD_REQUEST,
             "registration challenge already used",
         ));
     }
     // The key binds one session only, for as long as any session can live.
+    let store = shared.manager.store().as_ref();
     let policy = shared.manager.policy();
     let key_until = now.saturating_add(policy.absolute().max(policy.max_remember()).as_secs());
     if !binder
@@ -249,22 +260,12 @@ async fn try_register(req: Request) -> Result<Response, Error> {
         ));
     }
     tracing::info!(session = %id_hash.short(), "session bound to a device key");
-    bound_answer(binder, &shared, &binding, &next, now)
+    bound_answer(binder, shared, &binding, &next, now)
 }
 
-/// `POST` refresh: a proof over a challenge of ours, signed with the session's key.
-async fn refresh(req: Request) -> Response {
-    match try_refresh(req).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn try_refresh(req: Request) -> Result<Response, Error> {
-    let (slot, shared) = context(&req)?;
-    let binder = binder_of(&shared)?;
-    let now = shared.clock.now();
-    let Some(id) = header_str(&req, SESSION_ID_HEADER).and_then(super::sf_string) else {
+async fn try_refresh(cx: Cx<'_>) -> Result<Response, Error> {
+    let Cx(headers, slot, shared, binder, now) = cx;
+    let Some(id) = header_str(headers, SESSION_ID_HEADER).and_then(super::sf_string) else {
         return Ok(refuse(
             StatusCode::BAD_REQUEST,
             "refresh without a session identifier",
@@ -280,7 +281,7 @@ async fn try_refresh(req: Request) -> Result<Response, Error> {
             "refresh for no bound session of this cookie",
         ));
     };
-    let Some(value) = header_str(&req, RESPONSE_HEADER) else {
+    let Some(value) = header_str(headers, RESPONSE_HEADER) else {
         return challenge_again(&slot, binder, &mut binding, now, "refresh without a proof");
     };
     let proof = match proof::verify_refresh(value, &binding.key) {
@@ -335,17 +336,7 @@ async fn try_refresh(req: Request) -> Result<Response, Error> {
             "refresh challenge superseded",
         );
     }
-    let store = shared.manager.store().as_ref();
-    if !binder
-        .use_up(
-            store,
-            "challenge",
-            proof.challenge.as_bytes(),
-            now,
-            until.saturating_add(1),
-        )
-        .await?
-    {
+    if !use_up_challenge(binder, shared, &proof, now, until).await? {
         return challenge_again(
             &slot,
             binder,
@@ -358,7 +349,22 @@ async fn try_refresh(req: Request) -> Result<Response, Error> {
     binding.challenged = now;
     store_binding(&slot, &binding)?;
     tracing::debug!(session = %short, "device-bound session refreshed");
-    bound_answer(binder, &shared, &binding, &next, now)
+    bound_answer(binder, shared, &binding, &next, now)
+}
+
+/// Marks the challenge `proof` answers as used (until it expires); false if it already was.
+async fn use_up_challenge(
+    binder: &Binder,
+    shared: &Shared,
+    proof: &Proof,
+    now: u64,
+    until: u64,
+) -> Result<bool, Error> {
+    let store = shared.manager.store().as_ref();
+    let challenge = proof.challenge.as_bytes();
+    binder
+        .use_up(store, "challenge", challenge, now, until.saturating_add(1))
+        .await
 }
 
 /// Writes `binding` back (the time of its newest challenge), if the session still has it.

@@ -297,6 +297,20 @@ impl Site {
         }
     }
 
+    /// A `POST` to the registration endpoint with this `Secure-Session-Response`.
+    async fn post_registration(&self, jar: &mut Jar, response: &str) -> Answer {
+        self.send(jar, "POST", REG, &[("secure-session-response", response)])
+            .await
+    }
+
+    /// A `POST` to the refresh endpoint naming the (quoted) session id `sid`, with the
+    /// proof as `Secure-Session-Response` if there is one.
+    async fn post_refresh(&self, jar: &mut Jar, sid: &str, proof: Option<&str>) -> Answer {
+        let mut headers = vec![("sec-secure-session-id", sid)];
+        headers.extend(proof.map(|p| ("secure-session-response", p)));
+        self.send(jar, "POST", REFRESH, &headers).await
+    }
+
     async fn me(&self, jar: &Jar) -> String {
         self.send(&mut jar.clone(), "GET", "/me", &[]).await.body
     }
@@ -308,15 +322,7 @@ impl Site {
         let login = self.send(&mut jar, "POST", "/login", &[]).await;
         let challenge = login.registration_challenge();
         let reg = self
-            .send(
-                &mut jar,
-                "POST",
-                REG,
-                &[(
-                    "secure-session-response",
-                    &format!("\"{}\"", key.registration(&challenge)),
-                )],
-            )
+            .post_registration(&mut jar, &format!("\"{}\"", key.registration(&challenge)))
             .await;
         assert_eq!(
             reg.status,
@@ -341,12 +347,7 @@ async fn es256_registration_binds_the_session_and_answers_the_configuration() {
     assert_eq!(site.me(&jar).await, "ada", "signed in, not bound yet");
     let proof = key.registration(&challenge);
     let reg = site
-        .send(
-            &mut jar,
-            "POST",
-            REG,
-            &[("secure-session-response", &format!("\"{proof}\""))],
-        )
+        .post_registration(&mut jar, &format!("\"{proof}\""))
         .await;
     assert_eq!(reg.status, StatusCode::OK);
     assert_eq!(
@@ -371,14 +372,7 @@ async fn es256_registration_binds_the_session_and_answers_the_configuration() {
         "[true]"
     );
     // The proof cannot be used again: single-use challenge.
-    let again = site
-        .send(
-            &mut jar.clone(),
-            "POST",
-            REG,
-            &[("secure-session-response", &proof)],
-        )
-        .await;
+    let again = site.post_registration(&mut jar.clone(), &proof).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
 }
 
@@ -393,12 +387,7 @@ async fn rs256_registration_with_the_key_in_the_claims_binds_the_session() {
         .registration_challenge();
     let proof = key.registration_draft(&challenge);
     let reg = site
-        .send(
-            &mut jar,
-            "POST",
-            REG,
-            &[("secure-session-response", &format!("\"{proof}\""))],
-        )
+        .post_registration(&mut jar, &format!("\"{proof}\""))
         .await;
     assert_eq!(reg.status, StatusCode::OK, "{}", reg.body);
     assert_eq!(site.me(&jar).await, "ada bound");
@@ -407,25 +396,12 @@ async fn rs256_registration_with_the_key_in_the_claims_binds_the_session() {
     assert_eq!(site.me(&jar).await, "anonymous", "the bound cookie ran out");
     let (_, id) = reg.challenge();
     let first = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[("sec-secure-session-id", &format!("\"{id}\""))],
-        )
+        .post_refresh(&mut jar, &format!("\"{id}\""), None)
         .await;
     assert_eq!(first.status, StatusCode::FORBIDDEN);
     let (c, _) = first.challenge();
     let ok = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &format!("\"{id}\"")),
-                ("secure-session-response", &key.refresh(&c, &id)),
-            ],
-        )
+        .post_refresh(&mut jar, &format!("\"{id}\""), Some(&key.refresh(&c, &id)))
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(site.me(&jar).await, "ada bound");
@@ -466,16 +442,7 @@ async fn registration_refuses_forged_foreign_and_anonymous_proofs() {
         ),
         "a.b.c".to_owned(),
     ] {
-        answers.push(
-            site.send(
-                &mut jar,
-                "POST",
-                REG,
-                &[("secure-session-response", &proof)],
-            )
-            .await
-            .status,
-        );
+        answers.push(site.post_registration(&mut jar, &proof).await.status);
     }
     assert!(
         answers.iter().all(|s| *s == StatusCode::BAD_REQUEST),
@@ -488,33 +455,18 @@ async fn registration_refuses_forged_foreign_and_anonymous_proofs() {
         .await
         .registration_challenge();
     let r = site
-        .send(
-            &mut jar,
-            "POST",
-            REG,
-            &[("secure-session-response", &key.registration(&foreign))],
-        )
+        .post_registration(&mut jar, &key.registration(&foreign))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Without a session.
     let r = site
-        .send(
-            &mut Jar::default(),
-            "POST",
-            REG,
-            &[("secure-session-response", &key.registration(&challenge))],
-        )
+        .post_registration(&mut Jar::default(), &key.registration(&challenge))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // An expired challenge.
     site.clock.advance(Duration::from_secs(121));
     let r = site
-        .send(
-            &mut jar,
-            "POST",
-            REG,
-            &[("secure-session-response", &key.registration(&challenge))],
-        )
+        .post_registration(&mut jar, &key.registration(&challenge))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(site.me(&jar).await, "ada", "still signed in, never bound");
@@ -549,17 +501,7 @@ async fn refresh_issues_a_fresh_bound_cookie_for_a_proof_over_our_challenge() {
     let sid = format!("\"{id}\"");
     // The challenge handed out at registration is still good (120 s).
     let proof = key.refresh(&cached, &id);
-    let ok = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &proof),
-            ],
-        )
-        .await;
+    let ok = site.post_refresh(&mut jar, &sid, Some(&proof)).await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.challenge().1, id);
     let config: Value = serde_json::from_str(&ok.body).unwrap();
@@ -567,15 +509,7 @@ async fn refresh_issues_a_fresh_bound_cookie_for_a_proof_over_our_challenge() {
     assert_eq!(site.me(&jar).await, "ada bound");
     // The same proof again: the challenge is used up; a new one is handed out, no cookie.
     let replay = site
-        .send(
-            &mut jar.clone(),
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &proof),
-            ],
-        )
+        .post_refresh(&mut jar.clone(), &sid, Some(&proof))
         .await;
     assert_eq!(replay.status, StatusCode::FORBIDDEN);
     assert!(replay.headers.get(header::SET_COOKIE).is_none());
@@ -583,40 +517,17 @@ async fn refresh_issues_a_fresh_bound_cookie_for_a_proof_over_our_challenge() {
     let (c, _) = ok.challenge();
     site.clock.advance(Duration::from_secs(121));
     let late = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &key.refresh(&c, &id)),
-            ],
-        )
+        .post_refresh(&mut jar, &sid, Some(&key.refresh(&c, &id)))
         .await;
     assert_eq!(late.status, StatusCode::FORBIDDEN);
     let (fresh, _) = late.challenge();
     let ok = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &key.refresh(&fresh, &id)),
-            ],
-        )
+        .post_refresh(&mut jar, &sid, Some(&key.refresh(&fresh, &id)))
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(site.me(&jar).await, "ada bound");
     // A refresh naming another session id: 401 (the browser ends its side).
-    let wrong = site
-        .send(
-            &mut jar.clone(),
-            "POST",
-            REFRESH,
-            &[("sec-secure-session-id", "\"nope\"")],
-        )
-        .await;
+    let wrong = site.post_refresh(&mut jar.clone(), "\"nope\"", None).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -630,15 +541,10 @@ async fn an_old_challenge_is_accepted_only_within_the_window() {
         let site = &site;
         let sid = sid.clone();
         async move {
-            site.send(
-                &mut jar.clone(),
-                "POST",
-                REFRESH,
-                &[("sec-secure-session-id", &sid)],
-            )
-            .await
-            .challenge()
-            .0
+            site.post_refresh(&mut jar.clone(), &sid, None)
+                .await
+                .challenge()
+                .0
         }
     };
     // A, then B 1 s later; a proof over A 5 s after B is still fine.
@@ -648,15 +554,7 @@ async fn an_old_challenge_is_accepted_only_within_the_window() {
     let _b = ask(jar.clone()).await;
     site.clock.advance(Duration::from_secs(5));
     let r = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &key.refresh(&a, &id)),
-            ],
-        )
+        .post_refresh(&mut jar, &sid, Some(&key.refresh(&a, &id)))
         .await;
     assert_eq!(
         r.status,
@@ -670,15 +568,7 @@ async fn an_old_challenge_is_accepted_only_within_the_window() {
     let d = ask(jar.clone()).await;
     site.clock.advance(Duration::from_secs(11));
     let r = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &key.refresh(&c, &id)),
-            ],
-        )
+        .post_refresh(&mut jar, &sid, Some(&key.refresh(&c, &id)))
         .await;
     assert_eq!(
         r.status,
@@ -688,15 +578,7 @@ async fn an_old_challenge_is_accepted_only_within_the_window() {
     // The refusal handed out a fresh challenge, which works.
     let (e, _) = r.challenge();
     let r = site
-        .send(
-            &mut jar,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &key.refresh(&e, &id)),
-            ],
-        )
+        .post_refresh(&mut jar, &sid, Some(&key.refresh(&e, &id)))
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let _ = d;
@@ -711,29 +593,13 @@ async fn a_refresh_signed_by_another_key_ends_the_session() {
     let mut thief = browser.without(BOUND);
     let thief_key = Key::es256();
     let r = site
-        .send(
-            &mut thief,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &thief_key.refresh(&cached, &id)),
-            ],
-        )
+        .post_refresh(&mut thief, &sid, Some(&thief_key.refresh(&cached, &id)))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // The session is gone, for the browser too.
     assert_eq!(site.me(&browser).await, "anonymous");
     let r = site
-        .send(
-            &mut browser,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &sid),
-                ("secure-session-response", &key.refresh(&cached, &id)),
-            ],
-        )
+        .post_refresh(&mut browser, &sid, Some(&key.refresh(&cached, &id)))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
@@ -749,27 +615,14 @@ async fn a_key_binds_one_session_only() {
         .await
         .registration_challenge();
     let r = site
-        .send(
-            &mut jar,
-            "POST",
-            REG,
-            &[("secure-session-response", &key.registration(&challenge))],
-        )
+        .post_registration(&mut jar, &key.registration(&challenge))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(site.me(&jar).await, "ada");
     // A bound session cannot be bound again.
     let (mut bound, _, _) = site.bound(&Key::es256()).await;
     let r = site
-        .send(
-            &mut bound,
-            "POST",
-            REG,
-            &[(
-                "secure-session-response",
-                &Key::es256().registration(&challenge),
-            )],
-        )
+        .post_registration(&mut bound, &Key::es256().registration(&challenge))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
@@ -879,31 +732,13 @@ async fn nothing_a_thief_could_use_is_logged() {
     let (mut jar, id, cached) = site.bound(&key).await;
     let sid = format!("\"{id}\"");
     let proof = key.refresh(&cached, &id);
-    site.send(
-        &mut jar,
-        "POST",
-        REFRESH,
-        &[
-            ("sec-secure-session-id", &sid),
-            ("secure-session-response", &proof),
-        ],
-    )
-    .await;
+    site.post_refresh(&mut jar, &sid, Some(&proof)).await;
     let mut secrets: Vec<String> = jar.0.values().cloned().collect();
     site.me(&jar.without(BOUND)).await;
     site.clock.advance(Duration::from_secs(11));
     site.me(&jar.without(BOUND)).await;
     let forged = Key::es256().refresh(&cached, &id);
-    site.send(
-        &mut jar,
-        "POST",
-        REFRESH,
-        &[
-            ("sec-secure-session-id", &sid),
-            ("secure-session-response", &forged),
-        ],
-    )
-    .await;
+    site.post_refresh(&mut jar, &sid, Some(&forged)).await;
     secrets.extend([cached, proof, forged]);
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains("session bound to a device key"), "{log}");

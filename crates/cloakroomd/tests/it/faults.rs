@@ -10,68 +10,39 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloakroom::{Error, ErrorKind, IdHash, MemoryStore, Record, Store};
+use cloakroom::{Error, ErrorKind, Store};
 use cloakroom_proto::{self as proto, Data, Device, Reply, Request, Secret, Status, Verb};
 use cloakroom_stores::PostgresStore;
 
-use crate::support::{runtime, Client, InProcess};
+use crate::support::{runtime, Client, Hook, Hooked, InProcess};
 
 const NOW: u64 = 1_767_225_600;
 
-/// A memory store whose `load` panics or reports a corrupt record while told to.
+/// The faults of a [`Hooked`] memory store: `load` panics or reports a corrupt record
+/// while told to.
 #[derive(Default)]
-struct Faulty {
-    inner: MemoryStore,
+struct Faults {
     panic_on_load: AtomicBool,
     corrupt_on_load: AtomicBool,
 }
 
 #[async_trait]
-impl Store for Faulty {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        self.inner.create(record).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        if self.panic_on_load.load(Ordering::SeqCst) {
+impl Hook for Faults {
+    async fn before(&self, op: &'static str) -> Result<(), Error> {
+        if op == "load" && self.panic_on_load.load(Ordering::SeqCst) {
             panic!("a bug in a store (this panic is the test's)");
         }
-        if self.corrupt_on_load.load(Ordering::SeqCst) {
+        if op == "load" && self.corrupt_on_load.load(Ordering::SeqCst) {
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 "the stored record does not decode (test)",
             ));
         }
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
-        self.inner.update(record, now).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
-        self.inner.touch(id, now, idle_deadline).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, Error> {
-        self.inner.revoke_user_sessions(user, except).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.inner.purge_expired(now, limit).await
+        Ok(())
     }
 }
+
+type Faulty = Hooked<Faults>;
 
 fn record(n: u8) -> proto::Record {
     let mut r = proto::Record::new(proto::IdHash([n; 32]));
@@ -105,7 +76,7 @@ fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_s
     let mut c = d.client();
     assert_eq!(c.call(&Request::Create { record: record(1) }), Reply::Done);
 
-    store.panic_on_load.store(true, Ordering::SeqCst);
+    store.hook.panic_on_load.store(true, Ordering::SeqCst);
     for _ in 0..20 {
         let id = c.send(&load(1));
         let (got, reply) = c
@@ -128,7 +99,7 @@ fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_s
     answered.sort_by_key(|id| id.to_u64());
     assert_eq!(answered, ids);
 
-    store.panic_on_load.store(false, Ordering::SeqCst);
+    store.hook.panic_on_load.store(false, Ordering::SeqCst);
     let Reply::Record(r) = c.call(&load(1)) else {
         panic!("LOAD after the panics")
     };
@@ -142,7 +113,7 @@ fn a_corrupt_record_is_answered_corrupt() {
     let d = daemon_on(store.clone());
     let mut c = d.client();
     assert_eq!(c.call(&Request::Create { record: record(3) }), Reply::Done);
-    store.corrupt_on_load.store(true, Ordering::SeqCst);
+    store.hook.corrupt_on_load.store(true, Ordering::SeqCst);
     match c.call(&load(3)) {
         Reply::Error { status, message } => {
             assert_eq!(status, Status::Corrupt, "{message}");

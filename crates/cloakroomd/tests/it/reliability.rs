@@ -7,84 +7,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, IdHash, MemoryStore, Record, Store};
+use cloakroom::{Error, MemoryStore};
 use cloakroom_proto::{Data, Device, Reply, Request, Secret, Status, Verb};
 
-use crate::support::{free_port, Client, InProcess};
+use crate::support::{free_port, Client, Hook, Hooked, InProcess};
 
-/// A memory store whose every call first sleeps `delay` milliseconds.
-#[derive(Default)]
-struct Slow {
-    inner: MemoryStore,
-    delay: Arc<AtomicU64>,
-}
+/// A [`Hooked`] memory store's delay: every call first sleeps this many milliseconds.
+struct Delay(Arc<AtomicU64>);
 
-impl Slow {
-    async fn wait(&self) {
-        let ms = self.delay.load(Ordering::Relaxed);
+#[async_trait]
+impl Hook for Delay {
+    async fn before(&self, _op: &'static str) -> Result<(), Error> {
+        let ms = self.0.load(Ordering::Relaxed);
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-    }
-}
-
-#[async_trait]
-impl Store for Slow {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        self.wait().await;
-        self.inner.create(record).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.wait().await;
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
-        self.wait().await;
-        self.inner.update(record, now).await
-    }
-    async fn apply(&self, id: &IdHash, c: &Changes, now: u64, idle: u64) -> Result<Applied, Error> {
-        self.wait().await;
-        self.inner.apply(id, c, now, idle).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
-        self.wait().await;
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.wait().await;
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.wait().await;
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, Error> {
-        self.wait().await;
-        self.inner.revoke_user_sessions(user, except).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.wait().await;
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.wait().await;
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.wait().await;
-        self.inner.purge_expired(now, limit).await
+        Ok(())
     }
 }
 
 fn slow_daemon(delay_ms: u64) -> (InProcess, Arc<AtomicU64>) {
     let delay = Arc::new(AtomicU64::new(delay_ms));
-    let store = Slow {
+    let store = Hooked {
         inner: MemoryStore::new(),
-        delay: delay.clone(),
+        hook: Delay(delay.clone()),
     };
     let d = InProcess::start_with(|c| {
         c.store_instance = Some(Arc::new(store));

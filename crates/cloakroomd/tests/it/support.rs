@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use cloakroom::{Applied, Changes, Error, IdHash, MemoryStore, Record, Store};
 use cloakroom_proto::{Limits, Reply, Request, RequestId, Verb};
 use cloakroom_zmq::zmq;
 
@@ -246,4 +248,66 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// What a [`Hooked`] store does before each call (`op` is the method's name): a delay, a
+/// panic or an error of the test's.
+#[async_trait]
+pub(crate) trait Hook: Send + Sync {
+    async fn before(&self, op: &'static str) -> Result<(), Error>;
+}
+
+/// A memory store that runs its hook ahead of every call, then the call itself.
+#[derive(Default)]
+pub(crate) struct Hooked<H> {
+    pub(crate) inner: MemoryStore,
+    pub(crate) hook: H,
+}
+
+#[async_trait]
+impl<H: Hook + 'static> Store for Hooked<H> {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        self.hook.before("create").await?;
+        self.inner.create(record).await
+    }
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
+        self.hook.before("load").await?;
+        self.inner.load(id, now).await
+    }
+    async fn update(&self, record: &Record, now: u64) -> Result<u64, Error> {
+        self.hook.before("update").await?;
+        self.inner.update(record, now).await
+    }
+    async fn apply(&self, id: &IdHash, c: &Changes, now: u64, idle: u64) -> Result<Applied, Error> {
+        self.hook.before("apply").await?;
+        self.inner.apply(id, c, now, idle).await
+    }
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
+        self.hook.before("touch").await?;
+        self.inner.touch(id, now, idle).await
+    }
+    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
+        self.hook.before("delete").await?;
+        self.inner.delete(id).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
+        self.hook.before("sessions_of").await?;
+        self.inner.sessions_of(user, now).await
+    }
+    async fn revoke_user_sessions(&self, user: &str, but: Option<&IdHash>) -> Result<u64, Error> {
+        self.hook.before("revoke_user_sessions").await?;
+        self.inner.revoke_user_sessions(user, but).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.hook.before("user_epoch").await?;
+        self.inner.user_epoch(user).await
+    }
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
+        self.hook.before("bump_user_epoch").await?;
+        self.inner.bump_user_epoch(user).await
+    }
+    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
+        self.hook.before("purge_expired").await?;
+        self.inner.purge_expired(now, limit).await
+    }
 }
