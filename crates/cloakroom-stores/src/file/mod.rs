@@ -793,7 +793,6 @@ impl Drop for Locked<'_> {
 }
 
 // Operator queries (find by id prefix, stats).
-#[path = "admin/file.rs"]
 mod admin;
 
 crate::blocking::blocking_store!(FileStore, "file");

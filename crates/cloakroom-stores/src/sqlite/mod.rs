@@ -683,7 +683,6 @@ fn migrate(conn: &mut Connection, at: &str) -> Result<(), Error> {
 }
 
 // Operator queries (find by id prefix, stats).
-#[path = "admin/sqlite.rs"]
 mod admin;
 
 crate::blocking::blocking_store!(SqliteStore, "sqlite");

@@ -1643,7 +1643,6 @@ impl Store for RedisStore {
 }
 
 // Operator queries (find by id prefix, stats).
-#[path = "admin/redis.rs"]
 mod admin;
 #[cfg(test)]
 mod tests {

@@ -876,5 +876,4 @@ impl Store for PostgresStore {
 }
 
 // Operator queries (find by id prefix, stats).
-#[path = "admin/postgres.rs"]
 mod admin;
