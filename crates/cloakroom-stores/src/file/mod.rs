@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
-use fs2::FileExt;
 use sha2::{Digest, Sha256};
 
 mod index;
@@ -105,6 +104,11 @@ struct Inner {
     /// (`flock` is per open file, so threads sharing it would not exclude each other); the
     /// `flock` orders processes.
     locks: Vec<Mutex<Option<File>>>,
+    /// Expired records found by the last directory scan of a purge, not yet deleted.
+    candidates: Mutex<Vec<IdHash>>,
+    /// How many directory scans purges made (checked by a unit test).
+    #[cfg(test)]
+    scans: AtomicU64,
 }
 
 impl FileStore {
@@ -327,6 +331,9 @@ impl Inner {
             epochs: root.join("epochs"),
             locks_dir: root.join("locks"),
             locks: (0..STRIPES).map(|_| Mutex::new(None)).collect(),
+            candidates: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            scans: AtomicU64::new(0),
             root,
         };
         for dir in [
@@ -364,7 +371,7 @@ impl Inner {
                     .map_err(io_at("opening lock file", &path))?
             }
         };
-        let locked = FileExt::lock_exclusive(&file);
+        let locked = file.lock();
         *slot = Some(file);
         locked.map_err(io_at("locking", &self.locks_dir))?;
         Ok(Locked(slot))
@@ -640,7 +647,7 @@ struct Locked<'a>(MutexGuard<'a, Option<File>>);
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if let Some(file) = self.0.as_ref() {
-            let _ = FileExt::unlock(file);
+            let _ = file.unlock();
         }
     }
 }
@@ -649,3 +656,6 @@ impl Drop for Locked<'_> {
 mod admin;
 
 crate::blocking::blocking_store!(FileStore, "file");
+
+#[cfg(test)]
+mod tests;

@@ -159,6 +159,29 @@ fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |e| Error::unavailable(what, e)
 }
 
+/// The verbs that only read: a timeout of any other may have left its write committed.
+const READS: &[&str] = &[
+    "load",
+    "sessions_of",
+    "user_epoch",
+    "find_by_prefix",
+    "stats",
+];
+
+/// No answer within the round-trip bound. A write may still have been committed (the
+/// server may have run the commit whose answer never came), and the error says so.
+fn timed_out(what: &str, e: tokio::time::error::Elapsed) -> Error {
+    let message = if READS.contains(&what) {
+        format!("PostgreSQL did not answer {what} in time")
+    } else {
+        format!(
+            "PostgreSQL did not answer {what} in time: the write may or may not have been \
+             committed"
+        )
+    };
+    Error::unavailable(message, e)
+}
+
 /// Whether `e` says a prepared statement no longer fits the table.
 fn stale_statement(e: &Error) -> bool {
     use tokio_postgres::error::SqlState;
@@ -239,9 +262,57 @@ impl PostgresStore {
                 other => other,
             }
         };
-        tokio::time::timeout(self.bound, work).await.map_err(|e| {
-            Error::unavailable(format!("PostgreSQL did not answer {what} in time"), e)
-        })?
+        tokio::time::timeout(self.bound, work)
+            .await
+            .map_err(|e| timed_out(what, e))?
+    }
+
+    /// Runs the statement `sql` (prepared once per connection) and returns its rows.
+    async fn rows(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        self.with(what, async |c| {
+            let st = c.prepare_cached(sql).await.map_err(db(what))?;
+            c.query(&st, params).await.map_err(db(what))
+        })
+        .await
+    }
+
+    /// Runs the statement `sql` (prepared once per connection) and returns how many rows it
+    /// changed.
+    async fn exec(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        self.with(what, async |c| {
+            let st = c.prepare_cached(sql).await.map_err(db(what))?;
+            c.execute(&st, params).await.map_err(db(what))
+        })
+        .await
+    }
+
+    /// The one row `sql` returns (an error if it returns none).
+    async fn row(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        self.rows(what, sql, params)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("PostgreSQL returned no row for {what}"),
+                )
+            })
     }
 
     async fn migrate(&self) -> Result<(), Error> {
@@ -354,10 +425,9 @@ impl PostgresStore {
     }
 
     fn decode(row: &Row) -> Result<Record, Error> {
-        let not_ours = |e| Error::corrupt("a PostgreSQL session row has the wrong types", e);
-        let bytes: Vec<u8> = row.try_get(0).map_err(not_ours)?;
-        let last_seen: i64 = row.try_get(1).map_err(not_ours)?;
-        let idle: i64 = row.try_get(2).map_err(not_ours)?;
+        let bytes: Vec<u8> = row.try_get(0).map_err(column_type)?;
+        let last_seen: i64 = row.try_get(1).map_err(column_type)?;
+        let idle: i64 = row.try_get(2).map_err(column_type)?;
         let mut record = Record::decode(&bytes)?;
         // `touch` writes these columns alone, without rewriting the record.
         record.last_seen = u64_of(last_seen)?;
@@ -377,18 +447,10 @@ impl Store for PostgresStore {
         let absolute = i64_of("absolute deadline", record.absolute_deadline)?;
         let expires = i64_of("expiry", record.expires_at())?;
         let user = record.user_id.as_deref();
-        let n = self
-            .with("create", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.create)
-                    .await
-                    .map_err(db("create"))?;
-                let params: [&(dyn ToSql + Sync); 8] = [
-                    &id, &user, &version, &last_seen, &idle, &absolute, &expires, &bytes,
-                ];
-                c.execute(&st, &params).await.map_err(db("create"))
-            })
-            .await?;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &id, &user, &version, &last_seen, &idle, &absolute, &expires, &bytes,
+        ];
+        let n = self.exec("create", &self.sql.create, &params).await?;
         if n == 1 {
             Ok(())
         } else {
@@ -399,14 +461,11 @@ impl Store for PostgresStore {
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         let now = i64_of("now", now)?;
         let key = id.as_bytes().as_slice();
-        let row = self
-            .with("load", async |c| {
-                let st = c.prepare_cached(&self.sql.load).await.map_err(db("load"))?;
-                c.query_opt(&st, &[&key, &now]).await.map_err(db("load"))
-            })
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let record = Self::decode(&row)?;
+        let rows = self.rows("load", &self.sql.load, &[&key, &now]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let record = Self::decode(row)?;
         if record.id_hash != *id {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -430,19 +489,10 @@ impl Store for PostgresStore {
         let expires = i64_of("expiry", record.expires_at())?;
         let now = i64_of("now", now)?;
         let user = record.user_id.as_deref();
-        let row = self
-            .with("update", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.update)
-                    .await
-                    .map_err(db("update"))?;
-                let params: [&(dyn ToSql + Sync); 10] = [
-                    &id, &expected, &user, &next_i, &last_seen, &idle, &absolute, &expires, &bytes,
-                    &now,
-                ];
-                c.query_one(&st, &params).await.map_err(db("update"))
-            })
-            .await?;
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &id, &expected, &user, &next_i, &last_seen, &idle, &absolute, &expires, &bytes, &now,
+        ];
+        let row = self.row("update", &self.sql.update, &params).await?;
         let updated: i64 = row.try_get(0).map_err(column_type)?;
         let live: Option<bool> = row.try_get(1).map_err(column_type)?;
         match (updated, live) {
@@ -484,7 +534,7 @@ impl Store for PostgresStore {
         // A timeout drops the transaction unfinished: tokio-postgres then rolls it back.
         tokio::time::timeout(self.bound, work)
             .await
-            .map_err(|e| Error::unavailable("PostgreSQL did not answer apply in time", e))?
+            .map_err(|e| timed_out("apply", e))?
     }
 
     async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
@@ -492,15 +542,7 @@ impl Store for PostgresStore {
         let now = i64_of("now", now)?;
         let idle = i64_of("idle deadline", idle_deadline)?;
         let n = self
-            .with("touch", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.touch)
-                    .await
-                    .map_err(db("touch"))?;
-                c.execute(&st, &[&key, &now, &idle])
-                    .await
-                    .map_err(db("touch"))
-            })
+            .exec("touch", &self.sql.touch, &[&key, &now, &idle])
             .await?;
         if n == 1 {
             Ok(())
@@ -511,30 +553,14 @@ impl Store for PostgresStore {
 
     async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
         let key = id.as_bytes().as_slice();
-        let n = self
-            .with("delete", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.delete)
-                    .await
-                    .map_err(db("delete"))?;
-                c.execute(&st, &[&key]).await.map_err(db("delete"))
-            })
-            .await?;
+        let n = self.exec("delete", &self.sql.delete, &[&key]).await?;
         Ok(n > 0)
     }
 
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
         let now = i64_of("now", now)?;
         let rows = self
-            .with("sessions_of", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.sessions_of)
-                    .await
-                    .map_err(db("sessions_of"))?;
-                c.query(&st, &[&user, &now])
-                    .await
-                    .map_err(db("sessions_of"))
-            })
+            .rows("sessions_of", &self.sql.sessions_of, &[&user, &now])
             .await?;
         rows.iter().map(Self::decode).collect()
     }
@@ -545,29 +571,13 @@ impl Store for PostgresStore {
         except: Option<&IdHash>,
     ) -> Result<u64, Error> {
         let except = except.map(|id| id.as_bytes().as_slice());
-        self.with("revoke_user_sessions", async |c| {
-            let st = c
-                .prepare_cached(&self.sql.revoke)
-                .await
-                .map_err(db("revoke_user_sessions"))?;
-            c.execute(&st, &[&user, &except])
-                .await
-                .map_err(db("revoke_user_sessions"))
-        })
-        .await
+        self.exec("revoke_user_sessions", &self.sql.revoke, &[&user, &except])
+            .await
     }
 
     async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let row = self
-            .with("user_epoch", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.epoch)
-                    .await
-                    .map_err(db("user_epoch"))?;
-                c.query_opt(&st, &[&user]).await.map_err(db("user_epoch"))
-            })
-            .await?;
-        match row {
+        let rows = self.rows("user_epoch", &self.sql.epoch, &[&user]).await?;
+        match rows.first() {
             None => Ok(0),
             Some(row) => u64_of(row.try_get(0).map_err(column_type)?),
         }
@@ -575,15 +585,7 @@ impl Store for PostgresStore {
 
     async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
         let row = self
-            .with("bump_user_epoch", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.bump)
-                    .await
-                    .map_err(db("bump_user_epoch"))?;
-                c.query_one(&st, &[&user])
-                    .await
-                    .map_err(db("bump_user_epoch"))
-            })
+            .row("bump_user_epoch", &self.sql.bump, &[&user])
             .await?;
         u64_of(row.try_get(0).map_err(column_type)?)
     }
@@ -592,15 +594,7 @@ impl Store for PostgresStore {
         let now = i64_of("now", now)?;
         let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
         let n = self
-            .with("purge_expired", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.purge)
-                    .await
-                    .map_err(db("purge_expired"))?;
-                c.execute(&st, &[&now, &limit_i])
-                    .await
-                    .map_err(db("purge_expired"))
-            })
+            .exec("purge_expired", &self.sql.purge, &[&now, &limit_i])
             .await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }

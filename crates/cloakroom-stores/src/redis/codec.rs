@@ -86,9 +86,21 @@ pub(super) fn fields(record: &Record, version: u64, reference: u64) -> Result<Fi
 }
 
 pub(super) fn map_err(what: &'static str, e: redis::RedisError) -> Error {
-    let not_ours = e.code() == Some("WRONGTYPE")
-        || e.to_string().contains("WRONGTYPE")
-        || e.to_string().contains("not an integer");
+    // Classified by the client's error kind, never by the message text. WRONGTYPE (a key
+    // of ours holding another type) is an error code the client does not name, so it comes
+    // as an extension error with that code. Everything else (I/O, timeouts, dropped
+    // connections, cluster redirections that ran out, LOADING, READONLY...) means the
+    // server cannot serve us now.
+    let not_ours = match e.kind() {
+        // In a pipeline: any of its commands answered WRONGTYPE.
+        redis::ErrorKind::Extension => e.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, error)| error.kind().is_none() && error.code() == "WRONGTYPE")
+        }),
+        redis::ErrorKind::UnexpectedReturnType => true,
+        _ => false,
+    };
     if not_ours {
         Error::corrupt(what, e)
     } else {

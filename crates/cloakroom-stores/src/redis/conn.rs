@@ -90,6 +90,16 @@ pub(super) fn reads_only(cmd: &Cmd) -> bool {
     .any(|r| name.eq_ignore_ascii_case(r))
 }
 
+/// `message`, saying that the write may have been applied when `pipe` writes: a request
+/// whose answer was lost may have reached the server all the same.
+fn may_have_been_applied(message: String, pipe: &Pipeline) -> String {
+    if pipe.cmd_iter().all(reads_only) {
+        message
+    } else {
+        format!("{message}: the write may have been applied")
+    }
+}
+
 /// Sends one part (commands in one slot) to a cluster, with `WAIT` after it when it writes.
 pub(super) async fn send_part(
     conn: &mut ClusterConnection,
@@ -314,7 +324,8 @@ impl RedisStore {
                 }
             }
             let result = result.map_err(|e| {
-                Error::unavailable(format!("Redis did not answer {what} in time"), e)
+                let message = format!("Redis did not answer {what} in time");
+                Error::unavailable(may_have_been_applied(message, &pipe), e)
             })?;
             match result {
                 Ok(values) => return Ok(values),
@@ -327,6 +338,13 @@ impl RedisStore {
                     // a replica without them was promoted.
                     tracing::debug!("Redis lost the scripts; loading them again");
                     Box::pin(self.load_scripts()).await?;
+                }
+                // The request may have reached the server before the answer was lost.
+                Err(QueryError::Redis(e))
+                    if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() =>
+                {
+                    let message = format!("Redis did not answer {what}");
+                    return Err(Error::unavailable(may_have_been_applied(message, &pipe), e));
                 }
                 Err(QueryError::Redis(e)) => return Err(map_err(what, e)),
                 Err(QueryError::NotReplicated { acked, wanted }) => {

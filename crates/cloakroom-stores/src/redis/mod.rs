@@ -559,12 +559,17 @@ impl Store for RedisStore {
     }
 
     async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let mut cmd = redis::cmd("INCR");
-        cmd.arg(self.epoch_key(user));
-        let v = self.one("bump_user_epoch", cmd).await?;
-        int(&v)
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| unexpected("INCR"))
+        let key = String::from_utf8_lossy(&self.epoch_key(user)).into_owned();
+        let reply = self
+            .one("bump_user_epoch", self.scripts.bump.call(&key, &[]))
+            .await?;
+        match status(&reply) {
+            Some((2, [n])) => int(n)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| unexpected("bump_user_epoch")),
+            Some((-1, _)) => Err(not_ours(&key)),
+            _ => Err(unexpected("bump_user_epoch")),
+        }
     }
 
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {

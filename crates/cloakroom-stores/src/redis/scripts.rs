@@ -141,6 +141,17 @@ redis.call('DEL', KEYS[1])
 return {1, f[2] or ''}
 ";
 
+/// No ARGV. Increments a user's epoch: {2, n}, or {-1} when the key holds something that
+/// is not a decimal number (told apart here, not by the text of INCR's error).
+pub(super) const BUMP_BODY: &str = r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' and t ~= 'string' then return {-1} end
+local v = redis.call('GET', KEYS[1])
+if v and not string.match(v, '^%d+$') then return {-1} end
+if v and string.len(v) > 18 then return {-1} end
+return {2, redis.call('INCR', KEYS[1])}
+";
+
 /// A Lua script sent by hash; its source is sent again when the server has forgotten it.
 pub(super) struct Script {
     pub(super) source: String,
@@ -187,6 +198,7 @@ pub(super) struct Scripts {
     pub(super) delete: Script,
     pub(super) revoke: Script,
     pub(super) purge: Script,
+    pub(super) bump: Script,
 }
 
 impl Scripts {
@@ -199,10 +211,11 @@ impl Scripts {
             delete: Script::new(DELETE_BODY),
             revoke: Script::new(REVOKE_BODY),
             purge: Script::new(PURGE_BODY),
+            bump: Script::new(BUMP_BODY),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 7] {
+    pub(super) fn all(&self) -> [&Script; 8] {
         [
             &self.create,
             &self.update,
@@ -211,6 +224,7 @@ impl Scripts {
             &self.delete,
             &self.revoke,
             &self.purge,
+            &self.bump,
         ]
     }
 }

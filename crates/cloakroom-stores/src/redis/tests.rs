@@ -118,3 +118,26 @@ fn commands_find_their_slot() {
     c.arg("k");
     assert!(reads_only(&c));
 }
+
+/// Errors are classified by the client's error kind, never by words in their text: an I/O
+/// failure whose message happens to say WRONGTYPE or "not an integer" is the server being
+/// unreachable (Unavailable), not data of another kind (Corrupt).
+#[test]
+fn errors_are_classified_by_kind_not_by_text() {
+    let io = redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "connection reset",
+        "WRONGTYPE value is not an integer".to_owned(),
+    ));
+    assert_eq!(map_err("load", io).kind(), ErrorKind::Unavailable);
+    let cluster_down = redis::RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+        "WRONGTYPE",
+    ));
+    assert_eq!(map_err("load", cluster_down).kind(), ErrorKind::Unavailable);
+    let wrong_type = redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "a string where a hash was expected",
+    ));
+    assert_eq!(map_err("load", wrong_type).kind(), ErrorKind::Corrupt);
+}

@@ -3,7 +3,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
@@ -65,6 +65,7 @@ pub struct SqliteOptions {
     synchronous: Synchronous,
     busy_timeout: Duration,
     max_idle_readers: usize,
+    max_readers: usize,
 }
 
 impl SqliteOptions {
@@ -76,6 +77,7 @@ impl SqliteOptions {
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(5),
             max_idle_readers: 4,
+            max_readers: DEFAULT_MAX_READERS,
         }
     }
 
@@ -94,11 +96,21 @@ impl SqliteOptions {
         self
     }
 
-    /// How many reader connections are kept open between reads (more are opened while
-    /// many reads run at once, and closed after).
+    /// How many reader connections are kept open between reads (more, up to
+    /// [`SqliteOptions::with_max_readers`], are opened while many reads run at once, and
+    /// closed after).
     #[must_use]
     pub fn with_max_idle_readers(mut self, readers: usize) -> Self {
         self.max_idle_readers = readers;
+        self
+    }
+
+    /// How many reader connections may be open at once (default 16, at least 1): a read
+    /// beyond it waits for a reader to come free instead of opening another connection
+    /// (each holds a file descriptor and SQLite's page cache).
+    #[must_use]
+    pub fn with_max_readers(mut self, readers: usize) -> Self {
+        self.max_readers = readers.max(1);
         self
     }
 
@@ -107,6 +119,9 @@ impl SqliteOptions {
         &self.path
     }
 }
+
+/// Reader connections open at once, unless configured otherwise.
+const DEFAULT_MAX_READERS: usize = 16;
 
 /// A [`Store`](cloakroom::Store) in one SQLite file: the embedded default.
 ///
@@ -144,9 +159,10 @@ impl SqliteOptions {
 ///
 /// # Errors
 ///
-/// A file that is not a database or is damaged gives [`ErrorKind::Corrupt`]; a locked
-/// database (past the busy timeout), a missing or read-only directory, a full disk give
-/// [`ErrorKind::Unavailable`]. The SQLite error is the `source()`.
+/// A file that is not a database or is damaged, a locked database (past the busy timeout),
+/// a missing or read-only directory, a full disk give [`ErrorKind::Unavailable`]: the store
+/// fails closed. [`ErrorKind::Corrupt`] means one record that does not decode. The SQLite
+/// error is the `source()`.
 ///
 /// # Example
 ///
@@ -182,7 +198,18 @@ impl std::fmt::Debug for SqliteStore {
 struct Inner {
     options: SqliteOptions,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a reader comes back (or is closed).
+    reader_free: Condvar,
+}
+
+/// The reader pool: idle connections, and how many are open (idle or in use).
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+    /// The most ever open at once (checked by a unit test).
+    #[cfg(test)]
+    peak: usize,
 }
 
 impl SqliteStore {
@@ -191,8 +218,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`ErrorKind::Unavailable`] if the file cannot be created or opened, is locked past
-    /// the busy timeout, or has a newer schema; [`ErrorKind::Corrupt`] if it is not a SQLite
-    /// database or is damaged.
+    /// the busy timeout, has a newer schema, is not a SQLite database or is damaged.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self, Error> {
         Self::open_with(SqliteOptions::new(path)).await
     }
@@ -227,20 +253,23 @@ impl SqliteStore {
     }
 }
 
+/// Every SQLite error is the store being unavailable, a damaged or foreign file included
+/// (`SQLITE_CORRUPT`, `SQLITE_NOTADB`): failing closed, so the session layer answers 503
+/// rather than treating every session as absent. [`ErrorKind::Corrupt`] is kept for one
+/// record whose bytes do not decode ([`decode`]).
 fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| {
-        let kind = match &e {
+        let damaged = matches!(
+            &e,
             rusqlite::Error::SqliteFailure(failure, _)
-                if matches!(
-                    failure.code,
-                    ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase
-                ) =>
-            {
-                ErrorKind::Corrupt
-            }
-            _ => ErrorKind::Unavailable,
+                if matches!(failure.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+        );
+        let message = if damaged {
+            format!("sqlite store: {what}: the database file is damaged or not a database: {e}")
+        } else {
+            format!("sqlite store: {what}: {e}")
         };
-        Error::new(kind, format!("sqlite store: {what}: {e}")).with_source(e)
+        Error::new(ErrorKind::Unavailable, message).with_source(e)
     }
 }
 
@@ -316,7 +345,13 @@ impl Inner {
         Ok(Self {
             options,
             writer: Mutex::new(writer),
-            readers: Mutex::new(vec![first_reader]),
+            readers: Mutex::new(Readers {
+                idle: vec![first_reader],
+                open: 1,
+                #[cfg(test)]
+                peak: 1,
+            }),
+            reader_free: Condvar::new(),
         })
     }
 
@@ -327,17 +362,51 @@ impl Inner {
         f(&mut lock(&self.writer))
     }
 
+    /// Runs `f` on a reader connection: an idle one, a new one while fewer than
+    /// `max_readers` are open, or else the next one to come free (bounded, so a burst of
+    /// reads cannot open a connection each).
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-        let pooled = lock(&self.readers).pop();
-        let conn = match pooled {
+        let conn = {
+            let mut readers = lock(&self.readers);
+            loop {
+                if let Some(conn) = readers.idle.pop() {
+                    break Some(conn);
+                }
+                if readers.open < self.options.max_readers {
+                    readers.open += 1;
+                    #[cfg(test)]
+                    {
+                        readers.peak = readers.peak.max(readers.open);
+                    }
+                    break None;
+                }
+                readers = self
+                    .reader_free
+                    .wait(readers)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let conn = match conn {
             Some(conn) => conn,
-            None => open_reader(&self.options)?,
+            None => match open_reader(&self.options) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    lock(&self.readers).open -= 1;
+                    self.reader_free.notify_one();
+                    return Err(e);
+                }
+            },
         };
         let result = f(&conn);
-        let mut idle = lock(&self.readers);
-        if idle.len() < self.options.max_idle_readers {
-            idle.push(conn);
+        let mut readers = lock(&self.readers);
+        if readers.idle.len() < self.options.max_idle_readers {
+            readers.idle.push(conn);
+        } else {
+            readers.open -= 1;
+            drop(conn);
         }
+        drop(readers);
+        self.reader_free.notify_one();
         result
     }
 
@@ -686,3 +755,5 @@ fn migrate(conn: &mut Connection, at: &str) -> Result<(), Error> {
 mod admin;
 
 crate::blocking::blocking_store!(SqliteStore, "sqlite");
+#[cfg(test)]
+mod tests;
