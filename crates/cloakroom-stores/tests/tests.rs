@@ -1640,6 +1640,29 @@ mod postgres_store {
         }
     }
 
+    /// A key=value connection string opens the same store as a URL, through `open` too.
+    #[tokio::test]
+    async fn a_key_value_connection_string_connects() {
+        let url = url();
+        let schema = mm::unique("stores_conninfo_");
+        let store = store(&url, &schema).await;
+        let r = mm::record("kv");
+        store.create(&r).await.unwrap();
+        let conninfo = "host=127.0.0.1 port=5432 user=postgres password='postgres' dbname=test \
+                        allow_plaintext_to_remote_host=false";
+        let by_kv = PostgresStore::builder(conninfo)
+            .with_schema(&schema)
+            .connect()
+            .await
+            .unwrap();
+        assert!(by_kv.load(&r.id_hash, T0).await.unwrap().is_some());
+        let url_form = cloakroom_stores::StoreUrl::parse(conninfo).unwrap();
+        assert_eq!(url_form.scheme(), "postgres");
+        drop(by_kv);
+        drop(store);
+        drop_schemas(&url, &[schema]).await;
+    }
+
     /// A write that times out may still commit: its error says so, a read's does not.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_timed_out_write_says_it_may_have_committed() {
