@@ -17,6 +17,25 @@ pub(super) struct Fields {
     pub(super) ttl_ms: String,
 }
 
+impl Fields {
+    /// The script arguments of a record write: `before` (a script's own leading arguments),
+    /// then d, v, u, l, i, a, e and the TTL in milliseconds.
+    pub(super) fn args<'a>(&'a self, before: &[&'a [u8]]) -> Vec<&'a [u8]> {
+        let mut args = before.to_vec();
+        args.extend_from_slice(&[
+            &self.d,
+            self.v.as_bytes(),
+            &self.u,
+            self.l.as_bytes(),
+            self.i.as_bytes(),
+            self.a.as_bytes(),
+            self.e.as_bytes(),
+            self.ttl_ms.as_bytes(),
+        ]);
+        args
+    }
+}
+
 pub(super) fn tagged_user(user: Option<&str>) -> Vec<u8> {
     match user {
         Some(u) => {

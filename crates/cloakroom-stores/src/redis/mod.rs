@@ -202,20 +202,20 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl Store for RedisStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        let f = fields(record, record.version, record.last_seen)?;
+impl RedisStore {
+    /// The index entries that go before a write of `record`, in the same round trip: an
+    /// index may point at nothing, never miss a record. A user index is scored by (at least)
+    /// the absolute deadline, which no commit or touch moves; the expiry index by (at most)
+    /// the record's expiry.
+    fn index_writes(&self, record: &Record) -> Pipeline {
         let id = record.id_hash.to_hex();
         let e = record.expires_at();
         let mut pipe = redis::pipe();
-        // Index entries first: an index may point at nothing, never miss a record. A user
-        // index is scored by the absolute deadline, which no commit or touch moves.
         if let Some(user) = &record.user_id {
             pipe.cmd("ZADD")
                 .arg(self.index_key(user))
                 .arg("GT")
-                .arg(record.absolute_deadline)
+                .arg(record.absolute_deadline.max(e))
                 .arg(&id);
         }
         pipe.cmd("ZADD")
@@ -223,18 +223,18 @@ impl Store for RedisStore {
             .arg("LT")
             .arg(e)
             .arg(&id);
+        pipe
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create(&self, record: &Record) -> Result<(), Error> {
+        let f = fields(record, record.version, record.last_seen)?;
+        let mut pipe = self.index_writes(record);
         pipe.add_command(self.scripts.create.call_with_data(
             &self.record_key(&record.id_hash),
-            &[
-                &f.d,
-                f.v.as_bytes(),
-                &f.u,
-                f.l.as_bytes(),
-                f.i.as_bytes(),
-                f.a.as_bytes(),
-                f.e.as_bytes(),
-                f.ttl_ms.as_bytes(),
-            ],
+            &f.args(&[]),
             &f.data,
         ));
         let replies = self.bounded("create", pipe).await?;
@@ -254,37 +254,13 @@ impl Store for RedisStore {
         let next = record.version.saturating_add(1);
         let f = fields(record, next, now)?;
         let id = record.id_hash.to_hex();
-        let e = record.expires_at();
         let key = self.record_key(&record.id_hash);
         let expected = record.version.to_string();
         let now_s = now.to_string();
-        let mut pipe = redis::pipe();
-        if let Some(user) = &record.user_id {
-            pipe.cmd("ZADD")
-                .arg(self.index_key(user))
-                .arg("GT")
-                .arg(record.absolute_deadline.max(e))
-                .arg(&id);
-        }
-        pipe.cmd("ZADD")
-            .arg(self.expiry_key())
-            .arg("LT")
-            .arg(e)
-            .arg(&id);
+        let mut pipe = self.index_writes(record);
         pipe.add_command(self.scripts.update.call_with_data(
             &key,
-            &[
-                expected.as_bytes(),
-                now_s.as_bytes(),
-                &f.d,
-                f.v.as_bytes(),
-                &f.u,
-                f.l.as_bytes(),
-                f.i.as_bytes(),
-                f.a.as_bytes(),
-                f.e.as_bytes(),
-                f.ttl_ms.as_bytes(),
-            ],
+            &f.args(&[expected.as_bytes(), now_s.as_bytes()]),
             &f.data,
         ));
         let replies = self.bounded("update", pipe).await?;
