@@ -56,7 +56,7 @@ pub const SCHEMES: &str = "sqlite://PATH, file://DIR, redis://HOST[:PORT][/DB], 
 /// Whether `s` is a PostgreSQL key=value connection string (`host=db port=5432 dbname=s`)
 /// rather than a URL: no `://`, and it starts with `keyword=`.
 pub(crate) fn is_conninfo(s: &str) -> bool {
-    let first = s.trim_start().split_whitespace().next().unwrap_or("");
+    let first = s.split_whitespace().next().unwrap_or("");
     !s.contains("://")
         && first.split_once('=').is_some_and(|(key, _)| {
             !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')

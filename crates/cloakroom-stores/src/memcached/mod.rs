@@ -205,7 +205,7 @@ fn too_large(key: &str, len: usize) -> Error {
 }
 
 fn entries(key: &str, bytes: &[u8]) -> Result<Vec<(IdHash, u64)>, Error> {
-    if bytes.len() % ENTRY != 0 {
+    if !bytes.len().is_multiple_of(ENTRY) {
         return Err(Error::new(
             ErrorKind::Corrupt,
             format!("the memcached index {key} is not a whole number of entries"),
