@@ -9,8 +9,7 @@ pub struct MemcachedStoreBuilder {
     pub(super) addr: String,
     pub(super) prefix: String,
     pub(super) pool_size: usize,
-    pub(super) connect_timeout: Duration,
-    pub(super) command_timeout: Duration,
+    pub(super) net: crate::options::NetOptions,
     pub(super) contention_budget: Duration,
 }
 
@@ -30,20 +29,10 @@ impl MemcachedStoreBuilder {
         self
     }
 
-    /// How long one connection attempt, or waiting for a free connection, may take
-    /// (default 1 s).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one round trip may take (default 1 s).
-    #[must_use]
-    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
+    crate::options::net_setters!(
+        connect = " How long one connection attempt, or waiting for a free connection, may take (default 1 s).",
+        command = " How long one round trip may take (default 1 s).",
+    );
 
     /// How long one write keeps retrying its `gets`/`cas` loop while other writers of the
     /// same item get in between (default 5 s), before it gives up with
@@ -80,8 +69,8 @@ impl MemcachedStoreBuilder {
             inner: Arc::new(Inner {
                 addr: self.addr,
                 prefix: self.prefix,
-                connect_timeout: self.connect_timeout,
-                command_timeout: self.command_timeout,
+                connect_timeout: self.net.connect_timeout,
+                command_timeout: self.net.command_timeout,
                 contention_budget: self.contention_budget,
                 stripes: crate::stripes::Stripes::new(),
                 permits: Semaphore::new(self.pool_size),

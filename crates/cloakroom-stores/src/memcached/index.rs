@@ -10,8 +10,7 @@ impl MemcachedStore {
             addr: addr.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
-            connect_timeout: DEFAULT_TIMEOUT,
-            command_timeout: DEFAULT_TIMEOUT,
+            net: crate::options::NetOptions::default(),
             contention_budget: DEFAULT_CONTENTION_BUDGET,
         }
     }

@@ -76,7 +76,6 @@ mod index;
 
 pub use builder::MemcachedStoreBuilder;
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_PREFIX: &str = "cloakroom:";
 const DEFAULT_POOL_SIZE: usize = 16;
 

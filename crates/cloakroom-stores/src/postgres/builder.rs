@@ -8,10 +8,7 @@ pub struct PostgresStoreBuilder {
     pub(super) url: String,
     pub(super) schema: String,
     pub(super) pool_size: usize,
-    pub(super) connect_timeout: Duration,
-    pub(super) command_timeout: Duration,
-    pub(super) ca: Option<PathBuf>,
-    pub(super) allow_plaintext_to_remote_host: bool,
+    pub(super) net: crate::options::NetOptions,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -21,21 +18,12 @@ impl fmt::Debug for PostgresStoreBuilder {
             url: _,
             schema,
             pool_size,
-            connect_timeout,
-            command_timeout,
-            ca,
-            allow_plaintext_to_remote_host,
+            net,
         } = self;
         f.debug_struct("PostgresStoreBuilder")
             .field("schema", schema)
             .field("pool_size", pool_size)
-            .field("connect_timeout", connect_timeout)
-            .field("command_timeout", command_timeout)
-            .field("ca", ca)
-            .field(
-                "allow_plaintext_to_remote_host",
-                allow_plaintext_to_remote_host,
-            )
+            .field("net", net)
             .finish_non_exhaustive()
     }
 }
@@ -56,38 +44,12 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How long opening a connection, or waiting for a pooled one, may take (default 1 s).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one statement may take (default 1 s).
-    #[must_use]
-    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// Connect with TLS, trusting the CA certificates in the PEM file `path` instead of the
-    /// system's (the URL option `ca=PATH` does the same). TLS is then required.
-    #[must_use]
-    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca = Some(path.into());
-        self
-    }
-
-    /// Allow a connection without TLS to a host that is not this machine (the URL option
-    /// `allow_plaintext_to_remote_host` does the same). Without it such a connection is
-    /// refused: session records would cross the network readable and writable by anyone
-    /// on the path. With it, `sslmode=prefer` (the default) still uses TLS when the server
-    /// offers it.
-    #[must_use]
-    pub fn allow_plaintext_to_remote_host(mut self) -> Self {
-        self.allow_plaintext_to_remote_host = true;
-        self
-    }
+    crate::options::net_setters!(
+        connect = " How long opening a connection, or waiting for a pooled one, may take (default 1 s).",
+        command = " How long one statement may take (default 1 s).",
+        ca = " Connect with TLS, trusting the CA certificates in the PEM file `path` instead of the system's (the URL option `ca=PATH` does the same). TLS is then required.",
+        plaintext = " Allow a connection without TLS to a host that is not this machine (the URL option `allow_plaintext_to_remote_host` does the same). Without it such a connection is refused: session records would cross the network readable and writable by anyone on the path. With it, `sslmode=prefer` (the default) still uses TLS when the server offers it.",
+    );
 
     /// Builds the pool, then creates or migrates the schema.
     ///
@@ -116,13 +78,13 @@ impl PostgresStoreBuilder {
             ));
         }
         let (url, options) = transport::take_options(&self.url)?;
-        let ca = self.ca.or(options.ca);
+        let ca = self.net.ca.or(options.ca);
         let allow_plaintext =
-            self.allow_plaintext_to_remote_host || options.allow_plaintext_to_remote_host;
+            self.net.allow_plaintext_to_remote_host || options.allow_plaintext_to_remote_host;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             Error::new(ErrorKind::InvalidInput, "invalid PostgreSQL URL").with_source(e)
         })?;
-        config.connect_timeout(self.connect_timeout);
+        config.connect_timeout(self.net.connect_timeout);
         config.application_name("cloakroom");
         let tls = choose_tls(&mut config, ca.is_some(), allow_plaintext)?;
         let manager_config = ManagerConfig {
@@ -141,9 +103,9 @@ impl PostgresStoreBuilder {
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.connect_timeout))
-            .create_timeout(Some(self.connect_timeout))
-            .recycle_timeout(Some(self.connect_timeout))
+            .wait_timeout(Some(self.net.connect_timeout))
+            .create_timeout(Some(self.net.connect_timeout))
+            .recycle_timeout(Some(self.net.connect_timeout))
             .build()
             .map_err(|e| {
                 Error::new(ErrorKind::InvalidInput, "cannot build the PostgreSQL pool")
@@ -208,7 +170,7 @@ impl PostgresStoreBuilder {
             pool,
             stripes: std::sync::Arc::new(crate::stripes::Stripes::new()),
             schema: self.schema,
-            bound: self.connect_timeout + self.command_timeout,
+            bound: self.net.connect_timeout + self.net.command_timeout,
             sql: std::sync::Arc::new(sql),
         };
         store.migrate().await?;

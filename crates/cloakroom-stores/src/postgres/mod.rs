@@ -61,7 +61,6 @@
 //! and broken connections are replaced once it is back.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,7 +76,6 @@ mod builder;
 
 pub use builder::PostgresStoreBuilder;
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_POOL_SIZE: usize = 16;
 const DEFAULT_SCHEMA: &str = "cloakroom";
 
@@ -222,10 +220,7 @@ impl PostgresStore {
             url: url.into(),
             schema: DEFAULT_SCHEMA.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
-            connect_timeout: DEFAULT_TIMEOUT,
-            command_timeout: DEFAULT_TIMEOUT,
-            ca: None,
-            allow_plaintext_to_remote_host: false,
+            net: crate::options::NetOptions::default(),
         }
     }
 

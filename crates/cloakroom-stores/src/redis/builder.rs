@@ -7,12 +7,9 @@ use super::*;
 pub struct RedisStoreBuilder {
     pub(super) url: String,
     pub(super) prefix: String,
-    pub(super) connect_timeout: Duration,
-    pub(super) command_timeout: Duration,
+    pub(super) net: crate::options::NetOptions,
     pub(super) cluster: bool,
     pub(super) replica_acks: Option<u32>,
-    pub(super) ca: Option<PathBuf>,
-    pub(super) allow_plaintext_to_remote_host: bool,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -21,24 +18,15 @@ impl fmt::Debug for RedisStoreBuilder {
         let Self {
             url: _,
             prefix,
-            connect_timeout,
-            command_timeout,
+            net,
             cluster,
             replica_acks,
-            ca,
-            allow_plaintext_to_remote_host,
         } = self;
         f.debug_struct("RedisStoreBuilder")
             .field("prefix", prefix)
-            .field("connect_timeout", connect_timeout)
-            .field("command_timeout", command_timeout)
+            .field("net", net)
             .field("cluster", cluster)
             .field("replica_acks", replica_acks)
-            .field("ca", ca)
-            .field(
-                "allow_plaintext_to_remote_host",
-                allow_plaintext_to_remote_host,
-            )
             .finish_non_exhaustive()
     }
 }
@@ -53,19 +41,12 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long one connection attempt may take (default 1 s).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long the server may take to answer one round trip (default 1 s).
-    #[must_use]
-    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
+    crate::options::net_setters!(
+        connect = " How long one connection attempt may take (default 1 s).",
+        command = " How long the server may take to answer one round trip (default 1 s).",
+        ca = " Trust the CA certificates in the PEM file `path` instead of the system's (the URL option `ca=PATH` does the same). Needs a `rediss://` URL.",
+        plaintext = " Allow `redis://` (no TLS) to a host that is not this machine (the URL option `allow_plaintext_to_remote_host` does the same). Without it such a URL is refused: session records would cross the network readable and writable by anyone on the path.",
+    );
 
     /// Treat the URL as naming nodes of a Redis Cluster (as the scheme `redis+cluster://`
     /// does): `redis://HOST:PORT` or `rediss://HOST:PORT`, several nodes separated by
@@ -88,24 +69,6 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Trust the CA certificates in the PEM file `path` instead of the system's (the URL
-    /// option `ca=PATH` does the same). Needs a `rediss://` URL.
-    #[must_use]
-    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca = Some(path.into());
-        self
-    }
-
-    /// Allow `redis://` (no TLS) to a host that is not this machine (the URL option
-    /// `allow_plaintext_to_remote_host` does the same). Without it such a URL is refused:
-    /// session records would cross the network readable and writable by anyone on the
-    /// path.
-    #[must_use]
-    pub fn allow_plaintext_to_remote_host(mut self) -> Self {
-        self.allow_plaintext_to_remote_host = true;
-        self
-    }
-
     /// Connects and loads the scripts.
     ///
     /// # Errors
@@ -120,7 +83,7 @@ impl RedisStoreBuilder {
             ));
         }
         let target = Target::parse(&self.url, self.cluster)?;
-        let ca = match self.ca.as_ref().or(target.options.ca.as_ref()) {
+        let ca = match self.net.ca.as_ref().or(target.options.ca.as_ref()) {
             Some(path) if !target.tls => {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -133,8 +96,8 @@ impl RedisStoreBuilder {
             Some(path) => Some(transport::read_ca_file(path)?),
             None => None,
         };
-        let allow_plaintext =
-            self.allow_plaintext_to_remote_host || target.options.allow_plaintext_to_remote_host;
+        let allow_plaintext = self.net.allow_plaintext_to_remote_host
+            || target.options.allow_plaintext_to_remote_host;
         for node in &target.nodes {
             check_plaintext(node, allow_plaintext)?;
         }
@@ -142,11 +105,11 @@ impl RedisStoreBuilder {
             client_tls: None,
             root_cert: ca.clone(),
         };
-        let bound = self.connect_timeout + self.command_timeout;
+        let bound = self.net.connect_timeout + self.net.command_timeout;
         let conn = if target.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(target.nodes.clone())
-                .connection_timeout(self.connect_timeout)
-                .response_timeout(self.command_timeout)
+                .connection_timeout(self.net.connect_timeout)
+                .response_timeout(self.net.command_timeout)
                 .retries(2)
                 .min_retry_wait(10)
                 .max_retry_wait(100);
@@ -162,13 +125,13 @@ impl RedisStoreBuilder {
                         client,
                         conn: std::sync::Mutex::new(conn),
                         renewing: std::sync::atomic::AtomicBool::new(false),
-                        connect_timeout: self.connect_timeout,
+                        connect_timeout: self.net.connect_timeout,
                     }),
                     replica_acks: self.replica_acks.unwrap_or(1),
                     // `WAIT` blocks the multiplexed connection to that primary for as long
                     // as it waits (a primary without a replica makes it wait it out), so it
                     // gets a fifth of the command timeout, 10 to 200 ms.
-                    wait_ms: u64::try_from(self.command_timeout.as_millis() / 5)
+                    wait_ms: u64::try_from(self.net.command_timeout.as_millis() / 5)
                         .unwrap_or(u64::MAX)
                         .clamp(10, 200),
                 },
@@ -191,11 +154,11 @@ impl RedisStoreBuilder {
             }
             .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid Redis URL").with_source(e))?;
             let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.command_timeout))
+                .set_connection_timeout(Some(self.net.connect_timeout))
+                .set_response_timeout(Some(self.net.command_timeout))
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(10))
-                .set_max_delay(self.connect_timeout);
+                .set_max_delay(self.net.connect_timeout);
             match tokio::time::timeout(bound, ConnectionManager::new_with_config(client, config))
                 .await
             {

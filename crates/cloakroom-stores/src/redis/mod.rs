@@ -70,7 +70,6 @@
 //! is set.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -91,9 +90,6 @@ pub use builder::RedisStoreBuilder;
 use codec::*;
 use conn::*;
 use scripts::*;
-
-/// The connect and command timeouts unless configured otherwise.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The key prefix unless configured otherwise.
 const DEFAULT_PREFIX: &str = "cloakroom:";
@@ -152,12 +148,9 @@ impl RedisStore {
         RedisStoreBuilder {
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
-            connect_timeout: DEFAULT_TIMEOUT,
-            command_timeout: DEFAULT_TIMEOUT,
+            net: crate::options::NetOptions::default(),
             cluster: false,
             replica_acks: None,
-            ca: None,
-            allow_plaintext_to_remote_host: false,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Unit tests of the Redis store: scripts, slots, URLs.
 
+use std::path::PathBuf;
+
 use super::*;
 
 /// Redis Cluster runs a script only if every key it touches is in one slot, and only if
