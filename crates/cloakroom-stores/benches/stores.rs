@@ -100,6 +100,14 @@ fn backends() -> Vec<Backend> {
         name: "redis",
         setup: redis,
     });
+    // The same store on the local Redis Cluster (issue 15: 3 primaries with a replica each,
+    // scripts/setup.d/43-redis-cluster.sh; CLOAKROOM_TEST_REDIS_CLUSTER), every write
+    // confirmed by a replica (the default `with_replica_acks(1)`).
+    #[cfg(feature = "redis")]
+    all.push(Backend {
+        name: "redis_cluster",
+        setup: redis_cluster,
+    });
     #[cfg(feature = "redis")]
     all.push(Backend {
         name: "redis_cached",
@@ -266,6 +274,22 @@ fn redis(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
                 .connect(),
         )
         .expect("Redis (start it with scripts/test --setup-only)");
+    Cloakroom::boxed(rt, store)
+}
+
+#[cfg(feature = "redis")]
+fn redis_cluster(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
+    let url = server(
+        "CLOAKROOM_TEST_REDIS_CLUSTER",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+    );
+    let store = rt
+        .block_on(
+            cloakroom_stores::RedisStore::builder(url)
+                .with_prefix(format!("{}_cluster:", run_name()))
+                .connect(),
+        )
+        .expect("Redis Cluster (start it with scripts/test --setup-only)");
     Cloakroom::boxed(rt, store)
 }
 

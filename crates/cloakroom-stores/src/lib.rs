@@ -38,6 +38,9 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION}
 mod redis;
 #[cfg(any(feature = "postgres", feature = "memcached"))]
 mod stripes;
+// The builder settings the networked stores share.
+#[cfg(any(feature = "redis", feature = "postgres", feature = "memcached"))]
+mod options;
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "postgres")]

@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use cloakroom::{Error, ErrorKind};
 
+use crate::url::is_conninfo;
+
 /// The store options a URL may carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct UrlOptions {
@@ -76,6 +78,9 @@ fn parse_flag(name: &str, value: Option<&str>) -> Result<bool, Error> {
 /// # Errors
 /// [`ErrorKind::InvalidInput`] for an option given a bad value or given twice.
 pub(crate) fn take_options(url: &str) -> Result<(String, UrlOptions), Error> {
+    if is_conninfo(url) {
+        return take_conninfo_options(url);
+    }
     let (before_fragment, fragment) = match url.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (url, None),
@@ -124,6 +129,91 @@ pub(crate) fn take_options(url: &str) -> Result<(String, UrlOptions), Error> {
         out.push_str(f);
     }
     Ok((out, options))
+}
+
+/// The `keyword=value` pairs of a connection string, each as (keyword, decoded value, the
+/// pair as written). Values may be single-quoted, with `\'` and `\\` escapes (libpq's
+/// rules).
+pub(crate) fn conninfo_pairs(s: &str) -> Result<Vec<(String, String, String)>, Error> {
+    let mut pairs = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    loop {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut key = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return Err(invalid(format!(
+                "the PostgreSQL connection string has `{key}` without `=value`"
+            )));
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if(|(_, c)| *c == '\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some((_, '\'')) => break,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, c)) => value.push(c),
+                        None => return Err(invalid("an unfinished escape in a connection string")),
+                    },
+                    Some((_, c)) => value.push(c),
+                    None => return Err(invalid("an unclosed quote in a connection string")),
+                }
+            }
+        } else {
+            while let Some((_, c)) = chars.next_if(|(_, c)| !c.is_whitespace()) {
+                if c == '\\' {
+                    match chars.next() {
+                        Some((_, c)) => value.push(c),
+                        None => return Err(invalid("an unfinished escape in a connection string")),
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        let end = chars.peek().map_or(s.len(), |(i, _)| *i);
+        pairs.push((key, value, s[start..end].to_owned()));
+    }
+    Ok(pairs)
+}
+
+/// [`take_options`] for a key=value connection string: `ca=PATH` and
+/// `allow_plaintext_to_remote_host=true` are the store's, the rest is PostgreSQL's.
+fn take_conninfo_options(s: &str) -> Result<(String, UrlOptions), Error> {
+    let mut options = UrlOptions::default();
+    let mut seen_allow = false;
+    let mut kept = Vec::new();
+    for (key, value, written) in conninfo_pairs(s)? {
+        match key.as_str() {
+            "ca" => {
+                if options.ca.is_some() {
+                    return Err(invalid("the store option `ca` is given twice"));
+                }
+                if value.is_empty() {
+                    return Err(invalid("the store option `ca` needs a file path"));
+                }
+                options.ca = Some(PathBuf::from(value));
+            }
+            "allow_plaintext_to_remote_host" => {
+                if seen_allow {
+                    return Err(invalid(
+                        "the store option `allow_plaintext_to_remote_host` is given twice",
+                    ));
+                }
+                seen_allow = true;
+                options.allow_plaintext_to_remote_host = parse_flag(&key, Some(&value))?;
+            }
+            _ => kept.push(written),
+        }
+    }
+    Ok((kept.join(" "), options))
 }
 
 /// Whether `host` (a name or an address, IPv6 possibly in brackets) is this machine.
@@ -238,6 +328,33 @@ mod tests {
         let (rest, o) = take_options("rediss://h:1#insecure").unwrap();
         assert_eq!(rest, "rediss://h:1#insecure");
         assert_eq!(o, UrlOptions::default());
+    }
+
+    #[test]
+    fn store_options_are_taken_out_of_a_connection_string() {
+        let s = "host=db.example port=5432 ca='/etc/ssl/my ca.pem' dbname=s \
+                 allow_plaintext_to_remote_host=false password='a b\\'c'";
+        assert!(is_conninfo(s));
+        let (rest, o) = take_options(s).unwrap();
+        assert_eq!(
+            rest,
+            "host=db.example port=5432 dbname=s password='a b\\'c'"
+        );
+        assert_eq!(o.ca.as_deref(), Some(Path::new("/etc/ssl/my ca.pem")));
+        assert!(!o.allow_plaintext_to_remote_host);
+        let pairs = conninfo_pairs(&rest).unwrap();
+        assert_eq!(pairs[3].1, "a b'c");
+        let (_, o) = take_options("host=h allow_plaintext_to_remote_host=true").unwrap();
+        assert!(o.allow_plaintext_to_remote_host);
+        for bad in ["host=h ca=", "host=h port", "host='h", "host=h ca=a ca=b"] {
+            assert_eq!(
+                take_options(bad).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+        assert!(!is_conninfo("postgres://u@h/db?host=x"));
+        assert!(!is_conninfo("redis://h"));
     }
 
     #[test]

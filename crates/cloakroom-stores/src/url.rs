@@ -36,7 +36,9 @@ pub enum StoreUrl {
     /// `redis://…`, `rediss://…`, `redis+cluster://…`, `rediss+cluster://…`: the whole URL,
     /// as [`RedisStore::builder`](crate::RedisStore::builder) reads it.
     Redis(String),
-    /// `postgres://…`: the whole URL, as `tokio-postgres` reads it.
+    /// `postgres://…`, or a key=value connection string (`host=db port=5432 dbname=s`): the
+    /// whole of it, as `tokio-postgres` reads it (the store's own options `ca` and
+    /// `allow_plaintext_to_remote_host` may be given as keys too).
     Postgres(String),
     /// `memcache://HOST:PORT`: the server address.
     Memcached(String),
@@ -51,6 +53,16 @@ pub const SCHEMES: &str = "sqlite://PATH, file://DIR, redis://HOST[:PORT][/DB], 
                            postgres://USER@HOST[:PORT]/DB, memcache://HOST:PORT, \
                            cloakroomd+ipc://PATH, cloakroomd+tcp://HOST:PORT";
 
+/// Whether `s` is a PostgreSQL key=value connection string (`host=db port=5432 dbname=s`)
+/// rather than a URL: no `://`, and it starts with `keyword=`.
+pub(crate) fn is_conninfo(s: &str) -> bool {
+    let first = s.split_whitespace().next().unwrap_or("");
+    !s.contains("://")
+        && first.split_once('=').is_some_and(|(key, _)| {
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+}
+
 fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidInput, message)
 }
@@ -63,6 +75,9 @@ impl StoreUrl {
     /// message names the URL's scheme (never the rest, which may hold a password) and the
     /// schemes that exist.
     pub fn parse(url: &str) -> Result<Self, Error> {
+        if is_conninfo(url) {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
         let Some((scheme, rest)) = url.split_once(':') else {
             return Err(invalid(format!(
                 "a store URL starts with a scheme; expected one of {SCHEMES}"
@@ -224,6 +239,18 @@ impl std::fmt::Debug for StoreUrl {
             }
             Self::Memcached(addr) => write!(f, "memcache://{addr}"),
             Self::Remote(endpoint) => write!(f, "cloakroomd+{endpoint}"),
+            // A key=value connection string: its host, port and database only.
+            Self::Postgres(conninfo) if is_conninfo(conninfo) => {
+                let shown: Vec<&str> = conninfo
+                    .split_whitespace()
+                    .filter(|pair| {
+                        ["host=", "hostaddr=", "port=", "dbname="]
+                            .iter()
+                            .any(|key| pair.starts_with(key))
+                    })
+                    .collect();
+                write!(f, "postgres: {}", shown.join(" "))
+            }
             Self::Redis(url) | Self::Postgres(url) => {
                 let (scheme, rest) = url.split_once("://").unwrap_or((url, ""));
                 let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
@@ -337,6 +364,12 @@ mod tests {
 
     #[test]
     fn debug_never_shows_a_password() {
+        let url = StoreUrl::parse("host=db.example password=hunter2 port=5432 dbname=s").unwrap();
+        assert!(matches!(url, StoreUrl::Postgres(_)));
+        assert_eq!(
+            format!("{url:?}"),
+            "postgres: host=db.example port=5432 dbname=s"
+        );
         let url = StoreUrl::parse("postgres://app:hunter2@db.example:5432/s").unwrap();
         assert_eq!(format!("{url:?}"), "postgres://db.example:5432/s");
         let url = StoreUrl::parse("redis://:hunter2@cache:6379").unwrap();

@@ -574,18 +574,20 @@ mod sqlite_store {
     }
 
     #[tokio::test]
-    async fn a_file_that_is_not_a_database_is_corrupt() {
+    async fn a_file_that_is_not_a_database_is_unavailable() {
+        // Fail closed: Corrupt would make the session layer treat every session as absent.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage.db");
         std::fs::write(&path, vec![0x5a; 16 * 1024]).unwrap();
         let e = SqliteStore::open(&path).await.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.to_string().contains("not a database"), "{e}");
         assert!(e.to_string().contains("garbage.db"), "{e}");
         assert!(std::error::Error::source(&e).is_some());
     }
 
     #[tokio::test]
-    async fn a_damaged_database_is_corrupt() {
+    async fn a_damaged_database_is_unavailable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("damaged.db");
         {
@@ -606,7 +608,45 @@ mod sqlite_store {
             Err(e) => e,
             Ok(store) => store.load(&fresh().id_hash, T0).await.unwrap_err(),
         };
-        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+
+    /// The file is damaged under an open store: its reads fail closed (Unavailable), while
+    /// one record whose bytes do not decode stays Corrupt (the conformance suite's case).
+    #[tokio::test]
+    async fn a_database_damaged_under_an_open_store_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("damaged-live.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let mut records = Vec::new();
+        for _ in 0..200 {
+            let r = fresh();
+            store.create(&r).await.unwrap();
+            records.push(r);
+        }
+        // Move everything into the main file, then damage its pages (keep the header).
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 8192, "{}", bytes.len());
+        for b in &mut bytes[4096..] {
+            *b = 0xa5;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let mut kinds = Vec::new();
+        for r in &records {
+            match store.load(&r.id_hash, T0).await {
+                Ok(_) => {}
+                Err(e) => kinds.push(e.kind()),
+            }
+        }
+        assert!(!kinds.is_empty(), "no read noticed the damage");
+        assert!(
+            kinds.iter().all(|k| *k == ErrorKind::Unavailable),
+            "{kinds:?}"
+        );
     }
 
     #[tokio::test]
@@ -1266,6 +1306,13 @@ mod redis_store {
         let r = mm::record("down");
         store.create(&r).await.unwrap();
         mm::signal(&server, "STOP");
+        // A write whose answer never came may have been applied: the error says so; a read
+        // does not.
+        let e = store.create(&mm::record("maybe")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.to_string().contains("may have been applied"), "{e}");
+        let e = store.load(&r.id_hash, T0).await.unwrap_err();
+        assert!(!e.to_string().contains("may have been applied"), "{e}");
         mm::all_unavailable(&store, &r).await;
         mm::signal(&server, "CONT");
         mm::recovers(&store).await;
@@ -1460,15 +1507,21 @@ mod postgres_store {
             ))
             .await
             .unwrap();
-        // The running store prepares its statements again, and a fresh one agrees.
+        // The running store prepares its statements again, and a fresh one agrees: the
+        // table is not what the store made, so it fails closed (Unavailable), never as
+        // one bad record (Corrupt, which logs the user out) and never with a panic.
         assert_eq!(
             kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
+            ErrorKind::Unavailable
         );
         let fresh = self::store(&url, &schema).await;
         assert_eq!(
             kind(fresh.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(fresh.sessions_of("eve", T0).await.map(drop)),
+            ErrorKind::Unavailable
         );
         assert!(fresh.delete(&r.id_hash).await.unwrap());
         drop_schemas(&url, &[schema]).await;
@@ -1585,6 +1638,66 @@ mod postgres_store {
         fn drop(&mut self) {
             self.kill();
         }
+    }
+
+    /// A key=value connection string opens the same store as a URL, through `open` too.
+    #[tokio::test]
+    async fn a_key_value_connection_string_connects() {
+        let url = url();
+        let schema = mm::unique("stores_conninfo_");
+        let store = store(&url, &schema).await;
+        let r = mm::record("kv");
+        store.create(&r).await.unwrap();
+        let conninfo = "host=127.0.0.1 port=5432 user=postgres password='postgres' dbname=test \
+                        allow_plaintext_to_remote_host=false";
+        let by_kv = PostgresStore::builder(conninfo)
+            .with_schema(&schema)
+            .connect()
+            .await
+            .unwrap();
+        assert!(by_kv.load(&r.id_hash, T0).await.unwrap().is_some());
+        let url_form = cloakroom_stores::StoreUrl::parse(conninfo).unwrap();
+        assert_eq!(url_form.scheme(), "postgres");
+        drop(by_kv);
+        drop(store);
+        drop_schemas(&url, &[schema]).await;
+    }
+
+    /// A write that times out may still commit: its error says so, a read's does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_out_write_says_it_may_have_committed() {
+        let url = url();
+        let schema = mm::unique("stores_timeout_");
+        let store = PostgresStore::builder(&url)
+            .with_schema(&schema)
+            .with_pool_size(2)
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_command_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap();
+        let r = mm::record("locked");
+        store.create(&r).await.unwrap();
+        // Another connection holds the table: every statement on it waits.
+        let mut locker = raw(&url).await;
+        let tx = locker.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "LOCK TABLE {schema}.sessions IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+        let e = store.create(&mm::record("locked")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(
+            e.to_string().contains("may or may not have been committed"),
+            "{e}"
+        );
+        let e = store.load(&r.id_hash, T0).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(!e.to_string().contains("committed"), "{e}");
+        tx.rollback().await.unwrap();
+        drop(store);
+        drop_schemas(&url, &[schema]).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

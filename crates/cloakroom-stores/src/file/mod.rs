@@ -24,8 +24,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
-use fs2::FileExt;
 use sha2::{Digest, Sha256};
+
+mod index;
+mod purge;
 
 /// How many lock files guard the sessions and epochs (chosen by the first byte of the id
 /// hash or user key). Two records share a lock with probability 1/64; holding it is short.
@@ -102,6 +104,11 @@ struct Inner {
     /// (`flock` is per open file, so threads sharing it would not exclude each other); the
     /// `flock` orders processes.
     locks: Vec<Mutex<Option<File>>>,
+    /// Expired records found by the last directory scan of a purge, not yet deleted.
+    candidates: Mutex<Vec<IdHash>>,
+    /// How many directory scans purges made (checked by a unit test).
+    #[cfg(test)]
+    scans: AtomicU64,
 }
 
 impl FileStore {
@@ -324,6 +331,9 @@ impl Inner {
             epochs: root.join("epochs"),
             locks_dir: root.join("locks"),
             locks: (0..STRIPES).map(|_| Mutex::new(None)).collect(),
+            candidates: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            scans: AtomicU64::new(0),
             root,
         };
         for dir in [
@@ -361,7 +371,7 @@ impl Inner {
                     .map_err(io_at("opening lock file", &path))?
             }
         };
-        let locked = FileExt::lock_exclusive(&file);
+        let locked = file.lock();
         *slot = Some(file);
         locked.map_err(io_at("locking", &self.locks_dir))?;
         Ok(Locked(slot))
@@ -436,94 +446,6 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(unavailable(format!("removing {}", shown(&path)), e)),
         }
-    }
-
-    fn index_dir(&self, user: &str) -> PathBuf {
-        self.users.join(user_key(user))
-    }
-
-    fn index_add(&self, user: &str, id: &IdHash) -> Result<(), Error> {
-        let dir = self.index_dir(user);
-        let entry = dir.join(id.to_hex());
-        // A concurrent `index_remove` of the user's last entry may remove the directory
-        // between our mkdir and our create: try again.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => sync_dir(&self.users)?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(unavailable(format!("creating {}", shown(&dir)), e)),
-            }
-            let created = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&entry);
-            match created {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
-                Err(e) => return Err(unavailable(format!("creating {}", shown(&entry)), e)),
-            }
-        }
-        // The entry must be durable before the record is: the index never misses a session.
-        sync_dir(&dir)
-    }
-
-    fn index_remove(&self, user: &str, id: &IdHash) -> Result<(), Error> {
-        let dir = self.index_dir(user);
-        let entry = dir.join(id.to_hex());
-        match fs::remove_file(&entry) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(unavailable(format!("removing {}", shown(&entry)), e)),
-        }
-        // Fails (harmlessly) unless that was the user's last entry.
-        let _ = fs::remove_dir(&dir);
-        Ok(())
-    }
-
-    /// The id hashes listed in the user's index.
-    fn index_entries(&self, user: &str) -> Result<Vec<IdHash>, Error> {
-        let dir = self.index_dir(user);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.check_dir(&self.users)?;
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(unavailable(format!("listing {}", shown(&dir)), e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_at("listing", &dir))?;
-            if let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| IdHash::from_hex(n).ok())
-            {
-                out.push(id);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Drops the index entry of `id` under `user` if the record is gone or belongs to
-    /// someone else (checked again under the record's lock).
-    fn prune_entry(&self, user: &str, id: &IdHash) -> Result<(), Error> {
-        let _lock = self.lock_record(id)?;
-        let stale = match self.read_record(id) {
-            Ok(Some(record)) => record.user_id.as_deref() != Some(user),
-            Ok(None) => true,
-            Err(e) if e.kind() == ErrorKind::Corrupt => false,
-            Err(e) => return Err(e),
-        };
-        if stale {
-            self.index_remove(user, id)?;
-        }
-        Ok(())
     }
 
     fn create(&self, record: &Record) -> Result<(), Error> {
@@ -717,68 +639,6 @@ impl Inner {
         write_atomic(&self.epochs, &key, format!("{next}\n").as_bytes(), None)?;
         Ok(next)
     }
-
-    fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let entries = fs::read_dir(&self.sessions).map_err(io_at("listing", &self.sessions))?;
-        let wall_clock = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut count = 0;
-        for entry in entries {
-            let entry = entry.map_err(io_at("listing", &self.sessions))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(unavailable(format!("inspecting {name}"), e)),
-            };
-            if name.starts_with(".tmp.") {
-                // Left by a writer that died. ctime is when it was last written (its mtime is
-                // the hint), measured on the machine's clock.
-                let age = wall_clock.saturating_sub(u64::try_from(meta.ctime()).unwrap_or(0));
-                if age > STALE_TEMP.as_secs() {
-                    let _ = fs::remove_file(entry.path());
-                }
-                continue;
-            }
-            let Ok(id) = IdHash::from_hex(name) else {
-                continue;
-            };
-            let hint = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
-            if hint > now && hint < MAX_HINT {
-                continue; // not expired by its hint: do not even read it
-            }
-            let _lock = self.lock_record(&id)?;
-            let user = match self.read_record(&id) {
-                Ok(Some(record)) if !record.is_live(now) => record.user_id,
-                Ok(_) => continue,
-                // Unreadable and past its hint: garbage, remove it.
-                Err(e) if e.kind() == ErrorKind::Corrupt => None,
-                Err(e) => return Err(e),
-            };
-            if self.unlink_record(&id)? {
-                count += 1;
-            }
-            if let Some(user) = user {
-                self.index_remove(&user, &id)?;
-            }
-            if count >= limit {
-                break;
-            }
-        }
-        if count > 0 {
-            sync_dir(&self.sessions)?;
-        }
-        Ok(count)
-    }
 }
 
 /// A held stripe lock: the in-process mutex and the `flock`, released on drop.
@@ -787,13 +647,15 @@ struct Locked<'a>(MutexGuard<'a, Option<File>>);
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if let Some(file) = self.0.as_ref() {
-            let _ = FileExt::unlock(file);
+            let _ = file.unlock();
         }
     }
 }
 
 // Operator queries (find by id prefix, stats).
-#[path = "admin/file.rs"]
 mod admin;
 
 crate::blocking::blocking_store!(FileStore, "file");
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,7 @@
 
 use cloakroom::{check_id_prefix, Error, IdHash, Record, Stats};
 
-use super::{db, i64_of, u64_of, PostgresStore};
+use super::{column_type, i64_of, u64_of, PostgresStore};
 
 /// The smallest and largest ids whose hex starts with `prefix` (ids are a `bytea` primary
 /// key, compared byte by byte, so a prefix is one range of its index).
@@ -35,11 +35,7 @@ impl PostgresStore {
             self.schema
         );
         let rows = self
-            .with("find_by_prefix", async |c| {
-                c.query(&sql, &[&low, &high, &now])
-                    .await
-                    .map_err(db("find_by_prefix"))
-            })
+            .rows("find_by_prefix", &sql, &[&low, &high, &now])
             .await?;
         rows.iter().map(Self::decode).collect()
     }
@@ -53,15 +49,11 @@ impl PostgresStore {
              FROM {s}.sessions",
             s = self.schema
         );
-        let row = self
-            .with("stats", async |c| {
-                c.query_one(&sql, &[&now]).await.map_err(db("stats"))
-            })
-            .await?;
+        let row = self.row("stats", &sql, &[&now]).await?;
         Ok(Stats::new(
-            u64_of(row.get(0))?,
-            u64_of(row.get(1))?,
-            Some(u64_of(row.get(2))?),
+            u64_of(row.try_get(0).map_err(column_type)?)?,
+            u64_of(row.try_get(1).map_err(column_type)?)?,
+            Some(u64_of(row.try_get(2).map_err(column_type)?)?),
         ))
     }
 }

@@ -3,11 +3,15 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+mod options;
+
+pub use options::{SqliteOptions, Synchronous};
 
 /// The schema, one entry per version: entry `i` migrates version `i` to `i + 1`. The
 /// `schema_version` table holds the version a database is at; [`SqliteStore::open`] applies
@@ -30,83 +34,6 @@ const MIGRATIONS: &[&str] = &["
 
 /// The schema version this build creates and understands.
 pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
-/// How hard SQLite pushes a commit to the disk (`PRAGMA synchronous`, in WAL mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Synchronous {
-    /// `NORMAL` (the default): a commit is written to the write-ahead log before it is
-    /// acknowledged, and the log is `fsync`ed at checkpoints. An acknowledged write survives
-    /// the process being killed (`kill -9`, a panic, an OOM kill): the log is in the OS page
-    /// cache. A power loss or kernel crash may lose the last commits before a checkpoint
-    /// (never corrupting the database).
-    #[default]
-    Normal,
-    /// `FULL`: the log is `fsync`ed on every commit, so an acknowledged write also survives a
-    /// power loss. The cost is one `fsync` per write (session create, update, touch,
-    /// delete): from tens of microseconds on a good NVMe disk to several milliseconds on
-    /// network or rotating storage, and it serialises writers on the disk.
-    Full,
-}
-
-impl Synchronous {
-    fn pragma(self) -> &'static str {
-        match self {
-            Self::Normal => "NORMAL",
-            Self::Full => "FULL",
-        }
-    }
-}
-
-/// How to open a [`SqliteStore`]: the file is required, everything else has a default.
-#[derive(Debug, Clone)]
-pub struct SqliteOptions {
-    path: PathBuf,
-    synchronous: Synchronous,
-    busy_timeout: Duration,
-    max_idle_readers: usize,
-}
-
-impl SqliteOptions {
-    /// The database file `path` (created `0600` if missing), `synchronous = NORMAL`, a busy
-    /// timeout of 5 s, and up to 4 idle reader connections.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            synchronous: Synchronous::Normal,
-            busy_timeout: Duration::from_secs(5),
-            max_idle_readers: 4,
-        }
-    }
-
-    /// Sets how commits reach the disk; see [`Synchronous`].
-    #[must_use]
-    pub fn with_synchronous(mut self, synchronous: Synchronous) -> Self {
-        self.synchronous = synchronous;
-        self
-    }
-
-    /// How long an operation waits for a lock held by another connection (another process,
-    /// or a backup) before it fails with [`ErrorKind::Unavailable`].
-    #[must_use]
-    pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
-        self
-    }
-
-    /// How many reader connections are kept open between reads (more are opened while
-    /// many reads run at once, and closed after).
-    #[must_use]
-    pub fn with_max_idle_readers(mut self, readers: usize) -> Self {
-        self.max_idle_readers = readers;
-        self
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 /// A [`Store`](cloakroom::Store) in one SQLite file: the embedded default.
 ///
@@ -144,9 +71,10 @@ impl SqliteOptions {
 ///
 /// # Errors
 ///
-/// A file that is not a database or is damaged gives [`ErrorKind::Corrupt`]; a locked
-/// database (past the busy timeout), a missing or read-only directory, a full disk give
-/// [`ErrorKind::Unavailable`]. The SQLite error is the `source()`.
+/// A file that is not a database or is damaged, a locked database (past the busy timeout),
+/// a missing or read-only directory, a full disk give [`ErrorKind::Unavailable`]: the store
+/// fails closed. [`ErrorKind::Corrupt`] means one record that does not decode. The SQLite
+/// error is the `source()`.
 ///
 /// # Example
 ///
@@ -182,7 +110,18 @@ impl std::fmt::Debug for SqliteStore {
 struct Inner {
     options: SqliteOptions,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a reader comes back (or is closed).
+    reader_free: Condvar,
+}
+
+/// The reader pool: idle connections, and how many are open (idle or in use).
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+    /// The most ever open at once (checked by a unit test).
+    #[cfg(test)]
+    peak: usize,
 }
 
 impl SqliteStore {
@@ -191,8 +130,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`ErrorKind::Unavailable`] if the file cannot be created or opened, is locked past
-    /// the busy timeout, or has a newer schema; [`ErrorKind::Corrupt`] if it is not a SQLite
-    /// database or is damaged.
+    /// the busy timeout, has a newer schema, is not a SQLite database or is damaged.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self, Error> {
         Self::open_with(SqliteOptions::new(path)).await
     }
@@ -227,20 +165,23 @@ impl SqliteStore {
     }
 }
 
+/// Every SQLite error is the store being unavailable, a damaged or foreign file included
+/// (`SQLITE_CORRUPT`, `SQLITE_NOTADB`): failing closed, so the session layer answers 503
+/// rather than treating every session as absent. [`ErrorKind::Corrupt`] is kept for one
+/// record whose bytes do not decode ([`decode`]).
 fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| {
-        let kind = match &e {
+        let damaged = matches!(
+            &e,
             rusqlite::Error::SqliteFailure(failure, _)
-                if matches!(
-                    failure.code,
-                    ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase
-                ) =>
-            {
-                ErrorKind::Corrupt
-            }
-            _ => ErrorKind::Unavailable,
+                if matches!(failure.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+        );
+        let message = if damaged {
+            format!("sqlite store: {what}: the database file is damaged or not a database: {e}")
+        } else {
+            format!("sqlite store: {what}: {e}")
         };
-        Error::new(kind, format!("sqlite store: {what}: {e}")).with_source(e)
+        Error::new(ErrorKind::Unavailable, message).with_source(e)
     }
 }
 
@@ -316,7 +257,13 @@ impl Inner {
         Ok(Self {
             options,
             writer: Mutex::new(writer),
-            readers: Mutex::new(vec![first_reader]),
+            readers: Mutex::new(Readers {
+                idle: vec![first_reader],
+                open: 1,
+                #[cfg(test)]
+                peak: 1,
+            }),
+            reader_free: Condvar::new(),
         })
     }
 
@@ -327,17 +274,51 @@ impl Inner {
         f(&mut lock(&self.writer))
     }
 
+    /// Runs `f` on a reader connection: an idle one, a new one while fewer than
+    /// `max_readers` are open, or else the next one to come free (bounded, so a burst of
+    /// reads cannot open a connection each).
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-        let pooled = lock(&self.readers).pop();
-        let conn = match pooled {
+        let conn = {
+            let mut readers = lock(&self.readers);
+            loop {
+                if let Some(conn) = readers.idle.pop() {
+                    break Some(conn);
+                }
+                if readers.open < self.options.max_readers {
+                    readers.open += 1;
+                    #[cfg(test)]
+                    {
+                        readers.peak = readers.peak.max(readers.open);
+                    }
+                    break None;
+                }
+                readers = self
+                    .reader_free
+                    .wait(readers)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let conn = match conn {
             Some(conn) => conn,
-            None => open_reader(&self.options)?,
+            None => match open_reader(&self.options) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    lock(&self.readers).open -= 1;
+                    self.reader_free.notify_one();
+                    return Err(e);
+                }
+            },
         };
         let result = f(&conn);
-        let mut idle = lock(&self.readers);
-        if idle.len() < self.options.max_idle_readers {
-            idle.push(conn);
+        let mut readers = lock(&self.readers);
+        if readers.idle.len() < self.options.max_idle_readers {
+            readers.idle.push(conn);
+        } else {
+            readers.open -= 1;
+            drop(conn);
         }
+        drop(readers);
+        self.reader_free.notify_one();
         result
     }
 
@@ -683,7 +664,8 @@ fn migrate(conn: &mut Connection, at: &str) -> Result<(), Error> {
 }
 
 // Operator queries (find by id prefix, stats).
-#[path = "admin/sqlite.rs"]
 mod admin;
 
 crate::blocking::blocking_store!(SqliteStore, "sqlite");
+#[cfg(test)]
+mod tests;

@@ -61,7 +61,6 @@
 //! and broken connections are replaced once it is back.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,7 +72,10 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::transport;
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+mod builder;
+
+pub use builder::PostgresStoreBuilder;
+
 const DEFAULT_POOL_SIZE: usize = 16;
 const DEFAULT_SCHEMA: &str = "cloakroom";
 
@@ -95,267 +97,6 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_expires_at ON {s}.sessions (expires_at);
     CREATE TABLE {s}.user_epochs (user_id text PRIMARY KEY, epoch bigint NOT NULL);",
 ];
-
-/// How to reach PostgreSQL: built by [`PostgresStore::builder`], finished by
-/// [`PostgresStoreBuilder::connect`].
-pub struct PostgresStoreBuilder {
-    url: String,
-    schema: String,
-    pool_size: usize,
-    connect_timeout: Duration,
-    command_timeout: Duration,
-    ca: Option<PathBuf>,
-    allow_plaintext_to_remote_host: bool,
-}
-
-impl fmt::Debug for PostgresStoreBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may hold a password: it is not shown.
-        let Self {
-            url: _,
-            schema,
-            pool_size,
-            connect_timeout,
-            command_timeout,
-            ca,
-            allow_plaintext_to_remote_host,
-        } = self;
-        f.debug_struct("PostgresStoreBuilder")
-            .field("schema", schema)
-            .field("pool_size", pool_size)
-            .field("connect_timeout", connect_timeout)
-            .field("command_timeout", command_timeout)
-            .field("ca", ca)
-            .field(
-                "allow_plaintext_to_remote_host",
-                allow_plaintext_to_remote_host,
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-impl PostgresStoreBuilder {
-    /// The schema the store's tables live in (default `cloakroom`): lowercase ASCII letters,
-    /// digits and `_`, not starting with a digit. Created if missing.
-    #[must_use]
-    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = schema.into();
-        self
-    }
-
-    /// The most connections the pool opens (default 16).
-    #[must_use]
-    pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
-        self
-    }
-
-    /// How long opening a connection, or waiting for a pooled one, may take (default 1 s).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one statement may take (default 1 s).
-    #[must_use]
-    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// Connect with TLS, trusting the CA certificates in the PEM file `path` instead of the
-    /// system's (the URL option `ca=PATH` does the same). TLS is then required.
-    #[must_use]
-    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca = Some(path.into());
-        self
-    }
-
-    /// Allow a connection without TLS to a host that is not this machine (the URL option
-    /// `allow_plaintext_to_remote_host` does the same). Without it such a connection is
-    /// refused: session records would cross the network readable and writable by anyone
-    /// on the path. With it, `sslmode=prefer` (the default) still uses TLS when the server
-    /// offers it.
-    #[must_use]
-    pub fn allow_plaintext_to_remote_host(mut self) -> Self {
-        self.allow_plaintext_to_remote_host = true;
-        self
-    }
-
-    /// Builds the pool, then creates or migrates the schema.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidInput`] for a bad URL, schema name, pool size or CA file, and for
-    /// a plaintext connection to a host that is not this machine (see the module docs);
-    /// [`ErrorKind::Unavailable`] if the server cannot be reached or the migration fails.
-    pub async fn connect(self) -> Result<PostgresStore, Error> {
-        let valid_schema = !self.schema.is_empty()
-            && self.schema.len() <= 63
-            && !self.schema.starts_with(|c: char| c.is_ascii_digit())
-            && self
-                .schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid_schema {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a PostgreSQL schema name is 1 to 63 of [a-z0-9_], not starting with a digit",
-            ));
-        }
-        if self.pool_size == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a pool of 0 connections",
-            ));
-        }
-        let (url, options) = transport::take_options(&self.url)?;
-        let ca = self.ca.or(options.ca);
-        let allow_plaintext =
-            self.allow_plaintext_to_remote_host || options.allow_plaintext_to_remote_host;
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            Error::new(ErrorKind::InvalidInput, "invalid PostgreSQL URL").with_source(e)
-        })?;
-        config.connect_timeout(self.connect_timeout);
-        config.application_name("cloakroom");
-        let tls = choose_tls(&mut config, ca.is_some(), allow_plaintext)?;
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = if tls {
-            let rustls = transport::rustls_config(ca.as_deref())?;
-            Manager::from_config(
-                config,
-                tokio_postgres_rustls::MakeRustlsConnect::new(rustls),
-                manager_config,
-            )
-        } else {
-            Manager::from_config(config, NoTls, manager_config)
-        };
-        let pool = Pool::builder(manager)
-            .max_size(self.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.connect_timeout))
-            .create_timeout(Some(self.connect_timeout))
-            .recycle_timeout(Some(self.connect_timeout))
-            .build()
-            .map_err(|e| {
-                Error::new(ErrorKind::InvalidInput, "cannot build the PostgreSQL pool")
-                    .with_source(e)
-            })?;
-        let s = &self.schema;
-        let sql = Sql {
-            load: format!(
-                "SELECT record, last_seen, idle_deadline FROM {s}.sessions
-                 WHERE id = $1 AND expires_at > $2"
-            ),
-            create: format!(
-                "INSERT INTO {s}.sessions (id, user_id, version, last_seen, idle_deadline,
-                   absolute_deadline, expires_at, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
-            ),
-            update: format!(
-                "WITH done AS (
-                   UPDATE {s}.sessions SET user_id = $3, version = $4, last_seen = $5,
-                     idle_deadline = $6, absolute_deadline = $7, expires_at = $8, record = $9
-                   WHERE id = $1 AND version = $2 AND expires_at > $10 RETURNING 1)
-                 SELECT (SELECT count(*) FROM done),
-                        (SELECT expires_at > $10 FROM {s}.sessions WHERE id = $1)"
-            ),
-            apply_read: format!(
-                "SELECT record, last_seen, idle_deadline FROM {s}.sessions
-                 WHERE id = $1 AND expires_at > $2 FOR UPDATE"
-            ),
-            apply_write: format!(
-                "UPDATE {s}.sessions SET version = $2, last_seen = $3, idle_deadline = $4,
-                   expires_at = $5, record = $6
-                 WHERE id = $1"
-            ),
-            touch: format!(
-                "UPDATE {s}.sessions SET last_seen = $2,
-                   idle_deadline = LEAST($3, absolute_deadline),
-                   expires_at = LEAST($3, absolute_deadline)
-                 WHERE id = $1 AND expires_at > $2"
-            ),
-            delete: format!("DELETE FROM {s}.sessions WHERE id = $1"),
-            sessions_of: format!(
-                "SELECT record, last_seen, idle_deadline FROM {s}.sessions
-                 WHERE user_id = $1 AND expires_at > $2"
-            ),
-            revoke: format!(
-                "DELETE FROM {s}.sessions
-                 WHERE user_id = $1 AND ($2::bytea IS NULL OR id <> $2::bytea)"
-            ),
-            epoch: format!("SELECT epoch FROM {s}.user_epochs WHERE user_id = $1"),
-            bump: format!(
-                "INSERT INTO {s}.user_epochs (user_id, epoch) VALUES ($1, 1)
-                 ON CONFLICT (user_id) DO UPDATE SET epoch = {s}.user_epochs.epoch + 1
-                 RETURNING epoch"
-            ),
-            purge: format!(
-                "DELETE FROM {s}.sessions WHERE id IN (
-                   SELECT id FROM {s}.sessions WHERE expires_at <= $1
-                   LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            ),
-        };
-        let store = PostgresStore {
-            pool,
-            stripes: std::sync::Arc::new(crate::stripes::Stripes::new()),
-            schema: self.schema,
-            bound: self.connect_timeout + self.command_timeout,
-            sql: std::sync::Arc::new(sql),
-        };
-        store.migrate().await?;
-        Ok(store)
-    }
-}
-
-/// Whether to connect with TLS, and the `sslmode` that goes with it (see the module docs).
-fn choose_tls(
-    config: &mut tokio_postgres::Config,
-    has_ca: bool,
-    allow_plaintext: bool,
-) -> Result<bool, Error> {
-    // With `hostaddr`, the connection goes to those addresses (the host names are then
-    // only what the certificate is checked against).
-    let remote: Option<String> = if config.get_hostaddrs().is_empty() {
-        config.get_hosts().iter().find_map(|h| match h {
-            Host::Tcp(name) if !transport::is_loopback(name) => Some(name.clone()),
-            _ => None,
-        })
-    } else {
-        config
-            .get_hostaddrs()
-            .iter()
-            .find(|a| !a.is_loopback())
-            .map(ToString::to_string)
-    };
-    let mode = config.get_ssl_mode();
-    if has_ca && mode == SslMode::Disable {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "a CA file is named for PostgreSQL but the URL says sslmode=disable",
-        ));
-    }
-    if let Some(host) = &remote {
-        if !allow_plaintext {
-            if mode == SslMode::Disable {
-                return Err(transport::plaintext_refused(
-                    "PostgreSQL",
-                    host,
-                    "remove sslmode=disable",
-                ));
-            }
-            // No fallback to plaintext when the server declines TLS.
-            config.ssl_mode(SslMode::Require);
-        }
-    }
-    if has_ca {
-        config.ssl_mode(SslMode::Require);
-    }
-    let mode = config.get_ssl_mode();
-    Ok(mode == SslMode::Require || (remote.is_some() && mode == SslMode::Prefer))
-}
 
 struct Sql {
     load: String,
@@ -416,6 +157,29 @@ fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |e| Error::unavailable(what, e)
 }
 
+/// The verbs that only read: a timeout of any other may have left its write committed.
+const READS: &[&str] = &[
+    "load",
+    "sessions_of",
+    "user_epoch",
+    "find_by_prefix",
+    "stats",
+];
+
+/// No answer within the round-trip bound. A write may still have been committed (the
+/// server may have run the commit whose answer never came), and the error says so.
+fn timed_out(what: &str, e: tokio::time::error::Elapsed) -> Error {
+    let message = if READS.contains(&what) {
+        format!("PostgreSQL did not answer {what} in time")
+    } else {
+        format!(
+            "PostgreSQL did not answer {what} in time: the write may or may not have been \
+             committed"
+        )
+    };
+    Error::unavailable(message, e)
+}
+
 /// Whether `e` says a prepared statement no longer fits the table.
 fn stale_statement(e: &Error) -> bool {
     use tokio_postgres::error::SqlState;
@@ -456,10 +220,7 @@ impl PostgresStore {
             url: url.into(),
             schema: DEFAULT_SCHEMA.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
-            connect_timeout: DEFAULT_TIMEOUT,
-            command_timeout: DEFAULT_TIMEOUT,
-            ca: None,
-            allow_plaintext_to_remote_host: false,
+            net: crate::options::NetOptions::default(),
         }
     }
 
@@ -496,9 +257,57 @@ impl PostgresStore {
                 other => other,
             }
         };
-        tokio::time::timeout(self.bound, work).await.map_err(|e| {
-            Error::unavailable(format!("PostgreSQL did not answer {what} in time"), e)
-        })?
+        tokio::time::timeout(self.bound, work)
+            .await
+            .map_err(|e| timed_out(what, e))?
+    }
+
+    /// Runs the statement `sql` (prepared once per connection) and returns its rows.
+    async fn rows(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        self.with(what, async |c| {
+            let st = c.prepare_cached(sql).await.map_err(db(what))?;
+            c.query(&st, params).await.map_err(db(what))
+        })
+        .await
+    }
+
+    /// Runs the statement `sql` (prepared once per connection) and returns how many rows it
+    /// changed.
+    async fn exec(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        self.with(what, async |c| {
+            let st = c.prepare_cached(sql).await.map_err(db(what))?;
+            c.execute(&st, params).await.map_err(db(what))
+        })
+        .await
+    }
+
+    /// The one row `sql` returns (an error if it returns none).
+    async fn row(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        self.rows(what, sql, params)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("PostgreSQL returned no row for {what}"),
+                )
+            })
     }
 
     async fn migrate(&self) -> Result<(), Error> {
@@ -611,10 +420,9 @@ impl PostgresStore {
     }
 
     fn decode(row: &Row) -> Result<Record, Error> {
-        let not_ours = |e| Error::corrupt("a PostgreSQL session row has the wrong types", e);
-        let bytes: Vec<u8> = row.try_get(0).map_err(not_ours)?;
-        let last_seen: i64 = row.try_get(1).map_err(not_ours)?;
-        let idle: i64 = row.try_get(2).map_err(not_ours)?;
+        let bytes: Vec<u8> = row.try_get(0).map_err(column_type)?;
+        let last_seen: i64 = row.try_get(1).map_err(column_type)?;
+        let idle: i64 = row.try_get(2).map_err(column_type)?;
         let mut record = Record::decode(&bytes)?;
         // `touch` writes these columns alone, without rewriting the record.
         record.last_seen = u64_of(last_seen)?;
@@ -634,18 +442,10 @@ impl Store for PostgresStore {
         let absolute = i64_of("absolute deadline", record.absolute_deadline)?;
         let expires = i64_of("expiry", record.expires_at())?;
         let user = record.user_id.as_deref();
-        let n = self
-            .with("create", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.create)
-                    .await
-                    .map_err(db("create"))?;
-                let params: [&(dyn ToSql + Sync); 8] = [
-                    &id, &user, &version, &last_seen, &idle, &absolute, &expires, &bytes,
-                ];
-                c.execute(&st, &params).await.map_err(db("create"))
-            })
-            .await?;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &id, &user, &version, &last_seen, &idle, &absolute, &expires, &bytes,
+        ];
+        let n = self.exec("create", &self.sql.create, &params).await?;
         if n == 1 {
             Ok(())
         } else {
@@ -656,14 +456,11 @@ impl Store for PostgresStore {
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         let now = i64_of("now", now)?;
         let key = id.as_bytes().as_slice();
-        let row = self
-            .with("load", async |c| {
-                let st = c.prepare_cached(&self.sql.load).await.map_err(db("load"))?;
-                c.query_opt(&st, &[&key, &now]).await.map_err(db("load"))
-            })
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let record = Self::decode(&row)?;
+        let rows = self.rows("load", &self.sql.load, &[&key, &now]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let record = Self::decode(row)?;
         if record.id_hash != *id {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -687,19 +484,10 @@ impl Store for PostgresStore {
         let expires = i64_of("expiry", record.expires_at())?;
         let now = i64_of("now", now)?;
         let user = record.user_id.as_deref();
-        let row = self
-            .with("update", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.update)
-                    .await
-                    .map_err(db("update"))?;
-                let params: [&(dyn ToSql + Sync); 10] = [
-                    &id, &expected, &user, &next_i, &last_seen, &idle, &absolute, &expires, &bytes,
-                    &now,
-                ];
-                c.query_one(&st, &params).await.map_err(db("update"))
-            })
-            .await?;
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &id, &expected, &user, &next_i, &last_seen, &idle, &absolute, &expires, &bytes, &now,
+        ];
+        let row = self.row("update", &self.sql.update, &params).await?;
         let updated: i64 = row.try_get(0).map_err(column_type)?;
         let live: Option<bool> = row.try_get(1).map_err(column_type)?;
         match (updated, live) {
@@ -741,7 +529,7 @@ impl Store for PostgresStore {
         // A timeout drops the transaction unfinished: tokio-postgres then rolls it back.
         tokio::time::timeout(self.bound, work)
             .await
-            .map_err(|e| Error::unavailable("PostgreSQL did not answer apply in time", e))?
+            .map_err(|e| timed_out("apply", e))?
     }
 
     async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
@@ -749,15 +537,7 @@ impl Store for PostgresStore {
         let now = i64_of("now", now)?;
         let idle = i64_of("idle deadline", idle_deadline)?;
         let n = self
-            .with("touch", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.touch)
-                    .await
-                    .map_err(db("touch"))?;
-                c.execute(&st, &[&key, &now, &idle])
-                    .await
-                    .map_err(db("touch"))
-            })
+            .exec("touch", &self.sql.touch, &[&key, &now, &idle])
             .await?;
         if n == 1 {
             Ok(())
@@ -768,30 +548,14 @@ impl Store for PostgresStore {
 
     async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
         let key = id.as_bytes().as_slice();
-        let n = self
-            .with("delete", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.delete)
-                    .await
-                    .map_err(db("delete"))?;
-                c.execute(&st, &[&key]).await.map_err(db("delete"))
-            })
-            .await?;
+        let n = self.exec("delete", &self.sql.delete, &[&key]).await?;
         Ok(n > 0)
     }
 
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
         let now = i64_of("now", now)?;
         let rows = self
-            .with("sessions_of", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.sessions_of)
-                    .await
-                    .map_err(db("sessions_of"))?;
-                c.query(&st, &[&user, &now])
-                    .await
-                    .map_err(db("sessions_of"))
-            })
+            .rows("sessions_of", &self.sql.sessions_of, &[&user, &now])
             .await?;
         rows.iter().map(Self::decode).collect()
     }
@@ -802,29 +566,13 @@ impl Store for PostgresStore {
         except: Option<&IdHash>,
     ) -> Result<u64, Error> {
         let except = except.map(|id| id.as_bytes().as_slice());
-        self.with("revoke_user_sessions", async |c| {
-            let st = c
-                .prepare_cached(&self.sql.revoke)
-                .await
-                .map_err(db("revoke_user_sessions"))?;
-            c.execute(&st, &[&user, &except])
-                .await
-                .map_err(db("revoke_user_sessions"))
-        })
-        .await
+        self.exec("revoke_user_sessions", &self.sql.revoke, &[&user, &except])
+            .await
     }
 
     async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let row = self
-            .with("user_epoch", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.epoch)
-                    .await
-                    .map_err(db("user_epoch"))?;
-                c.query_opt(&st, &[&user]).await.map_err(db("user_epoch"))
-            })
-            .await?;
-        match row {
+        let rows = self.rows("user_epoch", &self.sql.epoch, &[&user]).await?;
+        match rows.first() {
             None => Ok(0),
             Some(row) => u64_of(row.try_get(0).map_err(column_type)?),
         }
@@ -832,15 +580,7 @@ impl Store for PostgresStore {
 
     async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
         let row = self
-            .with("bump_user_epoch", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.bump)
-                    .await
-                    .map_err(db("bump_user_epoch"))?;
-                c.query_one(&st, &[&user])
-                    .await
-                    .map_err(db("bump_user_epoch"))
-            })
+            .row("bump_user_epoch", &self.sql.bump, &[&user])
             .await?;
         u64_of(row.try_get(0).map_err(column_type)?)
     }
@@ -849,15 +589,7 @@ impl Store for PostgresStore {
         let now = i64_of("now", now)?;
         let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
         let n = self
-            .with("purge_expired", async |c| {
-                let st = c
-                    .prepare_cached(&self.sql.purge)
-                    .await
-                    .map_err(db("purge_expired"))?;
-                c.execute(&st, &[&now, &limit_i])
-                    .await
-                    .map_err(db("purge_expired"))
-            })
+            .exec("purge_expired", &self.sql.purge, &[&now, &limit_i])
             .await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
@@ -876,5 +608,4 @@ impl Store for PostgresStore {
 }
 
 // Operator queries (find by id prefix, stats).
-#[path = "admin/postgres.rs"]
 mod admin;
