@@ -3,7 +3,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -404,9 +404,9 @@ fn sigint_stops_a_large_purge_after_the_current_batch() {
         .spawn()
         .unwrap();
     // The first line on stderr comes once Ctrl-C is caught.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    lines.read_line(&mut line).unwrap();
     assert!(
         line.contains("Ctrl-C stops after the current batch"),
         "{line}"
