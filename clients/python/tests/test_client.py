@@ -106,6 +106,54 @@ def test_purge_expired(client: cloakroom.Client) -> None:
         client.load(rec.id_hash)
 
 
+def test_find_prefix(client: cloakroom.Client, user: str) -> None:
+    rec = record(user)
+    client.create(rec)
+    hexid = rec.id_hash.hex()
+    # 12 hex digits: no other test's random id shares them.
+    found = client.find_prefix(hexid[:12])
+    assert [r.id_hash for r in found] == [rec.id_hash]
+    assert found[0].user_id == user and found[0].device == rec.device
+    assert [r.id_hash for r in client.find_prefix(hexid)] == [rec.id_hash]
+    # Only live records: at a time past its deadline, the prefix finds nothing.
+    assert client.find_prefix(hexid, now=rec.absolute_deadline + 1) == []
+    client.delete(rec.id_hash)
+    assert client.find_prefix(hexid[:12]) == []
+    # The daemon checks the prefix too (this client refuses it before sending).
+    with pytest.raises(cloakroom.BadRequest):
+        client.call(cloakroom.Call("FIND_PREFIX", {"prefix": "ABC"}, lambda r: None))
+
+
+def test_stats_counts_live_and_expired(own_daemon: Daemon) -> None:
+    # A daemon of its own: the counts are exactly this test's records.
+    with cloakroom.Client(own_daemon.endpoint, timeout=5) as c:
+        empty = c.stats()
+        assert (empty.live, empty.expired_not_purged) == (0, 0)
+        recs = [record() for _ in range(3)]
+        for r in recs:
+            c.create(r)
+        now = c.stats()
+        assert (now.live, now.expired_not_purged) == (3, 0)
+        assert now.bytes is not None and now.bytes > 0  # SQLite knows its size
+        later = recs[0].absolute_deadline + 1
+        assert (c.stats(now=later).live, c.stats(now=later).expired_not_purged) == (0, 3)
+        assert c.purge_expired(limit=100, now=later) == 3
+        assert (c.stats(now=later).live, c.stats(now=later).expired_not_purged) == (0, 0)
+
+
+def test_operator_verbs_on_memcached_are_unsupported() -> None:
+    d = Daemon(["--store", "memcache://127.0.0.1:11211"])
+    d.start()
+    try:
+        with cloakroom.Client(d.endpoint, timeout=5) as c:
+            with pytest.raises(cloakroom.Unsupported):
+                c.stats()
+            with pytest.raises(cloakroom.Unsupported):
+                c.find_prefix("ab")
+    finally:
+        d.cleanup()
+
+
 def test_bad_input_is_an_error_not_a_crash(client: cloakroom.Client) -> None:
     with pytest.raises(cloakroom.UnknownVerb):
         client.call(cloakroom.Call("NO_SUCH_VERB", {}, lambda r: None))
@@ -161,6 +209,14 @@ def test_async_client(daemon: Daemon, user: str) -> None:
             await asyncio.gather(*(c.create(r) for r in recs))
             loaded = await asyncio.gather(*(c.load(r.id_hash) for r in recs))
             assert [r.id_hash for r in loaded] == [r.id_hash for r in recs]
+            found = await c.find_prefix(recs[0].id_hash.hex())
+            assert [r.id_hash for r in found] == [recs[0].id_hash]
+            stats = await c.stats()
+            assert stats.live >= 20 and stats.bytes is not None
+            later = await c.stats(now=recs[0].absolute_deadline + 1)
+            assert later.expired_not_purged >= 20
+            with pytest.raises(ValueError):
+                await c.find_prefix("XYZ")
             assert await c.bump_user_epoch(user) == 1
             assert await c.revoke_user_sessions(user) == 20
             with pytest.raises(cloakroom.NotFound):

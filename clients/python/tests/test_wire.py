@@ -66,6 +66,8 @@ REQUESTS = {
     "USER_EPOCH": v.user_epoch("950"),
     "BUMP_USER_EPOCH": v.bump_user_epoch("950"),
     "PURGE_EXPIRED": v.purge_expired(NOW, 500),
+    "FIND_PREFIX": v.find_prefix("0001", NOW),
+    "STATS": v.stats(NOW),
     "OPEN": v.open_(COOKIE, True),
     "ISSUE": v.issue(None, {"theme": "dark"}, cloakroom.Device()),
     "LOGIN": v.login("950", COOKIE, cloakroom.Device(label="Work laptop")),
@@ -93,6 +95,8 @@ ANSWERS = {
     "USER_EPOCH": 2,
     "BUMP_USER_EPOCH": 3,
     "PURGE_EXPIRED": 17,
+    "FIND_PREFIX": [RECORD],
+    "STATS": cloakroom.Stats(live=1200, expired_not_purged=35, bytes=524288),
     "OPEN": cloakroom.Session(
         id_hash=H,
         user_id="950",
@@ -159,6 +163,28 @@ def test_broken_ok_body_is_internal() -> None:
         answer(v.ping(), b"OK", b"\x80\x80")  # trailing bytes
     with pytest.raises(cloakroom.Internal, match="does not decode"):
         answer(v.ping(), b"OK", b"\x82\xa1a\x01\xa1a\x02")  # duplicate key
+
+
+def test_stats_bytes_may_be_nil_counts_may_not() -> None:
+    nil = _wire.pack({"live": 1, "expired_not_purged": 2, "bytes": None})
+    assert answer(v.stats(None), b"OK", nil) == cloakroom.Stats(1, 2, None)
+    with pytest.raises(cloakroom.Internal, match="lacks the field 'live'"):
+        answer(v.stats(None), b"OK", _wire.pack({"expired_not_purged": 2, "bytes": 1}))
+    with pytest.raises(cloakroom.Internal, match="'expired_not_purged' is not a u64"):
+        answer(v.stats(None), b"OK", _wire.pack({"live": 1, "expired_not_purged": None}))
+    with pytest.raises(cloakroom.Internal, match="'bytes' is not a u64 or nil"):
+        answer(v.stats(None), b"OK", _wire.pack({"live": 1, "expired_not_purged": 2, "bytes": -1}))
+
+
+def test_unsupported_status_is_its_own_error() -> None:
+    with pytest.raises(cloakroom.Unsupported, match="memcached"):
+        answer(v.stats(None), b"UNSUPPORTED", _wire.pack({"error": "memcached cannot"}))
+
+
+@pytest.mark.parametrize("prefix", ["", "AB", "xyz", "0" * 65, " 1"])
+def test_a_bad_prefix_is_refused_before_sending(prefix: str) -> None:
+    with pytest.raises(ValueError, match="1 to 64 lower-case hex digits"):
+        v.find_prefix(prefix, None)
 
 
 def test_feed_examples_decode_and_track() -> None:

@@ -11,7 +11,7 @@ use cloakroom_token::KeyRing;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::cli::BenchCommand;
+use crate::cli::{BenchCommand, LoadArgs};
 use crate::store::{failed, now, one_line, open_url, runtime};
 use crate::{table, Failure};
 
@@ -100,29 +100,14 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
             python,
             json,
         } => tokens(iterations, python.as_deref(), json),
-        BenchCommand::Store {
-            url,
-            iterations,
-            concurrency,
-            json,
-        } => store(&url, iterations, concurrency, json),
-        BenchCommand::Daemon {
-            endpoint,
-            iterations,
-            concurrency,
-            json,
-        } => {
+        BenchCommand::Store { url, load } => store(&url, load),
+        BenchCommand::Daemon { endpoint, load } => {
             if !(endpoint.starts_with("ipc://") || endpoint.starts_with("tcp://")) {
                 return Err(Failure::Usage(anyhow!(
                     "the daemon endpoint is ipc://PATH or tcp://HOST:PORT, not {endpoint:?}"
                 )));
             }
-            store(
-                &format!("cloakroomd+{endpoint}"),
-                iterations,
-                concurrency,
-                json,
-            )
+            store(&format!("cloakroomd+{endpoint}"), load)
         }
     }
 }
@@ -132,24 +117,47 @@ const PAYLOAD: &str = "s:3q2+7w==:user=950";
 /// The key (as hex) the Python side uses; the Rust side uses a random ring.
 const PY_SECRET: &str = "6b6579206f6620746865207369676e696e672062656e63686d61726b21212121";
 
-/// The same loop in Python: sign, then verify, `n` times, timing each pair; prints JSON
-/// `{name: [ns, ...]}`-style summaries for each library it can import.
+/// The calling thread's CPU time in nanoseconds (the first field of
+/// `/proc/thread-self/schedstat`), or None where the kernel does not say. Both sides of the
+/// comparison read the same file, so their ratio is of CPU spent, whatever else runs on the
+/// machine.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// The same three passes in Python for each library it can import: a warm-up, a timed loop
+/// of `n` sign-then-verify pairs with no clock read inside it (its thread CPU time from
+/// /proc/thread-self/schedstat, as the Rust side, and its wall time), then `n` pairs each
+/// timed for the percentiles. Prints one JSON object.
 const PYTHON: &str = r#"
 import json, sys, time
 n = int(sys.argv[1]); payload = sys.argv[2]; secret = bytes.fromhex(sys.argv[3])
+def cpu():
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 out = {}
 def run(name, sign, verify):
-    lat = []
+    for _ in range(max(1000, n // 10)):
+        verify(sign(payload))
     pc = time.perf_counter_ns
-    start = pc()
+    c0 = cpu(); w0 = pc()
+    for _ in range(n):
+        verify(sign(payload))
+    w1 = pc(); c1 = cpu()
+    lat = []
     for _ in range(n):
         t = pc()
         verify(sign(payload))
         lat.append(pc() - t)
-    wall = pc() - start
     lat.sort()
     q = lambda f: lat[max(1, min(len(lat), -(-int(len(lat) * f * 1000) // 1000))) - 1]
-    out[name] = {"ops": n, "wall_ns": wall, "p50": q(0.5), "p99": q(0.99), "p999": q(0.999)}
+    out[name] = {"ops": n, "wall_ns": w1 - w0,
+                 "cpu_ns": None if c0 is None or c1 is None else c1 - c0,
+                 "p50": q(0.5), "p99": q(0.99), "p999": q(0.999)}
 try:
     from itsdangerous import TimestampSigner
     s = TimestampSigner(secret, salt="bench")
@@ -183,7 +191,40 @@ fn python_interpreter(explicit: Option<&str>) -> Option<String> {
     }
 }
 
-fn python_series(python: &str, iterations: u64) -> anyhow::Result<Vec<Series>> {
+/// One implementation's sign+verify figures: throughput from the untimed loop, latency
+/// percentiles from the timed one.
+#[derive(Debug, Clone)]
+struct TokenRun {
+    name: String,
+    ops: u64,
+    wall_ns: f64,
+    cpu_ns: Option<f64>,
+    latency: Series,
+}
+
+impl TokenRun {
+    fn wall_ops_per_sec(&self) -> f64 {
+        self.ops as f64 / (self.wall_ns / 1e9).max(1e-9)
+    }
+
+    fn cpu_ops_per_sec(&self) -> Option<f64> {
+        self.cpu_ns
+            .filter(|&ns| ns > 0.0)
+            .map(|ns| self.ops as f64 / (ns / 1e9))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "ops_per_sec": self.wall_ops_per_sec().round(),
+            "cpu_ops_per_sec": self.cpu_ops_per_sec().map(f64::round),
+            "p50_ns": self.latency.p50,
+            "p99_ns": self.latency.p99,
+            "p999_ns": self.latency.p999,
+        })
+    }
+}
+
+fn python_runs(python: &str, iterations: u64) -> anyhow::Result<Vec<TokenRun>> {
     let out = Command::new(python)
         .args(["-c", PYTHON, &iterations.to_string(), PAYLOAD, PY_SECRET])
         .stdin(Stdio::null())
@@ -197,84 +238,149 @@ fn python_series(python: &str, iterations: u64) -> anyhow::Result<Vec<Series>> {
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("reading what {python} printed"))?;
-    let mut series = Vec::new();
+    let mut runs = Vec::new();
     for name in ["itsdangerous", "django"] {
         let Some(r) = v.get(name) else { continue };
         let get = |k: &str| r[k].as_f64().unwrap_or(0.0);
-        series.push(Series {
-            name: format!("{name} sign+verify"),
-            ops_per_sec: get("ops") / (get("wall_ns") / 1e9).max(1e-9),
-            p50: get("p50"),
-            p99: get("p99"),
-            p999: get("p999"),
+        let name = format!("{name} sign+verify");
+        runs.push(TokenRun {
+            ops: r["ops"].as_u64().unwrap_or(0),
+            wall_ns: get("wall_ns"),
+            cpu_ns: r["cpu_ns"].as_f64(),
+            latency: Series {
+                name: name.clone(),
+                ops_per_sec: 0.0,
+                p50: get("p50"),
+                p99: get("p99"),
+                p999: get("p999"),
+            },
+            name,
         });
     }
-    Ok(series)
+    Ok(runs)
+}
+
+/// Cloakroom's side: signed tokens (`Codec::sign` then `Codec::verify`, HMAC-SHA256), as
+/// the Python libraries sign and verify, in the same three passes as [`PYTHON`].
+fn cloakroom_run(iterations: u64) -> Result<TokenRun, Failure> {
+    let ring = KeyRing::generate()?;
+    let codec = ring.codec("bench")?;
+    let t0 = now()?;
+    let pair = || -> Result<(), Failure> {
+        let token = codec.sign(PAYLOAD.as_bytes(), t0, t0 + 1800)?;
+        std::hint::black_box(codec.verify(std::hint::black_box(&token), t0)?);
+        Ok(())
+    };
+    for _ in 0..(iterations / 10).max(1000) {
+        pair()?;
+    }
+    let progress = bar(iterations * 2, "sign+verify")?;
+    // The throughput pass reads no clock inside the loop: a clock read per pair costs a
+    // tenth of a pair here (and nothing measurable in Python), so it would tilt the ratio.
+    let cpu0 = thread_cpu_ns();
+    let started = Instant::now();
+    for i in 0..iterations {
+        pair()?;
+        if i % 4096 == 0 {
+            progress.set_position(i);
+        }
+    }
+    let wall = started.elapsed();
+    let cpu = thread_cpu_ns()
+        .zip(cpu0)
+        .map(|(b, a)| b.saturating_sub(a) as f64);
+    let mut lat = Vec::with_capacity(usize::try_from(iterations).unwrap_or(0));
+    for i in 0..iterations {
+        let t = Instant::now();
+        pair()?;
+        lat.push(t.elapsed().as_nanos() as u64);
+        if i % 4096 == 0 {
+            progress.set_position(iterations + i);
+        }
+    }
+    progress.finish_and_clear();
+    let name = "cloakroom sign+verify";
+    Ok(TokenRun {
+        name: name.to_owned(),
+        ops: iterations,
+        wall_ns: wall.as_nanos() as f64,
+        cpu_ns: cpu,
+        latency: Series::new(name, lat, wall),
+    })
 }
 
 fn tokens(iterations: u64, python: Option<&str>, json: bool) -> Result<(), Failure> {
     if iterations == 0 {
         return Err(Failure::Usage(anyhow!("--iterations must be at least 1")));
     }
-    let ring = KeyRing::generate()?;
-    let codec = ring.codec("bench")?;
-    let t0 = now()?;
-    let progress = bar(iterations, "sign+verify")?;
-    let mut lat = Vec::with_capacity(usize::try_from(iterations).unwrap_or(0));
-    let started = Instant::now();
-    for i in 0..iterations {
-        let t = Instant::now();
-        let token = codec.sign(PAYLOAD.as_bytes(), t0, t0 + 1800)?;
-        let opened = codec.open(&token, t0)?;
-        std::hint::black_box(opened);
-        lat.push(t.elapsed().as_nanos() as u64);
-        if i % 4096 == 0 {
-            progress.set_position(i);
-        }
-    }
-    let wall = started.elapsed();
-    progress.finish_and_clear();
-    let mut series = vec![Series::new("cloakroom sign+verify", lat, wall)];
-
+    let mut runs = vec![cloakroom_run(iterations)?];
     let mut python_note = None;
     if let Some(py) = python_interpreter(python) {
         let spinner = ProgressBar::new_spinner().with_message(format!(
             "running the same {iterations} sign+verify pairs in {py}"
         ));
         spinner.enable_steady_tick(Duration::from_millis(200));
-        match python_series(&py, iterations) {
-            Ok(s) if s.is_empty() => {
+        match python_runs(&py, iterations) {
+            Ok(r) if r.is_empty() => {
                 python_note = Some(format!("{py} has neither itsdangerous nor Django"));
             }
-            Ok(s) => series.extend(s),
+            Ok(r) => runs.extend(r),
             Err(e) => python_note = Some(format!("no Python comparison: {}", one_line(&*e))),
         }
         spinner.finish_and_clear();
     }
-    let ours = series[0].ops_per_sec;
-    let ratios: Vec<(String, f64)> = series[1..]
+    // The ratio is of thread CPU time when both sides could read it, else of wall time.
+    let ours = &runs[0];
+    let ratios: Vec<(String, f64, &str)> = runs[1..]
         .iter()
-        .map(|s| (s.name.clone(), ours / s.ops_per_sec.max(1e-9)))
+        .map(|r| match (ours.cpu_ops_per_sec(), r.cpu_ops_per_sec()) {
+            (Some(a), Some(b)) => (r.name.clone(), a / b.max(1e-9), "CPU time"),
+            _ => (
+                r.name.clone(),
+                ours.wall_ops_per_sec() / r.wall_ops_per_sec().max(1e-9),
+                "wall time",
+            ),
+        })
         .collect();
     if json {
         let mut out = serde_json::Map::new();
         out.insert("iterations".into(), json!(iterations));
-        for s in &series {
-            out.insert(s.name.clone(), s.json());
+        for r in &runs {
+            out.insert(r.name.clone(), r.json());
         }
-        let r: serde_json::Map<String, serde_json::Value> = ratios
+        let speedup: serde_json::Map<String, serde_json::Value> = ratios
             .iter()
-            .map(|(name, x)| (name.clone(), json!((x * 10.0).round() / 10.0)))
+            .map(|(name, x, _)| (name.clone(), json!((x * 10.0).round() / 10.0)))
             .collect();
-        out.insert("cloakroom_speedup".into(), json!(r));
+        out.insert("cloakroom_speedup".into(), json!(speedup));
+        if let Some((_, _, clock)) = ratios.first() {
+            out.insert("speedup_clock".into(), json!(clock));
+        }
         if let Some(note) = &python_note {
             out.insert("note".into(), json!(note));
         }
         println!("{}", serde_json::Value::Object(out));
     } else {
-        print_series(&series);
-        for (name, x) in &ratios {
-            println!("cloakroom is {x:.1}x {name}");
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    format!("{:.0}", r.wall_ops_per_sec()),
+                    r.cpu_ops_per_sec()
+                        .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}")),
+                    nanos(r.latency.p50),
+                    nanos(r.latency.p99),
+                    nanos(r.latency.p999),
+                ]
+            })
+            .collect();
+        table::print(
+            &["OPERATION", "OPS/S", "OPS/CPU-S", "P50", "P99", "P99.9"],
+            &rows,
+        );
+        for (name, x, clock) in &ratios {
+            println!("cloakroom is {x:.1}x {name} (by {clock})");
         }
         if let Some(note) = python_note {
             eprintln!("{note}");
@@ -283,7 +389,12 @@ fn tokens(iterations: u64, python: Option<&str>, json: bool) -> Result<(), Failu
     Ok(())
 }
 
-fn store(url: &str, iterations: u64, concurrency: usize, json: bool) -> Result<(), Failure> {
+fn store(url: &str, load: LoadArgs) -> Result<(), Failure> {
+    let LoadArgs {
+        iterations,
+        concurrency,
+        json,
+    } = load;
     if iterations == 0 || concurrency == 0 {
         return Err(Failure::Usage(anyhow!(
             "--iterations and --concurrency must be at least 1"

@@ -265,30 +265,30 @@ pub enum BenchCommand {
     Store {
         /// The store's URL (as --store).
         url: String,
-        /// How many sessions (each is created, loaded, applied to and deleted).
-        #[arg(long, default_value_t = 5_000)]
-        iterations: u64,
-        /// How many requests run at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// The same through the daemon at ENDPOINT (ipc://PATH or tcp://HOST:PORT).
     Daemon {
         /// The daemon's ZeroMQ endpoint.
         endpoint: String,
-        /// How many sessions.
-        #[arg(long, default_value_t = 5_000)]
-        iterations: u64,
-        /// How many requests run at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        load: LoadArgs,
     },
+}
+
+/// The load `bench store` and `bench daemon` put on a store.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LoadArgs {
+    /// How many sessions (each is created, loaded, applied to and deleted).
+    #[arg(long, default_value_t = 5_000)]
+    pub iterations: u64,
+    /// How many requests run at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `cloakroom dev …` (hidden).

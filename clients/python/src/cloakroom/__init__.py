@@ -31,10 +31,11 @@ from ._errors import (
     TooLarge,
     Unavailable,
     UnknownVerb,
+    Unsupported,
 )
 from ._feed import FeedTracker, Revocation, SessionCache, SessionRevoked, Subscriber, UserRevoked
 from ._transport import CurveKeys
-from ._types import Change, Device, Flash, Issued, Pong, Record, Remove, Revoked, Session, Set
+from ._types import Change, Device, Flash, Issued, Pong, Record, Remove, Revoked, Session, Set, Stats
 from ._verbs import Call
 
 __version__ = "0.1.0"
@@ -66,9 +67,11 @@ __all__ = [
     "SessionCache",
     "SessionRevoked",
     "Set",
+    "Stats",
     "Subscriber",
     "TooLarge",
     "Unavailable",
     "UnknownVerb",
+    "Unsupported",
     "UserRevoked",
 ]

@@ -18,7 +18,7 @@ from . import _wire
 from ._errors import CloakroomError, Unavailable
 from ._feed import SessionCache
 from ._transport import CurveKeys, Ids, answer, configure
-from ._types import Change, Device, Issued, Pong, Record, Revoked, Session
+from ._types import Change, Device, Issued, Pong, Record, Revoked, Session, Stats
 
 T = TypeVar("T")
 Reply = Tuple[bytes, bytes]  # status, body
@@ -163,6 +163,19 @@ class Client:
     def purge_expired(self, *, limit: int, now: Optional[int] = None) -> int:
         """``PURGE_EXPIRED``: removes up to ``limit`` expired records; how many."""
         return self.call(v.purge_expired(_now(now), limit))
+
+    def find_prefix(self, prefix: str, *, now: Optional[int] = None) -> List[Record]:
+        """``FIND_PREFIX``: the live records whose id hash, in hex, starts with ``prefix``
+        (1 to 64 lower-case hex digits; ``ValueError`` otherwise), at the daemon's clock
+        unless ``now``. For operators: it may walk the whole store. ``Unsupported`` if the
+        daemon's store cannot list its records (memcached)."""
+        return self.call(v.find_prefix(prefix, now))
+
+    def stats(self, *, now: Optional[int] = None) -> Stats:
+        """``STATS``: live and expired-not-purged counts, and bytes where the store can tell
+        (at the daemon's clock unless ``now``). For operators; ``Unsupported`` as
+        :meth:`find_prefix`."""
+        return self.call(v.stats(now))
 
     def open(self, cookie: str, *, take_flashes: bool = False) -> Session:
         """``OPEN`` a cookie value: its session with the policy applied.

@@ -97,6 +97,13 @@ class TooLarge(CloakroomError):
     status = "TOO_LARGE"
 
 
+class Unsupported(CloakroomError):
+    """The daemon's store cannot do this verb at all (memcached cannot list its records for
+    ``FIND_PREFIX`` or ``STATS``); retrying will not help."""
+
+    status = "UNSUPPORTED"
+
+
 class Internal(CloakroomError):
     """A bug in the daemon, or a reply this client cannot read (an unknown status word, a
     body that does not decode or lacks a field)."""
@@ -117,6 +124,7 @@ STATUS_ERRORS: Dict[str, Type[CloakroomError]] = {
         BadVersion,
         UnknownVerb,
         TooLarge,
+        Unsupported,
         Internal,
     )
 }

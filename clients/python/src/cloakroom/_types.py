@@ -95,6 +95,16 @@ class Pong:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """The answer to ``STATS``: live sessions, expired ones not yet purged, and the bytes
+    the store uses (``None`` when the store cannot tell)."""
+
+    live: int
+    expired_not_purged: int
+    bytes: Optional[int]
+
+
+@dataclass(frozen=True)
 class Revoked:
     """The answer to ``REVOKE_USER``: sessions ended and the user's new epoch."""
 
@@ -148,6 +158,14 @@ class Reader:
         v = self._get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise self._bad(key, "a u64")
+        return v
+
+    def opt_u64(self, key: str) -> Optional[int]:
+        v = self.body.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise self._bad(key, "a u64 or nil")
         return v
 
     def text(self, key: str) -> str:
@@ -225,6 +243,9 @@ class Reader:
             f = Reader(self.verb, item)
             out.append(Flash(f.text("level"), f.text("message")))
         return out
+
+    def stats(self) -> Stats:
+        return Stats(self.u64("live"), self.u64("expired_not_purged"), self.opt_u64("bytes"))
 
     def issued(self) -> Issued:
         return Issued(self.text("cookie"), self.bin32("id_hash"), self.u64("expires_at"))

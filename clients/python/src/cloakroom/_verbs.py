@@ -16,6 +16,7 @@ from ._types import (
     Record,
     Revoked,
     Session,
+    Stats,
 )
 
 T = TypeVar("T")
@@ -106,6 +107,27 @@ def bump_user_epoch(user_id: str) -> Call[int]:
 
 def purge_expired(now: int, limit: int) -> Call[int]:
     return Call("PURGE_EXPIRED", {"now": now, "limit": limit}, lambda r: r.u64("purged"))
+
+
+# --- operator verbs: both may walk the whole store; not for every request -------------------
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def find_prefix(prefix: str, now: Optional[int]) -> Call[List[Record]]:
+    if not isinstance(prefix, str) or not 1 <= len(prefix) <= 64 or not set(prefix) <= _HEX:
+        raise ValueError(f"an id-hash prefix is 1 to 64 lower-case hex digits, not {prefix!r}")
+    body: Dict[str, Any] = {"prefix": prefix}
+    if now is not None:
+        body["now"] = now
+    return Call("FIND_PREFIX", body, lambda r: r.records("sessions"))
+
+
+def stats(now: Optional[int]) -> Call[Stats]:
+    body: Dict[str, Any] = {}
+    if now is not None:
+        body["now"] = now
+    return Call("STATS", body, lambda r: r.stats())
 
 
 # --- cookie verbs -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from . import _verbs as v
 from . import _wire
 from ._errors import Unavailable
 from ._transport import CurveKeys, Ids, answer, configure
-from ._types import Change, Device, Issued, Pong, Record, Revoked, Session
+from ._types import Change, Device, Issued, Pong, Record, Revoked, Session, Stats
 
 T = TypeVar("T")
 Reply = Tuple[bytes, bytes]
@@ -190,6 +190,12 @@ class AsyncClient:
 
     async def purge_expired(self, *, limit: int, now: Optional[int] = None) -> int:
         return await self.call(v.purge_expired(_now(now), limit))
+
+    async def find_prefix(self, prefix: str, *, now: Optional[int] = None) -> List[Record]:
+        return await self.call(v.find_prefix(prefix, now))
+
+    async def stats(self, *, now: Optional[int] = None) -> Stats:
+        return await self.call(v.stats(now))
 
     async def open(self, cookie: str, *, take_flashes: bool = False) -> Session:
         return await self.call(v.open_(cookie, take_flashes))

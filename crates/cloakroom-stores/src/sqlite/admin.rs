@@ -144,4 +144,83 @@ mod tests {
         assert!(id_range("AB").is_err());
         assert!(id_range("xyz").is_err());
     }
+
+    fn store_with_expired_rows(dir: &std::path::Path, n: u32) -> Inner {
+        let inner = Inner::open(super::super::SqliteOptions::new(dir.join("s.db"))).unwrap();
+        inner
+            .with_writer(|conn| {
+                let tx = conn.transaction().unwrap();
+                for i in 0..n {
+                    let mut id = [0u8; 32];
+                    id[..4].copy_from_slice(&i.to_be_bytes());
+                    tx.execute(
+                        "INSERT INTO sessions (id, user_id, expires_at, version, record)
+                         VALUES (?1, NULL, 100, 1, x'00')",
+                        params![id.as_slice()],
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+                Ok(())
+            })
+            .unwrap();
+        inner
+    }
+
+    /// The purge's inner SELECT reads the expiry index alone and the DELETE finds rows by
+    /// rowid: neither walks the table or the random-keyed primary-key index.
+    #[test]
+    fn a_purge_batch_reads_the_expiry_index_and_deletes_by_rowid() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = store_with_expired_rows(dir.path(), 10);
+        let plan: Vec<String> = inner
+            .with_writer(|conn| {
+                let mut stmt = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {}", super::super::PURGE_SQL))
+                    .unwrap();
+                let rows = stmt.query_map(params![200, 5], |row| row.get(3)).unwrap();
+                Ok(rows.map(Result::unwrap).collect())
+            })
+            .unwrap();
+        let plan = plan.join(" | ");
+        assert!(
+            plan.contains("SEARCH sessions USING COVERING INDEX sessions_by_expiry"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("SEARCH sessions USING INTEGER PRIMARY KEY (rowid=?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN"), "{plan}");
+    }
+
+    /// A batch runs with a large page cache and puts the connection's own back after (so a
+    /// daemon's writer keeps no purge-sized cache), and it holds no lock once it returns:
+    /// another connection can start a write transaction at once.
+    #[test]
+    fn a_purge_batch_restores_the_cache_and_releases_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = store_with_expired_rows(dir.path(), 25);
+        let cache = |inner: &Inner| -> i64 {
+            inner
+                .with_writer(|c| Ok(c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap()))
+                .unwrap()
+        };
+        let before = cache(&inner);
+        assert_ne!(before, super::super::PURGE_CACHE_SIZE);
+        let other = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let mut total = 0;
+        loop {
+            let n = inner.purge_expired(200, 10).unwrap();
+            total += n;
+            assert_eq!(cache(&inner), before, "the cache size is put back");
+            other.execute_batch("BEGIN IMMEDIATE; ROLLBACK").unwrap();
+            if n < 10 {
+                break;
+            }
+        }
+        assert_eq!(total, 25);
+        assert_eq!(inner.stats(200).unwrap().expired_not_purged, 0);
+    }
 }

@@ -586,17 +586,40 @@ impl Inner {
     fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_writer(|conn| {
-            // By rowid: the inner SELECT reads only the expiry index (which holds the rowid),
-            // and the DELETE finds each row by rowid, never by its random 32-byte key.
-            conn.prepare_cached(
-                "DELETE FROM sessions WHERE rowid IN
-                    (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![sql_time(now), limit]))
-            .map_err(db_err("purge_expired"))
+            // A batch deletes from the primary-key index at random places, so it dirties most
+            // of that index's pages. With the connection's 2 MiB page cache a 50,000-row batch
+            // spills dirty pages to the WAL before it commits and reads pages again; a cache
+            // big enough for the batch, for the batch only, takes a third of the CPU off a
+            // large purge (docs/benchmarks.md). The cache size is put back after the batch,
+            // which frees the extra pages, so a daemon's writer does not keep them.
+            let cache: i64 = conn
+                .query_row("PRAGMA cache_size", [], |row| row.get(0))
+                .map_err(db_err("purge_expired"))?;
+            conn.pragma_update(None, "cache_size", PURGE_CACHE_SIZE)
+                .map_err(db_err("purge_expired"))?;
+            let purged = conn
+                .prepare_cached(PURGE_SQL)
+                .and_then(|mut stmt| stmt.execute(params![sql_time(now), limit]))
+                .map_err(db_err("purge_expired"));
+            let restored = conn
+                .pragma_update(None, "cache_size", cache)
+                .map_err(db_err("purge_expired"));
+            let purged = purged?;
+            restored?;
+            Ok(purged)
         })
     }
 }
+
+/// One purge batch, by rowid: the inner SELECT reads only the expiry index (which holds the
+/// rowid), and the DELETE finds each row by rowid, never by its random 32-byte key. Each
+/// batch is its own statement and transaction, so the write lock is free between batches.
+const PURGE_SQL: &str = "DELETE FROM sessions WHERE rowid IN
+    (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)";
+
+/// `PRAGMA cache_size` during a purge batch: 256 MiB at most (negative: KiB), of which a
+/// batch uses what it touches (≈ 60 MiB for 50,000 rows of a million-row store).
+const PURGE_CACHE_SIZE: i64 = -262_144;
 
 fn epoch_of(epoch: i64) -> Result<u64, Error> {
     u64::try_from(epoch)

@@ -3,49 +3,16 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::{cloakroom, json, ok, stderr, stdout};
+
 /// The Redis database these tests own (the other tests use database 0): they create and
 /// purge sessions there and never flush it.
 const REDIS_URL: &str = "redis://127.0.0.1:6379/14";
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("CLOAKROOM_STORE")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cloakroom")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = run(dir, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: exit {:?}: {}",
-        o.status.code(),
-        err(&o)
-    );
-    out(&o)
-}
-
-fn json(dir: &Path, args: &[&str]) -> Value {
-    let text = ok(dir, args);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {text}"))
-}
 
 fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -205,9 +172,9 @@ fn operator_commands(dir: &Path, store: &str) {
         })
         .expect("40 ids share a first digit somewhere");
     for verb in ["show", "end"] {
-        let o = run(dir, &["sessions", verb, &a[..1], "--store", store]);
-        assert_eq!(o.status.code(), Some(2), "{verb}: {}", err(&o));
-        let e = err(&o);
+        let o = cloakroom(dir, &["sessions", verb, &a[..1], "--store", store]);
+        assert_eq!(o.status.code(), Some(2), "{verb}: {}", stderr(&o));
+        let e = stderr(&o);
         assert!(
             e.contains("ambiguous") && e.contains(&a) && e.contains(&b),
             "{e}"
@@ -218,13 +185,13 @@ fn operator_commands(dir: &Path, store: &str) {
 
     // No match: exit 1. A malformed prefix: exit 2.
     let absent = "f".repeat(64);
-    let o = run(dir, &["sessions", "show", &absent, "--store", store]);
-    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
-    assert!(err(&o).contains("no live session"), "{}", err(&o));
+    let o = cloakroom(dir, &["sessions", "show", &absent, "--store", store]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no live session"), "{}", stderr(&o));
     for bad in ["xyz", "", &"a".repeat(65)] {
-        let o = run(dir, &["sessions", "end", bad, "--store", store]);
-        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", err(&o));
-        assert!(err(&o).contains("hex"), "{}", err(&o));
+        let o = cloakroom(dir, &["sessions", "end", bad, "--store", store]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("hex"), "{}", stderr(&o));
     }
 
     // end: one session goes, the others stay.
@@ -255,12 +222,12 @@ fn operator_commands(dir: &Path, store: &str) {
     );
     assert_eq!(ids_of(dir, store, &user), vec![third.clone()]);
     // --except must name a session of that user.
-    let o = run(
+    let o = cloakroom(
         dir,
         &["users", "revoke", &user, "--except", &a, "--store", store],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
-    assert!(err(&o).contains("not of"), "{}", err(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not of"), "{}", stderr(&o));
     // users revoke: all of them, with the epoch bumped.
     let o = ok(dir, &["users", "revoke", &user, "--store", store]);
     assert!(
@@ -307,9 +274,9 @@ fn operator_commands_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("sessions.db").display());
     // The store must exist: an operator command never creates an empty one.
-    let o = run(dir.path(), &["stats", "--store", &store]);
-    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
-    assert!(err(&o).contains("does not exist"), "{}", err(&o));
+    let o = cloakroom(dir.path(), &["stats", "--store", &store]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     fill(dir.path(), &store, 1, None, false);
     operator_commands(dir.path(), &store);
 }
@@ -317,11 +284,11 @@ fn operator_commands_on_sqlite() {
 #[test]
 fn operator_commands_on_redis() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &["stats", "--store", REDIS_URL]);
+    let o = cloakroom(dir.path(), &["stats", "--store", REDIS_URL]);
     assert!(
         o.status.success(),
         "Redis must run on 127.0.0.1:6379 (scripts/setup.d/40-redis.sh starts it): {}",
-        err(&o)
+        stderr(&o)
     );
     operator_commands(dir.path(), REDIS_URL);
 }
@@ -331,12 +298,12 @@ fn operator_commands_on_redis() {
 fn the_store_comes_from_the_flag_the_environment_or_the_default() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = run(d, &["stats"]);
+    let o = cloakroom(d, &["stats"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        err(&o).contains("./cloakroom-data/sessions.db"),
+        stderr(&o).contains("./cloakroom-data/sessions.db"),
         "{}",
-        err(&o)
+        stderr(&o)
     );
     std::fs::create_dir(d.join("cloakroom-data")).unwrap();
     fill(
@@ -354,7 +321,7 @@ fn the_store_comes_from_the_flag_the_environment_or_the_default() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("elsewhere.db"), "{}", err(&o));
+    assert!(stderr(&o).contains("elsewhere.db"), "{}", stderr(&o));
 }
 
 /// An unknown scheme, an unreachable server, a daemon that is not there: one line naming
@@ -388,13 +355,13 @@ fn bad_or_unreachable_stores_exit_2_with_one_line() {
         ] {
             let mut args = args.clone();
             args.extend(["--store", store]);
-            let o = run(d, &args);
-            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
-            let e = err(&o);
+            let o = cloakroom(d, &args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            let e = stderr(&o);
             assert!(e.contains(says), "{args:?}: {e}");
             assert_eq!(e.trim().lines().count(), 1, "{args:?}: {e}");
             assert!(!e.contains("hunter2"), "{e}");
-            assert!(out(&o).is_empty());
+            assert!(stdout(&o).is_empty());
         }
     }
 }
@@ -403,12 +370,12 @@ fn bad_or_unreachable_stores_exit_2_with_one_line() {
 #[test]
 fn memcached_says_it_cannot_list() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(
+    let o = cloakroom(
         dir.path(),
         &["stats", "--store", "memcache://127.0.0.1:11211"],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
-    let e = err(&o);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
     assert!(
         e.contains("cannot list its records"),
         "memcached must run on 127.0.0.1:11211 (scripts/setup.d/42-memcached.sh): {e}"
@@ -437,9 +404,9 @@ fn sigint_stops_a_large_purge_after_the_current_batch() {
         .spawn()
         .unwrap();
     // The first line on stderr comes once Ctrl-C is caught.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    lines.read_line(&mut line).unwrap();
     assert!(
         line.contains("Ctrl-C stops after the current batch"),
         "{line}"
@@ -455,8 +422,8 @@ fn sigint_stops_a_large_purge_after_the_current_batch() {
         started.elapsed() < Duration::from_secs(20),
         "it stopped promptly"
     );
-    assert_eq!(o.status.code(), Some(130), "{}", err(&o));
-    let said = out(&o);
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let said = stdout(&o);
     assert!(said.starts_with("interrupted: purged "), "{said}");
     let purged: u64 = said.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(purged < EXPIRED, "stopped before the end: {said}");
