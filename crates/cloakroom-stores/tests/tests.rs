@@ -230,7 +230,7 @@ mod file_store {
             &Policy::default(),
         );
         r.user_id = Some("mallory/../../etc".into());
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         store.bump_user_epoch("mallory/../../etc").await.unwrap();
         let file = root.join("sessions").join(r.id_hash.to_hex());
         assert_eq!(store.record_path(&r.id_hash), file);
@@ -302,10 +302,15 @@ mod file_store {
             T0,
             &Policy::default(),
         );
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         let kinds = [
-            store.create(&r).await.map(|_| ()).unwrap_err().kind(),
+            store
+                .create(&r, r.last_seen)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
             store
                 .load(&r.id_hash, T0)
                 .await
@@ -361,8 +366,11 @@ mod file_store {
             T0,
             &Policy::default(),
         );
-        a.create(&r).await.unwrap();
-        assert_eq!(b.create(&r).await.unwrap_err().kind(), ErrorKind::Conflict);
+        a.create(&r, r.last_seen).await.unwrap();
+        assert_eq!(
+            b.create(&r, r.last_seen).await.unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
         assert_eq!(b.update(&r, T0).await.unwrap(), 2);
         assert_eq!(
             a.update(&r, T0).await.unwrap_err().kind(),
@@ -383,7 +391,7 @@ mod file_store {
             let dir = tempfile::tempdir().unwrap();
             let store = FileStore::open(dir.path().join("s")).await.unwrap();
             let r = crash::first_record();
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             let mut acked = 1;
             crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
             crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
@@ -401,7 +409,7 @@ mod file_store {
             FileStore::open(&path)
                 .await
                 .unwrap()
-                .create(&r)
+                .create(&r, r.last_seen)
                 .await
                 .unwrap();
         });
@@ -519,7 +527,7 @@ mod sqlite_store {
         let path = dir.path().join("s.db");
         let store = SqliteStore::open(&path).await.unwrap();
         let r = fresh();
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -591,7 +599,7 @@ mod sqlite_store {
         {
             let store = SqliteStore::open(&path).await.unwrap();
             for _ in 0..50 {
-                store.create(&fresh()).await.unwrap();
+                store.create(&fresh(), T0).await.unwrap();
             }
         }
         // The last connection closed: the log is checkpointed into the file. Keep the
@@ -633,12 +641,12 @@ mod sqlite_store {
         .await
         .unwrap();
         let r = fresh();
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let other = rusqlite::Connection::open(&path).unwrap();
         other
             .execute_batch("BEGIN EXCLUSIVE; DELETE FROM user_epochs;")
             .unwrap();
-        let e = store.create(&fresh()).await.unwrap_err();
+        let e = store.create(&fresh(), T0).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.to_string().contains("locked"), "{e}");
         let e = store.update(&r, T0).await.unwrap_err();
@@ -661,7 +669,7 @@ mod sqlite_store {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
             let r = crash::first_record();
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             let mut acked = 1;
             crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
             crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
@@ -679,7 +687,7 @@ mod sqlite_store {
             SqliteStore::open(&path)
                 .await
                 .unwrap()
-                .create(&r)
+                .create(&r, r.last_seen)
                 .await
                 .unwrap();
         });
@@ -722,7 +730,7 @@ mod sqlite_store {
                 r.idle_deadline = T0 + 86_400;
                 r.absolute_deadline = T0 + 86_400;
             }
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
         }
         let rows = || -> i64 {
             rusqlite::Connection::open(&path)
@@ -835,7 +843,7 @@ mod many_machines {
     /// Every operation of `store` answers Unavailable within [`ANSWER_WITHIN`].
     pub(crate) async fn all_unavailable<S: Store>(store: &S, known: &Record) {
         let fresh = record("down");
-        unavailable("create", store.create(&fresh)).await;
+        unavailable("create", store.create(&fresh, fresh.last_seen)).await;
         unavailable("load", store.load(&known.id_hash, T0)).await;
         unavailable("update", store.update(known, T0)).await;
         unavailable("touch", store.touch(&known.id_hash, T0, T0 + 60)).await;
@@ -856,7 +864,7 @@ mod many_machines {
         let deadline = Instant::now() + Duration::from_secs(20);
         let r = record("back");
         loop {
-            match store.create(&r).await {
+            match store.create(&r, r.last_seen).await {
                 Ok(()) => break,
                 Err(e) if e.kind() == ErrorKind::Conflict => break,
                 Err(e) => {
@@ -1017,7 +1025,7 @@ mod redis_store {
         let prefix = mm::unique("cloakroom-test:");
         let store = store(&url, &prefix).await;
         let r = mm::record("ttl user");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let mut conn = raw(&url).await;
         let key = store.record_key(&r.id_hash);
         assert_eq!(key, format!("{prefix}{{r:{}}}", r.id_hash.to_hex()));
@@ -1120,7 +1128,7 @@ mod redis_store {
         let prefix = mm::unique("cloakroom-test:");
         let store = store(&url, &prefix).await;
         let r = mm::record("flush");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let mut conn = raw(&url).await;
         cmd(&mut conn, redis::cmd("SCRIPT").arg("FLUSH")).await;
         assert_eq!(store.update(&r, T0).await.unwrap(), 2);
@@ -1135,7 +1143,7 @@ mod redis_store {
         let mut conn = raw(&url).await;
         // A wrong type under our key.
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let key = store.record_key(&r.id_hash);
         cmd(&mut conn, redis::cmd("DEL").arg(&key)).await;
         cmd(&mut conn, redis::cmd("SET").arg(&key).arg("hello")).await;
@@ -1168,7 +1176,7 @@ mod redis_store {
         assert!(store.delete(&r.id_hash).await.unwrap());
         // A truncated record.
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let key = store.record_key(&r.id_hash);
         let full: Vec<u8> = redis::cmd("HGET")
             .arg(&key)
@@ -1247,7 +1255,7 @@ mod redis_store {
         let url = format!("redis://127.0.0.1:{port}");
         let store = store(&url, "fault:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         server.kill();
         mm::all_unavailable(&store, &r).await;
         // Twice: a store that failed many times still answers within the bound.
@@ -1264,7 +1272,7 @@ mod redis_store {
         let server = redis_server(port, dir.path());
         let store = store(&format!("redis://127.0.0.1:{port}"), "frozen:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         mm::signal(&server, "STOP");
         mm::all_unavailable(&store, &r).await;
         mm::signal(&server, "CONT");
@@ -1363,7 +1371,7 @@ mod postgres_store {
         let schema = mm::unique("t_");
         let (a, b) = tokio::join!(store(&url, &schema), store(&url, &schema));
         let r = mm::record("mig");
-        a.create(&r).await.unwrap();
+        a.create(&r, r.last_seen).await.unwrap();
         assert!(b.load(&r.id_hash, T0).await.unwrap().is_some());
         let client = raw(&url).await;
         let versions = client
@@ -1420,7 +1428,7 @@ mod postgres_store {
         let client = raw(&url).await;
         let kind = |r: Result<(), Error>| r.unwrap_err().kind();
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let id = r.id_hash.as_bytes().as_slice();
         // A truncated record.
         client
@@ -1592,7 +1600,7 @@ mod postgres_store {
         let cluster = Cluster::new();
         let store = store(&cluster.url(), "fault").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         // Fill the pool with idle connections, so that the broken ones are met.
         let mut loads = Vec::new();
         for _ in 0..4 {
@@ -1716,7 +1724,7 @@ mod memcached_store {
         let kind = |r: Result<(), Error>| r.unwrap_err().kind();
         // Another application's item under our key (other flags).
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let key = store.record_key(&r.id_hash);
         assert_eq!(
             raw(&addr, &set(&key, 0, &r.encode().unwrap()))
@@ -1743,7 +1751,7 @@ mod memcached_store {
         assert!(store.delete(&r.id_hash).await.unwrap());
         // A truncated record.
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let bytes = r.encode().unwrap();
         let truncated = &bytes[..bytes.len() / 2];
         assert_eq!(
@@ -1827,7 +1835,7 @@ mod memcached_store {
         let mut ids = std::collections::BTreeSet::new();
         for _ in 0..70 {
             let r = mm::record("busy");
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             ids.insert(r.id_hash);
         }
         let listed = store.sessions_of("busy", T0).await.unwrap();
@@ -1847,7 +1855,7 @@ mod memcached_store {
         // later, whatever `now` a caller passes.
         let mut r = mm::record("ttl");
         r.idle_deadline = r.last_seen + 1;
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert!(store.load(&r.id_hash, T0).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(3500)).await;
         assert!(
@@ -1876,7 +1884,7 @@ mod memcached_store {
         let addr = format!("127.0.0.1:{port}");
         let store = store(&addr, "fault:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         server.kill();
         mm::all_unavailable(&store, &r).await;
         mm::all_unavailable(&store, &r).await;
@@ -1891,7 +1899,7 @@ mod memcached_store {
         let server = memcached(port);
         let store = store(&format!("127.0.0.1:{port}"), "frozen:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         mm::signal(&server, "STOP");
         mm::all_unavailable(&store, &r).await;
         mm::signal(&server, "CONT");
@@ -2198,12 +2206,12 @@ mod remote_store {
         record
             .data
             .insert("big".into(), cloakroom::Value::from("x".repeat(2000)));
-        let err = store.create(&record).await.unwrap_err();
+        let err = store.create(&record, record.last_seen).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("1000"), "{err}");
         assert_eq!(daemon.received(), 0);
         record.data.clear();
-        store.create(&record).await.unwrap();
+        store.create(&record, record.last_seen).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,8 +98,8 @@ where
     F: Fn(IdHash) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Error>> + Send,
 {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        self.store.create(record).await
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
+        self.store.create(record, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         self.store.load(id, now).await
@@ -173,6 +173,7 @@ const ABSOLUTE: u64 = 12 * 60 * 60;
 pub const CASES: &[&str] = &[
     "create_then_load_round_trips",
     "duplicate_create_is_conflict",
+    "create_judges_the_existing_record_at_now",
     "load_of_missing_is_none",
     "load_of_expired_is_none",
     "update_returns_next_version_and_stores_every_field",
@@ -234,6 +235,7 @@ async fn run_case<T: ConformanceTarget>(name: &str, s: Arc<T>) -> CaseResult {
     match name {
         "create_then_load_round_trips" => create_then_load(&*s).await,
         "duplicate_create_is_conflict" => duplicate_create(&*s).await,
+        "create_judges_the_existing_record_at_now" => create_at_now(&*s).await,
         "load_of_missing_is_none" => load_missing(&*s).await,
         "load_of_expired_is_none" => load_expired(&*s).await,
         "update_returns_next_version_and_stores_every_field" => update_ok(&*s).await,
@@ -361,7 +363,7 @@ async fn create_then_load<S: Store>(s: &S) -> CaseResult {
         .with_user_agent("Mozilla/5.0")
         .with_label("laptop")
         .with_ip("2001:db8::1");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let back = must_load(s, &r.id_hash, T0 + 1).await?;
     same("loaded record", &back, &r)?;
     same("version of a new record", back.version, 1)
@@ -369,15 +371,32 @@ async fn create_then_load<S: Store>(s: &S) -> CaseResult {
 
 async fn duplicate_create<S: Store>(s: &S) -> CaseResult {
     let r = fresh();
-    ok("first create", s.create(&r).await)?;
+    ok("first create", s.create(&r, r.last_seen).await)?;
     let mut other = r.clone();
     other.data.insert("x".into(), Value::from(1));
     expect_kind(
         "second create of one id",
-        s.create(&other).await,
+        s.create(&other, other.last_seen).await,
         ErrorKind::Conflict,
     )?;
     let back = must_load(s, &r.id_hash, T0).await?;
+    same("record after the refused create", &back, &r)
+}
+
+/// A create is judged at the `now` it is given, not at the new record's times: a record
+/// live at `now` is a conflict even when the new record starts after the old one expires.
+async fn create_at_now<S: Store>(s: &S) -> CaseResult {
+    let r = fresh();
+    ok("first create", s.create(&r, T0).await)?;
+    let later = T0 + IDLE + 5;
+    let mut other = Record::new(r.id_hash, later, &Policy::default());
+    other.data.insert("x".into(), Value::from(1));
+    expect_kind(
+        "create of a live id with a record that starts after it expires",
+        s.create(&other, T0 + 10).await,
+        ErrorKind::Conflict,
+    )?;
+    let back = must_load(s, &r.id_hash, T0 + 10).await?;
     same("record after the refused create", &back, &r)
 }
 
@@ -390,7 +409,7 @@ async fn load_missing<S: Store>(s: &S) -> CaseResult {
 
 async fn load_expired<S: Store>(s: &S) -> CaseResult {
     let r = fresh();
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     ensure!(
         ok("load", s.load(&r.id_hash, T0 + IDLE - 1).await)?.is_some(),
         "record gone one second before its idle deadline"
@@ -400,7 +419,7 @@ async fn load_expired<S: Store>(s: &S) -> CaseResult {
     // Past the absolute deadline, even with a far idle deadline.
     let mut r2 = fresh();
     r2.idle_deadline = r2.absolute_deadline + 1000;
-    ok("create", s.create(&r2).await)?;
+    ok("create", s.create(&r2, r2.last_seen).await)?;
     ensure!(
         ok("load", s.load(&r2.id_hash, T0 + ABSOLUTE - 1).await)?.is_some(),
         "record gone before its absolute deadline"
@@ -415,7 +434,7 @@ async fn load_expired<S: Store>(s: &S) -> CaseResult {
 
 async fn update_ok<S: Store>(s: &S) -> CaseResult {
     let r = with_user("bob");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let mut next = must_load(s, &r.id_hash, T0 + 10).await?;
     next.data.insert(
         "cart".into(),
@@ -437,7 +456,7 @@ async fn update_ok<S: Store>(s: &S) -> CaseResult {
 
 async fn update_stale<S: Store>(s: &S) -> CaseResult {
     let r = fresh();
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let mut a = r.clone();
     a.data.insert("k".into(), Value::from("a"));
     ok("first update", s.update(&a, T0).await)?;
@@ -472,7 +491,7 @@ async fn update_gone<S: Store>(s: &S) -> CaseResult {
         ErrorKind::NotFound,
     )?;
     let r = fresh();
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     ok("delete", s.delete(&r.id_hash).await)?;
     expect_kind(
         "update after delete",
@@ -485,7 +504,7 @@ async fn update_gone<S: Store>(s: &S) -> CaseResult {
         "an update after delete brought the record back"
     );
     let e = fresh();
-    ok("create", s.create(&e).await)?;
+    ok("create", s.create(&e, e.last_seen).await)?;
     expect_kind(
         "update of an expired record",
         s.update(&e, T0 + IDLE).await,
@@ -497,7 +516,7 @@ async fn cas_race<S: Store>(s: Arc<S>) -> CaseResult {
     const TASKS: u64 = 32;
     const EACH: u64 = 8;
     let r = fresh();
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let id = r.id_hash;
     let mut handles = Vec::new();
     for _ in 0..TASKS {
@@ -570,7 +589,7 @@ async fn apply_ok<S: Store>(s: &S) -> CaseResult {
     r.data.insert("b".into(), Value::from("two"));
     r.data.insert("keep".into(), Value::Binary(vec![9, 9]));
     r.device = Device::new().with_label("tablet");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let c = changes(
         &[
             ("a", Value::from(10)),
@@ -642,7 +661,7 @@ async fn apply_ok<S: Store>(s: &S) -> CaseResult {
 
 async fn apply_slides<S: Store>(s: &S) -> CaseResult {
     let r = fresh();
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     ok(
         "touch",
         s.touch(&r.id_hash, T0 + 600, T0 + 600 + IDLE).await,
@@ -674,7 +693,7 @@ async fn apply_slides<S: Store>(s: &S) -> CaseResult {
     // Near the end: capped at the absolute deadline.
     let mut r = fresh();
     r.idle_deadline = r.absolute_deadline - 100;
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let now = r.absolute_deadline - 200;
     let got = ok(
         "apply asking past the absolute deadline",
@@ -707,7 +726,7 @@ async fn apply_gone<S: Store>(s: &S) -> CaseResult {
         "apply created a record"
     );
     let r = with_user("nina");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     ok("delete", s.delete(&r.id_hash).await)?;
     expect_kind(
         "apply after delete",
@@ -725,7 +744,7 @@ async fn apply_gone<S: Store>(s: &S) -> CaseResult {
     // Expired at the idle deadline: not found, and nothing written (the record as it was
     // still reads back at an earlier time, with the old deadline).
     let idle = fresh();
-    ok("create", s.create(&idle).await)?;
+    ok("create", s.create(&idle, idle.last_seen).await)?;
     expect_kind(
         "apply at the idle deadline",
         s.apply(&idle.id_hash, &c, T0 + IDLE, T0 + 2 * IDLE).await,
@@ -736,7 +755,7 @@ async fn apply_gone<S: Store>(s: &S) -> CaseResult {
     // Past the absolute deadline, with a far idle deadline.
     let mut abs = fresh();
     abs.idle_deadline = abs.absolute_deadline + 1000;
-    ok("create", s.create(&abs).await)?;
+    ok("create", s.create(&abs, abs.last_seen).await)?;
     expect_kind(
         "apply at the absolute deadline",
         s.apply(&abs.id_hash, &c, T0 + ABSOLUTE, T0 + ABSOLUTE + IDLE)
@@ -756,7 +775,7 @@ async fn apply_index<S: Store>(s: &S) -> CaseResult {
     let other = with_user("olga");
     let anon = fresh();
     for rec in [&r, &other, &anon] {
-        ok("create", s.create(rec).await)?;
+        ok("create", s.create(rec, rec.last_seen).await)?;
     }
     for (i, rec) in [&r, &anon].into_iter().enumerate() {
         let now = T0 + 100 * (i as u64 + 1);
@@ -807,7 +826,7 @@ async fn apply_race<S: Store>(s: Arc<S>) -> CaseResult {
     const TASKS: u64 = 64;
     const EACH: u64 = 4;
     let r = with_user("pat");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let id = r.id_hash;
     let mut handles = Vec::new();
     for t in 0..TASKS {
@@ -878,7 +897,7 @@ async fn apply_delete_race<S: Store>(s: Arc<S>) -> CaseResult {
     const TASKS: u64 = 16;
     for round in 0..ROUNDS {
         let r = with_user("quinn");
-        ok("create", s.create(&r).await)?;
+        ok("create", s.create(&r, r.last_seen).await)?;
         let id = r.id_hash;
         let deleted = Arc::new(AtomicBool::new(false));
         let applied = Arc::new(AtomicU64::new(0));
@@ -935,7 +954,7 @@ async fn apply_delete_race<S: Store>(s: Arc<S>) -> CaseResult {
 async fn touch_moves_idle<S: Store>(s: &S) -> CaseResult {
     let mut r = with_user("carol");
     r.data.insert("k".into(), Value::from(1));
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     ok(
         "touch",
         s.touch(&r.id_hash, T0 + 600, T0 + 600 + IDLE).await,
@@ -966,7 +985,7 @@ async fn touch_moves_idle<S: Store>(s: &S) -> CaseResult {
 async fn touch_capped<S: Store>(s: &S) -> CaseResult {
     let mut r = fresh();
     r.idle_deadline = r.absolute_deadline - 100;
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let now = r.absolute_deadline - 200;
     ok(
         "touch asking past the absolute deadline",
@@ -1007,7 +1026,7 @@ async fn touch_gone<S: Store>(s: &S) -> CaseResult {
         ErrorKind::NotFound,
     )?;
     let r = fresh();
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     expect_kind(
         "touch of an expired record",
         s.touch(&r.id_hash, T0 + IDLE, T0 + 2 * IDLE).await,
@@ -1020,7 +1039,7 @@ async fn touch_gone<S: Store>(s: &S) -> CaseResult {
 
 async fn delete_then_load<S: Store>(s: &S) -> CaseResult {
     let r = with_user("dave");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     same(
         "delete of an existing record",
         ok("delete", s.delete(&r.id_hash).await)?,
@@ -1039,7 +1058,7 @@ async fn delete_then_load<S: Store>(s: &S) -> CaseResult {
         "deleted record still listed for its user"
     );
     // The id can be used again after delete.
-    ok("create after delete", s.create(&r).await)
+    ok("create after delete", s.create(&r, r.last_seen).await)
 }
 
 async fn sessions_of<S: Store>(s: &S) -> CaseResult {
@@ -1050,7 +1069,7 @@ async fn sessions_of<S: Store>(s: &S) -> CaseResult {
     let b = with_user("erin2");
     let anon = fresh();
     for r in [&a1, &a2, &expired, &b, &anon] {
-        ok("create", s.create(r).await)?;
+        ok("create", s.create(r, r.last_seen).await)?;
     }
     let got = ok("sessions_of", s.sessions_of("erin", T0 + 20).await)?;
     same(
@@ -1074,7 +1093,7 @@ async fn sessions_of<S: Store>(s: &S) -> CaseResult {
 
 async fn user_change<S: Store>(s: &S) -> CaseResult {
     let r = fresh();
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let mut logged_in = r.clone();
     logged_in.user_id = Some("frank".into());
     ok("update setting the user", s.update(&logged_in, T0).await)?;
@@ -1106,11 +1125,11 @@ async fn revoke_except<S: Store>(s: &S) -> CaseResult {
     let keep = with_user("heidi");
     let others: Vec<Record> = (0..4).map(|_| with_user("heidi")).collect();
     let bystander = with_user("ivan");
-    ok("create", s.create(&keep).await)?;
+    ok("create", s.create(&keep, keep.last_seen).await)?;
     for r in &others {
-        ok("create", s.create(r).await)?;
+        ok("create", s.create(r, r.last_seen).await)?;
     }
-    ok("create", s.create(&bystander).await)?;
+    ok("create", s.create(&bystander, bystander.last_seen).await)?;
     let n = ok(
         "revoke except",
         s.revoke_user_sessions("heidi", Some(&keep.id_hash)).await,
@@ -1173,7 +1192,7 @@ async fn epochs<S: Store>(s: &S) -> CaseResult {
     )?;
     // Bumping the epoch alone deletes nothing: the session layer revokes separately.
     let r = with_user("judy");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     ok("bump", s.bump_user_epoch("judy").await)?;
     ensure!(
         ok("load", s.load(&r.id_hash, T0).await)?.is_some(),
@@ -1187,13 +1206,13 @@ async fn purge<S: Store>(s: &S) -> CaseResult {
     for i in 0..25u64 {
         let mut r = with_user("kim");
         r.idle_deadline = T0 + 10 + i;
-        ok("create", s.create(&r).await)?;
+        ok("create", s.create(&r, r.last_seen).await)?;
         expired.push(r);
     }
     let mut live = Vec::new();
     for _ in 0..5 {
         let r = with_user("kim");
-        ok("create", s.create(&r).await)?;
+        ok("create", s.create(&r, r.last_seen).await)?;
         live.push(r);
     }
     let now = T0 + 100;
@@ -1259,7 +1278,7 @@ async fn find_by_prefix<S: Store>(s: &S) -> CaseResult {
     let mut expired = fresh();
     expired.idle_deadline = T0 + 10;
     for r in [&live, &other, &expired] {
-        ok("create", s.create(r).await)?;
+        ok("create", s.create(r, r.last_seen).await)?;
     }
     let now = T0 + 100;
     let hex = live.id_hash.to_hex();
@@ -1318,10 +1337,10 @@ async fn stats<S: Store>(s: &S) -> CaseResult {
     for i in 0..3u64 {
         let mut r = with_user("bo");
         r.idle_deadline = T0 + 10 + i;
-        ok("create", s.create(&r).await)?;
+        ok("create", s.create(&r, r.last_seen).await)?;
     }
     for _ in 0..2 {
-        ok("create", s.create(&fresh()).await)?;
+        ok("create", s.create(&fresh(), T0).await)?;
     }
     let now = T0 + 100;
     let st: Stats = ok("stats", s.stats(now).await)?;
@@ -1343,7 +1362,7 @@ async fn big_data<S: Store>(s: &S) -> CaseResult {
     r.data.insert("blob".into(), Value::Binary(blob.clone()));
     r.data
         .insert("text".into(), Value::from("é".repeat(8 * 1024)));
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let back = must_load(s, &r.id_hash, T0).await?;
     same("64 KiB record", &back, &r)?;
     let mut next = back.clone();
@@ -1357,9 +1376,9 @@ async fn big_data<S: Store>(s: &S) -> CaseResult {
 
 async fn corrupt<T: ConformanceTarget>(s: &T) -> CaseResult {
     let r = with_user("leo");
-    ok("create", s.create(&r).await)?;
+    ok("create", s.create(&r, r.last_seen).await)?;
     let fine = with_user("leo");
-    ok("create", s.create(&fine).await)?;
+    ok("create", s.create(&fine, fine.last_seen).await)?;
     ok("inject_corrupt", s.inject_corrupt(&r.id_hash).await)?;
     expect_kind(
         "load of a corrupt record",
@@ -1399,7 +1418,7 @@ async fn unicode_users<S: Store>(s: &S) -> CaseResult {
     let mut by_user = BTreeMap::new();
     for u in &users {
         let r = with_user(u);
-        ok("create", s.create(&r).await)?;
+        ok("create", s.create(&r, r.last_seen).await)?;
         by_user.insert(u.clone(), r);
     }
     for (u, r) in &by_user {

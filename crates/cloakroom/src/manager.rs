@@ -641,8 +641,13 @@ impl SessionManager {
     /// Stores a new server-side record for `id`, deletes the old one, and closes the race
     /// with a concurrent `revoke_user` (which bumps the epoch, then deletes): if the epoch
     /// moved after we read it, our new record may have escaped the delete, so we delete it.
-    async fn create_replacing(&self, session: &Session, record: &Record) -> Result<(), Error> {
-        self.store.create(record).await?;
+    async fn create_replacing(
+        &self,
+        session: &Session,
+        record: &Record,
+        now: u64,
+    ) -> Result<(), Error> {
+        self.store.create(record, now).await?;
         if let Some(old) = &session.loaded_id {
             self.store.delete(&old.hash()).await?;
         }
@@ -680,7 +685,7 @@ impl SessionManager {
                     },
                     _ => self.reborn(&session, id.hash(), now).await?,
                 };
-                self.create_replacing(&session, &record).await?;
+                self.create_replacing(&session, &record, now).await?;
                 return self.signed_cookie(&id, &record, now);
             }
             Verb::None => {}
@@ -692,7 +697,7 @@ impl SessionManager {
             // A new session with something worth keeping.
             let id = SessionId::generate()?;
             let record = self.reborn(&session, id.hash(), now).await?;
-            self.store.create(&record).await?;
+            self.store.create(&record, now).await?;
             return self.signed_cookie(&id, &record, now);
         };
         let done = if session.changes.is_empty() {
@@ -808,7 +813,7 @@ impl SessionManager {
                 let record = self.reborn(&session, id.hash(), now).await?;
                 let mut server = record.clone();
                 server.data.clear();
-                self.create_replacing(&session, &server).await?;
+                self.create_replacing(&session, &server, now).await?;
                 (id, record)
             }
             Verb::None => match session.loaded_id.clone() {
@@ -820,7 +825,7 @@ impl SessionManager {
                     let record = self.reborn(&session, id.hash(), now).await?;
                     let mut server = record.clone();
                     server.data.clear();
-                    self.store.create(&server).await?;
+                    self.store.create(&server, now).await?;
                     (id, record)
                 }
                 Some(id) if session.changes.is_empty() => {

@@ -28,8 +28,8 @@ struct Faulty {
 
 #[async_trait]
 impl Store for Faulty {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        self.inner.create(record).await
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
+        self.inner.create(record, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         if self.panic_on_load.load(Ordering::SeqCst) {
@@ -103,7 +103,13 @@ fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_s
     let store = Arc::new(Faulty::default());
     let d = daemon_on(store.clone());
     let mut c = d.client();
-    assert_eq!(c.call(&Request::Create { record: record(1) }), Reply::Done);
+    assert_eq!(
+        c.call(&Request::Create {
+            record: record(1),
+            now: None
+        }),
+        Reply::Done
+    );
 
     store.panic_on_load.store(true, Ordering::SeqCst);
     for _ in 0..20 {
@@ -133,7 +139,13 @@ fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_s
         panic!("LOAD after the panics")
     };
     assert_eq!(*r, record(1));
-    assert_eq!(c.call(&Request::Create { record: record(2) }), Reply::Done);
+    assert_eq!(
+        c.call(&Request::Create {
+            record: record(2),
+            now: None
+        }),
+        Reply::Done
+    );
 }
 
 #[test]
@@ -141,7 +153,13 @@ fn a_corrupt_record_is_answered_corrupt() {
     let store = Arc::new(Faulty::default());
     let d = daemon_on(store.clone());
     let mut c = d.client();
-    assert_eq!(c.call(&Request::Create { record: record(3) }), Reply::Done);
+    assert_eq!(
+        c.call(&Request::Create {
+            record: record(3),
+            now: None
+        }),
+        Reply::Done
+    );
     store.corrupt_on_load.store(true, Ordering::SeqCst);
     match c.call(&load(3)) {
         Reply::Error { status, message } => {

@@ -30,9 +30,9 @@ impl Slow {
 
 #[async_trait]
 impl Store for Slow {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         self.wait().await;
-        self.inner.create(record).await
+        self.inner.create(record, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         self.wait().await;
