@@ -295,11 +295,7 @@ fn chain(e: &Error) -> String {
     out
 }
 
-fn expect_kind<V: std::fmt::Debug>(
-    what: &str,
-    r: Result<V, Error>,
-    kind: ErrorKind,
-) -> CaseResult {
+fn expect_kind<V: std::fmt::Debug>(what: &str, r: Result<V, Error>, kind: ErrorKind) -> CaseResult {
     match r {
         Err(e) if e.kind() == kind => Ok(()),
         Err(e) => Err(format!(
@@ -322,20 +318,12 @@ fn with_user(user: &str) -> Record {
     r
 }
 
-async fn must_load<S: Store + ?Sized>(
-    s: &S,
-    id: &IdHash,
-    now: u64,
-) -> Result<Record, String> {
+async fn must_load<S: Store + ?Sized>(s: &S, id: &IdHash, now: u64) -> Result<Record, String> {
     ok("load", s.load(id, now).await)?
         .ok_or_else(|| format!("load of {id} at {now}: record missing"))
 }
 
-fn same<V: PartialEq + std::fmt::Debug>(
-    what: impl Display,
-    got: V,
-    want: V,
-) -> CaseResult {
+fn same<V: PartialEq + std::fmt::Debug>(what: impl Display, got: V, want: V) -> CaseResult {
     ensure!(got == want, "{what}: got {got:?}, want {want:?}");
     Ok(())
 }
