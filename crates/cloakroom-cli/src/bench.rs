@@ -433,7 +433,7 @@ fn store(url: &str, load: LoadArgs) -> Result<(), Failure> {
                     for r in &chunk {
                         let t = Instant::now();
                         match op {
-                            "create" => s.create(r).await.map(drop),
+                            "create" => s.create(r, r.last_seen).await.map(drop),
                             "load" => s.load(&r.id_hash, t0).await.map(drop),
                             "apply" => s
                                 .apply(&r.id_hash, &changes, t0 + 1, t0 + 1801)

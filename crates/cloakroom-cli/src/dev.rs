@@ -68,7 +68,7 @@ pub(crate) fn dev(command: DevCommand) -> Result<(), Failure> {
             for _ in 0..count {
                 let r = make()?;
                 let s = Arc::clone(&s);
-                tasks.spawn(async move { s.create(&r).await });
+                tasks.spawn(async move { s.create(&r, r.last_seen).await });
                 if tasks.len() >= 64 {
                     if let Some(done) = tasks.join_next().await {
                         done.map_err(|e| anyhow!("{e}"))?

@@ -24,6 +24,9 @@ pub enum Request {
     Create {
         /// The record, at version 1.
         record: Record,
+        /// The caller's clock: an existing record live at `now` is a conflict. `None` (a
+        /// client from before this field) judges it at the record's `last_seen`.
+        now: Option<u64>,
     },
     /// `LOAD`: the live record of an id hash.
     Load {
@@ -236,7 +239,7 @@ impl Request {
         let changes = |v: &[Change]| Value::Array(v.iter().map(change_value).collect());
         match self {
             Self::Ping => m,
-            Self::Create { record } => m.put("record", record_value(record)),
+            Self::Create { record, now } => m.put("record", record_value(record)).opt("now", *now),
             Self::Load { id_hash, now } => {
                 m.put("id_hash", id_hash_value(id_hash)).put("now", *now)
             }
@@ -358,6 +361,7 @@ impl Request {
                 Verb::Ping => Self::Ping,
                 Verb::Create => Self::Create {
                     record: f.record("record")?,
+                    now: f.opt_u64("now")?,
                 },
                 Verb::Load => Self::Load {
                     id_hash: f.id_hash("id_hash")?,

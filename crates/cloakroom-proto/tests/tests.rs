@@ -69,7 +69,14 @@ fn verb_examples() -> Vec<(&'static str, Request, Reply)> {
     let issued = IssuedCookie::new(cookie(), id_hash(), NOW + 1800);
     vec![
         ("PING", Request::Ping, Reply::pong("0.1.0")),
-        ("CREATE", Request::Create { record: record() }, Reply::Done),
+        (
+            "CREATE",
+            Request::Create {
+                record: record(),
+                now: None,
+            },
+            Reply::Done,
+        ),
         (
             "LOAD",
             Request::Load {

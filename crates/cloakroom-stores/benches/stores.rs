@@ -169,7 +169,8 @@ struct Cloakroom<S> {
 impl<S: Store> Cloakroom<S> {
     fn boxed(rt: &Runtime, store: S) -> Box<dyn Target> {
         let record = session_record();
-        rt.block_on(store.create(&record)).expect("create");
+        rt.block_on(store.create(&record, record.last_seen))
+            .expect("create");
         Box::new(Self {
             store: Arc::new(store),
             record: Mutex::new(record),

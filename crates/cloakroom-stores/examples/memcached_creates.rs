@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     1_700_000_000,
                     &Policy::default(),
                 );
-                store.create(&r).await?;
+                store.create(&r, r.last_seen).await?;
                 if n % tenth == 0 {
                     let i = usize::try_from(n / tenth).unwrap_or(10).min(10);
                     if let Ok(mut m) = marks.lock() {

@@ -11,9 +11,13 @@ macro_rules! blocking_store {
     ($store:ty, $name:literal) => {
         #[::async_trait::async_trait]
         impl ::cloakroom::Store for $store {
-            async fn create(&self, record: &::cloakroom::Record) -> Result<(), ::cloakroom::Error> {
+            async fn create(
+                &self,
+                record: &::cloakroom::Record,
+                now: u64,
+            ) -> Result<(), ::cloakroom::Error> {
                 let record = record.clone();
-                self.run(move |s| s.create(&record)).await
+                self.run(move |s| s.create(&record, now)).await
             }
 
             async fn load(

@@ -414,7 +414,7 @@ mod tests {
             1_700_000_000,
             &Policy::default(),
         );
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert!(store
             .load(&r.id_hash, 1_700_000_001)
             .await

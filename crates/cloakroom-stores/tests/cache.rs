@@ -281,7 +281,7 @@ async fn sees_other_writers(kind: Kind) {
 
     // A change of data.
     let r = record("alice");
-    other.create(&r).await.unwrap();
+    other.create(&r, r.last_seen).await.unwrap();
     until_hit(&*cache, &r.id_hash).await;
     let mut c = Changes::new();
     c.set("cart", Value::from(2));
@@ -301,7 +301,7 @@ async fn sees_other_writers(kind: Kind) {
 
     // A revocation: the epoch and every session of the user.
     let r = record("bob");
-    other.create(&r).await.unwrap();
+    other.create(&r, r.last_seen).await.unwrap();
     until_hit(&*cache, &r.id_hash).await;
     assert_eq!(cache.user_epoch("bob").await.unwrap(), 0);
     let hits = cache.cache_stats().hits;
@@ -346,7 +346,7 @@ async fn lost_channel(kind: Kind, kill: impl std::future::Future<Output = ()>) {
     let cache = kind.cached(&at, false).await;
     let other = kind.bare(&at).await;
     let r = record("carol");
-    other.create(&r).await.unwrap();
+    other.create(&r, r.last_seen).await.unwrap();
     until_hit(&*cache, &r.id_hash).await;
 
     kill.await;
@@ -577,7 +577,7 @@ fn two_processes(kind: Kind, blind_b: bool, trials: usize) -> Vec<Option<Duratio
     for trial in 0..trials {
         let user = format!("user{trial}");
         let r = record(&user);
-        rt.block_on(a.create(&r)).unwrap();
+        rt.block_on(a.create(&r, r.last_seen)).unwrap();
         rt.block_on(until_hit(&*a, &r.id_hash));
         writeln!(b.stdin, "watch {}", r.id_hash.to_hex()).unwrap();
         assert_eq!(b.next(), "ready");

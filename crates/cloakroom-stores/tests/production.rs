@@ -277,7 +277,7 @@ mod redis_tls {
             .connect()
             .await
             .unwrap();
-        s.create(&common::record("b")).await.unwrap();
+        s.create(&common::record("b"), T0).await.unwrap();
         // Another CA did not sign the server's certificate: refused.
         let url = format!("rediss://127.0.0.1:{port}?ca={}", certs.other_ca.display());
         let err = store(&url, "tls-other:").await.unwrap_err();
@@ -555,7 +555,7 @@ mod postgres_tls {
             .connect()
             .await
             .unwrap();
-        s.create(&common::record("b")).await.unwrap();
+        s.create(&common::record("b"), T0).await.unwrap();
         // Its sessions are readable through the socket: the TLS store wrote them.
         let rows = cluster
             .raw()
@@ -873,7 +873,7 @@ mod redis_cluster {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     i += 1;
                     let r = common::record(&format!("u{w}_{i}"));
-                    match store.create(&r).await {
+                    match store.create(&r, r.last_seen).await {
                         Ok(()) => acked.lock().unwrap().push(r),
                         Err(e) => {
                             let kind = format!("{:?}", e.kind());
@@ -1079,7 +1079,7 @@ mod memcached_flood {
                         T0,
                         &Policy::default(),
                     );
-                    store.create(&r).await.unwrap();
+                    store.create(&r, r.last_seen).await.unwrap();
                 }
             }));
         }
@@ -1088,7 +1088,7 @@ mod memcached_flood {
         }
         // A login: a session with a user, listed, its record loads.
         let r = common::record("alice");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert!(store.load(&r.id_hash, T0).await.unwrap().is_some());
         assert_eq!(store.sessions_of("alice", T0).await.unwrap().len(), 1);
         // Purge still works after the flood: at the deadline, the flood's sessions go.
@@ -1108,7 +1108,7 @@ mod memcached_flood {
         let mut r = common::record("big");
         r.data
             .insert("blob".into(), cloakroom::Value::from("x".repeat(2 << 20)));
-        let err = store.create(&r).await.unwrap_err();
+        let err = store.create(&r, r.last_seen).await.unwrap_err();
         assert_eq!(err.kind(), cloakroom::ErrorKind::Value, "{err}");
     }
 }

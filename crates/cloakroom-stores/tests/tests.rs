@@ -230,7 +230,7 @@ mod file_store {
             &Policy::default(),
         );
         r.user_id = Some("mallory/../../etc".into());
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         store.bump_user_epoch("mallory/../../etc").await.unwrap();
         let file = root.join("sessions").join(r.id_hash.to_hex());
         assert_eq!(store.record_path(&r.id_hash), file);
@@ -302,10 +302,15 @@ mod file_store {
             T0,
             &Policy::default(),
         );
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         let kinds = [
-            store.create(&r).await.map(|_| ()).unwrap_err().kind(),
+            store
+                .create(&r, r.last_seen)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
             store
                 .load(&r.id_hash, T0)
                 .await
@@ -361,8 +366,11 @@ mod file_store {
             T0,
             &Policy::default(),
         );
-        a.create(&r).await.unwrap();
-        assert_eq!(b.create(&r).await.unwrap_err().kind(), ErrorKind::Conflict);
+        a.create(&r, r.last_seen).await.unwrap();
+        assert_eq!(
+            b.create(&r, r.last_seen).await.unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
         assert_eq!(b.update(&r, T0).await.unwrap(), 2);
         assert_eq!(
             a.update(&r, T0).await.unwrap_err().kind(),
@@ -383,7 +391,7 @@ mod file_store {
             let dir = tempfile::tempdir().unwrap();
             let store = FileStore::open(dir.path().join("s")).await.unwrap();
             let r = crash::first_record();
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             let mut acked = 1;
             crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
             crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
@@ -401,7 +409,7 @@ mod file_store {
             FileStore::open(&path)
                 .await
                 .unwrap()
-                .create(&r)
+                .create(&r, r.last_seen)
                 .await
                 .unwrap();
         });
@@ -519,7 +527,7 @@ mod sqlite_store {
         let path = dir.path().join("s.db");
         let store = SqliteStore::open(&path).await.unwrap();
         let r = fresh();
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -593,7 +601,7 @@ mod sqlite_store {
         {
             let store = SqliteStore::open(&path).await.unwrap();
             for _ in 0..50 {
-                store.create(&fresh()).await.unwrap();
+                store.create(&fresh(), T0).await.unwrap();
             }
         }
         // The last connection closed: the log is checkpointed into the file. Keep the
@@ -621,7 +629,7 @@ mod sqlite_store {
         let mut records = Vec::new();
         for _ in 0..200 {
             let r = fresh();
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             records.push(r);
         }
         // Move everything into the main file, then damage its pages (keep the header).
@@ -673,12 +681,12 @@ mod sqlite_store {
         .await
         .unwrap();
         let r = fresh();
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let other = rusqlite::Connection::open(&path).unwrap();
         other
             .execute_batch("BEGIN EXCLUSIVE; DELETE FROM user_epochs;")
             .unwrap();
-        let e = store.create(&fresh()).await.unwrap_err();
+        let e = store.create(&fresh(), T0).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.to_string().contains("locked"), "{e}");
         let e = store.update(&r, T0).await.unwrap_err();
@@ -701,7 +709,7 @@ mod sqlite_store {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
             let r = crash::first_record();
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             let mut acked = 1;
             crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
             crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
@@ -719,7 +727,7 @@ mod sqlite_store {
             SqliteStore::open(&path)
                 .await
                 .unwrap()
-                .create(&r)
+                .create(&r, r.last_seen)
                 .await
                 .unwrap();
         });
@@ -762,7 +770,7 @@ mod sqlite_store {
                 r.idle_deadline = T0 + 86_400;
                 r.absolute_deadline = T0 + 86_400;
             }
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
         }
         let rows = || -> i64 {
             rusqlite::Connection::open(&path)
@@ -875,7 +883,7 @@ mod many_machines {
     /// Every operation of `store` answers Unavailable within [`ANSWER_WITHIN`].
     pub(crate) async fn all_unavailable<S: Store>(store: &S, known: &Record) {
         let fresh = record("down");
-        unavailable("create", store.create(&fresh)).await;
+        unavailable("create", store.create(&fresh, fresh.last_seen)).await;
         unavailable("load", store.load(&known.id_hash, T0)).await;
         unavailable("update", store.update(known, T0)).await;
         unavailable("touch", store.touch(&known.id_hash, T0, T0 + 60)).await;
@@ -896,7 +904,7 @@ mod many_machines {
         let deadline = Instant::now() + Duration::from_secs(20);
         let r = record("back");
         loop {
-            match store.create(&r).await {
+            match store.create(&r, r.last_seen).await {
                 Ok(()) => break,
                 Err(e) if e.kind() == ErrorKind::Conflict => break,
                 Err(e) => {
@@ -1057,7 +1065,7 @@ mod redis_store {
         let prefix = mm::unique("cloakroom-test:");
         let store = store(&url, &prefix).await;
         let r = mm::record("ttl user");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let mut conn = raw(&url).await;
         let key = store.record_key(&r.id_hash);
         assert_eq!(key, format!("{prefix}{{r:{}}}", r.id_hash.to_hex()));
@@ -1160,7 +1168,7 @@ mod redis_store {
         let prefix = mm::unique("cloakroom-test:");
         let store = store(&url, &prefix).await;
         let r = mm::record("flush");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let mut conn = raw(&url).await;
         cmd(&mut conn, redis::cmd("SCRIPT").arg("FLUSH")).await;
         assert_eq!(store.update(&r, T0).await.unwrap(), 2);
@@ -1175,7 +1183,7 @@ mod redis_store {
         let mut conn = raw(&url).await;
         // A wrong type under our key.
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let key = store.record_key(&r.id_hash);
         cmd(&mut conn, redis::cmd("DEL").arg(&key)).await;
         cmd(&mut conn, redis::cmd("SET").arg(&key).arg("hello")).await;
@@ -1208,7 +1216,7 @@ mod redis_store {
         assert!(store.delete(&r.id_hash).await.unwrap());
         // A truncated record.
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let key = store.record_key(&r.id_hash);
         let full: Vec<u8> = redis::cmd("HGET")
             .arg(&key)
@@ -1287,7 +1295,7 @@ mod redis_store {
         let url = format!("redis://127.0.0.1:{port}");
         let store = store(&url, "fault:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         server.kill();
         mm::all_unavailable(&store, &r).await;
         // Twice: a store that failed many times still answers within the bound.
@@ -1304,11 +1312,12 @@ mod redis_store {
         let server = redis_server(port, dir.path());
         let store = store(&format!("redis://127.0.0.1:{port}"), "frozen:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         mm::signal(&server, "STOP");
         // A write whose answer never came may have been applied: the error says so; a read
         // does not.
-        let e = store.create(&mm::record("maybe")).await.unwrap_err();
+        let r = mm::record("maybe");
+        let e = store.create(&r, r.last_seen).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
         assert!(e.to_string().contains("may have been applied"), "{e}");
         let e = store.load(&r.id_hash, T0).await.unwrap_err();
@@ -1410,7 +1419,7 @@ mod postgres_store {
         let schema = mm::unique("t_");
         let (a, b) = tokio::join!(store(&url, &schema), store(&url, &schema));
         let r = mm::record("mig");
-        a.create(&r).await.unwrap();
+        a.create(&r, r.last_seen).await.unwrap();
         assert!(b.load(&r.id_hash, T0).await.unwrap().is_some());
         let client = raw(&url).await;
         let versions = client
@@ -1467,7 +1476,7 @@ mod postgres_store {
         let client = raw(&url).await;
         let kind = |r: Result<(), Error>| r.unwrap_err().kind();
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let id = r.id_hash.as_bytes().as_slice();
         // A truncated record.
         client
@@ -1647,7 +1656,7 @@ mod postgres_store {
         let schema = mm::unique("stores_conninfo_");
         let store = store(&url, &schema).await;
         let r = mm::record("kv");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let conninfo = "host=127.0.0.1 port=5432 user=postgres password='postgres' dbname=test \
                         allow_plaintext_to_remote_host=false";
         let by_kv = PostgresStore::builder(conninfo)
@@ -1677,7 +1686,7 @@ mod postgres_store {
             .await
             .unwrap();
         let r = mm::record("locked");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         // Another connection holds the table: every statement on it waits.
         let mut locker = raw(&url).await;
         let tx = locker.transaction().await.unwrap();
@@ -1686,7 +1695,8 @@ mod postgres_store {
         ))
         .await
         .unwrap();
-        let e = store.create(&mm::record("locked")).await.unwrap_err();
+        let r = mm::record("locked");
+        let e = store.create(&r, r.last_seen).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
         assert!(
             e.to_string().contains("may or may not have been committed"),
@@ -1705,7 +1715,7 @@ mod postgres_store {
         let cluster = Cluster::new();
         let store = store(&cluster.url(), "fault").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         // Fill the pool with idle connections, so that the broken ones are met.
         let mut loads = Vec::new();
         for _ in 0..4 {
@@ -1829,7 +1839,7 @@ mod memcached_store {
         let kind = |r: Result<(), Error>| r.unwrap_err().kind();
         // Another application's item under our key (other flags).
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let key = store.record_key(&r.id_hash);
         assert_eq!(
             raw(&addr, &set(&key, 0, &r.encode().unwrap()))
@@ -1856,7 +1866,7 @@ mod memcached_store {
         assert!(store.delete(&r.id_hash).await.unwrap());
         // A truncated record.
         let r = mm::record("eve");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let bytes = r.encode().unwrap();
         let truncated = &bytes[..bytes.len() / 2];
         assert_eq!(
@@ -1940,7 +1950,7 @@ mod memcached_store {
         let mut ids = std::collections::BTreeSet::new();
         for _ in 0..70 {
             let r = mm::record("busy");
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             ids.insert(r.id_hash);
         }
         let listed = store.sessions_of("busy", T0).await.unwrap();
@@ -1960,7 +1970,7 @@ mod memcached_store {
         // later, whatever `now` a caller passes.
         let mut r = mm::record("ttl");
         r.idle_deadline = r.last_seen + 1;
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert!(store.load(&r.id_hash, T0).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(3500)).await;
         assert!(
@@ -1989,7 +1999,7 @@ mod memcached_store {
         let addr = format!("127.0.0.1:{port}");
         let store = store(&addr, "fault:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         server.kill();
         mm::all_unavailable(&store, &r).await;
         mm::all_unavailable(&store, &r).await;
@@ -2004,7 +2014,7 @@ mod memcached_store {
         let server = memcached(port);
         let store = store(&format!("127.0.0.1:{port}"), "frozen:").await;
         let r = mm::record("down");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         mm::signal(&server, "STOP");
         mm::all_unavailable(&store, &r).await;
         mm::signal(&server, "CONT");
@@ -2311,12 +2321,12 @@ mod remote_store {
         record
             .data
             .insert("big".into(), cloakroom::Value::from("x".repeat(2000)));
-        let err = store.create(&record).await.unwrap_err();
+        let err = store.create(&record, record.last_seen).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("1000"), "{err}");
         assert_eq!(daemon.received(), 0);
         record.data.clear();
-        store.create(&record).await.unwrap();
+        store.create(&record, record.last_seen).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

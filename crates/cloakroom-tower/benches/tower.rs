@@ -144,9 +144,9 @@ struct Counted {
 
 #[async_trait::async_trait]
 impl cloakroom::Store for Counted {
-    async fn create(&self, r: &cloakroom::Record) -> Result<(), cloakroom::Error> {
+    async fn create(&self, r: &cloakroom::Record, now: u64) -> Result<(), cloakroom::Error> {
         self.calls.add(3);
-        self.inner.create(r).await
+        self.inner.create(r, now).await
     }
     async fn load(
         &self,

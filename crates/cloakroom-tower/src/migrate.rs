@@ -396,7 +396,7 @@ impl LegacyMigration {
         let until = now.saturating_add(self.max_age).saturating_add(1);
         let cutoff = match store.load(&id, now).await {
             Ok(Some(seen)) => seen.created,
-            Ok(None) => match store.create(&marker(id, now, until)).await {
+            Ok(None) => match store.create(&marker(id, now, until), now).await {
                 Ok(()) => now,
                 // Another request made it just now: its time is at most `now`.
                 Err(e) if e.kind() == StoreErrorKind::Conflict => now,
@@ -442,7 +442,7 @@ impl Consume {
     /// # Errors
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) if the store is down.
     pub(crate) async fn consume(self, store: &dyn Store) -> Result<bool, Error> {
-        match store.create(&self.marker).await {
+        match store.create(&self.marker, self.marker.last_seen).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == StoreErrorKind::Conflict => Ok(false),
             Err(e) => Err(e.into()),

@@ -326,8 +326,8 @@ struct ReadModifyWrite(MemoryStore);
 
 #[async_trait]
 impl Store for ReadModifyWrite {
-    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
-        self.0.create(r).await
+    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::Error> {
+        self.0.create(r, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
         self.0.load(id, now).await

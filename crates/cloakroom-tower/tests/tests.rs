@@ -229,9 +229,9 @@ impl<H> std::ops::Deref for Hooked<H> {
 
 #[async_trait]
 impl<H: Hooks> Store for Hooked<H> {
-    async fn create(&self, r: &Record) -> Result<(), cloakroom::Error> {
+    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::Error> {
         self.hooks.before(Op::Create).await?;
-        self.inner.create(r).await
+        self.inner.create(r, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
         self.hooks.before(Op::Load).await?;

@@ -108,9 +108,8 @@ impl Inner {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         let mut inner = self.lock();
-        let now = record.last_seen;
         if let Some(old) = inner.records.get(&record.id_hash) {
             if old.record.is_live(now) || old.corrupt {
                 return Err(Error::conflict());

@@ -305,8 +305,8 @@ impl Future for YieldNow {
 /// let id = SessionId::generate()?;
 /// let mut record = Record::new(id.hash(), now, &Policy::default());
 /// record.user_id = Some("user 950".into());
-/// store.create(&record).await?;
-/// assert_eq!(store.create(&record).await.unwrap_err().kind(), ErrorKind::Conflict);
+/// store.create(&record, now).await?;
+/// assert_eq!(store.create(&record, now).await.unwrap_err().kind(), ErrorKind::Conflict);
 ///
 /// // Read, change, write back under the version we read; on Conflict read again.
 /// loop {
@@ -339,9 +339,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new record.
     ///
     /// # Errors
-    /// `Conflict` if a live record with this id hash exists (an expired one may be
-    /// replaced); `Unavailable` if the backend fails.
-    async fn create(&self, record: &Record) -> Result<(), Error>;
+    /// `Conflict` if a record with this id hash is live at `now` (one that has expired by
+    /// `now` may be replaced); `Unavailable` if the backend fails.
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error>;
 
     /// The live record with this id hash, or `None` if there is none or it has expired.
     ///
@@ -481,8 +481,8 @@ pub trait Store: Send + Sync + 'static {
 
 #[async_trait]
 impl<S: Store + ?Sized> Store for Arc<S> {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        (**self).create(record).await
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
+        (**self).create(record, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         (**self).load(id, now).await

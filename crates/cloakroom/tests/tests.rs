@@ -43,8 +43,8 @@ async fn a_store_with_a_corruption_closure_passes_conformance() {
 /// inner store, and a hook left as it is forwards to it.
 #[async_trait]
 trait Twist: Send + Sync + 'static {
-    async fn create(&self, inner: &MemoryStore, r: &Record) -> Result<(), Error> {
-        inner.create(r).await
+    async fn create(&self, inner: &MemoryStore, r: &Record, now: u64) -> Result<(), Error> {
+        inner.create(r, now).await
     }
     async fn update(&self, inner: &MemoryStore, r: &Record, now: u64) -> Result<u64, Error> {
         inner.update(r, now).await
@@ -97,8 +97,8 @@ impl<T> Twisted<T> {
 
 #[async_trait]
 impl<T: Twist> Store for Twisted<T> {
-    async fn create(&self, r: &Record) -> Result<(), Error> {
-        self.twist.create(&self.inner, r).await
+    async fn create(&self, r: &Record, now: u64) -> Result<(), Error> {
+        self.twist.create(&self.inner, r, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         self.inner.load(id, now).await
@@ -200,7 +200,7 @@ fn down() -> Error {
 
 #[async_trait]
 impl Store for DownStore {
-    async fn create(&self, _: &Record) -> Result<(), Error> {
+    async fn create(&self, _: &Record, _: u64) -> Result<(), Error> {
         Err(down())
     }
     async fn load(&self, _: &IdHash, _: u64) -> Result<Option<Record>, Error> {
@@ -974,12 +974,12 @@ struct RevokeDuringCreate;
 
 #[async_trait]
 impl Twist for RevokeDuringCreate {
-    async fn create(&self, inner: &MemoryStore, r: &Record) -> Result<(), Error> {
+    async fn create(&self, inner: &MemoryStore, r: &Record, now: u64) -> Result<(), Error> {
         if let Some(user) = &r.user_id {
             inner.bump_user_epoch(user).await?;
             inner.revoke_user_sessions(user, None).await?;
         }
-        inner.create(r).await
+        inner.create(r, now).await
     }
 }
 
@@ -1141,7 +1141,7 @@ mod purger {
                 r.idle_deadline = T0 + 86_400;
                 r.absolute_deadline = T0 + 86_400;
             }
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
         }
     }
 
@@ -1686,7 +1686,7 @@ impl Twist for ReadModifyWrite {
         tokio::task::yield_now().await;
         let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
         inner.delete(id).await?;
-        inner.create(&next).await?;
+        inner.create(&next, next.last_seen).await?;
         Ok(Applied::new(next.version, next.idle_deadline))
     }
 }
@@ -1738,7 +1738,7 @@ impl Twist for CarelessApply {
         r.last_seen = now;
         r.version = applied.version - 1;
         inner.delete(id).await?;
-        inner.create(&r).await?;
+        inner.create(&r, r.last_seen).await?;
         Ok(Applied::new(r.version, r.idle_deadline))
     }
 }
@@ -1764,8 +1764,8 @@ struct DefaultApplyStore {
 
 #[async_trait]
 impl Store for DefaultApplyStore {
-    async fn create(&self, r: &Record) -> Result<(), Error> {
-        self.inner.create(r).await
+    async fn create(&self, r: &Record, now: u64) -> Result<(), Error> {
+        self.inner.create(r, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         self.inner.load(id, now).await

@@ -108,8 +108,8 @@ impl CachedStore {
 
 #[async_trait]
 impl Store for CachedStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        let r = self.inner.create(record).await;
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
+        let r = self.inner.create(record, now).await;
         match &r {
             Ok(()) => {
                 let cap = self.capacity;
@@ -309,8 +309,8 @@ impl Counted {
 
 #[async_trait]
 impl Store for Counted {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        self.check(self.inner.create(record).await)
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
+        self.check(self.inner.create(record, now).await)
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         self.metrics.cache_miss();
@@ -377,7 +377,7 @@ mod tests {
         let id = SessionId::generate().unwrap().hash();
         let mut r = Record::new(id, now, &Policy::default());
         r.user_id = Some("u".into());
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert_eq!(store.load(&id, now).await.unwrap().unwrap().version, 1);
         assert_eq!(metrics.cache_hits(), 1);
         let mut c = Changes::new();
@@ -393,7 +393,7 @@ mod tests {
         for _ in 0..5 {
             let id = SessionId::generate().unwrap().hash();
             store
-                .create(&Record::new(id, now, &Policy::default()))
+                .create(&Record::new(id, now, &Policy::default()), now)
                 .await
                 .unwrap();
         }

@@ -123,8 +123,10 @@ async fn store_verb(state: &State, request: Request) -> Result<Reply, cloakroom:
     let store = &state.store;
     Ok(match request {
         Request::Ping => Reply::pong(env!("CARGO_PKG_VERSION")),
-        Request::Create { record } => {
-            store.create(&record_from_wire(record)).await?;
+        Request::Create { record, now } => {
+            let record = record_from_wire(record);
+            let now = now.unwrap_or(record.last_seen);
+            store.create(&record, now).await?;
             Reply::Done
         }
         Request::Load { id_hash, now } => {

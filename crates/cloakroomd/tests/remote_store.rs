@@ -162,7 +162,7 @@ async fn the_store_recovers_when_the_daemon_restarts_without_being_rebuilt() {
     let running = daemon(dir.path(), None).await;
     let store = connect(dir.path(), Duration::from_millis(500)).await;
     let r = record(Some("restart"));
-    store.create(&r).await.unwrap();
+    store.create(&r, r.last_seen).await.unwrap();
     running.shutdown().await;
     assert_eq!(
         store.load(&r.id_hash, T0).await.unwrap_err().kind(),
@@ -200,7 +200,7 @@ async fn a_thousand_concurrent_requests_from_one_store_are_all_answered_correctl
             tokio::spawn(async move {
                 let mut r = record(Some(&format!("user-{}", n % 10)));
                 r.data.insert("n".into(), Value::from(n));
-                store.create(&r).await?;
+                store.create(&r, r.last_seen).await?;
                 let mut changes = Changes::new();
                 changes.set("m", Value::from(n * 2));
                 let applied = store.apply(&r.id_hash, &changes, T0 + 1, T0 + 1800).await?;

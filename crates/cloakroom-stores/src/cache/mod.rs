@@ -273,7 +273,7 @@ impl Drop for Task {
 /// let store = SqliteStore::open(dir.path().join("sessions.db")).await?;
 /// let cached = CachedStore::sqlite(store, 10_000).await?;
 /// let record = Record::new(SessionId::generate()?.hash(), 1_700_000_000, &Policy::default());
-/// cached.create(&record).await?;
+/// cached.create(&record, record.last_seen).await?;
 /// assert!(cached.load(&record.id_hash, 1_700_000_001).await?.is_some()); // from SQLite
 /// assert!(cached.load(&record.id_hash, 1_700_000_001).await?.is_some()); // from memory
 /// assert_eq!(cached.cache_stats().hits, 1);
@@ -369,9 +369,9 @@ impl<S: Store> CachedStore<S> {
 
 #[async_trait]
 impl<S: Store> Store for CachedStore<S> {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         self.forget(&record.id_hash);
-        let r = self.store.create(record).await;
+        let r = self.store.create(record, now).await;
         self.forget(&record.id_hash);
         r
     }
@@ -526,7 +526,7 @@ mod tests {
     async fn hits_follow_this_process_writes_and_stay_bounded() {
         let store = CachedStore::without_invalidation_for_tests(MemoryStore::new(), 2).unwrap();
         let r = record("u");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         assert_eq!(
             store.load(&r.id_hash, NOW).await.unwrap().unwrap().version,
             1
@@ -554,7 +554,7 @@ mod tests {
         assert_eq!(store.user_epoch("u").await.unwrap(), 1);
         for _ in 0..5 {
             let r = record("v");
-            store.create(&r).await.unwrap();
+            store.create(&r, r.last_seen).await.unwrap();
             store.load(&r.id_hash, NOW).await.unwrap();
         }
         assert!(store.len() <= 2);
@@ -564,7 +564,7 @@ mod tests {
     async fn a_read_that_raced_an_invalidation_is_not_cached() {
         let store = CachedStore::without_invalidation_for_tests(MemoryStore::new(), 8).unwrap();
         let r = record("u");
-        store.create(&r).await.unwrap();
+        store.create(&r, r.last_seen).await.unwrap();
         let ticket = store.cache.ticket();
         store.cache.invalidate_record(&r.id_hash);
         store

@@ -76,7 +76,7 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = FileStore::open(dir.path().join("sessions")).await?;
 /// let record = Record::new(SessionId::generate()?.hash(), 1_700_000_000, &Policy::default());
-/// store.create(&record).await?;
+/// store.create(&record, record.last_seen).await?;
 /// assert_eq!(store.load(&record.id_hash, 1_700_000_001).await?, Some(record));
 /// # Ok::<(), cloakroom::Error>(())
 /// # }).unwrap();
@@ -448,13 +448,12 @@ impl Inner {
         }
     }
 
-    fn create(&self, record: &Record) -> Result<(), Error> {
+    fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         let id = &record.id_hash;
         let _lock = self.lock_record(id)?;
-        // `create` is given no clock: like the memory store, judge liveness at the new
-        // record's `last_seen`.
+        // An existing record is judged at the caller's `now`: an expired one is replaced.
         let replaced_user = match self.read_record(id) {
-            Ok(Some(old)) if old.is_live(record.last_seen) => return Err(Error::conflict()),
+            Ok(Some(old)) if old.is_live(now) => return Err(Error::conflict()),
             Ok(Some(old)) => old.user_id,
             Ok(None) => None,
             // Never overwrite what we cannot read: an operator may want to look at it.

@@ -21,7 +21,8 @@ fn a_purge_in_batches_scans_the_directory_once() {
     let dir = tempfile::tempdir().unwrap();
     let inner = Inner::open(dir.path().join("store")).unwrap();
     for _ in 0..50 {
-        inner.create(&expired_record()).unwrap();
+        let record = expired_record();
+        inner.create(&record, record.last_seen).unwrap();
     }
     let later = T0 + 13 * 3600;
     let mut total = 0;

@@ -240,7 +240,7 @@ fn not_ours(key: &str) -> Error {
 
 #[async_trait]
 impl Store for MemcachedStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         let bytes = record.encode()?;
         if bytes.len() + ITEM_OVERHEAD > ITEM_LIMIT {
             return Err(too_large(&self.record_key(&record.id_hash), bytes.len()));
@@ -248,7 +248,7 @@ impl Store for MemcachedStore {
         // Index entries first: an index may point at nothing, never miss a record.
         self.index_record(record).await?;
         let key = self.record_key(&record.id_hash);
-        let ttl = exptime(record.expires_at(), record.last_seen);
+        let ttl = exptime(record.expires_at(), now);
         let stored = self
             .run("add", async |c| {
                 c.store("add", &key, FLAGS_RECORD, ttl, &bytes, None).await

@@ -433,7 +433,7 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
+    async fn create(&self, record: &Record, _now: u64) -> Result<(), Error> {
         let bytes = record.encode()?;
         let id = record.id_hash.as_bytes().as_slice();
         let version = i64_of("version", record.version)?;

@@ -21,8 +21,7 @@
 //!
 //! - A record's key expires on the server at its earlier deadline (`PEXPIRE`), translated
 //!   into the server's clock: the store reads no clock of its own, so the deadline is taken
-//!   relative to the `now` the caller passed (or the record's `last_seen` for
-//!   [`Store::create`]) and counted from the server's own time. Liveness is still decided
+//!   relative to the `now` the caller passed and counted from the server's own time. Liveness is still decided
 //!   against the caller's `now` on every read.
 //! - [`Store::update`] is one Lua script (loaded once with `SCRIPT LOAD`, called with
 //!   `EVALSHA`, loaded again when the server answers `NOSCRIPT`, e.g. after a restart) that
@@ -222,8 +221,8 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
-        let f = fields(record, record.version, record.last_seen)?;
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
+        let f = fields(record, record.version, now)?;
         let mut pipe = self.index_writes(record);
         pipe.add_command(self.scripts.create.call_with_data(
             &self.record_key(&record.id_hash),

@@ -450,9 +450,10 @@ fn deliver(shared: &Shared, reply: Multipart) {
 
 #[async_trait]
 impl Store for RemoteStore {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         let request = Request::Create {
             record: record_to_wire(record.clone()),
+            now: Some(now),
         };
         match self.call(request).await? {
             Reply::Done => Ok(()),

@@ -89,7 +89,7 @@ pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// )
 /// .await?;
 /// let record = Record::new(SessionId::generate()?.hash(), 1_700_000_000, &Policy::default());
-/// store.create(&record).await?;
+/// store.create(&record, record.last_seen).await?;
 /// assert_eq!(store.update(&record, 1_700_000_001).await?, 2);
 /// # Ok::<(), cloakroom::Error>(())
 /// # }).unwrap();
@@ -322,12 +322,12 @@ impl Inner {
         result
     }
 
-    fn create(&self, record: &Record) -> Result<(), Error> {
+    fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         let bytes = record.encode()?;
         let version = sql_version(record.version)?;
         self.with_writer(|conn| {
-            // `create` is given no clock: like the memory store, an existing record is
-            // judged at the new record's `last_seen`, and replaced only if expired then.
+            // An existing record is judged at the caller's `now`, and replaced only if
+            // expired then.
             let changed = conn
                 .prepare_cached(
                     "INSERT INTO sessions (id, user_id, expires_at, version, record)
@@ -344,7 +344,7 @@ impl Inner {
                         sql_time(record.expires_at()),
                         version,
                         bytes,
-                        sql_time(record.last_seen),
+                        sql_time(now),
                     ])
                 })
                 .map_err(db_err("create"))?;

@@ -381,7 +381,7 @@ impl Binder {
         );
         marker.idle_deadline = until.max(now.saturating_add(1));
         marker.absolute_deadline = marker.idle_deadline;
-        match store.create(&marker).await {
+        match store.create(&marker, now).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == cloakroom::ErrorKind::Conflict => Ok(false),
             Err(e) => Err(e.into()),

@@ -74,7 +74,13 @@ fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_s
     let store = Arc::new(Faulty::default());
     let d = daemon_on(store.clone());
     let mut c = d.client();
-    assert_eq!(c.call(&Request::Create { record: record(1) }), Reply::Done);
+    assert_eq!(
+        c.call(&Request::Create {
+            record: record(1),
+            now: None
+        }),
+        Reply::Done
+    );
 
     store.hook.panic_on_load.store(true, Ordering::SeqCst);
     for _ in 0..20 {
@@ -104,7 +110,13 @@ fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_s
         panic!("LOAD after the panics")
     };
     assert_eq!(*r, record(1));
-    assert_eq!(c.call(&Request::Create { record: record(2) }), Reply::Done);
+    assert_eq!(
+        c.call(&Request::Create {
+            record: record(2),
+            now: None
+        }),
+        Reply::Done
+    );
 }
 
 #[test]
@@ -112,7 +124,13 @@ fn a_corrupt_record_is_answered_corrupt() {
     let store = Arc::new(Faulty::default());
     let d = daemon_on(store.clone());
     let mut c = d.client();
-    assert_eq!(c.call(&Request::Create { record: record(3) }), Reply::Done);
+    assert_eq!(
+        c.call(&Request::Create {
+            record: record(3),
+            now: None
+        }),
+        Reply::Done
+    );
     store.hook.corrupt_on_load.store(true, Ordering::SeqCst);
     match c.call(&load(3)) {
         Reply::Error { status, message } => {

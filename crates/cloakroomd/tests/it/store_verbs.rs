@@ -40,9 +40,18 @@ fn every_store_verb_round_trips() {
     let d = InProcess::start();
     let mut c = d.client();
     let r = record(1, Some("950"));
-    assert_eq!(c.call(&Request::Create { record: r.clone() }), Reply::Done);
     assert_eq!(
-        status(&c.call(&Request::Create { record: r.clone() })),
+        c.call(&Request::Create {
+            record: r.clone(),
+            now: None
+        }),
+        Reply::Done
+    );
+    assert_eq!(
+        status(&c.call(&Request::Create {
+            record: r.clone(),
+            now: None
+        })),
         Status::Conflict
     );
     let Reply::Record(loaded) = c.call(&Request::Load {
@@ -129,6 +138,7 @@ fn every_store_verb_round_trips() {
     );
     c.call(&Request::Create {
         record: record(2, Some("950")),
+        now: None,
     });
     assert_eq!(
         c.call(&Request::RevokeUserSessions {
@@ -147,7 +157,10 @@ fn every_store_verb_round_trips() {
     );
     let mut old = record(3, None);
     old.idle_deadline = NOW + 1;
-    c.call(&Request::Create { record: old });
+    c.call(&Request::Create {
+        record: old,
+        now: None,
+    });
     assert_eq!(
         c.call(&Request::PurgeExpired {
             now: NOW + 10,

@@ -266,9 +266,9 @@ pub(crate) struct Hooked<H> {
 
 #[async_trait]
 impl<H: Hook + 'static> Store for Hooked<H> {
-    async fn create(&self, record: &Record) -> Result<(), Error> {
+    async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         self.hook.before("create").await?;
-        self.inner.create(record).await
+        self.inner.create(record, now).await
     }
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
         self.hook.before("load").await?;
