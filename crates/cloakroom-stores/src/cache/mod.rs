@@ -5,7 +5,7 @@
 //!
 //! | store | channel | file |
 //! |---|---|---|
-//! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own before every hit and after every fill; any change by any connection drops the whole cache | `sqlite.rs` |
+//! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own before a hit or a fill when the last answer is older than 1 ms; any change by any connection drops the whole cache | `sqlite.rs` |
 //! | Redis | client-side caching: `CLIENT TRACKING ON BCAST` on the store's key prefixes over a RESP3 connection of the cache's own; each `invalidate` push drops those keys | `redis.rs` |
 //! | PostgreSQL | `LISTEN`: triggers on the store's tables (created by the cache, idempotently, so every writer is covered) `pg_notify` each changed id hash and user | `postgres.rs` |
 //! | the daemon (`cloakroomd+…`) | none: the daemon keeps the cache itself, next to the store, so a client cache would only add a second copy to invalidate | — |
@@ -24,8 +24,8 @@
 //! - Nothing absent is cached: a missing session is always asked of the store.
 //!
 //! So a session logged out or revoked anywhere is refused by every process within the time
-//! its channel takes to deliver the change: `PRAGMA data_version` is read before every hit
-//! (no delay at all), a Redis push or a PostgreSQL notification arrives within a fraction of
+//! its channel takes to deliver the change: `PRAGMA data_version` is read again once its last
+//! answer is 1 ms old (so at most 1 ms), a Redis push or a PostgreSQL notification arrives within a fraction of
 //! a millisecond on a LAN (tests/cache.rs measures it with two processes). A channel that dies
 //! silently (a network partition without a reset) is noticed by the heartbeat (every
 //! [`HEARTBEAT`], answered within [`HEARTBEAT`]), so in that case alone stale hits can last up
