@@ -36,7 +36,9 @@ pub struct Counters {
 
 counters! {
     /// Wakeups the descriptor missed: the safety timer found work that `ZMQ_FD` did not
-    /// signal. With the rules kept this stays zero; anything else is a bug.
+    /// signal. With the rules kept this stays zero, but for a rare benign race: the check
+    /// reads the descriptor and then `ZMQ_EVENTS`, so a message that arrives between the
+    /// two is counted once. Misses that recur are a bug.
     missed_wakeups,
     /// Times the task was woken by the descriptor.
     fd_wakeups,
