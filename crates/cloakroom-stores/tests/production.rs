@@ -659,8 +659,11 @@ mod redis_cluster {
         RedisStore::builder(url())
             .with_prefix(prefix)
             .with_connect_timeout(Duration::from_millis(500))
-            // Every write waits for a replica (WAIT), and this machine is busy: 2 s.
+            // Every write waits for a replica (WAIT). Under a full test run on two cores with
+            // every node fsyncing each write, a replica's confirmation has taken over 200 ms
+            // (the default wait for this timeout): give it 1 s of the 2 s.
             .with_command_timeout(Duration::from_millis(2000))
+            .with_replica_wait(Duration::from_millis(1000))
             .connect()
             .await
             .unwrap_or_else(|e| {
@@ -750,6 +753,28 @@ mod redis_cluster {
         }
     }
 
+    /// A replica wait that is not shorter than the command timeout is refused before any
+    /// connection is made (it would turn every slow replica into a timeout that says
+    /// nothing about replication).
+    #[tokio::test]
+    async fn a_replica_wait_not_under_the_command_timeout_is_refused() {
+        for wait in [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ] {
+            let err = RedisStore::builder(url())
+                .with_command_timeout(Duration::from_secs(1))
+                .with_replica_wait(wait)
+                .connect()
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("a replica wait of {wait:?} was accepted"));
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains("replica wait"), "{err}");
+        }
+    }
+
     /// One test, so that the failover never runs beside the conformance suite (which would
     /// then see the killed primary's slots away).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -759,6 +784,8 @@ mod redis_cluster {
     }
 
     async fn conformance_on_the_cluster() {
+        // A cluster just created (scripts/test's setup) may still be syncing its replicas.
+        wait_healthy(Duration::from_secs(30)).await;
         let base = common::unique("cloakroom-test:");
         let seeds: Vec<String> = seed_ports()
             .iter()
@@ -810,23 +837,43 @@ mod redis_cluster {
         common::wait_port(port, "Redis Cluster node");
     }
 
-    /// Waits until every node is connected and up, each primary with slots has a replica.
+    /// Whether the primary on `port` has a replica whose replication link is up (`INFO
+    /// replication`: `slave0:...,state=online,...`); a replica still in its first sync is not.
+    async fn replica_online(port: u16) -> bool {
+        let Some(mut conn) = node(port).await else {
+            return false;
+        };
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        info.lines()
+            .any(|l| l.starts_with("slave") && l.contains("state=online"))
+    }
+
+    /// Waits until every node is connected and up, each primary with slots has a replica,
+    /// and each of those replicas is in sync.
     async fn wait_healthy(within: Duration) -> Vec<Node> {
         let deadline = Instant::now() + within;
         loop {
             let all = nodes().await;
             let primaries: Vec<&Node> = all.iter().filter(|n| n.primary && n.has_slots).collect();
-            let healthy = all.iter().all(|n| !n.failed)
+            let mut healthy = all.iter().all(|n| !n.failed)
                 && primaries.len() == 3
                 && primaries
                     .iter()
                     .all(|p| all.iter().any(|r| !r.primary && r.primary_id == p.id));
+            for p in &primaries {
+                healthy = healthy && replica_online(p.port).await;
+            }
             if healthy {
                 return all;
             }
             assert!(
                 Instant::now() < deadline,
-                "the Redis Cluster is not healthy (3 primaries, each with a replica): {all:?}"
+                "the Redis Cluster is not healthy (3 primaries, each with a replica in sync): \
+                 {all:?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

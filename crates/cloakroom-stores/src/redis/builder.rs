@@ -10,6 +10,7 @@ pub struct RedisStoreBuilder {
     pub(super) net: crate::options::NetOptions,
     pub(super) cluster: bool,
     pub(super) replica_acks: Option<u32>,
+    pub(super) replica_wait: Option<Duration>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -21,12 +22,14 @@ impl fmt::Debug for RedisStoreBuilder {
             net,
             cluster,
             replica_acks,
+            replica_wait,
         } = self;
         f.debug_struct("RedisStoreBuilder")
             .field("prefix", prefix)
             .field("net", net)
             .field("cluster", cluster)
             .field("replica_acks", replica_acks)
+            .field("replica_wait", replica_wait)
             .finish_non_exhaustive()
     }
 }
@@ -60,12 +63,26 @@ impl RedisStoreBuilder {
     /// In a cluster: how many replicas must confirm each write (`WAIT`) before it counts as
     /// done (default 1). Redis replicates asynchronously, so a write confirmed by its primary
     /// alone is lost if that primary dies before passing it on and its replica is promoted.
-    /// A write not confirmed within a fifth of the command timeout (10 to 200 ms) fails as
-    /// `Unavailable`, saying that it may have been applied. 0 turns this off (faster, but a failover may then lose
-    /// acknowledged writes); a cluster without replicas needs 0.
+    /// A write not confirmed within the replica wait ([`with_replica_wait`]) fails as
+    /// `Unavailable`, saying that it may have been applied. 0 turns this off (faster, but a
+    /// failover may then lose acknowledged writes); a cluster without replicas needs 0.
+    ///
+    /// [`with_replica_wait`]: Self::with_replica_wait
     #[must_use]
     pub fn with_replica_acks(mut self, replicas: u32) -> Self {
         self.replica_acks = Some(replicas);
+        self
+    }
+
+    /// In a cluster: how long a write waits for its replicas' confirmation (`WAIT`) before it
+    /// fails as `Unavailable` (default: a fifth of the command timeout, 10 to 200 ms). While
+    /// it waits, the connection to that primary carries nothing else, so a long wait delays
+    /// every request to that primary; a short one fails writes when a replica lags (a busy
+    /// machine, a slow disk under `appendfsync always`). Must be shorter than the command
+    /// timeout: [`connect`](Self::connect) refuses it otherwise.
+    #[must_use]
+    pub fn with_replica_wait(mut self, wait: Duration) -> Self {
+        self.replica_wait = Some(wait);
         self
     }
 
@@ -82,6 +99,26 @@ impl RedisStoreBuilder {
                 "a Redis key prefix must not contain braces (they are hash tags)",
             ));
         }
+        let wait_ms = match self.replica_wait {
+            Some(wait) if wait.is_zero() || wait >= self.net.command_timeout => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the replica wait ({wait:?}) must be more than zero and shorter than \
+                         the command timeout ({:?})",
+                        self.net.command_timeout
+                    ),
+                ))
+            }
+            // Whole milliseconds, at least one (`WAIT 1 0` would wait forever).
+            Some(wait) => u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            // `WAIT` blocks the multiplexed connection to that primary for as long as it
+            // waits (a primary without a replica makes it wait it out), so by default it
+            // gets a fifth of the command timeout, 10 to 200 ms.
+            None => u64::try_from(self.net.command_timeout.as_millis() / 5)
+                .unwrap_or(u64::MAX)
+                .clamp(10, 200),
+        };
         let target = Target::parse(&self.url, self.cluster)?;
         let ca = match self.net.ca.as_ref().or(target.options.ca.as_ref()) {
             Some(path) if !target.tls => {
@@ -128,12 +165,7 @@ impl RedisStoreBuilder {
                         connect_timeout: self.net.connect_timeout,
                     }),
                     replica_acks: self.replica_acks.unwrap_or(1),
-                    // `WAIT` blocks the multiplexed connection to that primary for as long
-                    // as it waits (a primary without a replica makes it wait it out), so it
-                    // gets a fifth of the command timeout, 10 to 200 ms.
-                    wait_ms: u64::try_from(self.net.command_timeout.as_millis() / 5)
-                        .unwrap_or(u64::MAX)
-                        .clamp(10, 200),
+                    wait_ms,
                 },
                 Ok(Err(e)) => {
                     return Err(Error::unavailable("cannot connect to the Redis Cluster", e))

@@ -353,7 +353,7 @@ impl RedisStore {
                         format!(
                             "{what}: the write may have been applied on the Redis primary, but \
                              {} of {wanted} replicas confirmed it in time, so a failover \
-                             could lose it (see RedisStoreBuilder::with_replica_acks)",
+                             could lose it (see RedisStoreBuilder::with_replica_acks and with_replica_wait)",
                             acked.max(0)
                         ),
                     ))

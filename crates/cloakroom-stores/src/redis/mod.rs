@@ -150,6 +150,7 @@ impl RedisStore {
             net: crate::options::NetOptions::default(),
             cluster: false,
             replica_acks: None,
+            replica_wait: None,
         }
     }
 
