@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -58,6 +59,44 @@ def test_create_load_update_delete(client: cloakroom.Client, user: str) -> None:
     assert client.delete(rec.id_hash) is False
     with pytest.raises(cloakroom.NotFound):
         client.load(rec.id_hash)
+
+
+def test_create_is_judged_at_now(client: cloakroom.Client) -> None:
+    first = record()
+    client.create(first)
+    # By default CREATE is judged at the record's last_seen, when the first one is live.
+    with pytest.raises(cloakroom.Conflict):
+        client.create(dataclasses.replace(first, data={"second": True}))
+    later = first.absolute_deadline + 1
+    again = dataclasses.replace(
+        first,
+        data={"second": True},
+        created=later,
+        last_seen=later,
+        idle_deadline=later + 1800,
+        absolute_deadline=later + 43200,
+    )
+    # Judged at a `now` when the first one is live: taken, whatever the record says.
+    with pytest.raises(cloakroom.Conflict):
+        client.create(again, now=first.last_seen)
+    # Judged at its own last_seen, after the first one's deadline: the id hash is free.
+    client.create(again)
+    assert client.load(again.id_hash, now=later).data == {"second": True}
+
+
+async def _create_at(daemon: Daemon, rec: cloakroom.Record, now: int) -> None:
+    async with AsyncClient(daemon.endpoint) as c:
+        await c.create(rec, now=now)
+
+
+def test_async_create_takes_now(daemon: Daemon) -> None:
+    first = record()
+    asyncio.run(_create_at(daemon, first, first.last_seen))
+    # The same record again: taken at any moment the first one is live...
+    with pytest.raises(cloakroom.Conflict):
+        asyncio.run(_create_at(daemon, first, first.idle_deadline - 1))
+    # ...and free once it is not, though the record's own last_seen says otherwise.
+    asyncio.run(_create_at(daemon, first, first.idle_deadline + 1))
 
 
 def test_apply_and_touch(client: cloakroom.Client) -> None:

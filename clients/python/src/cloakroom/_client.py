@@ -113,9 +113,13 @@ class Client:
         """``PING``: the protocol and the daemon's version."""
         return self.call(v.ping())
 
-    def create(self, record: Record) -> None:
-        """``CREATE`` a record; ``Conflict`` if a live one has that id hash."""
-        self.call(v.create(record))
+    def create(self, record: Record, *, now: Optional[int] = None) -> None:
+        """``CREATE`` a record; ``Conflict`` if one live at ``now`` has that id hash.
+
+        ``now`` defaults to the record's ``last_seen`` (the protocol's default), not to this
+        machine's clock: a record made for a moment is judged at that moment.
+        """
+        self.call(v.create(record, now))
 
     def load(self, id_hash: bytes, *, now: Optional[int] = None) -> Record:
         """``LOAD`` the record live at ``now`` (default: this machine's clock); ``NotFound``."""

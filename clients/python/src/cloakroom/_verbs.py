@@ -52,8 +52,11 @@ def ping() -> Call[Pong]:
 # --- store verbs --------------------------------------------------------------------------
 
 
-def create(record: Record) -> Call[None]:
-    return Call("CREATE", {"record": record.to_wire()}, _none)
+def create(record: Record, now: Optional[int] = None) -> Call[None]:
+    body: Dict[str, Any] = {"record": record.to_wire()}
+    if now is not None:
+        body["now"] = now
+    return Call("CREATE", body, _none)
 
 
 def load(id_hash: bytes, now: int) -> Call[Record]:

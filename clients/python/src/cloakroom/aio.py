@@ -149,8 +149,8 @@ class AsyncClient:
     async def ping(self) -> Pong:
         return await self.call(v.ping())
 
-    async def create(self, record: Record) -> None:
-        await self.call(v.create(record))
+    async def create(self, record: Record, *, now: Optional[int] = None) -> None:
+        await self.call(v.create(record, now))
 
     async def load(self, id_hash: bytes, *, now: Optional[int] = None) -> Record:
         return await self.call(v.load(id_hash, _now(now)))
