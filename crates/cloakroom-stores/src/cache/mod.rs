@@ -77,6 +77,9 @@ pub struct CacheStats {
     pub invalidations: u64,
     /// Times the channel was lost.
     pub lost: u64,
+    /// Commits whose result was put into the cache (written through) rather than evicted,
+    /// so the next load of the session is a hit.
+    pub written_through: u64,
 }
 
 #[derive(Default)]
@@ -86,6 +89,7 @@ struct Counters {
     bypassed: AtomicU64,
     invalidations: AtomicU64,
     lost: AtomicU64,
+    written_through: AtomicU64,
 }
 
 struct State {
@@ -96,6 +100,13 @@ struct State {
     generation: u64,
     /// Whether the invalidation channel is up: hits and fills only then.
     online: bool,
+    /// Commits that may write through, by record: the number of the one in flight. Any
+    /// invalidation of the record, any other write of it by this process (a second commit
+    /// included) and any drop of the whole cache removes the entry, and then the commit
+    /// evicts instead.
+    pending: HashMap<IdHash, u64>,
+    /// The number of the next commit that may write through.
+    next_commit: u64,
 }
 
 /// The shared core: the maps, the generation, the channel's state. The channels hold it too.
@@ -117,6 +128,8 @@ impl Cache {
                 epochs: HashMap::new(),
                 generation: 0,
                 online: false,
+                pending: HashMap::new(),
+                next_commit: 0,
             }),
             capacity,
             counters: Counters::default(),
@@ -133,6 +146,7 @@ impl Cache {
         let mut s = self.lock();
         s.records.clear();
         s.epochs.clear();
+        s.pending.clear();
         s.generation = s.generation.wrapping_add(1);
         s.online = true;
     }
@@ -145,6 +159,7 @@ impl Cache {
         }
         s.records.clear();
         s.epochs.clear();
+        s.pending.clear();
         s.generation = s.generation.wrapping_add(1);
         s.online = false;
     }
@@ -159,6 +174,7 @@ impl Cache {
         let mut s = self.lock();
         s.records.clear();
         s.epochs.clear();
+        s.pending.clear();
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -167,6 +183,7 @@ impl Cache {
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         s.records.remove(id);
+        s.pending.remove(id);
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -182,6 +199,45 @@ impl Cache {
     fn wrote(&self, change: impl FnOnce(&mut State)) {
         let mut s = self.lock();
         change(&mut s);
+        s.generation = s.generation.wrapping_add(1);
+    }
+
+    /// A commit of `id` starts: the record leaves the cache (as for every write), and if
+    /// `through` (the channel can commit without echoing it back), the cache is online,
+    /// the record was cached and no other commit of it is in flight, the commit may write
+    /// through: its number and the record it starts from are returned. A commit already in
+    /// flight for `id` loses its right to write through either way.
+    fn begin_commit(&self, id: &IdHash, through: bool) -> Option<(u64, Record)> {
+        let mut s = self.lock();
+        let base = s.records.remove(id);
+        let other = s.pending.remove(id).is_some();
+        s.generation = s.generation.wrapping_add(1);
+        let base = base.filter(|_| through && s.online && !other)?;
+        let n = s.next_commit;
+        s.next_commit = n.wrapping_add(1);
+        s.pending.insert(*id, n);
+        Some((n, base))
+    }
+
+    /// A commit of `id` ended: `record` (what it wrote, if it may write through) enters the
+    /// cache only if the commit numbered `n` still owns `id`'s entry (nothing invalidated or
+    /// wrote `id` meanwhile, no other commit of it began or ended) and the channel is up;
+    /// otherwise the record is evicted.
+    fn end_commit(&self, id: &IdHash, n: Option<u64>, record: Option<Record>) {
+        let mut s = self.lock();
+        // Any commit's end ends every other's right to write `id` through.
+        let ours = s.pending.remove(id).is_some_and(|p| Some(p) == n);
+        match record {
+            Some(record) if ours && s.online => {
+                self.counters
+                    .written_through
+                    .fetch_add(1, Ordering::Relaxed);
+                Cache::insert_record(&mut s, self.capacity, record);
+            }
+            _ => {
+                s.records.remove(id);
+            }
+        }
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -225,16 +281,57 @@ impl Cache {
             bypassed: c.bypassed.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
+            written_through: c.written_through.load(Ordering::Relaxed),
         }
     }
 }
 
+/// Whether a channel did an operation itself, or left it to the store.
+pub(crate) enum Via<T> {
+    /// Done on the channel's own connection.
+    Channel(T),
+    /// Not done: ask the store (the channel is down, or cannot do this one).
+    Store,
+}
+
 /// How a channel keeps a [`Cache`] fresh.
+#[async_trait]
 pub(crate) trait Channel: Send + Sync + 'static {
     /// Called before every hit and after every store read, on the caller's task: a polled
     /// channel (SQLite) checks here and invalidates or goes offline; a pushed one (Redis,
     /// PostgreSQL) has a task of its own and does nothing here.
     fn check(&self, _cache: &Cache) {}
+
+    /// Whether the channel hears only of changes to what it read itself (Redis tracking):
+    /// then loads and epoch reads go through [`Channel::load`] and [`Channel::user_epoch`],
+    /// and only what they read may fill the cache.
+    fn reads_itself(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Channel::apply`] commits without the channel echoing the commit back, so
+    /// its result may be written through.
+    fn writes_through(&self) -> bool {
+        false
+    }
+
+    async fn load(&self, _id: &IdHash, _now: u64) -> Via<Result<Option<Record>, Error>> {
+        Via::Store
+    }
+
+    async fn user_epoch(&self, _user: &str) -> Via<Result<u64, Error>> {
+        Via::Store
+    }
+
+    async fn apply(
+        &self,
+        _id: &IdHash,
+        _changes: &Changes,
+        _now: u64,
+        _idle_deadline: u64,
+    ) -> Via<Result<Applied, Error>> {
+        Via::Store
+    }
 }
 
 /// No invalidation at all: the cache trusts itself forever. Only for the tests that show
@@ -363,6 +460,7 @@ impl<S: Store> CachedStore<S> {
     fn forget(&self, id: &IdHash) {
         self.cache.wrote(|s| {
             s.records.remove(id);
+            s.pending.remove(id);
         })
     }
 }
@@ -391,8 +489,15 @@ impl<S: Store> Store for CachedStore<S> {
             }
             Ticket(s.online.then_some(s.generation))
         };
-        let r = self.store.load(id, now).await?;
-        if let Some(record) = &r {
+        let (r, may_fill) = if self.channel.reads_itself() {
+            match self.channel.load(id, now).await {
+                Via::Channel(r) => (r?, true),
+                Via::Store => (self.store.load(id, now).await?, false),
+            }
+        } else {
+            (self.store.load(id, now).await?, true)
+        };
+        if let Some(record) = r.as_ref().filter(|_| may_fill) {
             // A polled channel must see whether the read raced another process's write.
             self.channel.check(&self.cache);
             self.cache.fill(ticket, |s, cap| {
@@ -416,9 +521,29 @@ impl<S: Store> Store for CachedStore<S> {
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
-        self.forget(id);
-        let r = self.store.apply(id, changes, now, idle_deadline).await;
-        self.forget(id);
+        let through = self
+            .cache
+            .begin_commit(id, self.channel.writes_through());
+        let Some((n, base)) = through else {
+            let r = self.store.apply(id, changes, now, idle_deadline).await;
+            self.cache.end_commit(id, None, None);
+            return r;
+        };
+        let (r, written) = match self.channel.apply(id, changes, now, idle_deadline).await {
+            Via::Channel(r) => (r, true),
+            Via::Store => (self.store.apply(id, changes, now, idle_deadline).await, false),
+        };
+        // What the store now holds, if the commit was the only change since `base`: the
+        // same changes applied here, checked against the version and deadline it returned.
+        let record = match &r {
+            Ok(applied) if written => cloakroom::apply_changes(base, changes, now, idle_deadline)
+                .ok()
+                .filter(|x| {
+                    x.version == applied.version && x.idle_deadline == applied.idle_deadline
+                }),
+            _ => None,
+        };
+        self.cache.end_commit(id, Some(n), record);
         r
     }
 
@@ -449,6 +574,10 @@ impl<S: Store> Store for CachedStore<S> {
             s.records
                 .retain(|k, r| r.user_id.as_deref() != Some(user) || Some(k) == except);
         };
+        let drop_user = |s: &mut State| {
+            drop_user(s);
+            s.pending.clear();
+        };
         self.cache.wrote(drop_user);
         let r = self.store.revoke_user_sessions(user, except).await;
         self.cache.wrote(drop_user);
@@ -470,10 +599,19 @@ impl<S: Store> Store for CachedStore<S> {
             }
             Ticket(s.online.then_some(s.generation))
         };
-        let epoch = self.store.user_epoch(user).await?;
+        let (epoch, may_fill) = if self.channel.reads_itself() {
+            match self.channel.user_epoch(user).await {
+                Via::Channel(r) => (r?, true),
+                Via::Store => (self.store.user_epoch(user).await?, false),
+            }
+        } else {
+            (self.store.user_epoch(user).await?, true)
+        };
         self.channel.check(&self.cache);
-        self.cache
-            .fill(ticket, |s, cap| Cache::insert_epoch(s, cap, user, epoch));
+        if may_fill {
+            self.cache
+                .fill(ticket, |s, cap| Cache::insert_epoch(s, cap, user, epoch));
+        }
         Ok(epoch)
     }
 
@@ -499,8 +637,10 @@ impl<S: Store> Store for CachedStore<S> {
     }
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         let r = self.store.purge_expired(now, limit).await;
-        self.cache
-            .wrote(|s| s.records.retain(|_, r| r.is_live(now)));
+        self.cache.wrote(|s| {
+            s.records.retain(|_, r| r.is_live(now));
+            s.pending.clear();
+        });
         r
     }
 }
