@@ -701,7 +701,10 @@ async fn redis_commit_then_load_costs_one_round_trip() {
     assert!(cache.load(&r.id_hash, NOW).await.unwrap().is_some());
     let mut c = Changes::new();
     c.set("cart", Value::from(2));
-    let applied = cache.apply(&r.id_hash, &c, NOW + 1, NOW + 61).await.unwrap();
+    let applied = cache
+        .apply(&r.id_hash, &c, NOW + 1, NOW + 61)
+        .await
+        .unwrap();
     // The next requests: each load is answered from memory, each commit is one write.
     for n in 3..6 {
         let got = cache.load(&r.id_hash, NOW + 1).await.unwrap().unwrap();
@@ -709,7 +712,10 @@ async fn redis_commit_then_load_costs_one_round_trip() {
         assert_eq!(got.version, applied.version + (n as u64 - 3));
         let mut c = Changes::new();
         c.set("cart", Value::from(n));
-        cache.apply(&r.id_hash, &c, NOW + 1, NOW + 61).await.unwrap();
+        cache
+            .apply(&r.id_hash, &c, NOW + 1, NOW + 61)
+            .await
+            .unwrap();
     }
     let got = cache.load(&r.id_hash, NOW + 1).await.unwrap().unwrap();
     let after = cache.cache_stats();
@@ -771,9 +777,11 @@ async fn redis_commit_racing_another_writer_still_evicts() {
             a.unwrap();
         }
         let truth = other.load(&r.id_hash, t).await.unwrap();
-        within(TAIL, "the cache serving what the store holds after a race", || async {
-            cache.load(&r.id_hash, t).await.unwrap() == truth
-        })
+        within(
+            TAIL,
+            "the cache serving what the store holds after a race",
+            || async { cache.load(&r.id_hash, t).await.unwrap() == truth },
+        )
         .await;
     }
     Kind::Redis.cleanup(&at).await;
@@ -801,9 +809,11 @@ async fn redis_written_through_record_still_sees_other_writers() {
     );
     assert_eq!(cache.cache_stats().hits, hits + 1, "written through");
     other.delete(&r.id_hash).await.unwrap();
-    within(TAIL, "a logout by another writer after a written-through commit", || async {
-        cache.load(&r.id_hash, NOW).await.unwrap().is_none()
-    })
+    within(
+        TAIL,
+        "a logout by another writer after a written-through commit",
+        || async { cache.load(&r.id_hash, NOW).await.unwrap().is_none() },
+    )
     .await;
     Kind::Redis.cleanup(&at).await;
 }

@@ -6,7 +6,7 @@
 //! | store | channel | file |
 //! |---|---|---|
 //! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own before a hit or a fill when the last answer is older than 1 ms; any change by any connection drops the whole cache | `sqlite.rs` |
-//! | Redis | client-side caching: `CLIENT TRACKING ON BCAST` on the store's key prefixes over a RESP3 connection of the cache's own; each `invalidate` push drops those keys | `redis.rs` |
+//! | Redis | client-side caching: `CLIENT TRACKING ON NOLOOP` on a RESP3 connection of the cache's own, which makes the cache's loads, epoch reads and write-through commits; each `invalidate` push (a change by any other client of a key it read) drops those keys | `redis.rs` |
 //! | PostgreSQL | `LISTEN`: triggers on the store's tables (created by the cache, idempotently, so every writer is covered) `pg_notify` each changed id hash and user | `postgres.rs` |
 //! | the daemon (`cloakroomd+…`) | none: the daemon keeps the cache itself, next to the store, so a client cache would only add a second copy to invalidate | — |
 //!
@@ -18,9 +18,13 @@
 //! - A record read from the store enters the cache only if no invalidation and no write of
 //!   this process happened between the start of the read and its answer (one generation
 //!   counter), so a slow answer never brings back what an invalidation already removed.
-//! - Every write of this process evicts the record (or user) before and after it; nothing
-//!   is written through (the channel echoes this process's writes too, so a written-through
-//!   copy would be dropped a moment later anyway).
+//! - Every write of this process evicts the record (or user) before and after it, except a
+//!   commit ([`Store::apply`]) written through by a channel that does not echo it (Redis):
+//!   the record leaves the cache when the commit starts, and the committed record (the
+//!   cached one with the changes applied here, checked against the version and idle
+//!   deadline the store returned) enters it only if nothing invalidated or wrote that record
+//!   in this process while the commit ran (its entry in `pending`) and the channel stayed
+//!   up. Any other writer's change after the commit is still pushed and evicts it.
 //! - Nothing absent is cached: a missing session is always asked of the store.
 //!
 //! So a session logged out or revoked anywhere is refused by every process within the time
@@ -31,9 +35,10 @@
 //! [`HEARTBEAT`], answered within [`HEARTBEAT`]), so in that case alone stale hits can last up
 //! to twice that.
 //!
-//! Writes by this process also come back through the channel (the backends do not tell one
-//! process's writes from another's), so a record written here is usually read once from the
-//! store after its write; the cache pays off on reads, which are most requests.
+//! On SQLite and PostgreSQL, writes by this process also come back through the channel
+//! (those backends do not tell one process's writes from another's), so a record written
+//! here is read once from the store after its write. On Redis a commit of a cached session
+//! is written through, so a request that loads and commits costs one store round trip.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -521,9 +526,7 @@ impl<S: Store> Store for CachedStore<S> {
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
-        let through = self
-            .cache
-            .begin_commit(id, self.channel.writes_through());
+        let through = self.cache.begin_commit(id, self.channel.writes_through());
         let Some((n, base)) = through else {
             let r = self.store.apply(id, changes, now, idle_deadline).await;
             self.cache.end_commit(id, None, None);
@@ -531,7 +534,10 @@ impl<S: Store> Store for CachedStore<S> {
         };
         let (r, written) = match self.channel.apply(id, changes, now, idle_deadline).await {
             Via::Channel(r) => (r, true),
-            Via::Store => (self.store.apply(id, changes, now, idle_deadline).await, false),
+            Via::Store => (
+                self.store.apply(id, changes, now, idle_deadline).await,
+                false,
+            ),
         };
         // What the store now holds, if the commit was the only change since `base`: the
         // same changes applied here, checked against the version and deadline it returned.
@@ -718,6 +724,123 @@ mod tests {
         assert!(store.is_empty());
         assert_eq!(store.cache_stats().bypassed, 2);
         assert_eq!(store.cache_stats().lost, 1);
+    }
+
+    #[test]
+    fn a_commit_writes_through_only_if_nothing_touched_its_record_meanwhile() {
+        let cache = Cache::new(8);
+        cache.online();
+        let r = record("u");
+        let id = r.id_hash;
+        let cached = |cache: &Cache| cache.lock().records.get(&id).cloned();
+        let fill = |cache: &Cache| {
+            let t = cache.ticket();
+            cache.fill(t, |s, cap| Cache::insert_record(s, cap, r.clone()));
+        };
+        let mut next = r.clone();
+        next.version += 1;
+
+        // Nothing in between: written through.
+        fill(&cache);
+        let (n, base) = cache.begin_commit(&id, true).unwrap();
+        assert_eq!(base, r);
+        assert!(
+            cached(&cache).is_none(),
+            "the record leaves the cache while committed"
+        );
+        cache.end_commit(&id, Some(n), Some(next.clone()));
+        assert_eq!(cached(&cache), Some(next.clone()));
+        assert_eq!(cache.stats().written_through, 1);
+
+        // What spoils it: an invalidation of the record, of everything, a lost channel,
+        // another commit of the record beginning or ending, another write of it.
+        type Spoil = fn(&Cache, &IdHash);
+        let spoilers: [(&str, Spoil); 6] = [
+            ("invalidation", |c, id| c.invalidate_record(id)),
+            ("drop of everything", |c, _| c.invalidate_all()),
+            ("lost channel", |c, _| {
+                c.offline();
+                c.online();
+            }),
+            ("second commit", |c, id| {
+                assert!(c.begin_commit(id, true).is_none());
+            }),
+            ("other commit ending", |c, id| c.end_commit(id, None, None)),
+            ("own write", |c, id| {
+                c.wrote(|s| {
+                    s.records.remove(id);
+                    s.pending.remove(id);
+                })
+            }),
+        ];
+        for (what, spoil) in spoilers {
+            fill(&cache);
+            let (n, _) = cache.begin_commit(&id, true).unwrap();
+            spoil(&cache, &id);
+            cache.end_commit(&id, Some(n), Some(next.clone()));
+            assert!(cached(&cache).is_none(), "{what} must evict");
+        }
+        // Nothing to write through: the record was not cached, or the channel echoes.
+        assert!(cache.begin_commit(&id, true).is_none());
+        fill(&cache);
+        assert!(cache.begin_commit(&id, false).is_none());
+        assert!(cached(&cache).is_none());
+        assert_eq!(cache.stats().written_through, 1);
+    }
+
+    /// A channel that commits on the store itself (no echo): for the version check.
+    struct Through(Arc<MemoryStore>);
+
+    #[async_trait]
+    impl Channel for Through {
+        fn writes_through(&self) -> bool {
+            true
+        }
+        async fn apply(
+            &self,
+            id: &IdHash,
+            changes: &Changes,
+            now: u64,
+            idle_deadline: u64,
+        ) -> Via<Result<Applied, Error>> {
+            Via::Channel(self.0.apply(id, changes, now, idle_deadline).await)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_over_a_write_the_cache_missed_is_not_written_through() {
+        let memory = Arc::new(MemoryStore::new());
+        let cache = Arc::new(Cache::new(8));
+        cache.online();
+        let store = CachedStore::with_channel(
+            Arc::clone(&memory),
+            cache,
+            Arc::new(Through(Arc::clone(&memory))),
+            None,
+        );
+        let r = record("u");
+        store.create(&r, NOW).await.unwrap();
+        store.load(&r.id_hash, NOW).await.unwrap();
+        let mut c = Changes::new();
+        c.set("mine", Value::from(1));
+        store.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
+        assert_eq!(store.cache_stats().written_through, 1);
+        assert_eq!(
+            store.load(&r.id_hash, NOW).await.unwrap(),
+            memory.load(&r.id_hash, NOW).await.unwrap()
+        );
+        // Another writer whose change the cache never heard of (as if its invalidation
+        // were still on its way): the commit's version tells, and the record is evicted.
+        let mut theirs = Changes::new();
+        theirs.set("theirs", Value::from(2));
+        memory
+            .apply(&r.id_hash, &theirs, NOW, NOW + 60)
+            .await
+            .unwrap();
+        store.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
+        assert_eq!(store.cache_stats().written_through, 1);
+        let got = store.load(&r.id_hash, NOW).await.unwrap().unwrap();
+        assert_eq!(got.data.get("theirs"), Some(&Value::from(2)));
     }
 
     #[test]

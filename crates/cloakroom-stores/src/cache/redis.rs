@@ -90,7 +90,9 @@ impl Tracking {
         let bound = self.store.round_trip_bound();
         match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            Ok(Err(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
                 Err(Failed::NoScript)
             }
             Ok(Err(e)) => Err(Failed::Other(Error::unavailable(
@@ -98,7 +100,9 @@ impl Tracking {
                 e,
             ))),
             Err(e) => Err(Failed::Other(Error::unavailable(
-                format!("Redis (the session cache's connection) did not answer {what} in time{applied}"),
+                format!(
+                    "Redis (the session cache's connection) did not answer {what} in time{applied}"
+                ),
                 e,
             ))),
         }
@@ -119,7 +123,10 @@ impl Channel for Tracking {
         let Some(conn) = self.conn() else {
             return Via::Store;
         };
-        match self.round_trip(conn, "load", self.store.hgetall(id), false).await {
+        match self
+            .round_trip(conn, "load", self.store.hgetall(id), false)
+            .await
+        {
             Ok(reply) => Via::Channel(self.store.decode(id, &reply, now)),
             Err(Failed::Other(e)) => Via::Channel(Err(e)),
             Err(Failed::NoScript) => Via::Store,

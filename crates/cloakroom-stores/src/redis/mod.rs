@@ -652,9 +652,9 @@ impl RedisStore {
 pub(crate) fn epoch_reply(reply: &Value) -> Result<u64, Error> {
     match reply {
         Value::Nil => Ok(0),
-        v => bytes(v).and_then(parse_u64).ok_or_else(|| {
-            Error::new(ErrorKind::Corrupt, "a Redis user epoch is not a number")
-        }),
+        v => bytes(v)
+            .and_then(parse_u64)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "a Redis user epoch is not a number")),
     }
 }
 
