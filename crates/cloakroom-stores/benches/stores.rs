@@ -21,7 +21,8 @@
 //! `*_cached` is the store of the same name behind [`cloakroom_stores::CachedStore`] (issue
 //! 12): its `load` is answered from memory after the backend's invalidation check (SQLite's
 //! `PRAGMA data_version`; nothing per load for Redis and PostgreSQL, whose changes are
-//! pushed); its writes go to the store and evict.
+//! pushed); its writes go to the store and evict, except that on Redis a commit of a cached
+//! session is written through (see the cache's module documentation).
 //!
 //! Run: `cargo bench -p cloakroom-stores --features file,sqlite --bench stores`.
 

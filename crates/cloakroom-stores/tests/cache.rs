@@ -683,6 +683,141 @@ fn postgres_two_processes_without_invalidation_serve_a_revoked_session() {
     blind_twin_is_caught(Kind::Postgres);
 }
 
+// ---- a commit writes through: one store round trip, and other writers still evict ----
+
+/// Redis: load, commit, load costs one store read and one commit (the commit's record is
+/// written through to the cache, and Redis does not echo the cache connection's own write),
+/// and so does every further commit and load of the session.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_commit_then_load_costs_one_round_trip() {
+    let at = Kind::Redis.fresh(std::path::Path::new("."));
+    let cache = Kind::Redis.cached(&at, false).await;
+    let other = Kind::Redis.bare(&at).await;
+    let r = record("carol");
+    other.create(&r, r.last_seen).await.unwrap();
+    let before = cache.cache_stats();
+    // A request: load (a store read), commit (a store write).
+    assert!(cache.load(&r.id_hash, NOW).await.unwrap().is_some());
+    let mut c = Changes::new();
+    c.set("cart", Value::from(2));
+    let applied = cache
+        .apply(&r.id_hash, &c, NOW + 1, NOW + 61)
+        .await
+        .unwrap();
+    // The next requests: each load is answered from memory, each commit is one write.
+    for n in 3..6 {
+        let got = cache.load(&r.id_hash, NOW + 1).await.unwrap().unwrap();
+        assert_eq!(got.data["cart"], Value::from(n - 1));
+        assert_eq!(got.version, applied.version + (n as u64 - 3));
+        let mut c = Changes::new();
+        c.set("cart", Value::from(n));
+        cache
+            .apply(&r.id_hash, &c, NOW + 1, NOW + 61)
+            .await
+            .unwrap();
+    }
+    let got = cache.load(&r.id_hash, NOW + 1).await.unwrap().unwrap();
+    let after = cache.cache_stats();
+    assert_eq!(
+        after.misses - before.misses,
+        1,
+        "store reads for 4 loads around 4 commits: {before:?} -> {after:?}"
+    );
+    assert_eq!(after.hits - before.hits, 4);
+    // What the cache serves is what the store holds.
+    assert_eq!(Some(got), other.load(&r.id_hash, NOW + 1).await.unwrap());
+    Kind::Redis.cleanup(&at).await;
+}
+
+/// Redis: another connection (another process) writes the session while this process
+/// commits it, before, at the same moment or just after; whichever order the server ran
+/// them in, the cache ends up serving what the store holds (a write of another process is
+/// never hidden by a written-through commit), and a logout racing a commit is refused.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_commit_racing_another_writer_still_evicts() {
+    let at = Kind::Redis.fresh(std::path::Path::new("."));
+    let cache = Kind::Redis.cached(&at, false).await;
+    let other = Kind::Redis.bare(&at).await;
+    for i in 0..60i64 {
+        let r = record("dave");
+        other.create(&r, r.last_seen).await.unwrap();
+        until_hit(&*cache, &r.id_hash).await;
+        let t = NOW + 1 + i as u64;
+        let mut mine = Changes::new();
+        mine.set("mine", Value::from(i));
+        let theirs = async {
+            match i % 3 {
+                0 => {
+                    let mut c = Changes::new();
+                    c.set("theirs", Value::from(i));
+                    other.apply(&r.id_hash, &c, t, t + 90).await.map(|_| ())
+                }
+                // A touch changes no version: only the invalidation can tell.
+                1 => other.touch(&r.id_hash, t + 1, t + 120).await,
+                _ => other.delete(&r.id_hash).await.map(|_| ()),
+            }
+        };
+        // Sometimes theirs is sent first, sometimes ours.
+        let ours = cache.apply(&r.id_hash, &mine, t, t + 60);
+        let (a, b) = if i % 2 == 0 {
+            tokio::join!(ours, theirs)
+        } else {
+            let (b, a) = tokio::join!(theirs, ours);
+            (a, b)
+        };
+        b.unwrap();
+        if i % 3 == 2 {
+            // The logout may have come first (then the commit finds nothing).
+            if let Err(e) = a {
+                assert_eq!(e.kind(), cloakroom::ErrorKind::NotFound);
+            }
+        } else {
+            a.unwrap();
+        }
+        let truth = other.load(&r.id_hash, t).await.unwrap();
+        within(
+            TAIL,
+            "the cache serving what the store holds after a race",
+            || async { cache.load(&r.id_hash, t).await.unwrap() == truth },
+        )
+        .await;
+    }
+    Kind::Redis.cleanup(&at).await;
+}
+
+/// Redis: after this process's commit was written through, a later write by another
+/// connection is still pushed (the commit's own write must not end the server's tracking of
+/// the key).
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_written_through_record_still_sees_other_writers() {
+    let at = Kind::Redis.fresh(std::path::Path::new("."));
+    let cache = Kind::Redis.cached(&at, false).await;
+    let other = Kind::Redis.bare(&at).await;
+    let r = record("erin");
+    other.create(&r, r.last_seen).await.unwrap();
+    until_hit(&*cache, &r.id_hash).await;
+    let mut c = Changes::new();
+    c.set("cart", Value::from(2));
+    cache.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
+    let hits = cache.cache_stats().hits;
+    assert_eq!(
+        cache.load(&r.id_hash, NOW).await.unwrap().unwrap().data["cart"],
+        Value::from(2)
+    );
+    assert_eq!(cache.cache_stats().hits, hits + 1, "written through");
+    other.delete(&r.id_hash).await.unwrap();
+    within(
+        TAIL,
+        "a logout by another writer after a written-through commit",
+        || async { cache.load(&r.id_hash, NOW).await.unwrap().is_none() },
+    )
+    .await;
+    Kind::Redis.cleanup(&at).await;
+}
+
 // ---- the store contract still holds behind the cache ----
 
 /// The conformance suite on a cached SQLite store; the corruption is written by another

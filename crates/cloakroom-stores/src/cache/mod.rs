@@ -6,7 +6,7 @@
 //! | store | channel | file |
 //! |---|---|---|
 //! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own before a hit or a fill when the last answer is older than 1 ms; any change by any connection drops the whole cache | `sqlite.rs` |
-//! | Redis | client-side caching: `CLIENT TRACKING ON BCAST` on the store's key prefixes over a RESP3 connection of the cache's own; each `invalidate` push drops those keys | `redis.rs` |
+//! | Redis | client-side caching: `CLIENT TRACKING ON NOLOOP` on a RESP3 connection of the cache's own, which makes the cache's loads, epoch reads and write-through commits; each `invalidate` push (a change by any other client of a key it read) drops those keys | `redis.rs` |
 //! | PostgreSQL | `LISTEN`: triggers on the store's tables (created by the cache, idempotently, so every writer is covered) `pg_notify` each changed id hash and user | `postgres.rs` |
 //! | the daemon (`cloakroomd+…`) | none: the daemon keeps the cache itself, next to the store, so a client cache would only add a second copy to invalidate | — |
 //!
@@ -18,9 +18,13 @@
 //! - A record read from the store enters the cache only if no invalidation and no write of
 //!   this process happened between the start of the read and its answer (one generation
 //!   counter), so a slow answer never brings back what an invalidation already removed.
-//! - Every write of this process evicts the record (or user) before and after it; nothing
-//!   is written through (the channel echoes this process's writes too, so a written-through
-//!   copy would be dropped a moment later anyway).
+//! - Every write of this process evicts the record (or user) before and after it, except a
+//!   commit ([`Store::apply`]) written through by a channel that does not echo it (Redis):
+//!   the record leaves the cache when the commit starts, and the committed record (the
+//!   cached one with the changes applied here, checked against the version and idle
+//!   deadline the store returned) enters it only if nothing invalidated or wrote that record
+//!   in this process while the commit ran (its entry in `pending`) and the channel stayed
+//!   up. Any other writer's change after the commit is still pushed and evicts it.
 //! - Nothing absent is cached: a missing session is always asked of the store.
 //!
 //! So a session logged out or revoked anywhere is refused by every process within the time
@@ -31,9 +35,10 @@
 //! [`HEARTBEAT`], answered within [`HEARTBEAT`]), so in that case alone stale hits can last up
 //! to twice that.
 //!
-//! Writes by this process also come back through the channel (the backends do not tell one
-//! process's writes from another's), so a record written here is usually read once from the
-//! store after its write; the cache pays off on reads, which are most requests.
+//! On SQLite and PostgreSQL, writes by this process also come back through the channel
+//! (those backends do not tell one process's writes from another's), so a record written
+//! here is read once from the store after its write. On Redis a commit of a cached session
+//! is written through, so a request that loads and commits costs one store round trip.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -77,6 +82,9 @@ pub struct CacheStats {
     pub invalidations: u64,
     /// Times the channel was lost.
     pub lost: u64,
+    /// Commits whose result was put into the cache (written through) rather than evicted,
+    /// so the next load of the session is a hit.
+    pub written_through: u64,
 }
 
 #[derive(Default)]
@@ -86,6 +94,7 @@ struct Counters {
     bypassed: AtomicU64,
     invalidations: AtomicU64,
     lost: AtomicU64,
+    written_through: AtomicU64,
 }
 
 struct State {
@@ -96,6 +105,13 @@ struct State {
     generation: u64,
     /// Whether the invalidation channel is up: hits and fills only then.
     online: bool,
+    /// Commits that may write through, by record: the number of the one in flight. Any
+    /// invalidation of the record, any other write of it by this process (a second commit
+    /// included) and any drop of the whole cache removes the entry, and then the commit
+    /// evicts instead.
+    pending: HashMap<IdHash, u64>,
+    /// The number of the next commit that may write through.
+    next_commit: u64,
 }
 
 /// The shared core: the maps, the generation, the channel's state. The channels hold it too.
@@ -117,6 +133,8 @@ impl Cache {
                 epochs: HashMap::new(),
                 generation: 0,
                 online: false,
+                pending: HashMap::new(),
+                next_commit: 0,
             }),
             capacity,
             counters: Counters::default(),
@@ -133,6 +151,7 @@ impl Cache {
         let mut s = self.lock();
         s.records.clear();
         s.epochs.clear();
+        s.pending.clear();
         s.generation = s.generation.wrapping_add(1);
         s.online = true;
     }
@@ -145,6 +164,7 @@ impl Cache {
         }
         s.records.clear();
         s.epochs.clear();
+        s.pending.clear();
         s.generation = s.generation.wrapping_add(1);
         s.online = false;
     }
@@ -159,6 +179,7 @@ impl Cache {
         let mut s = self.lock();
         s.records.clear();
         s.epochs.clear();
+        s.pending.clear();
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -167,6 +188,7 @@ impl Cache {
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         s.records.remove(id);
+        s.pending.remove(id);
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -182,6 +204,45 @@ impl Cache {
     fn wrote(&self, change: impl FnOnce(&mut State)) {
         let mut s = self.lock();
         change(&mut s);
+        s.generation = s.generation.wrapping_add(1);
+    }
+
+    /// A commit of `id` starts: the record leaves the cache (as for every write), and if
+    /// `through` (the channel can commit without echoing it back), the cache is online,
+    /// the record was cached and no other commit of it is in flight, the commit may write
+    /// through: its number and the record it starts from are returned. A commit already in
+    /// flight for `id` loses its right to write through either way.
+    fn begin_commit(&self, id: &IdHash, through: bool) -> Option<(u64, Record)> {
+        let mut s = self.lock();
+        let base = s.records.remove(id);
+        let other = s.pending.remove(id).is_some();
+        s.generation = s.generation.wrapping_add(1);
+        let base = base.filter(|_| through && s.online && !other)?;
+        let n = s.next_commit;
+        s.next_commit = n.wrapping_add(1);
+        s.pending.insert(*id, n);
+        Some((n, base))
+    }
+
+    /// A commit of `id` ended: `record` (what it wrote, if it may write through) enters the
+    /// cache only if the commit numbered `n` still owns `id`'s entry (nothing invalidated or
+    /// wrote `id` meanwhile, no other commit of it began or ended) and the channel is up;
+    /// otherwise the record is evicted.
+    fn end_commit(&self, id: &IdHash, n: Option<u64>, record: Option<Record>) {
+        let mut s = self.lock();
+        // Any commit's end ends every other's right to write `id` through.
+        let ours = s.pending.remove(id).is_some_and(|p| Some(p) == n);
+        match record {
+            Some(record) if ours && s.online => {
+                self.counters
+                    .written_through
+                    .fetch_add(1, Ordering::Relaxed);
+                Cache::insert_record(&mut s, self.capacity, record);
+            }
+            _ => {
+                s.records.remove(id);
+            }
+        }
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -225,16 +286,57 @@ impl Cache {
             bypassed: c.bypassed.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
+            written_through: c.written_through.load(Ordering::Relaxed),
         }
     }
 }
 
+/// Whether a channel did an operation itself, or left it to the store.
+pub(crate) enum Via<T> {
+    /// Done on the channel's own connection.
+    Channel(T),
+    /// Not done: ask the store (the channel is down, or cannot do this one).
+    Store,
+}
+
 /// How a channel keeps a [`Cache`] fresh.
+#[async_trait]
 pub(crate) trait Channel: Send + Sync + 'static {
     /// Called before every hit and after every store read, on the caller's task: a polled
     /// channel (SQLite) checks here and invalidates or goes offline; a pushed one (Redis,
     /// PostgreSQL) has a task of its own and does nothing here.
     fn check(&self, _cache: &Cache) {}
+
+    /// Whether the channel hears only of changes to what it read itself (Redis tracking):
+    /// then loads and epoch reads go through [`Channel::load`] and [`Channel::user_epoch`],
+    /// and only what they read may fill the cache.
+    fn reads_itself(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Channel::apply`] commits without the channel echoing the commit back, so
+    /// its result may be written through.
+    fn writes_through(&self) -> bool {
+        false
+    }
+
+    async fn load(&self, _id: &IdHash, _now: u64) -> Via<Result<Option<Record>, Error>> {
+        Via::Store
+    }
+
+    async fn user_epoch(&self, _user: &str) -> Via<Result<u64, Error>> {
+        Via::Store
+    }
+
+    async fn apply(
+        &self,
+        _id: &IdHash,
+        _changes: &Changes,
+        _now: u64,
+        _idle_deadline: u64,
+    ) -> Via<Result<Applied, Error>> {
+        Via::Store
+    }
 }
 
 /// No invalidation at all: the cache trusts itself forever. Only for the tests that show
@@ -363,6 +465,7 @@ impl<S: Store> CachedStore<S> {
     fn forget(&self, id: &IdHash) {
         self.cache.wrote(|s| {
             s.records.remove(id);
+            s.pending.remove(id);
         })
     }
 }
@@ -391,8 +494,15 @@ impl<S: Store> Store for CachedStore<S> {
             }
             Ticket(s.online.then_some(s.generation))
         };
-        let r = self.store.load(id, now).await?;
-        if let Some(record) = &r {
+        let (r, may_fill) = if self.channel.reads_itself() {
+            match self.channel.load(id, now).await {
+                Via::Channel(r) => (r?, true),
+                Via::Store => (self.store.load(id, now).await?, false),
+            }
+        } else {
+            (self.store.load(id, now).await?, true)
+        };
+        if let Some(record) = r.as_ref().filter(|_| may_fill) {
             // A polled channel must see whether the read raced another process's write.
             self.channel.check(&self.cache);
             self.cache.fill(ticket, |s, cap| {
@@ -416,9 +526,30 @@ impl<S: Store> Store for CachedStore<S> {
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
-        self.forget(id);
-        let r = self.store.apply(id, changes, now, idle_deadline).await;
-        self.forget(id);
+        let through = self.cache.begin_commit(id, self.channel.writes_through());
+        let Some((n, base)) = through else {
+            let r = self.store.apply(id, changes, now, idle_deadline).await;
+            self.cache.end_commit(id, None, None);
+            return r;
+        };
+        let (r, written) = match self.channel.apply(id, changes, now, idle_deadline).await {
+            Via::Channel(r) => (r, true),
+            Via::Store => (
+                self.store.apply(id, changes, now, idle_deadline).await,
+                false,
+            ),
+        };
+        // What the store now holds, if the commit was the only change since `base`: the
+        // same changes applied here, checked against the version and deadline it returned.
+        let record = match &r {
+            Ok(applied) if written => cloakroom::apply_changes(base, changes, now, idle_deadline)
+                .ok()
+                .filter(|x| {
+                    x.version == applied.version && x.idle_deadline == applied.idle_deadline
+                }),
+            _ => None,
+        };
+        self.cache.end_commit(id, Some(n), record);
         r
     }
 
@@ -449,6 +580,10 @@ impl<S: Store> Store for CachedStore<S> {
             s.records
                 .retain(|k, r| r.user_id.as_deref() != Some(user) || Some(k) == except);
         };
+        let drop_user = |s: &mut State| {
+            drop_user(s);
+            s.pending.clear();
+        };
         self.cache.wrote(drop_user);
         let r = self.store.revoke_user_sessions(user, except).await;
         self.cache.wrote(drop_user);
@@ -470,10 +605,19 @@ impl<S: Store> Store for CachedStore<S> {
             }
             Ticket(s.online.then_some(s.generation))
         };
-        let epoch = self.store.user_epoch(user).await?;
+        let (epoch, may_fill) = if self.channel.reads_itself() {
+            match self.channel.user_epoch(user).await {
+                Via::Channel(r) => (r?, true),
+                Via::Store => (self.store.user_epoch(user).await?, false),
+            }
+        } else {
+            (self.store.user_epoch(user).await?, true)
+        };
         self.channel.check(&self.cache);
-        self.cache
-            .fill(ticket, |s, cap| Cache::insert_epoch(s, cap, user, epoch));
+        if may_fill {
+            self.cache
+                .fill(ticket, |s, cap| Cache::insert_epoch(s, cap, user, epoch));
+        }
         Ok(epoch)
     }
 
@@ -499,8 +643,10 @@ impl<S: Store> Store for CachedStore<S> {
     }
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
         let r = self.store.purge_expired(now, limit).await;
-        self.cache
-            .wrote(|s| s.records.retain(|_, r| r.is_live(now)));
+        self.cache.wrote(|s| {
+            s.records.retain(|_, r| r.is_live(now));
+            s.pending.clear();
+        });
         r
     }
 }
@@ -578,6 +724,123 @@ mod tests {
         assert!(store.is_empty());
         assert_eq!(store.cache_stats().bypassed, 2);
         assert_eq!(store.cache_stats().lost, 1);
+    }
+
+    #[test]
+    fn a_commit_writes_through_only_if_nothing_touched_its_record_meanwhile() {
+        let cache = Cache::new(8);
+        cache.online();
+        let r = record("u");
+        let id = r.id_hash;
+        let cached = |cache: &Cache| cache.lock().records.get(&id).cloned();
+        let fill = |cache: &Cache| {
+            let t = cache.ticket();
+            cache.fill(t, |s, cap| Cache::insert_record(s, cap, r.clone()));
+        };
+        let mut next = r.clone();
+        next.version += 1;
+
+        // Nothing in between: written through.
+        fill(&cache);
+        let (n, base) = cache.begin_commit(&id, true).unwrap();
+        assert_eq!(base, r);
+        assert!(
+            cached(&cache).is_none(),
+            "the record leaves the cache while committed"
+        );
+        cache.end_commit(&id, Some(n), Some(next.clone()));
+        assert_eq!(cached(&cache), Some(next.clone()));
+        assert_eq!(cache.stats().written_through, 1);
+
+        // What spoils it: an invalidation of the record, of everything, a lost channel,
+        // another commit of the record beginning or ending, another write of it.
+        type Spoil = fn(&Cache, &IdHash);
+        let spoilers: [(&str, Spoil); 6] = [
+            ("invalidation", |c, id| c.invalidate_record(id)),
+            ("drop of everything", |c, _| c.invalidate_all()),
+            ("lost channel", |c, _| {
+                c.offline();
+                c.online();
+            }),
+            ("second commit", |c, id| {
+                assert!(c.begin_commit(id, true).is_none());
+            }),
+            ("other commit ending", |c, id| c.end_commit(id, None, None)),
+            ("own write", |c, id| {
+                c.wrote(|s| {
+                    s.records.remove(id);
+                    s.pending.remove(id);
+                })
+            }),
+        ];
+        for (what, spoil) in spoilers {
+            fill(&cache);
+            let (n, _) = cache.begin_commit(&id, true).unwrap();
+            spoil(&cache, &id);
+            cache.end_commit(&id, Some(n), Some(next.clone()));
+            assert!(cached(&cache).is_none(), "{what} must evict");
+        }
+        // Nothing to write through: the record was not cached, or the channel echoes.
+        assert!(cache.begin_commit(&id, true).is_none());
+        fill(&cache);
+        assert!(cache.begin_commit(&id, false).is_none());
+        assert!(cached(&cache).is_none());
+        assert_eq!(cache.stats().written_through, 1);
+    }
+
+    /// A channel that commits on the store itself (no echo): for the version check.
+    struct Through(Arc<MemoryStore>);
+
+    #[async_trait]
+    impl Channel for Through {
+        fn writes_through(&self) -> bool {
+            true
+        }
+        async fn apply(
+            &self,
+            id: &IdHash,
+            changes: &Changes,
+            now: u64,
+            idle_deadline: u64,
+        ) -> Via<Result<Applied, Error>> {
+            Via::Channel(self.0.apply(id, changes, now, idle_deadline).await)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_over_a_write_the_cache_missed_is_not_written_through() {
+        let memory = Arc::new(MemoryStore::new());
+        let cache = Arc::new(Cache::new(8));
+        cache.online();
+        let store = CachedStore::with_channel(
+            Arc::clone(&memory),
+            cache,
+            Arc::new(Through(Arc::clone(&memory))),
+            None,
+        );
+        let r = record("u");
+        store.create(&r, NOW).await.unwrap();
+        store.load(&r.id_hash, NOW).await.unwrap();
+        let mut c = Changes::new();
+        c.set("mine", Value::from(1));
+        store.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
+        assert_eq!(store.cache_stats().written_through, 1);
+        assert_eq!(
+            store.load(&r.id_hash, NOW).await.unwrap(),
+            memory.load(&r.id_hash, NOW).await.unwrap()
+        );
+        // Another writer whose change the cache never heard of (as if its invalidation
+        // were still on its way): the commit's version tells, and the record is evicted.
+        let mut theirs = Changes::new();
+        theirs.set("theirs", Value::from(2));
+        memory
+            .apply(&r.id_hash, &theirs, NOW, NOW + 60)
+            .await
+            .unwrap();
+        store.apply(&r.id_hash, &c, NOW, NOW + 60).await.unwrap();
+        assert_eq!(store.cache_stats().written_through, 1);
+        let got = store.load(&r.id_hash, NOW).await.unwrap().unwrap();
+        assert_eq!(got.data.get("theirs"), Some(&Value::from(2)));
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub(super) fn parse_u64(b: &[u8]) -> Option<u64> {
 
 impl RedisStore {
     /// Decodes the `HGETALL` reply of a record key.
-    pub(super) fn decode(
+    pub(crate) fn decode(
         &self,
         id: &IdHash,
         reply: &Value,
@@ -263,7 +263,7 @@ impl RedisStore {
         Ok(record.is_live(now).then_some(record))
     }
 
-    pub(super) fn hgetall(&self, id: &IdHash) -> Cmd {
+    pub(crate) fn hgetall(&self, id: &IdHash) -> Cmd {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.record_key(id));
         cmd

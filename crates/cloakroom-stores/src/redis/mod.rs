@@ -282,44 +282,15 @@ impl Store for RedisStore {
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
-        let key = self.record_key(id);
-        let (now_s, idle_s) = (now.to_string(), idle_deadline.to_string());
-        let mut sets = Vec::new();
-        let mut removes = Vec::new();
-        for (k, v) in changes.iter() {
-            match v {
-                Some(v) => sets.push((data_field(k), encode_value(k, v)?)),
-                None => removes.push(data_field(k)),
-            }
-        }
-        let n = sets.len().to_string();
-        let mut cmd = self.scripts.apply.call_with_data(
-            &key,
-            &[now_s.as_bytes(), idle_s.as_bytes(), n.as_bytes()],
-            &sets,
-        );
-        for field in &removes {
-            cmd.arg(field.as_slice());
-        }
+        let cmd = self.apply_command(id, changes, now, idle_deadline)?;
         let reply = self.one("apply", cmd).await?;
-        match status(&reply) {
-            Some((2, rest)) => {
-                let number = |i: usize| {
-                    rest.get(i)
-                        .and_then(int)
-                        .and_then(|n| u64::try_from(n).ok())
-                        .ok_or_else(|| unexpected("apply"))
-                };
-                Ok(Applied::new(number(0)?, number(1)?))
-            }
-            Some((0, _)) => Err(Error::not_found()),
-            Some((-1, _)) => Err(not_ours(&key)),
+        match self.apply_reply(id, &reply)? {
+            Some(applied) => Ok(applied),
             // Stored by an older version of this store: one compare-and-swap commit
             // rewrites it in the current layout.
-            Some((-2, _)) => {
+            None => {
                 cloakroom::apply_by_compare_and_swap(self, id, changes, now, idle_deadline).await
             }
-            _ => Err(unexpected("apply")),
         }
     }
 
@@ -517,14 +488,8 @@ impl Store for RedisStore {
     }
 
     async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.epoch_key(user));
-        match self.one("user_epoch", cmd).await? {
-            Value::Nil => Ok(0),
-            v => bytes(&v).and_then(parse_u64).ok_or_else(|| {
-                Error::new(ErrorKind::Corrupt, "a Redis user epoch is not a number")
-            }),
-        }
+        let reply = self.one("user_epoch", self.epoch_command(user)).await?;
+        epoch_reply(&reply)
     }
 
     async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
@@ -613,6 +578,84 @@ impl Store for RedisStore {
 
     fn store_name(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// The commands of [`Store::apply`], [`Store::load`] and [`Store::user_epoch`] apart from
+/// their round trip, for the session cache (`crate::cache`), which sends them on its own
+/// tracking connection.
+impl RedisStore {
+    pub(crate) fn apply_command(
+        &self,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Cmd, Error> {
+        let key = self.record_key(id);
+        let (now_s, idle_s) = (now.to_string(), idle_deadline.to_string());
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        for (k, v) in changes.iter() {
+            match v {
+                Some(v) => sets.push((data_field(k), encode_value(k, v)?)),
+                None => removes.push(data_field(k)),
+            }
+        }
+        let n = sets.len().to_string();
+        let mut cmd = self.scripts.apply.call_with_data(
+            &key,
+            &[now_s.as_bytes(), idle_s.as_bytes(), n.as_bytes()],
+            &sets,
+        );
+        for field in &removes {
+            cmd.arg(field.as_slice());
+        }
+        Ok(cmd)
+    }
+
+    /// What the apply script's `reply` means: `Ok(None)` for a record stored by an older
+    /// version of this store (commit it with [`Store::apply`]).
+    pub(crate) fn apply_reply(&self, id: &IdHash, reply: &Value) -> Result<Option<Applied>, Error> {
+        match status(reply) {
+            Some((2, rest)) => {
+                let number = |i: usize| {
+                    rest.get(i)
+                        .and_then(int)
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| unexpected("apply"))
+                };
+                Ok(Some(Applied::new(number(0)?, number(1)?)))
+            }
+            Some((0, _)) => Err(Error::not_found()),
+            Some((-1, _)) => Err(not_ours(&self.record_key(id))),
+            Some((-2, _)) => Ok(None),
+            _ => Err(unexpected("apply")),
+        }
+    }
+
+    pub(crate) fn epoch_command(&self, user: &str) -> Cmd {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.epoch_key(user));
+        cmd
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster { .. })
+    }
+
+    /// How long one round trip may take (connect timeout plus command timeout).
+    pub(crate) fn round_trip_bound(&self) -> Duration {
+        self.bound
+    }
+}
+
+pub(crate) fn epoch_reply(reply: &Value) -> Result<u64, Error> {
+    match reply {
+        Value::Nil => Ok(0),
+        v => bytes(v)
+            .and_then(parse_u64)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "a Redis user epoch is not a number")),
     }
 }
 

@@ -91,6 +91,9 @@ v = v + 1
 redis.call('HSET', KEYS[1], 'v', string.format('%d', v), 'l', string.format('%d', l),
   'i', string.format('%d', idle), 'e', string.format('%d', e2))
 expire_in(KEYS[1], (e2 - now) * 1000)
+-- A read after the writes: a client tracking keys (the session cache's connection, which
+-- sends this script with NOLOOP) keeps tracking this key after writing it.
+redis.call('HGET', KEYS[1], 'v')
 return {2, v, idle}
 ";
 
