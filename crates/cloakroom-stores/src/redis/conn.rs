@@ -85,6 +85,8 @@ pub(super) fn reads_only(cmd: &Cmd) -> bool {
         b"GET",
         b"ZRANGE",
         b"ZRANGEBYSCORE",
+        b"ZSCAN",
+        b"MEMORY",
     ]
     .iter()
     .any(|r| name.eq_ignore_ascii_case(r))
@@ -135,8 +137,12 @@ pub(super) fn slot_of(cmd: &Cmd) -> Option<Slot> {
         _ => None,
     });
     let name = args.next()??;
-    let key = if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let key = if is(b"EVALSHA") || is(b"EVAL") {
         args.nth(2)??
+    } else if is(b"MEMORY") || is(b"OBJECT") {
+        // A subcommand first: `MEMORY USAGE key`, `OBJECT ENCODING key`.
+        args.nth(1)??
     } else {
         args.next()??
     };

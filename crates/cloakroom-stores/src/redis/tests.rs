@@ -119,6 +119,11 @@ fn commands_find_their_slot() {
     let mut c = redis::cmd("HGETALL");
     c.arg("k");
     assert!(reads_only(&c));
+    // A subcommand before the key (`stats` sends these for keys of every slot; two of them
+    // once counted as one slot, that of the word USAGE, and went as one cross-slot pipeline).
+    let mut c = redis::cmd("MEMORY");
+    c.arg("USAGE").arg("p:{r:02}").arg("SAMPLES").arg(0);
+    assert_eq!(slot_of(&c), Some(Slot::for_key("p:{r:02}")));
 }
 
 /// Errors are classified by the client's error kind, never by words in their text: an I/O
