@@ -117,20 +117,7 @@ impl SessionLayer {
 impl<S> Builder<NeedsKeyRing, S> {
     /// The key ring that signs (server mode) or seals (client and hybrid) the cookies.
     pub fn key_ring(self, ring: &KeyRing) -> Builder<KeyRing, S> {
-        Builder {
-            ring: ring.clone(),
-            store: self.store,
-            mode: self.mode,
-            policy: self.policy,
-            clock: self.clock,
-            cookie_name: self.cookie_name,
-            plain_http: self.plain_http,
-            inserters: self.inserters,
-            site: self.site,
-            #[cfg(feature = "migrate")]
-            migration: self.migration,
-            purge: self.purge,
-        }
+        self.map_parts(|_, store| (ring.clone(), store))
     }
 }
 
@@ -138,8 +125,16 @@ impl<K> Builder<K, NeedsStore> {
     /// The store that keeps the records (server and hybrid modes) and users' epochs (every
     /// mode).
     pub fn store(self, store: Arc<dyn Store>) -> Builder<K, Arc<dyn Store>> {
+        self.map_parts(|ring, _| (ring, store))
+    }
+}
+
+impl<K, S> Builder<K, S> {
+    /// The same builder with its key ring and store replaced by `f` (the typestate steps).
+    fn map_parts<K2, S2>(self, f: impl FnOnce(K, S) -> (K2, S2)) -> Builder<K2, S2> {
+        let (ring, store) = f(self.ring, self.store);
         Builder {
-            ring: self.ring,
+            ring,
             store,
             mode: self.mode,
             policy: self.policy,
@@ -153,9 +148,7 @@ impl<K> Builder<K, NeedsStore> {
             purge: self.purge,
         }
     }
-}
 
-impl<K, S> Builder<K, S> {
     /// The storage mode (default [`Mode::Server`]).
     #[must_use]
     pub fn with_mode(mut self, mode: Mode) -> Self {
