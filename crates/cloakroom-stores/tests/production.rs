@@ -8,7 +8,7 @@ mod common;
 
 #[cfg(feature = "redis")]
 mod redis_tls {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
@@ -20,32 +20,30 @@ mod redis_tls {
     /// redis-server on a free port with TLS only (`--port 0 --tls-port`).
     fn tls_server(dir: &std::path::Path, certs: &common::Certificates) -> (Child, u16) {
         let port = common::free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(["--tls-port", &port.to_string()])
-            .arg("--tls-cert-file")
-            .arg(&certs.cert)
-            .arg("--tls-key-file")
-            .arg(&certs.key)
-            .arg("--tls-ca-cert-file")
-            .arg(&certs.ca)
-            .args([
-                "--tls-auth-clients",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it: apt-get install -y redis-server")
-            });
-        common::wait_port(port, "redis-server --tls-port");
-        (Child(Some(child)), port)
+        let child = common::start_server(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", "0"])
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca)
+                .args([
+                    "--tls-auth-clients",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir),
+            port,
+            "redis-server --tls-port",
+        );
+        (child, port)
     }
 
     async fn store(url: &str, prefix: &str) -> Result<RedisStore, Error> {
@@ -800,7 +798,7 @@ mod redis_cluster {
 /// memcached: a flood of anonymous creates, then a login.
 #[cfg(feature = "memcached")]
 mod memcached_flood {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::{Policy, Record, SessionId, Store};
@@ -812,30 +810,27 @@ mod memcached_flood {
     /// grows with every create passes the limit within the flood (a 1 MiB limit would take
     /// about 400 000 creates with the old sharded purge index).
     fn memcached(port: u16) -> Child {
-        let child = Command::new("memcached")
-            .args([
-                "-u",
-                "root",
-                "-l",
-                "127.0.0.1",
-                "-U",
-                "0",
-                "-m",
-                "512",
-                "-I",
-                "64k",
-                "-o",
-                "slab_chunk_max=32768",
-                "-p",
-            ])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run memcached ({e}); install it: apt-get install -y memcached")
-            });
-        common::wait_port(port, "memcached");
-        Child(Some(child))
+        common::start_server(
+            Command::new("memcached")
+                .args([
+                    "-u",
+                    "root",
+                    "-l",
+                    "127.0.0.1",
+                    "-U",
+                    "0",
+                    "-m",
+                    "512",
+                    "-I",
+                    "64k",
+                    "-o",
+                    "slab_chunk_max=32768",
+                    "-p",
+                ])
+                .arg(port.to_string()),
+            port,
+            "memcached",
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -868,7 +868,7 @@ mod many_machines {
 
 #[cfg(feature = "redis")]
 mod redis_store {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
@@ -1155,18 +1155,15 @@ mod redis_store {
     }
 
     fn redis_server(port: u16, dir: &std::path::Path) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it: apt-get install -y redis-server")
-            });
-        mm::wait_port(port, "redis-server");
-        Child(Some(child))
+        crate::common::start_server(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir),
+            port,
+            "redis-server",
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1593,7 +1590,7 @@ mod postgres_store {
 
 #[cfg(feature = "memcached")]
 mod memcached_store {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
@@ -1816,16 +1813,13 @@ mod memcached_store {
     }
 
     fn memcached(port: u16) -> Child {
-        let child = Command::new("memcached")
-            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "16", "-p"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run memcached ({e}); install it: apt-get install -y memcached")
-            });
-        mm::wait_port(port, "memcached");
-        Child(Some(child))
+        crate::common::start_server(
+            Command::new("memcached")
+                .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "16", "-p"])
+                .arg(port.to_string()),
+            port,
+            "memcached",
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

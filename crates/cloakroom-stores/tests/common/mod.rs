@@ -170,6 +170,21 @@ impl Drop for Child {
     }
 }
 
+/// Starts the server `cmd` (its program is also its Debian package: `redis-server`,
+/// `memcached`), its output discarded, and waits until it listens on `port` (`what` names it
+/// if it does not).
+pub(crate) fn start_server(cmd: &mut Command, port: u16, what: &str) -> Child {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}); install it: apt-get install -y {program}")
+        });
+    wait_port(port, what);
+    Child(Some(child))
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to the child: a server that hangs instead of dying.
 pub(crate) fn signal(child: &Child, signal: &str) {
     let pid = child.0.as_ref().expect("running").id();
