@@ -18,40 +18,24 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloakroom::{Changes, IdHash, Policy, Record, SessionId, Store, Value};
+use cloakroom::{Changes, IdHash, Record, Store, Value};
 use cloakroom_stores::{CacheStats, CachedStore};
+use common::unique;
 
-const NOW: u64 = 1_700_000_000;
+const NOW: u64 = common::T0;
 const START: &str = "scripts/test --setup-only (or: service redis-server start; \
                      service postgresql start; sudo -u postgres createdb test)";
 
-fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn record(user: &str) -> Record {
-    let mut r = Record::new(
-        SessionId::generate().unwrap().hash(),
-        NOW,
-        &Policy::default(),
-    );
-    r.user_id = Some(user.into());
+    let mut r = common::record(user);
     r.data.insert("cart".into(), Value::from(1));
     r
 }
@@ -827,7 +811,6 @@ async fn redis_written_through_record_still_sees_other_writers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_cache_passes_the_conformance_suite() {
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::Error;
     let dir = tempfile::tempdir().unwrap();
     let n = AtomicU64::new(0);
     conformance::run(|| {
@@ -838,17 +821,7 @@ async fn sqlite_cache_passes_the_conformance_suite() {
             let store = cloakroom_stores::SqliteStore::open(&path).await.unwrap();
             let cached = CachedStore::sqlite(store, 1000).await.unwrap();
             Corruptible::new(cached, move |id: IdHash| {
-                let path = path.clone();
-                async move {
-                    let conn = rusqlite::Connection::open(&path)
-                        .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                    conn.execute(
-                        "UPDATE sessions SET record = x'016e6f74206d73677061636b' WHERE id = ?1",
-                        [id.as_bytes().as_slice()],
-                    )
-                    .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                    Ok(())
-                }
+                common::corrupt_sqlite_record(path.clone(), id, "x'016e6f74206d73677061636b'")
             })
         }
     })
@@ -868,7 +841,6 @@ async fn sqlite_cache_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cache_passes_the_conformance_suite() {
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::Error;
     let base = unique("cachetest_conf_");
     let n = AtomicU64::new(0);
     conformance::run(|| {
@@ -879,18 +851,7 @@ async fn redis_cache_passes_the_conformance_suite() {
             let conn = redis_raw().await;
             let cached = CachedStore::redis(store, &redis_url(), 1000).await.unwrap();
             Corruptible::new(cached, move |id: IdHash| {
-                let key = target.record_key(&id);
-                let mut conn = conn.clone();
-                async move {
-                    redis::cmd("HSET")
-                        .arg(key)
-                        .arg("d")
-                        .arg(&b"\x01not messagepack"[..])
-                        .query_async::<i64>(&mut conn)
-                        .await
-                        .map(drop)
-                        .map_err(|e| Error::unavailable("HSET", e))
-                }
+                common::corrupt_redis_record(conn.clone(), target.record_key(&id))
             })
         }
     })
@@ -904,7 +865,6 @@ async fn redis_cache_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_cache_passes_the_conformance_suite() {
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::Error;
     let base = unique("cachetest_conf_");
     let schemas = std::sync::Mutex::new(Vec::new());
     conformance::run(|| {
@@ -921,18 +881,7 @@ async fn postgres_cache_passes_the_conformance_suite() {
                 .unwrap();
             let client = Arc::new(postgres_raw().await);
             Corruptible::new(cached, move |id: IdHash| {
-                let client = client.clone();
-                let schema = schema.clone();
-                async move {
-                    client
-                        .execute(
-                            &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
-                            &[&id.as_bytes().as_slice(), &&b"\x01not messagepack"[..]],
-                        )
-                        .await
-                        .map(drop)
-                        .map_err(|e| Error::unavailable("UPDATE", e))
-                }
+                common::corrupt_postgres_record(client.clone(), schema.clone(), id)
             })
         }
     })

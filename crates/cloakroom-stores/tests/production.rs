@@ -4,173 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-/// What the modules share: names, records, free ports, certificates.
-#[allow(dead_code)]
-mod common {
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{Duration, Instant};
-
-    use cloakroom::{Policy, Record, SessionId};
-
-    pub(crate) const T0: u64 = 1_700_000_000;
-
-    /// A name no other test run (or test in this run) uses.
-    pub(crate) fn unique(prefix: &str) -> String {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        format!(
-            "{prefix}{}_{}_{}",
-            std::process::id(),
-            nanos,
-            N.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-
-    pub(crate) fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    pub(crate) fn wait_port(port: u16, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{what} did not start listening on 127.0.0.1:{port}");
-    }
-
-    pub(crate) fn record(user: &str) -> Record {
-        let mut r = Record::new(
-            SessionId::generate().unwrap().hash(),
-            T0,
-            &Policy::default(),
-        );
-        r.user_id = Some(user.to_owned());
-        r
-    }
-
-    /// A CA and a server certificate for `127.0.0.1` and `localhost` signed by it, made now
-    /// with the openssl command (P-256 keys).
-    pub(crate) struct Certificates {
-        pub(crate) ca: PathBuf,
-        pub(crate) cert: PathBuf,
-        pub(crate) key: PathBuf,
-        /// A second CA that signed nothing here: trusting it alone must fail.
-        pub(crate) other_ca: PathBuf,
-    }
-
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run openssl ({e}); install it: apt-get install -y openssl")
-            });
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub(crate) fn certificates(dir: &Path) -> Certificates {
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-        let ca_conf = |cn: &str| {
-            format!(
-                "[req]\ndistinguished_name = dn\nx509_extensions = v3\nprompt = no\n\
-                 [dn]\nCN = {cn}\n[v3]\nbasicConstraints = critical,CA:TRUE\n\
-                 keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n"
-            )
-        };
-        write("ca.cnf", &ca_conf("cloakroom test CA"));
-        write("other-ca.cnf", &ca_conf("cloakroom other CA"));
-        write(
-            "server.cnf",
-            "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = localhost\n",
-        );
-        write(
-            "server.ext",
-            "subjectAltName = IP:127.0.0.1,DNS:localhost\n\
-             basicConstraints = critical,CA:FALSE\n\
-             keyUsage = critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n",
-        );
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        for (conf, key, pem) in [
-            ("ca.cnf", "ca.key", "ca.pem"),
-            ("other-ca.cnf", "other-ca.key", "other-ca.pem"),
-        ] {
-            let mut args = vec!["req", "-x509", "-config", conf, "-days", "2"];
-            args.extend(ec);
-            args.extend(["-keyout", key, "-out", pem]);
-            openssl(dir, &args);
-        }
-        let mut args = vec!["req", "-new", "-config", "server.cnf"];
-        args.extend(ec);
-        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(dir, &args);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.pem",
-            ],
-        );
-        Certificates {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-            other_ca: dir.join("other-ca.pem"),
-        }
-    }
-
-    /// A child process killed (and waited for) when dropped.
-    pub(crate) struct Child(pub(crate) Option<std::process::Child>);
-
-    impl Drop for Child {
-        fn drop(&mut self) {
-            if let Some(mut c) = self.0.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
+mod common;
 
 #[cfg(feature = "redis")]
 mod redis_tls {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
@@ -182,32 +20,30 @@ mod redis_tls {
     /// redis-server on a free port with TLS only (`--port 0 --tls-port`).
     fn tls_server(dir: &std::path::Path, certs: &common::Certificates) -> (Child, u16) {
         let port = common::free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(["--tls-port", &port.to_string()])
-            .arg("--tls-cert-file")
-            .arg(&certs.cert)
-            .arg("--tls-key-file")
-            .arg(&certs.key)
-            .arg("--tls-ca-cert-file")
-            .arg(&certs.ca)
-            .args([
-                "--tls-auth-clients",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it: apt-get install -y redis-server")
-            });
-        common::wait_port(port, "redis-server --tls-port");
-        (Child(Some(child)), port)
+        let child = common::start_server(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", "0"])
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca)
+                .args([
+                    "--tls-auth-clients",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir),
+            port,
+            "redis-server --tls-port",
+        );
+        (child, port)
     }
 
     async fn store(url: &str, prefix: &str) -> Result<RedisStore, Error> {
@@ -247,18 +83,7 @@ mod redis_tls {
                 let store = store(&url, &prefix).await.unwrap();
                 let target = store.clone();
                 Corruptible::new(store, move |id: IdHash| {
-                    let key = target.record_key(&id);
-                    let mut conn = conn.clone();
-                    async move {
-                        redis::cmd("HSET")
-                            .arg(key)
-                            .arg("d")
-                            .arg(&b"\x01not messagepack"[..])
-                            .query_async::<i64>(&mut conn)
-                            .await
-                            .map(drop)
-                            .map_err(|e| Error::unavailable("HSET", e))
-                    }
+                    common::corrupt_redis_record(conn.clone(), target.record_key(&id))
                 })
             }
         })
@@ -349,32 +174,15 @@ mod redis_tls {
 
 #[cfg(feature = "postgres")]
 mod postgres_tls {
-    use std::path::{Path, PathBuf};
-    use std::process::{Command, Stdio};
+    use std::path::PathBuf;
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
     use cloakroom::{Error, ErrorKind, IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
-    use crate::common::{self, T0};
-
-    fn as_postgres(bin: &Path, args: &[&str]) -> Command {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
-        let mut cmd = if root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin);
-            c
-        } else {
-            Command::new(bin)
-        };
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-        cmd
-    }
+    use crate::common::{self, as_postgres, T0};
 
     /// A throwaway PostgreSQL cluster on a free port with `ssl=on` and a pg_hba.conf that
     /// takes TCP connections over TLS only (`hostssl`; `hostnossl` rejected), so a store
@@ -388,11 +196,7 @@ mod postgres_tls {
 
     impl TlsCluster {
         fn new() -> Self {
-            let bin = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()
-                .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).max())
-                .filter(|b| b.join("initdb").exists())
-                .expect("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin; run: apt-get install -y postgresql");
+            let bin = common::postgres_bin();
             let dir = tempfile::tempdir().unwrap();
             let certs = common::certificates(dir.path());
             // PostgreSQL wants its key owned by itself and unreadable to others.
@@ -404,22 +208,7 @@ mod postgres_tls {
             }
             let _ = Command::new("chmod").arg("600").arg(&certs.key).status();
             let data = dir.path().join("data");
-            let ok = as_postgres(
-                &bin.join("initdb"),
-                &[
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                ],
-            )
-            .status()
-            .unwrap()
-            .success();
-            assert!(ok, "initdb failed");
+            common::initdb(&bin, &data);
             std::fs::write(
                 data.join("pg_hba.conf"),
                 "local all all trust\n\
@@ -527,18 +316,7 @@ mod postgres_tls {
             async move {
                 let store = store(&url, &schema).await.unwrap();
                 Corruptible::new(store, move |id: IdHash| {
-                    let client = client.clone();
-                    let schema = schema.clone();
-                    async move {
-                        client
-                            .execute(
-                                &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
-                                &[&id.as_bytes().as_slice(), &&b"\x01not messagepack"[..]],
-                            )
-                            .await
-                            .map(drop)
-                            .map_err(|e| Error::unavailable("UPDATE", e))
-                    }
+                    common::corrupt_postgres_record(client.clone(), schema.clone(), id)
                 })
             }
         })
@@ -1067,7 +845,7 @@ mod redis_cluster {
 /// memcached: a flood of anonymous creates, then a login.
 #[cfg(feature = "memcached")]
 mod memcached_flood {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::{Policy, Record, SessionId, Store};
@@ -1079,30 +857,27 @@ mod memcached_flood {
     /// grows with every create passes the limit within the flood (a 1 MiB limit would take
     /// about 400 000 creates with the old sharded purge index).
     fn memcached(port: u16) -> Child {
-        let child = Command::new("memcached")
-            .args([
-                "-u",
-                "root",
-                "-l",
-                "127.0.0.1",
-                "-U",
-                "0",
-                "-m",
-                "512",
-                "-I",
-                "64k",
-                "-o",
-                "slab_chunk_max=32768",
-                "-p",
-            ])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run memcached ({e}); install it: apt-get install -y memcached")
-            });
-        common::wait_port(port, "memcached");
-        Child(Some(child))
+        common::start_server(
+            Command::new("memcached")
+                .args([
+                    "-u",
+                    "root",
+                    "-l",
+                    "127.0.0.1",
+                    "-U",
+                    "0",
+                    "-m",
+                    "512",
+                    "-I",
+                    "64k",
+                    "-o",
+                    "slab_chunk_max=32768",
+                    "-p",
+                ])
+                .arg(port.to_string()),
+            port,
+            "memcached",
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

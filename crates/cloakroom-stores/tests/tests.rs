@@ -1,6 +1,8 @@
 //! The integration tests of cloakroom-stores: the conformance suite against every store, and
 //! each store's faults. One module per store.
 
+mod common;
+
 // ---------------------------------------------------------------------------------------
 // Single machine (issue 4): the file and SQLite stores.
 // ---------------------------------------------------------------------------------------
@@ -9,7 +11,9 @@
 /// middle of its writes, then a load.
 #[cfg(any(feature = "file", feature = "sqlite"))]
 mod single_machine_crash {
+    use std::future::Future;
     use std::io::{BufRead, BufReader};
+    use std::path::PathBuf;
     use std::process::{Command, Stdio};
     use std::time::Duration;
 
@@ -172,6 +176,68 @@ mod single_machine_crash {
             "the child was killed, not finished: {status}"
         );
         last
+    }
+
+    /// The writer run briefly in process on a store of its own (a file `file_name` in a new
+    /// directory, opened by `open`): every record it wrote is whole, and all 20 writes were
+    /// acknowledged.
+    pub(crate) fn write_in_process<S, F, Fut>(file_name: &str, open: F)
+    where
+        S: Store,
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: Future<Output = S>,
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path().join(file_name)).await;
+            let r = first_record();
+            store.create(&r, r.last_seen).await.unwrap();
+            let mut acked = 1;
+            write_loop(&store, r.id_hash, 20, |v| acked = v).await;
+            check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
+            assert_eq!(acked, 21);
+        });
+    }
+
+    /// Ten rounds of `test` (this binary's writer child, see [`child_main`]) on a store of
+    /// its own (a file `file_name` in a new directory, opened by `open`), killed at varied
+    /// points of a write: each time the record read back is whole and no acknowledged write
+    /// is lost.
+    pub(crate) fn killed_writer_rounds<S, F, Fut>(test: &str, file_name: &str, open: F)
+    where
+        S: Store,
+        F: Fn(PathBuf) -> Fut,
+        Fut: Future<Output = S>,
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name);
+        let r = first_record();
+        rt.block_on(async {
+            open(path.clone())
+                .await
+                .create(&r, r.last_seen)
+                .await
+                .unwrap();
+        });
+        let mut after = 0;
+        for (round, extra_us) in [0u64, 150, 400, 900, 1300, 2100, 3300, 5000, 7700, 11000]
+            .into_iter()
+            .enumerate()
+        {
+            let acked = run_and_kill(test, &path, &r.id_hash, after + 3 + round as u64, extra_us);
+            let back = rt.block_on(async {
+                let store = open(path.clone()).await;
+                store
+                    .load(&r.id_hash, T0)
+                    .await
+                    .unwrap()
+                    .expect("record survived")
+            });
+            check_whole(&back, acked);
+            after = back.version;
+        }
     }
 }
 
@@ -383,59 +449,19 @@ mod file_store {
     /// runs the same writer briefly in process and checks every record it wrote.
     #[test]
     fn crash_child() {
-        if crash::child_main(|path| async move { FileStore::open(path).await.unwrap() }) {
+        if crash::child_main(open_for_crash) {
             return;
         }
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let store = FileStore::open(dir.path().join("s")).await.unwrap();
-            let r = crash::first_record();
-            store.create(&r, r.last_seen).await.unwrap();
-            let mut acked = 1;
-            crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
-            crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
-            assert_eq!(acked, 21);
-        });
+        crash::write_in_process("s", open_for_crash);
+    }
+
+    async fn open_for_crash(path: std::path::PathBuf) -> FileStore {
+        FileStore::open(path).await.unwrap()
     }
 
     #[test]
     fn killed_writer_leaves_the_old_or_the_new_record() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
-        let r = crash::first_record();
-        rt.block_on(async {
-            FileStore::open(&path)
-                .await
-                .unwrap()
-                .create(&r, r.last_seen)
-                .await
-                .unwrap();
-        });
-        let mut after = 0;
-        for (round, extra_us) in [0u64, 150, 400, 900, 1300, 2100, 3300, 5000, 7700, 11000]
-            .into_iter()
-            .enumerate()
-        {
-            let acked = crash::run_and_kill(
-                "file_store::crash_child",
-                &path,
-                &r.id_hash,
-                after + 3 + round as u64,
-                extra_us,
-            );
-            let back = rt.block_on(async {
-                let store = FileStore::open(&path).await.unwrap();
-                store
-                    .load(&r.id_hash, T0)
-                    .await
-                    .unwrap()
-                    .expect("record survived")
-            });
-            crash::check_whole(&back, acked);
-            after = back.version;
-        }
+        crash::killed_writer_rounds("file_store::crash_child", "s", open_for_crash);
     }
 }
 
@@ -446,7 +472,7 @@ mod sqlite_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Policy, Record, SessionId, Store};
+    use cloakroom::{ErrorKind, IdHash, Policy, Record, SessionId, Store};
     use cloakroom_stores::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION};
 
     use crate::single_machine_crash as crash;
@@ -472,17 +498,11 @@ mod sqlite_store {
             async move {
                 let store = SqliteStore::open(&path).await.unwrap();
                 Corruptible::new(store, move |id: IdHash| {
-                    let path = path.clone();
-                    async move {
-                        let conn = rusqlite::Connection::open(&path)
-                            .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                        conn.execute(
-                            "UPDATE sessions SET record = x'016e6f74206d73677061636b' WHERE id = ?1",
-                            [id.as_bytes().as_slice()],
-                        )
-                        .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                        Ok(())
-                    }
+                    crate::common::corrupt_sqlite_record(
+                        path.clone(),
+                        id,
+                        "x'016e6f74206d73677061636b'",
+                    )
                 })
             }
         })
@@ -504,17 +524,7 @@ mod sqlite_store {
                 .await
                 .unwrap();
                 Corruptible::new(store, move |id: IdHash| {
-                    let path = path.clone();
-                    async move {
-                        let conn = rusqlite::Connection::open(&path)
-                            .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                        conn.execute(
-                            "UPDATE sessions SET record = x'00' WHERE id = ?1",
-                            [id.as_bytes().as_slice()],
-                        )
-                        .map_err(|e| Error::unavailable("inject_corrupt", e))?;
-                        Ok(())
-                    }
+                    crate::common::corrupt_sqlite_record(path.clone(), id, "x'00'")
                 })
             }
         })
@@ -701,59 +711,19 @@ mod sqlite_store {
     /// runs the same writer briefly in process and checks every record it wrote.
     #[test]
     fn crash_child() {
-        if crash::child_main(|path| async move { SqliteStore::open(path).await.unwrap() }) {
+        if crash::child_main(open_for_crash) {
             return;
         }
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
-            let r = crash::first_record();
-            store.create(&r, r.last_seen).await.unwrap();
-            let mut acked = 1;
-            crash::write_loop(&store, r.id_hash, 20, |v| acked = v).await;
-            crash::check_whole(&store.load(&r.id_hash, T0).await.unwrap().unwrap(), acked);
-            assert_eq!(acked, 21);
-        });
+        crash::write_in_process("s.db", open_for_crash);
+    }
+
+    async fn open_for_crash(path: std::path::PathBuf) -> SqliteStore {
+        SqliteStore::open(path).await.unwrap()
     }
 
     #[test]
     fn killed_writer_leaves_the_old_or_the_new_record() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let r = crash::first_record();
-        rt.block_on(async {
-            SqliteStore::open(&path)
-                .await
-                .unwrap()
-                .create(&r, r.last_seen)
-                .await
-                .unwrap();
-        });
-        let mut after = 0;
-        for (round, extra_us) in [0u64, 150, 400, 900, 1300, 2100, 3300, 5000, 7700, 11000]
-            .into_iter()
-            .enumerate()
-        {
-            let acked = crash::run_and_kill(
-                "sqlite_store::crash_child",
-                &path,
-                &r.id_hash,
-                after + 3 + round as u64,
-                extra_us,
-            );
-            let back = rt.block_on(async {
-                let store = SqliteStore::open(&path).await.unwrap();
-                store
-                    .load(&r.id_hash, T0)
-                    .await
-                    .unwrap()
-                    .expect("record survived")
-            });
-            crash::check_whole(&back, acked);
-            after = back.version;
-        }
+        crash::killed_writer_rounds("sqlite_store::crash_child", "s.db", open_for_crash);
     }
 
     /// The background purger against a real SQLite file: expired rows leave the table with
@@ -807,56 +777,13 @@ mod sqlite_store {
 #[cfg(any(feature = "redis", feature = "postgres", feature = "memcached"))]
 mod many_machines {
     use std::future::Future;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    use cloakroom::{Changes, Error, ErrorKind, Policy, Record, SessionId, Store, Value};
+    use cloakroom::{Changes, Error, ErrorKind, Record, Store, Value};
 
-    pub(crate) const T0: u64 = 1_700_000_000;
-
-    /// A name no other test run (or test in this run) uses.
-    pub(crate) fn unique(prefix: &str) -> String {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        format!(
-            "{prefix}{}_{}_{}",
-            std::process::id(),
-            nanos,
-            N.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-
-    pub(crate) fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    pub(crate) fn wait_port(port: u16, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{what} did not start listening on 127.0.0.1:{port}");
-    }
-
-    pub(crate) fn record(user: &str) -> Record {
-        let mut r = Record::new(
-            SessionId::generate().unwrap().hash(),
-            T0,
-            &Policy::default(),
-        );
-        r.user_id = Some(user.to_owned());
-        r
-    }
+    pub(crate) use crate::common::{free_port, record, unique, wait_port, T0};
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    pub(crate) use crate::common::{signal, Child};
 
     /// The bound within which a store whose server is gone must answer (timeouts of 300 ms
     /// are configured; this is a hang check, not a speed test).
@@ -937,45 +864,11 @@ mod many_machines {
         assert_eq!(store.revoke_user_sessions("back", None).await.unwrap(), 1);
         assert!(!store.delete(&r.id_hash).await.unwrap());
     }
-
-    /// Sends `signal` (`STOP`, `CONT`) to the child: a server that hangs instead of dying.
-    #[cfg(any(feature = "redis", feature = "memcached"))]
-    pub(crate) fn signal(child: &Child, signal: &str) {
-        let pid = child.0.as_ref().expect("running").id();
-        let ok = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal} {pid}");
-    }
-
-    /// A child process killed (and waited for) when dropped.
-    #[cfg(any(feature = "redis", feature = "memcached"))]
-    pub(crate) struct Child(pub(crate) Option<std::process::Child>);
-
-    #[cfg(any(feature = "redis", feature = "memcached"))]
-    impl Child {
-        pub(crate) fn kill(&mut self) {
-            if let Some(mut c) = self.0.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    #[cfg(any(feature = "redis", feature = "memcached"))]
-    impl Drop for Child {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
 }
 
 #[cfg(feature = "redis")]
 mod redis_store {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
@@ -1040,18 +933,7 @@ mod redis_store {
                 let conn = raw(&url).await;
                 let target = store.clone();
                 Corruptible::new(store, move |id: IdHash| {
-                    let key = target.record_key(&id);
-                    let mut conn = conn.clone();
-                    async move {
-                        redis::cmd("HSET")
-                            .arg(key)
-                            .arg("d")
-                            .arg(&b"\x01not messagepack"[..])
-                            .query_async::<i64>(&mut conn)
-                            .await
-                            .map(drop)
-                            .map_err(|e| Error::unavailable("HSET", e))
-                    }
+                    crate::common::corrupt_redis_record(conn.clone(), target.record_key(&id))
                 })
             }
         })
@@ -1273,18 +1155,15 @@ mod redis_store {
     }
 
     fn redis_server(port: u16, dir: &std::path::Path) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it: apt-get install -y redis-server")
-            });
-        mm::wait_port(port, "redis-server");
-        Child(Some(child))
+        crate::common::start_server(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir),
+            port,
+            "redis-server",
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1330,14 +1209,15 @@ mod redis_store {
 
 #[cfg(feature = "postgres")]
 mod postgres_store {
-    use std::path::{Path, PathBuf};
-    use std::process::{Command, Stdio};
+    use std::path::PathBuf;
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
     use cloakroom::{Error, ErrorKind, IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
+    use crate::common::as_postgres;
     use crate::many_machines::{self as mm, T0};
 
     const START: &str = "scripts/test --setup-only (or: pg_ctlcluster 15 main start, then \
@@ -1394,18 +1274,7 @@ mod postgres_store {
                 let store = store(&url, &schema).await;
                 let client = std::sync::Arc::new(raw(&url).await);
                 Corruptible::new(store, move |id: IdHash| {
-                    let client = client.clone();
-                    let schema = schema.clone();
-                    async move {
-                        client
-                            .execute(
-                                &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
-                                &[&id.as_bytes().as_slice(), &&b"\x01not messagepack"[..]],
-                            )
-                            .await
-                            .map(drop)
-                            .map_err(|e| Error::unavailable("UPDATE", e))
-                    }
+                    crate::common::corrupt_postgres_record(client.clone(), schema.clone(), id)
                 })
             }
         })
@@ -1544,52 +1413,16 @@ mod postgres_store {
         port: u16,
     }
 
-    fn as_postgres(bin: &Path, args: &[&str]) -> Command {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
-        let mut cmd = if root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin);
-            c
-        } else {
-            Command::new(bin)
-        };
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-        cmd
-    }
-
     impl Cluster {
         fn new() -> Self {
-            let bin = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()
-                .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).max())
-                .filter(|b| b.join("initdb").exists())
-                .expect("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin; run: apt-get install -y postgresql");
+            let bin = crate::common::postgres_bin();
             let dir = tempfile::tempdir().unwrap();
             let _ = Command::new("chown")
                 .args(["postgres:postgres"])
                 .arg(dir.path())
                 .status();
             let data = dir.path().join("data");
-            let ok = as_postgres(
-                &bin.join("initdb"),
-                &[
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                ],
-            )
-            .status()
-            .unwrap()
-            .success();
-            assert!(ok, "initdb failed");
+            crate::common::initdb(&bin, &data);
             let cluster = Self {
                 bin,
                 dir,
@@ -1757,7 +1590,7 @@ mod postgres_store {
 
 #[cfg(feature = "memcached")]
 mod memcached_store {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
@@ -1980,16 +1813,13 @@ mod memcached_store {
     }
 
     fn memcached(port: u16) -> Child {
-        let child = Command::new("memcached")
-            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "16", "-p"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run memcached ({e}); install it: apt-get install -y memcached")
-            });
-        mm::wait_port(port, "memcached");
-        Child(Some(child))
+        crate::common::start_server(
+            Command::new("memcached")
+                .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "16", "-p"])
+                .arg(port.to_string()),
+            port,
+            "memcached",
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
