@@ -585,18 +585,7 @@ mod redis_cluster {
                 let store = store(&prefix).await;
                 let target = store.clone();
                 Corruptible::new(store, move |id: IdHash| {
-                    let key = target.record_key(&id);
-                    let mut conn = conn.clone();
-                    async move {
-                        redis::cmd("HSET")
-                            .arg(key)
-                            .arg("d")
-                            .arg(&b"\x01not messagepack"[..])
-                            .query_async::<i64>(&mut conn)
-                            .await
-                            .map(drop)
-                            .map_err(|e| Error::unavailable("HSET", e))
-                    }
+                    common::corrupt_redis_record(conn.clone(), target.record_key(&id))
                 })
             }
         })

@@ -201,7 +201,7 @@ pub(crate) fn signal(child: &Child, signal: &str) {
 /// the test's own connection.
 #[cfg(feature = "redis")]
 pub(crate) async fn corrupt_redis_record(
-    mut conn: redis::aio::MultiplexedConnection,
+    mut conn: impl redis::aio::ConnectionLike + Send,
     key: String,
 ) -> Result<(), cloakroom::Error> {
     redis::cmd("HSET")
