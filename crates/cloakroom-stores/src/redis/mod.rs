@@ -10,12 +10,30 @@
 //! | `cloakroom:{r:<id hash hex>}` | hash | `d` the record without its data ([`Record::encode`]), `k:<key>` each data key's MessagePack value, `v` the version, `u` the user, `l`/`i`/`a` last seen, idle and absolute deadline, `e` the earlier deadline, `f` = `2` (the layout) |
 //! | `cloakroom:{u:<user>}:sessions` | sorted set | the user's id hashes, scored by (at least) their expiry: the absolute deadline |
 //! | `cloakroom:{u:<user>}:epoch` | string | the user's epoch |
-//! | `cloakroom:expiry` | sorted set | every id hash, scored by (at most) its expiry, for [`Store::purge_expired`] |
+//! | `cloakroom:{x:<shard>}:<hour>` | sorted set | the purge index of one shard (the id hash's first byte mod 16, one hex digit) and one hour of expiry (unix time / 3600): id hashes scored by (at most) their expiry, for [`Store::purge_expired`]; it expires on the server at least an hour after both its hour and the absolute deadline of every session filed in it |
+//! | `cloakroom:{x:<shard>}:buckets` | sorted set | the shard's directory: the hours that have a bucket (member and score the hour) |
+//! | `cloakroom:expiry` | sorted set | the single purge index of older versions: no longer written; purge drains it (and the operator queries read it) until it is empty and gone |
 //!
-//! The parts in braces are Redis Cluster hash tags: a record's key is alone in its slot and
-//! both keys of one user share a slot. Every script touches `KEYS[1]` alone and every
-//! multi-key command (the `MULTI` of [`Store::sessions_of`]) names one key, so nothing here
-//! ever needs two slots at once, as Redis Cluster requires (a unit test checks the scripts).
+//! The parts in braces are Redis Cluster hash tags: a record's key is alone in its slot, both
+//! keys of one user share a slot, and a purge shard's buckets and directory share a slot (16
+//! shards: creates spread over 16 slots, not one hot key). Every script touches `KEYS[1]`
+//! alone, but the two purge-index scripts, whose `KEYS[1]` and `KEYS[2]` are a bucket and
+//! its own shard's directory; every multi-key command (the `MULTI` of
+//! [`Store::sessions_of`]) names one key, so nothing here ever needs two slots at once, as
+//! Redis Cluster requires (unit tests check the scripts and the keys' slots).
+//!
+//! # The purge index is bounded
+//!
+//! An entry is filed in the bucket of its shard and its expiry's hour, with `ZADD LT`, by a
+//! script that also names the hour in the shard's directory and extends both keys' TTL (it
+//! never shortens one) to an hour past the later of the bucket's hour and the record's
+//! absolute deadline. No commit moves a record past its absolute deadline, so a bucket
+//! outlives every record it points at, and [`Store::apply`] writes no index. A bucket then
+//! expires by itself: entries of sessions that are gone cost memory for as long as those
+//! sessions could have lived, never until a purge. Purge walks each shard's buckets up to
+//! `now`'s hour (from the directories), files a record that turned out live under its
+//! current expiry before dropping its old entry, and drops a bucket that is gone from its
+//! directory (one script, so a concurrent index write cannot lose its bucket).
 //!
 //! # Guarantees
 //!
