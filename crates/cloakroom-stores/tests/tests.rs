@@ -1044,6 +1044,152 @@ mod redis_store {
         cleanup(&url, &prefix).await;
     }
 
+    /// Every key under `prefix` that is not a record's.
+    async fn index_keys(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(conn)
+            .await
+            .unwrap();
+        let record = format!("{prefix}{{r:");
+        keys.into_iter()
+            .filter(|k| !k.starts_with(&record))
+            .collect()
+    }
+
+    /// An anonymous flood leaves no index behind that only a purge would take away: the
+    /// purge index is a few keys (an hour's bucket and its directory per shard), each with
+    /// a server TTL shortly after its sessions' lifetimes; purge still finds every expired
+    /// session, and leaves no key at all once they are gone.
+    #[tokio::test]
+    async fn the_purge_index_is_bounded_and_expires_by_itself() {
+        let url = url();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&url, &prefix).await;
+        let mut conn = raw(&url).await;
+        const FLOOD: u64 = 400;
+        for i in 0..FLOOD {
+            let mut r = mm::record("flood");
+            r.user_id = None;
+            r.idle_deadline = T0 + 10 + i % 50;
+            r.absolute_deadline = T0 + 120;
+            store.create(&r, T0).await.unwrap();
+        }
+        let keys = index_keys(&mut conn, &prefix).await;
+        assert!(
+            !keys.contains(&format!("{prefix}expiry")),
+            "one unbounded expiry index: {keys:?}"
+        );
+        // T0 is 800 s into its hour: every expiry here falls in the same hour.
+        assert!(
+            !keys.is_empty() && keys.len() <= 2 * 16,
+            "{} index keys: {keys:?}",
+            keys.len()
+        );
+        for key in &keys {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            // Kept until at most three hours past the sessions' absolute deadline.
+            assert!(
+                (1..=3 * 3600 * 1000).contains(&ttl),
+                "{key} has PTTL {ttl}: it would outlive its sessions"
+            );
+        }
+        assert_eq!(
+            store.purge_expired(T0 + 200, 10_000).await.unwrap(),
+            FLOOD as usize,
+            "purge finds every expired session"
+        );
+        assert_eq!(store.purge_expired(T0 + 200, 10_000).await.unwrap(), 0);
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "purge left keys behind: {left:?}");
+        cleanup(&url, &prefix).await;
+    }
+
+    /// A store written by an older version kept every session in one sorted set
+    /// `<prefix>expiry`: its entries are still purged (dead ones deleted and counted, live
+    /// ones filed in the buckets) and still seen by the operator queries, until it is empty
+    /// and gone.
+    #[tokio::test]
+    async fn the_older_single_expiry_index_is_drained_by_purge() {
+        let url = url();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&url, &prefix).await;
+        let mut conn = raw(&url).await;
+        let legacy = format!("{prefix}expiry");
+        let mut dead = mm::record("old");
+        dead.idle_deadline = T0 + 10;
+        let live = mm::record("old");
+        for r in [&dead, &live] {
+            let key = store.record_key(&r.id_hash);
+            cmd(
+                &mut conn,
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("d")
+                    .arg(r.encode().unwrap())
+                    .arg("v")
+                    .arg(1)
+                    .arg("u")
+                    .arg("+old")
+                    .arg("l")
+                    .arg(r.last_seen)
+                    .arg("i")
+                    .arg(r.idle_deadline)
+                    .arg("a")
+                    .arg(r.absolute_deadline)
+                    .arg("e")
+                    .arg(r.expires_at()),
+            )
+            .await;
+            cmd(&mut conn, redis::cmd("EXPIRE").arg(&key).arg(3600)).await;
+            // The live one was touched since it was filed: its entry is scored below its
+            // expiry (at most the expiry, as that index was kept).
+            let score = r.expires_at().min(T0 + 50);
+            cmd(
+                &mut conn,
+                redis::cmd("ZADD")
+                    .arg(&legacy)
+                    .arg(score)
+                    .arg(r.id_hash.to_hex()),
+            )
+            .await;
+        }
+        let st = store.stats(T0 + 100).await.unwrap();
+        assert_eq!(
+            (st.live, st.expired_not_purged),
+            (1, 1),
+            "read from {legacy}"
+        );
+        let hex = live.id_hash.to_hex();
+        assert_eq!(store.find_by_prefix(&hex, T0).await.unwrap().len(), 1);
+        assert_eq!(store.purge_expired(T0 + 100, 100).await.unwrap(), 1);
+        assert!(store.load(&dead.id_hash, T0).await.unwrap().is_none());
+        assert!(store.load(&live.id_hash, T0 + 100).await.unwrap().is_some());
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&legacy)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            exists, 0,
+            "{legacy} is drained: its live entry moved to a bucket"
+        );
+        assert_eq!(store.find_by_prefix(&hex, T0).await.unwrap().len(), 1);
+        // The live session is still purged once it is dead, now from its bucket.
+        let after = live.expires_at() + 1;
+        assert_eq!(store.purge_expired(after, 100).await.unwrap(), 1);
+        assert!(store.load(&live.id_hash, T0).await.unwrap().is_none());
+        cleanup(&url, &prefix).await;
+    }
+
     #[tokio::test]
     async fn scripts_are_loaded_again_after_script_flush() {
         let url = url();

@@ -10,12 +10,30 @@
 //! | `cloakroom:{r:<id hash hex>}` | hash | `d` the record without its data ([`Record::encode`]), `k:<key>` each data key's MessagePack value, `v` the version, `u` the user, `l`/`i`/`a` last seen, idle and absolute deadline, `e` the earlier deadline, `f` = `2` (the layout) |
 //! | `cloakroom:{u:<user>}:sessions` | sorted set | the user's id hashes, scored by (at least) their expiry: the absolute deadline |
 //! | `cloakroom:{u:<user>}:epoch` | string | the user's epoch |
-//! | `cloakroom:expiry` | sorted set | every id hash, scored by (at most) its expiry, for [`Store::purge_expired`] |
+//! | `cloakroom:{x:<shard>}:<hour>` | sorted set | the purge index of one shard (the id hash's first byte mod 16, one hex digit) and one hour of expiry (unix time / 3600): id hashes scored by (at most) their expiry, for [`Store::purge_expired`]; it expires on the server at least an hour after both its hour and the absolute deadline of every session filed in it |
+//! | `cloakroom:{x:<shard>}:buckets` | sorted set | the shard's directory: the hours that have a bucket (member and score the hour) |
+//! | `cloakroom:expiry` | sorted set | the single purge index of older versions: no longer written; purge drains it (and the operator queries read it) until it is empty and gone |
 //!
-//! The parts in braces are Redis Cluster hash tags: a record's key is alone in its slot and
-//! both keys of one user share a slot. Every script touches `KEYS[1]` alone and every
-//! multi-key command (the `MULTI` of [`Store::sessions_of`]) names one key, so nothing here
-//! ever needs two slots at once, as Redis Cluster requires (a unit test checks the scripts).
+//! The parts in braces are Redis Cluster hash tags: a record's key is alone in its slot, both
+//! keys of one user share a slot, and a purge shard's buckets and directory share a slot (16
+//! shards: creates spread over 16 slots, not one hot key). Every script touches `KEYS[1]`
+//! alone, but the two purge-index scripts, whose `KEYS[1]` and `KEYS[2]` are a bucket and
+//! its own shard's directory; every multi-key command (the `MULTI` of
+//! [`Store::sessions_of`]) names one key, so nothing here ever needs two slots at once, as
+//! Redis Cluster requires (unit tests check the scripts and the keys' slots).
+//!
+//! # The purge index is bounded
+//!
+//! An entry is filed in the bucket of its shard and its expiry's hour, with `ZADD LT`, by a
+//! script that also names the hour in the shard's directory and extends both keys' TTL (it
+//! never shortens one) to an hour past the later of the bucket's hour and the record's
+//! absolute deadline. No commit moves a record past its absolute deadline, so a bucket
+//! outlives every record it points at, and [`Store::apply`] writes no index. A bucket then
+//! expires by itself: entries of sessions that are gone cost memory for as long as those
+//! sessions could have lived, never until a purge. Purge walks each shard's buckets up to
+//! `now`'s hour (from the directories), files a record that turned out live under its
+//! current expiry before dropping its old entry, and drops a bucket that is gone from its
+//! directory (one script, so a concurrent index write cannot lose its bucket).
 //!
 //! # Guarantees
 //!
@@ -190,9 +208,79 @@ impl RedisStore {
         self.user_key(user, "epoch")
     }
 
-    fn expiry_key(&self) -> String {
+    /// The single purge index of stores before the buckets: no longer written, still
+    /// drained by purge (and read by the operator queries) until it is empty.
+    fn legacy_expiry_key(&self) -> String {
         format!("{}expiry", self.prefix)
     }
+
+    /// The purge bucket of shard `shard` for expiries in hour `bucket`.
+    fn bucket_key(&self, shard: u8, bucket: u64) -> String {
+        bucket_key(&self.prefix, shard, bucket)
+    }
+
+    /// The buckets of shard `shard` that may have entries (a sorted set scored by bucket).
+    fn directory_key(&self, shard: u8) -> String {
+        directory_key(&self.prefix, shard)
+    }
+
+    /// The purge-index write that files `hex` (shard `shard`) under `score` (at most its
+    /// expiry), keeping the bucket (and its directory) at least until an hour after both its
+    /// own hour and `until` (the record's absolute deadline: no commit moves a record past
+    /// it, so the bucket outlives every record it points at). `now` is the caller's.
+    fn index_entry(&self, shard: u8, hex: &[u8], score: u64, until: u64, now: u64) -> Cmd {
+        let bucket = score / BUCKET_SECS;
+        let end = bucket.saturating_add(1).saturating_mul(BUCKET_SECS);
+        let keep = (until.max(end) / BUCKET_SECS)
+            .saturating_add(2)
+            .saturating_mul(BUCKET_SECS);
+        let ttl = keep
+            .saturating_sub(now)
+            .clamp(BUCKET_SECS, MAX_TTL_SECS)
+            .saturating_mul(1000);
+        let (bucket_s, score_s, ttl_s) = (bucket.to_string(), score.to_string(), ttl.to_string());
+        self.scripts.index.call_on(
+            &[&self.bucket_key(shard, bucket), &self.directory_key(shard)],
+            &[
+                score_s.as_bytes(),
+                hex,
+                bucket_s.as_bytes(),
+                ttl_s.as_bytes(),
+            ],
+        )
+    }
+}
+
+/// Purge buckets are this many seconds of expiry wide (an hour).
+const BUCKET_SECS: u64 = 3600;
+
+/// Purge buckets are split in this many shards (by the id hash's first byte), each its own
+/// hash tag, so creates spread over that many cluster slots.
+const SHARDS: u8 = 16;
+
+fn bucket_key(prefix: &str, shard: u8, bucket: u64) -> String {
+    format!("{prefix}{{x:{shard:x}}}:{bucket}")
+}
+
+fn directory_key(prefix: &str, shard: u8) -> String {
+    format!("{prefix}{{x:{shard:x}}}:buckets")
+}
+
+fn shard_of(id: &IdHash) -> u8 {
+    id.as_bytes()[0] % SHARDS
+}
+
+/// The shard of an id hash in hex (its first byte's low nibble is its second digit).
+fn shard_of_hex(hex: &[u8]) -> Option<u8> {
+    let digit = char::from(*hex.get(1)?).to_digit(16)?;
+    u8::try_from(digit).ok().map(|d| d % SHARDS)
+}
+
+/// An index entry's id hash, checked (an entry is only ever used as a record key).
+fn entry_id(member: &[u8]) -> Option<IdHash> {
+    std::str::from_utf8(member)
+        .ok()
+        .and_then(|s| IdHash::from_hex(s).ok())
 }
 
 impl RedisStore {
@@ -200,7 +288,7 @@ impl RedisStore {
     /// index may point at nothing, never miss a record. A user index is scored by (at least)
     /// the absolute deadline, which no commit or touch moves; the expiry index by (at most)
     /// the record's expiry.
-    fn index_writes(&self, record: &Record) -> Pipeline {
+    fn index_writes(&self, record: &Record, now: u64) -> Pipeline {
         let id = record.id_hash.to_hex();
         let e = record.expires_at();
         let mut pipe = redis::pipe();
@@ -211,12 +299,111 @@ impl RedisStore {
                 .arg(record.absolute_deadline.max(e))
                 .arg(&id);
         }
-        pipe.cmd("ZADD")
-            .arg(self.expiry_key())
-            .arg("LT")
-            .arg(e)
-            .arg(&id);
+        pipe.add_command(self.index_entry(
+            shard_of(&record.id_hash),
+            id.as_bytes(),
+            e,
+            record.absolute_deadline.max(e),
+            now,
+        ));
         pipe
+    }
+}
+
+impl RedisStore {
+    /// Purges through one purge-index key (`bucket` names its shard and hour; `None` for
+    /// the legacy key): deletes up to `limit` records whose entries are scored at or before
+    /// `now` and that are dead at `now`, drops entries that point at nothing, and files
+    /// live records (touched or committed since) under their expiry before letting go of
+    /// the old entry. Returns how many records it deleted.
+    async fn purge_index(
+        &self,
+        key: &str,
+        bucket: Option<(u8, u64)>,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        let now_s = now.to_string();
+        let mut deleted = 0;
+        while deleted < limit {
+            let mut cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(key)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg((limit - deleted).min(PURGE_ROUND));
+            let Value::Array(members) = self.one("purge_expired", cmd).await? else {
+                return Err(unexpected("purge_expired"));
+            };
+            if members.is_empty() {
+                break;
+            }
+            let mut entries = Vec::with_capacity(members.len());
+            let mut pipe = redis::pipe();
+            let mut foreign = Vec::new();
+            for m in &members {
+                let hex = bytes(m).ok_or_else(|| unexpected("purge_expired"))?;
+                match entry_id(hex) {
+                    Some(id) => {
+                        pipe.add_command(
+                            self.scripts
+                                .purge
+                                .call(&self.record_key(&id), &[now_s.as_bytes()]),
+                        );
+                        entries.push((id, hex.to_vec()));
+                    }
+                    // Not an id hash: not a key of ours to touch, only an entry to drop.
+                    None => foreign.push(hex.to_vec()),
+                }
+            }
+            let replies = if entries.is_empty() {
+                Vec::new()
+            } else {
+                self.bounded("purge_expired", pipe).await?
+            };
+            // Live records are filed again before their old entries go (index first).
+            let mut refile = redis::pipe();
+            let mut follow = redis::pipe();
+            if !foreign.is_empty() {
+                follow.cmd("ZREM").arg(key).arg(&foreign);
+            }
+            for ((id, hex), reply) in entries.iter().zip(&replies) {
+                match status(reply) {
+                    Some((2, rest)) => {
+                        let number = |i: usize| rest.get(i).and_then(bytes).and_then(parse_u64);
+                        let e = number(0).ok_or_else(|| unexpected("purge_expired"))?;
+                        let a = number(1).unwrap_or(e).max(e);
+                        match bucket {
+                            Some((_, b)) if e / BUCKET_SECS == b => {
+                                follow.cmd("ZADD").arg(key).arg("XX").arg(e).arg(hex);
+                            }
+                            _ => {
+                                refile.add_command(self.index_entry(shard_of(id), hex, e, a, now));
+                                follow.cmd("ZREM").arg(key).arg(hex);
+                            }
+                        }
+                    }
+                    Some((1, rest)) => {
+                        deleted += 1;
+                        follow.cmd("ZREM").arg(key).arg(hex);
+                        if let Some(user) = rest.first().and_then(bytes).and_then(untag_user) {
+                            follow.cmd("ZREM").arg(self.index_key(&user)).arg(hex);
+                        }
+                    }
+                    _ => {
+                        follow.cmd("ZREM").arg(key).arg(hex);
+                    }
+                }
+            }
+            if !refile.is_empty() {
+                self.bounded("purge_expired (index)", refile).await?;
+            }
+            if !follow.is_empty() {
+                self.bounded("purge_expired (index)", follow).await?;
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -224,7 +411,7 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn create(&self, record: &Record, now: u64) -> Result<(), Error> {
         let f = fields(record, record.version, now)?;
-        let mut pipe = self.index_writes(record);
+        let mut pipe = self.index_writes(record, now);
         pipe.add_command(self.scripts.create.call_with_data(
             &self.record_key(&record.id_hash),
             &f.args(&[]),
@@ -250,7 +437,7 @@ impl Store for RedisStore {
         let key = self.record_key(&record.id_hash);
         let expected = record.version.to_string();
         let now_s = now.to_string();
-        let mut pipe = self.index_writes(record);
+        let mut pipe = self.index_writes(record, now);
         pipe.add_command(self.scripts.update.call_with_data(
             &key,
             &f.args(&[expected.as_bytes(), now_s.as_bytes()]),
@@ -317,11 +504,16 @@ impl Store for RedisStore {
                 .touch
                 .call(&key, &[now_s.as_bytes(), idle_s.as_bytes()]),
         );
-        pipe.cmd("ZADD")
-            .arg(self.expiry_key())
-            .arg("LT")
-            .arg(idle_deadline)
-            .arg(&hex);
+        // The bucket is kept until an hour past `idle_deadline` at least; the entry the
+        // record's create or update made lives until past its absolute deadline.
+        let shard = shard_of(id);
+        pipe.add_command(self.index_entry(
+            shard,
+            hex.as_bytes(),
+            idle_deadline,
+            idle_deadline,
+            now,
+        ));
         let replies = self.bounded("touch", pipe).await?;
         match replies.get(script_at).and_then(status) {
             Some((2, rest)) => {
@@ -344,11 +536,7 @@ impl Store for RedisStore {
                     more = true;
                 }
                 if idle < idle_deadline {
-                    pipe.cmd("ZADD")
-                        .arg(self.expiry_key())
-                        .arg("LT")
-                        .arg(idle)
-                        .arg(&hex);
+                    pipe.add_command(self.index_entry(shard, hex.as_bytes(), idle, idle, now));
                     more = true;
                 }
                 if more {
@@ -376,8 +564,14 @@ impl Store for RedisStore {
                 if let Some(user) = rest.first().and_then(bytes).and_then(untag_user) {
                     pipe.cmd("ZREM").arg(self.index_key(&user)).arg(&hex);
                 }
-                pipe.cmd("ZREM").arg(self.expiry_key()).arg(&hex);
-                self.bounded("delete (index)", pipe).await?;
+                // Best effort: an entry filed under an earlier score is dropped by purge.
+                if let Some(e) = rest.get(1).and_then(bytes).and_then(parse_u64) {
+                    let key = self.bucket_key(shard_of(id), e / BUCKET_SECS);
+                    pipe.cmd("ZREM").arg(key).arg(&hex);
+                }
+                if !pipe.is_empty() {
+                    self.bounded("delete (index)", pipe).await?;
+                }
                 Ok(true)
             }
             Some((0, _)) => Ok(false),
@@ -472,19 +666,24 @@ impl Store for RedisStore {
             pipe.add_command(self.scripts.revoke.call(&key, &[&tagged]));
         }
         let replies = self.bounded("revoke_user_sessions", pipe).await?;
-        let deleted: Vec<&String> = ids
-            .iter()
-            .zip(&replies)
-            .filter(|(_, r)| matches!(status(r), Some((1, _))))
-            .map(|(id, _)| id)
-            .collect();
         let mut pipe = redis::pipe();
         pipe.cmd("ZREM").arg(&index).arg(&ids);
-        if !deleted.is_empty() {
-            pipe.cmd("ZREM").arg(self.expiry_key()).arg(&deleted);
+        let mut deleted = 0;
+        for (hex, reply) in ids.iter().zip(&replies) {
+            let Some((1, rest)) = status(reply) else {
+                continue;
+            };
+            deleted += 1;
+            // Best effort, as in `delete`: purge drops what is left.
+            let e = rest.first().and_then(bytes).and_then(parse_u64);
+            if let (Some(e), Some(shard)) = (e, shard_of_hex(hex.as_bytes())) {
+                pipe.cmd("ZREM")
+                    .arg(self.bucket_key(shard, e / BUCKET_SECS))
+                    .arg(hex);
+            }
         }
         self.bounded("revoke_user_sessions (index)", pipe).await?;
-        Ok(deleted.len() as u64)
+        Ok(deleted)
     }
 
     async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
@@ -507,64 +706,53 @@ impl Store for RedisStore {
     }
 
     async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        let mut deleted = 0;
-        while deleted < limit {
-            let mut cmd = redis::cmd("ZRANGEBYSCORE");
-            cmd.arg(self.expiry_key())
+        // The single index of older stores first, until it is empty; then each shard's
+        // buckets up to `now`'s, oldest first.
+        let mut deleted = self
+            .purge_index(&self.legacy_expiry_key(), None, now, limit)
+            .await?;
+        if deleted >= limit {
+            return Ok(deleted);
+        }
+        let last = now / BUCKET_SECS;
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.directory_key(shard))
                 .arg("-inf")
-                .arg(now)
-                .arg("LIMIT")
-                .arg(0)
-                .arg((limit - deleted).min(PURGE_ROUND));
-            let Value::Array(members) = self.one("purge_expired", cmd).await? else {
-                return Err(unexpected("purge_expired"));
+                .arg(last);
+        }
+        let directories = self.bounded("purge_expired (buckets)", pipe).await?;
+        let mut buckets = Vec::new();
+        for (shard, reply) in (0..SHARDS).zip(&directories) {
+            let Value::Array(members) = reply else {
+                return Err(unexpected("purge_expired (buckets)"));
             };
-            let ids: Vec<Vec<u8>> = members
-                .iter()
-                .filter_map(bytes)
-                .map(<[u8]>::to_vec)
-                .collect();
-            if ids.is_empty() {
+            for m in members {
+                let b = bytes(m)
+                    .and_then(parse_u64)
+                    .ok_or_else(|| unexpected("purge_expired (buckets)"))?;
+                buckets.push((b, shard));
+            }
+        }
+        buckets.sort_unstable();
+        for (bucket, shard) in buckets {
+            if deleted >= limit {
                 break;
             }
-            let now_s = now.to_string();
-            let mut pipe = redis::pipe();
-            for hex in &ids {
-                let mut key = self.prefix.as_bytes().to_vec();
-                key.extend_from_slice(b"{r:");
-                key.extend_from_slice(hex);
-                key.push(b'}');
-                let key = String::from_utf8_lossy(&key).into_owned();
-                pipe.add_command(self.scripts.purge.call(&key, &[now_s.as_bytes()]));
+            let key = self.bucket_key(shard, bucket);
+            deleted += self
+                .purge_index(&key, Some((shard, bucket)), now, limit - deleted)
+                .await?;
+            if deleted < limit {
+                // Walked to its end: a bucket whose key is gone leaves the directory.
+                let b = bucket.to_string();
+                let forget = self
+                    .scripts
+                    .forget
+                    .call_on(&[&key, &self.directory_key(shard)], &[b.as_bytes()]);
+                self.one("purge_expired (directory)", forget).await?;
             }
-            let replies = self.bounded("purge_expired", pipe).await?;
-            let mut follow = redis::pipe();
-            for (hex, reply) in ids.iter().zip(&replies) {
-                match status(reply) {
-                    Some((2, rest)) => {
-                        // Live after all (touched since it was indexed): rescore it.
-                        let e = rest.first().and_then(bytes).and_then(parse_u64);
-                        let e = e.ok_or_else(|| unexpected("purge_expired"))?;
-                        follow
-                            .cmd("ZADD")
-                            .arg(self.expiry_key())
-                            .arg("XX")
-                            .arg(e)
-                            .arg(hex);
-                    }
-                    Some((1, rest)) => {
-                        deleted += 1;
-                        follow.cmd("ZREM").arg(self.expiry_key()).arg(hex);
-                        if let Some(user) = rest.first().and_then(bytes).and_then(untag_user) {
-                            follow.cmd("ZREM").arg(self.index_key(&user)).arg(hex);
-                        }
-                    }
-                    _ => {
-                        follow.cmd("ZREM").arg(self.expiry_key()).arg(hex);
-                    }
-                }
-            }
-            self.bounded("purge_expired (index)", follow).await?;
         }
         Ok(deleted)
     }

@@ -1,8 +1,10 @@
-//! The Lua scripts: every one touches `KEYS[1]` alone (Redis Cluster's one-slot rule).
+//! The Lua scripts: every one touches `KEYS[1]` alone, or (the purge-index scripts)
+//! `KEYS[1]` and `KEYS[2]`, which share a hash tag (Redis Cluster's one-slot rule).
 
 use super::*;
 
-// Every script touches KEYS[1] only. Return values are arrays whose first element is a
+// Every script touches KEYS[1] only, but for INDEX and FORGET (a purge bucket and its
+// shard's directory, one hash tag). Return values are arrays whose first element is a
 // status: 0 = absent (or not live), 1 = conflict / done, 2 = written, -1 = not ours.
 
 /// Sets the key's expiry to the server's time plus `ms` milliseconds. `PEXPIRE` is relative
@@ -115,33 +117,61 @@ expire_in(KEYS[1], (tonumber(idle) - now) * 1000)
 return {2, f[3], idle}
 ";
 
-/// Returns {1, u} when a key was deleted (u is '' when it was not a hash), {0} otherwise.
+/// Returns {1, u, e} when a key was deleted (u and e are '' when it was not a hash), {0}
+/// otherwise.
 pub(super) const DELETE_BODY: &str = r"
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return {0} end
-local u = ''
-if t == 'hash' then u = redis.call('HGET', KEYS[1], 'u') or '' end
+local f = {'', ''}
+if t == 'hash' then f = redis.call('HMGET', KEYS[1], 'u', 'e') end
 redis.call('DEL', KEYS[1])
-return {1, u}
+return {1, f[1] or '', f[2] or ''}
 ";
 
-/// ARGV: tagged user. Deletes the record if it still belongs to that user: {1} or {0}.
+/// ARGV: tagged user. Deletes the record if it still belongs to that user: {1, e} or {0}.
 pub(super) const REVOKE_BODY: &str = r"
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return {0} end
-if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return {0} end
+local f = redis.call('HMGET', KEYS[1], 'u', 'e')
+if f[1] ~= ARGV[1] then return {0} end
 redis.call('DEL', KEYS[1])
-return {1}
+return {1, f[2] or ''}
 ";
 
-/// ARGV: now. {1, u} deleted (not live), {2, e} live (rescore), {0} absent.
+/// ARGV: now. {1, u} deleted (not live), {2, e, a} live (file it again), {0} absent.
 pub(super) const PURGE_BODY: &str = r"
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return {0} end
 if t ~= 'hash' then redis.call('DEL', KEYS[1]) return {1, ''} end
-local f = redis.call('HMGET', KEYS[1], 'e', 'u')
-if f[1] and tonumber(f[1]) and tonumber(f[1]) > tonumber(ARGV[1]) then return {2, f[1]} end
+local f = redis.call('HMGET', KEYS[1], 'e', 'u', 'a')
+if f[1] and tonumber(f[1]) and tonumber(f[1]) > tonumber(ARGV[1]) then
+  return {2, f[1], f[3] or f[1]}
+end
 redis.call('DEL', KEYS[1])
 return {1, f[2] or ''}
+";
+
+/// KEYS: a purge bucket, its shard's directory (one hash tag). ARGV: score, id hash, bucket,
+/// ttl_ms. Files the id hash in the bucket (`ZADD LT`: a score only moves down), names the
+/// bucket in the directory, and makes both keys live at least `ttl_ms` more (never less
+/// than they already would: `PEXPIRE` only when the key would go more than a minute early).
+pub(super) const INDEX_BODY: &str = r"
+local ttl = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 or left + 60000 < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
+left = redis.call('PTTL', KEYS[2])
+if left < 0 or left + 60000 < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+";
+
+/// KEYS: a purge bucket, its shard's directory. ARGV: bucket. Drops the bucket from the
+/// directory when the bucket's key is gone (emptied by purge, or expired): {1}, else {0}.
+/// One script, so an index write in between cannot lose its bucket.
+pub(super) const FORGET_BODY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return {1}
 ";
 
 /// No ARGV. Increments a user's epoch: {2, n}, or {-1} when the key holds something that
@@ -170,8 +200,16 @@ impl Script {
 
     /// `EVALSHA <sha> 1 key args...`.
     pub(super) fn call(&self, key: &str, args: &[&[u8]]) -> Cmd {
+        self.call_on(&[key], args)
+    }
+
+    /// `EVALSHA <sha> <n> keys... args...`: the keys must share a hash tag.
+    pub(super) fn call_on(&self, keys: &[&str], args: &[&[u8]]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(1).arg(key);
+        cmd.arg(&self.sha).arg(keys.len());
+        for k in keys {
+            cmd.arg(*k);
+        }
         for a in args {
             cmd.arg(*a);
         }
@@ -202,6 +240,8 @@ pub(super) struct Scripts {
     pub(super) revoke: Script,
     pub(super) purge: Script,
     pub(super) bump: Script,
+    pub(super) index: Script,
+    pub(super) forget: Script,
 }
 
 impl Scripts {
@@ -215,10 +255,12 @@ impl Scripts {
             revoke: Script::new(REVOKE_BODY),
             purge: Script::new(PURGE_BODY),
             bump: Script::new(BUMP_BODY),
+            index: Script::new(INDEX_BODY),
+            forget: Script::new(FORGET_BODY),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 8] {
+    pub(super) fn all(&self) -> [&Script; 10] {
         [
             &self.create,
             &self.update,
@@ -228,6 +270,8 @@ impl Scripts {
             &self.revoke,
             &self.purge,
             &self.bump,
+            &self.index,
+            &self.forget,
         ]
     }
 }

@@ -6,15 +6,30 @@ use super::*;
 
 /// Redis Cluster runs a script only if every key it touches is in one slot, and only if
 /// the script names its keys in `KEYS`: every script here must touch `KEYS[1]` alone
-/// (and build no key names of its own).
+/// (and build no key names of its own), but for the two purge-index scripts, which touch
+/// `KEYS[1]` and `KEYS[2]`: a bucket and its shard's directory, which share a hash tag
+/// (`a_buckets_keys_share_a_slot`).
 #[test]
 fn every_script_touches_its_one_key() {
-    for script in Scripts::new().all() {
+    let scripts = Scripts::new();
+    let two_keys = [&scripts.index.sha, &scripts.forget.sha];
+    for script in scripts.all() {
         let src = &script.source;
+        let keys = if two_keys.contains(&&script.sha) {
+            2
+        } else {
+            1
+        };
         let mut rest = src.as_str();
         while let Some(i) = rest.find("KEYS[") {
             rest = &rest[i + 5..];
-            assert!(rest.starts_with("1]"), "a script uses another key: {src}");
+            let n = rest
+                .split_once(']')
+                .and_then(|(n, _)| n.parse::<usize>().ok());
+            assert!(
+                n.is_some_and(|n| (1..=keys).contains(&n)),
+                "a script uses another key: {src}"
+            );
         }
         assert!(!src.contains("#KEYS"), "{src}");
         // Key names built in Lua (from ARGV or a prefix) would escape the check above.
@@ -24,6 +39,7 @@ fn every_script_touches_its_one_key() {
                 let first_arg = args.split_once(',').map_or("", |(_, a)| a.trim_start());
                 assert!(
                     first_arg.starts_with("KEYS[1]")
+                        || (keys == 2 && first_arg.starts_with("KEYS[2]"))
                         || first_arg.starts_with("key")
                         || args.starts_with("TYPE'")
                         || first_arg.is_empty(),
@@ -54,6 +70,34 @@ async fn a_users_keys_share_a_slot() {
     for user in ["alice", "", "a}b", "{x}", "}}", "ü", "a:b{c}d"] {
         let (index, epoch) = store_keys(user);
         assert_eq!(Slot::for_key(&index), Slot::for_key(&epoch), "{user:?}");
+    }
+}
+
+/// The purge index: a bucket and its shard's directory share a slot (the two-key scripts
+/// need it), the shards of one hour are spread over several slots, and an id hash's shard
+/// is read from its hex as from its bytes.
+#[test]
+fn a_buckets_keys_share_a_slot() {
+    // A prefix with braces of its own: the first `{...}` is the hash tag.
+    let prefix = "p:{x}:";
+    let mut slots = std::collections::HashSet::new();
+    for shard in 0..SHARDS {
+        for bucket in [0, 472_222, u64::MAX / BUCKET_SECS] {
+            let b = bucket_key(prefix, shard, bucket);
+            assert_eq!(
+                Slot::for_key(b.as_bytes()),
+                Slot::for_key(directory_key(prefix, shard).as_bytes()),
+                "{b}"
+            );
+        }
+        slots.insert(Slot::for_key(bucket_key("p:", shard, 472_222).as_bytes()));
+    }
+    assert_eq!(slots.len(), usize::from(SHARDS), "one slot per shard");
+    for byte in 0..=255u8 {
+        let mut raw = [0u8; 32];
+        raw[0] = byte;
+        let id = IdHash::from_bytes(raw);
+        assert_eq!(shard_of_hex(id.to_hex().as_bytes()), Some(shard_of(&id)));
     }
 }
 
