@@ -692,7 +692,7 @@ fn postgres_two_processes_without_invalidation_serve_a_revoked_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_cache_passes_the_conformance_suite() {
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::Error;
+    use cloakroom::store::Error;
     let dir = tempfile::tempdir().unwrap();
     let n = AtomicU64::new(0);
     conformance::run(|| {
@@ -733,7 +733,7 @@ async fn sqlite_cache_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cache_passes_the_conformance_suite() {
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::Error;
+    use cloakroom::store::Error;
     let base = unique("cachetest_conf_");
     let n = AtomicU64::new(0);
     conformance::run(|| {
@@ -769,7 +769,7 @@ async fn redis_cache_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_cache_passes_the_conformance_suite() {
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::Error;
+    use cloakroom::store::Error;
     let base = unique("cachetest_conf_");
     let schemas = std::sync::Mutex::new(Vec::new());
     conformance::run(|| {

@@ -174,7 +174,8 @@ mod redis_tls {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::RedisStore;
 
     use crate::common::{self, Child, T0};
@@ -354,7 +355,8 @@ mod postgres_tls {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
     use crate::common::{self, T0};
@@ -629,7 +631,8 @@ mod redis_cluster {
     use std::time::{Duration, Instant};
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::RedisStore;
 
     use crate::common::{self, T0};

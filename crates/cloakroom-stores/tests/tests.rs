@@ -181,7 +181,8 @@ mod file_store {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Policy, Record, SessionId, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Policy, Record, SessionId, Store};
     use cloakroom_stores::FileStore;
 
     use crate::single_machine_crash as crash;
@@ -446,7 +447,8 @@ mod sqlite_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Policy, Record, SessionId, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Policy, Record, SessionId, Store};
     use cloakroom_stores::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION};
 
     use crate::single_machine_crash as crash;
@@ -810,7 +812,9 @@ mod many_machines {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    use cloakroom::{Changes, Error, ErrorKind, Policy, Record, SessionId, Store, Value};
+    use cloakroom::store::{Error, ErrorKind};
+
+    use cloakroom::{Changes, Policy, Record, SessionId, Store, Value};
 
     pub(crate) const T0: u64 = 1_700_000_000;
 
@@ -979,7 +983,8 @@ mod redis_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::RedisStore;
 
     use crate::many_machines::{self as mm, Child, T0};
@@ -1335,7 +1340,8 @@ mod postgres_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
     use crate::many_machines::{self as mm, T0};
@@ -1761,7 +1767,8 @@ mod memcached_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::MemcachedStore;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpStream;
@@ -2034,7 +2041,9 @@ mod remote_store {
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
 
-    use cloakroom::{ErrorKind, IdHash, Store};
+    use cloakroom::store::ErrorKind;
+
+    use cloakroom::{IdHash, Store};
     use cloakroom_proto::{Limits, Reply, Request, RequestId, Status};
     use cloakroom_stores::{RemoteError, RemoteStore};
     use cloakroom_zmq::zmq;

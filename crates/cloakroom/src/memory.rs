@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::error::{Error, ErrorKind};
+use crate::store::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::record::Record;
 use crate::store::{check_id_prefix, Applied, Changes, Stats, Store};

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind};
+use crate::store::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::policy::Policy;
 
@@ -124,7 +124,7 @@ impl Record {
     /// fields. Every byte-oriented store (file, SQLite, Redis, ...) uses this encoding.
     ///
     /// # Errors
-    /// [`ErrorKind::Value`] if the encoder fails (it does not for records built by this
+    /// [`ErrorKind::InvalidInput`] if the encoder fails (it does not for records built by this
     /// crate).
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let wire = WireRef {
@@ -141,7 +141,7 @@ impl Record {
         };
         let mut out = vec![RECORD_FORMAT];
         rmp_serde::encode::write_named(&mut out, &wire)
-            .map_err(|e| Error::new(ErrorKind::Value, "encoding a record failed").with_source(e))?;
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, "encoding a record failed").with_source(e))?;
         Ok(out)
     }
 

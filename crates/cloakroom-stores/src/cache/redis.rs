@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use cloakroom::{Error, ErrorKind, IdHash};
+use cloakroom::store::{Error, ErrorKind};
+
+use cloakroom::IdHash;
 use redis::{
     AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };

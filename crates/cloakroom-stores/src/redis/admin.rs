@@ -5,7 +5,9 @@
 //! holds every record's id hash) with `ZSCAN`, a page at a time, so the server is never
 //! blocked by one long command, and read the records a page per round trip.
 
-use cloakroom::{check_id_prefix, Error, IdHash, Record, Stats};
+use cloakroom::store::Error;
+
+use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 use redis::Value;
 
 use super::{bytes, parse_u64, unexpected, RedisStore};

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, ErrorKind};
+use crate::store::{Error, ErrorKind};
 use crate::id::{IdHash, SessionId};
 use crate::policy::Policy;
 use crate::record::{Device, Record, Value};
@@ -56,7 +56,8 @@ pub trait ConformanceTarget: Store {
 /// # async fn main() {
 /// use std::sync::Arc;
 /// use cloakroom::conformance::{self, Corruptible, ConformanceTarget};
-/// use cloakroom::{Error, ErrorKind, IdHash, MemoryStore};
+/// use cloakroom::store::{Error, ErrorKind};
+/// use cloakroom::{IdHash, MemoryStore};
 ///
 /// // A file store's test would overwrite `<dir>/<id.to_hex()>` here; a SQLite store's
 /// // would `UPDATE sessions SET record = x'00' WHERE id = ?`.
