@@ -1099,7 +1099,7 @@ mod memcached_flood {
         assert_eq!(purged, 1000);
     }
 
-    /// A record over memcached's item limit is refused before it is sent, as a value error.
+    /// A record over memcached's item limit is refused before it is sent, as too large.
     #[tokio::test]
     async fn a_record_over_the_item_limit_is_refused() {
         let port = common::free_port();
@@ -1112,6 +1112,6 @@ mod memcached_flood {
         r.data
             .insert("blob".into(), cloakroom::Value::from("x".repeat(2 << 20)));
         let err = store.create(&r, r.last_seen).await.unwrap_err();
-        assert_eq!(err.kind(), cloakroom::ErrorKind::Value, "{err}");
+        assert_eq!(err.kind(), cloakroom::store::ErrorKind::TooLarge, "{err}");
     }
 }
