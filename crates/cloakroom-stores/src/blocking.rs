@@ -61,7 +61,10 @@ macro_rules! blocking_store {
                 self.run(move |s| s.touch(&id, now, idle_deadline)).await
             }
 
-            async fn delete(&self, id: &::cloakroom::IdHash) -> Result<bool, ::cloakroom::store::Error> {
+            async fn delete(
+                &self,
+                id: &::cloakroom::IdHash,
+            ) -> Result<bool, ::cloakroom::store::Error> {
                 let id = *id;
                 self.run(move |s| s.delete(&id)).await
             }
@@ -113,7 +116,10 @@ macro_rules! blocking_store {
                 self.run(move |s| s.find_by_prefix(&prefix, now)).await
             }
 
-            async fn stats(&self, now: u64) -> Result<::cloakroom::Stats, ::cloakroom::store::Error> {
+            async fn stats(
+                &self,
+                now: u64,
+            ) -> Result<::cloakroom::Stats, ::cloakroom::store::Error> {
                 self.run(move |s| s.stats(now)).await
             }
 

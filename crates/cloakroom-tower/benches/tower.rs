@@ -156,7 +156,11 @@ impl cloakroom::Store for Counted {
         self.calls.add(0);
         self.inner.load(id, now).await
     }
-    async fn update(&self, r: &cloakroom::Record, now: u64) -> Result<u64, cloakroom::store::Error> {
+    async fn update(
+        &self,
+        r: &cloakroom::Record,
+        now: u64,
+    ) -> Result<u64, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.update(r, now).await
     }
@@ -207,7 +211,11 @@ impl cloakroom::Store for Counted {
         self.calls.add(5);
         self.inner.bump_user_epoch(user).await
     }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::store::Error> {
+    async fn purge_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.purge_expired(now, limit).await
     }

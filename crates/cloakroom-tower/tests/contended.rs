@@ -367,7 +367,11 @@ impl Store for ReadModifyWrite {
     async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::store::Error> {
         self.0.delete(id).await
     }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::store::Error> {
+    async fn sessions_of(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Vec<Record>, cloakroom::store::Error> {
         self.0.sessions_of(user, now).await
     }
     async fn revoke_user_sessions(
@@ -383,7 +387,11 @@ impl Store for ReadModifyWrite {
     async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
         self.0.bump_user_epoch(user).await
     }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::store::Error> {
+    async fn purge_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, cloakroom::store::Error> {
         self.0.purge_expired(now, limit).await
     }
 }

@@ -265,7 +265,11 @@ impl<H: Hooks> Store for Hooked<H> {
         self.hooks.before(Op::Delete).await?;
         self.inner.delete(id).await
     }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::store::Error> {
+    async fn sessions_of(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Vec<Record>, cloakroom::store::Error> {
         self.hooks.before(Op::SessionsOf).await?;
         self.inner.sessions_of(user, now).await
     }
@@ -285,7 +289,11 @@ impl<H: Hooks> Store for Hooked<H> {
         self.hooks.before(Op::BumpUserEpoch).await?;
         self.inner.bump_user_epoch(user).await
     }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::store::Error> {
+    async fn purge_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, cloakroom::store::Error> {
         self.hooks.before(Op::Purge).await?;
         self.inner.purge_expired(now, limit).await
     }

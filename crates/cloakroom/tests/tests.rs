@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use cloakroom::conformance::{self, ConformanceTarget};
 use cloakroom::store::{Error, ErrorKind};
 use cloakroom::{
-    Applied, Changes, Commit, CookieUpdate, CsrfSecret, Device, IdHash, KeyRing,
-    Level, ManualClock, MemoryStore, Mode, Record, Session, SessionManager, Store, MAX_COOKIE_LEN,
+    Applied, Changes, Commit, CookieUpdate, CsrfSecret, Device, IdHash, KeyRing, Level,
+    ManualClock, MemoryStore, Mode, Record, Session, SessionManager, Store, MAX_COOKIE_LEN,
 };
 use futures::FutureExt as _;
 use proptest::prelude::*;
@@ -302,7 +302,10 @@ async fn data_round_trips_in_every_mode() {
         assert_eq!(s.get::<Vec<u32>>("cart").unwrap(), Some(vec![1, 2, 3]));
         assert_eq!(s.get::<String>("name").unwrap().as_deref(), Some("Zoë"));
         assert_eq!(s.keys(), vec!["cart", "name"]);
-        assert_eq!(s.get::<u32>("name").unwrap_err().kind(), cloakroom::ErrorKind::Value);
+        assert_eq!(
+            s.get::<u32>("name").unwrap_err().kind(),
+            cloakroom::ErrorKind::Value
+        );
         assert!(s.remove("cart").unwrap());
         let commit = e.mgr.commit(s).await.unwrap();
         let cookie = match mode {

@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::store::{Error, ErrorKind};
 use crate::id::{IdHash, SessionId};
 use crate::policy::Policy;
 use crate::record::{Device, Record, Value};
 use crate::store::{Applied, Changes, Stats, Store};
+use crate::store::{Error, ErrorKind};
 
 /// A store under test: a [`Store`] plus the hooks the suite needs to reach behind it.
 ///

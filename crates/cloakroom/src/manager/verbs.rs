@@ -135,7 +135,9 @@ impl SessionManager {
     pub async fn end_session(&self, user: &str, id_hash: &IdHash) -> Result<bool, Error> {
         let now = self.clock.now();
         match self.store.load(id_hash, now).await {
-            Ok(Some(r)) if r.user_id.as_deref() == Some(user) => Ok(self.store.delete(id_hash).await?),
+            Ok(Some(r)) if r.user_id.as_deref() == Some(user) => {
+                Ok(self.store.delete(id_hash).await?)
+            }
             Ok(_) => Ok(false),
             Err(e) if e.kind() == store::ErrorKind::Corrupt => Ok(false),
             Err(e) => Err(e.into()),
