@@ -12,6 +12,14 @@ use crate::error::BoxError;
 /// while a request ran) are kinds of [`crate::ErrorKind`], which a store cannot return.
 /// `From<store::Error> for cloakroom::Error` maps each kind below to the session kind of
 /// the same name, keeping the message and the source.
+///
+/// A store cannot say what only the session layer can:
+///
+/// ```compile_fail
+/// use cloakroom::store::{Error, ErrorKind};
+///
+/// let _ = Error::new(ErrorKind::Forbidden, "a store has no CSRF check to fail");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
