@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cloakroom::store::{Error, ErrorKind};
-
 use cloakroom::Store;
 
 /// A parsed store URL. [`StoreUrl::open`] connects to it.

@@ -813,7 +813,6 @@ mod many_machines {
     use std::time::{Duration, Instant};
 
     use cloakroom::store::{Error, ErrorKind};
-
     use cloakroom::{Changes, Policy, Record, SessionId, Store, Value};
 
     pub(crate) const T0: u64 = 1_700_000_000;
@@ -2042,7 +2041,6 @@ mod remote_store {
     use std::time::{Duration, Instant};
 
     use cloakroom::store::ErrorKind;
-
     use cloakroom::{IdHash, Store};
     use cloakroom_proto::{Limits, Reply, Request, RequestId, Status};
     use cloakroom_stores::{RemoteError, RemoteStore};

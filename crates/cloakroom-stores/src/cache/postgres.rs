@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use cloakroom::store::{Error, ErrorKind};
-
 use cloakroom::IdHash;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 

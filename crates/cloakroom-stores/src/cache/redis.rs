@@ -13,7 +13,6 @@
 use std::sync::Arc;
 
 use cloakroom::store::{Error, ErrorKind};
-
 use cloakroom::IdHash;
 use redis::{
     AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,

@@ -9,7 +9,6 @@ use std::io;
 use std::time::UNIX_EPOCH;
 
 use cloakroom::store::{Error, ErrorKind};
-
 use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 
 use super::{io_at, unavailable, Inner, MAX_HINT};

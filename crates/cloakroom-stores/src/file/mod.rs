@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cloakroom::store::{Error, ErrorKind};
-
 use cloakroom::{Applied, Changes, IdHash, Record};
 use sha2::{Digest, Sha256};
 

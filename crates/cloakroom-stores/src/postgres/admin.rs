@@ -4,7 +4,6 @@
 //! delegates to these in one line each.
 
 use cloakroom::store::Error;
-
 use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 
 use super::{column_type, i64_of, u64_of, PostgresStore};

@@ -6,7 +6,6 @@
 //! blocked by one long command, and read the records a page per round trip.
 
 use cloakroom::store::Error;
-
 use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 use redis::Value;
 

@@ -4,7 +4,6 @@
 //! `impl Store` delegates to these in one line each.
 
 use cloakroom::store::Error;
-
 use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 use rusqlite::{params, TransactionBehavior};
 
