@@ -444,7 +444,7 @@ fn store(url: &str, load: LoadArgs) -> Result<(), Failure> {
                         lat.push(t.elapsed().as_nanos() as u64);
                         progress.inc(1);
                     }
-                    Ok::<_, cloakroom::Error>(lat)
+                    Ok::<_, cloakroom::store::Error>(lat)
                 });
             }
             let mut lat = Vec::new();

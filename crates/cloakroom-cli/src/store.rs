@@ -46,8 +46,10 @@ pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     out.replace('\n', " ")
 }
 
-/// A store error as a one-line `anyhow` error saying what failed.
-pub(crate) fn failed(what: &str) -> impl FnOnce(cloakroom::Error) -> anyhow::Error + '_ {
+/// A store or session error as a one-line `anyhow` error saying what failed.
+pub(crate) fn failed<E: std::error::Error + 'static>(
+    what: &str,
+) -> impl FnOnce(E) -> anyhow::Error + '_ {
     move |e| anyhow!("{what}: {}", one_line(&e))
 }
 

@@ -15,7 +15,7 @@ macro_rules! blocking_store {
                 &self,
                 record: &::cloakroom::Record,
                 now: u64,
-            ) -> Result<(), ::cloakroom::Error> {
+            ) -> Result<(), ::cloakroom::store::Error> {
                 let record = record.clone();
                 self.run(move |s| s.create(&record, now)).await
             }
@@ -24,7 +24,7 @@ macro_rules! blocking_store {
                 &self,
                 id: &::cloakroom::IdHash,
                 now: u64,
-            ) -> Result<Option<::cloakroom::Record>, ::cloakroom::Error> {
+            ) -> Result<Option<::cloakroom::Record>, ::cloakroom::store::Error> {
                 let id = *id;
                 self.run(move |s| s.load(&id, now)).await
             }
@@ -33,7 +33,7 @@ macro_rules! blocking_store {
                 &self,
                 record: &::cloakroom::Record,
                 now: u64,
-            ) -> Result<u64, ::cloakroom::Error> {
+            ) -> Result<u64, ::cloakroom::store::Error> {
                 let record = record.clone();
                 self.run(move |s| s.update(record, now)).await
             }
@@ -44,7 +44,7 @@ macro_rules! blocking_store {
                 changes: &::cloakroom::Changes,
                 now: u64,
                 idle_deadline: u64,
-            ) -> Result<::cloakroom::Applied, ::cloakroom::Error> {
+            ) -> Result<::cloakroom::Applied, ::cloakroom::store::Error> {
                 let id = *id;
                 let changes = changes.clone();
                 self.run(move |s| s.apply(&id, &changes, now, idle_deadline))
@@ -56,12 +56,15 @@ macro_rules! blocking_store {
                 id: &::cloakroom::IdHash,
                 now: u64,
                 idle_deadline: u64,
-            ) -> Result<(), ::cloakroom::Error> {
+            ) -> Result<(), ::cloakroom::store::Error> {
                 let id = *id;
                 self.run(move |s| s.touch(&id, now, idle_deadline)).await
             }
 
-            async fn delete(&self, id: &::cloakroom::IdHash) -> Result<bool, ::cloakroom::Error> {
+            async fn delete(
+                &self,
+                id: &::cloakroom::IdHash,
+            ) -> Result<bool, ::cloakroom::store::Error> {
                 let id = *id;
                 self.run(move |s| s.delete(&id)).await
             }
@@ -70,7 +73,7 @@ macro_rules! blocking_store {
                 &self,
                 user: &str,
                 now: u64,
-            ) -> Result<Vec<::cloakroom::Record>, ::cloakroom::Error> {
+            ) -> Result<Vec<::cloakroom::Record>, ::cloakroom::store::Error> {
                 let user = user.to_owned();
                 self.run(move |s| s.sessions_of(&user, now)).await
             }
@@ -79,19 +82,19 @@ macro_rules! blocking_store {
                 &self,
                 user: &str,
                 except: Option<&::cloakroom::IdHash>,
-            ) -> Result<u64, ::cloakroom::Error> {
+            ) -> Result<u64, ::cloakroom::store::Error> {
                 let user = user.to_owned();
                 let except = except.copied();
                 self.run(move |s| s.revoke_user_sessions(&user, except.as_ref()))
                     .await
             }
 
-            async fn user_epoch(&self, user: &str) -> Result<u64, ::cloakroom::Error> {
+            async fn user_epoch(&self, user: &str) -> Result<u64, ::cloakroom::store::Error> {
                 let user = user.to_owned();
                 self.run(move |s| s.user_epoch(&user)).await
             }
 
-            async fn bump_user_epoch(&self, user: &str) -> Result<u64, ::cloakroom::Error> {
+            async fn bump_user_epoch(&self, user: &str) -> Result<u64, ::cloakroom::store::Error> {
                 let user = user.to_owned();
                 self.run(move |s| s.bump_user_epoch(&user)).await
             }
@@ -100,7 +103,7 @@ macro_rules! blocking_store {
                 &self,
                 now: u64,
                 limit: usize,
-            ) -> Result<usize, ::cloakroom::Error> {
+            ) -> Result<usize, ::cloakroom::store::Error> {
                 self.run(move |s| s.purge_expired(now, limit)).await
             }
 
@@ -108,12 +111,15 @@ macro_rules! blocking_store {
                 &self,
                 prefix: &str,
                 now: u64,
-            ) -> Result<Vec<::cloakroom::Record>, ::cloakroom::Error> {
+            ) -> Result<Vec<::cloakroom::Record>, ::cloakroom::store::Error> {
                 let prefix = prefix.to_owned();
                 self.run(move |s| s.find_by_prefix(&prefix, now)).await
             }
 
-            async fn stats(&self, now: u64) -> Result<::cloakroom::Stats, ::cloakroom::Error> {
+            async fn stats(
+                &self,
+                now: u64,
+            ) -> Result<::cloakroom::Stats, ::cloakroom::store::Error> {
                 self.run(move |s| s.stats(now)).await
             }
 

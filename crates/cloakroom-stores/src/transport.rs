@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cloakroom::{Error, ErrorKind};
+use cloakroom::store::{Error, ErrorKind};
 
 use crate::url::is_conninfo;
 

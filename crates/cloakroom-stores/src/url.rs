@@ -23,7 +23,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cloakroom::{Error, ErrorKind, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::Store;
 
 /// A parsed store URL. [`StoreUrl::open`] connects to it.
 #[derive(Clone, PartialEq, Eq)]

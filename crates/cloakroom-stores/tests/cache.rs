@@ -755,7 +755,7 @@ async fn redis_commit_racing_another_writer_still_evicts() {
         if i % 3 == 2 {
             // The logout may have come first (then the commit finds nothing).
             if let Err(e) = a {
-                assert_eq!(e.kind(), cloakroom::ErrorKind::NotFound);
+                assert_eq!(e.kind(), cloakroom::store::ErrorKind::NotFound);
             }
         } else {
             a.unwrap();

@@ -12,7 +12,8 @@ mod redis_tls {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::RedisStore;
 
     use crate::common::{self, Child, T0};
@@ -179,7 +180,8 @@ mod postgres_tls {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
     use crate::common::{self, as_postgres, T0};
@@ -407,7 +409,8 @@ mod redis_cluster {
     use std::time::{Duration, Instant};
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::ErrorKind;
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::RedisStore;
 
     use crate::common::{self, T0};
@@ -907,7 +910,7 @@ mod memcached_flood {
         assert_eq!(purged, 1000);
     }
 
-    /// A record over memcached's item limit is refused before it is sent, as a value error.
+    /// A record over memcached's item limit is refused before it is sent, as too large.
     #[tokio::test]
     async fn a_record_over_the_item_limit_is_refused() {
         let port = common::free_port();
@@ -920,6 +923,6 @@ mod memcached_flood {
         r.data
             .insert("blob".into(), cloakroom::Value::from("x".repeat(2 << 20)));
         let err = store.create(&r, r.last_seen).await.unwrap_err();
-        assert_eq!(err.kind(), cloakroom::ErrorKind::Value, "{err}");
+        assert_eq!(err.kind(), cloakroom::store::ErrorKind::TooLarge, "{err}");
     }
 }

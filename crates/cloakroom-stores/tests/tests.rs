@@ -247,7 +247,8 @@ mod file_store {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Policy, Record, SessionId, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Policy, Record, SessionId, Store};
     use cloakroom_stores::FileStore;
 
     use crate::single_machine_crash as crash;
@@ -472,7 +473,8 @@ mod sqlite_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{ErrorKind, IdHash, Policy, Record, SessionId, Store};
+    use cloakroom::store::ErrorKind;
+    use cloakroom::{IdHash, Policy, Record, SessionId, Store};
     use cloakroom_stores::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION};
 
     use crate::single_machine_crash as crash;
@@ -779,7 +781,8 @@ mod many_machines {
     use std::future::Future;
     use std::time::{Duration, Instant};
 
-    use cloakroom::{Changes, Error, ErrorKind, Record, Store, Value};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{Changes, Record, Store, Value};
 
     pub(crate) use crate::common::{free_port, record, unique, wait_port, T0};
     #[cfg(any(feature = "redis", feature = "memcached"))]
@@ -872,7 +875,8 @@ mod redis_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::RedisStore;
 
     use crate::many_machines::{self as mm, Child, T0};
@@ -1360,7 +1364,8 @@ mod postgres_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
     use crate::common::as_postgres;
@@ -1740,7 +1745,8 @@ mod memcached_store {
     use std::time::Duration;
 
     use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::{Error, ErrorKind, IdHash, Store};
+    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::{IdHash, Store};
     use cloakroom_stores::MemcachedStore;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpStream;
@@ -2010,7 +2016,8 @@ mod remote_store {
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
 
-    use cloakroom::{ErrorKind, IdHash, Store};
+    use cloakroom::store::ErrorKind;
+    use cloakroom::{IdHash, Store};
     use cloakroom_proto::{Limits, Reply, Request, RequestId, Status};
     use cloakroom_stores::{RemoteError, RemoteStore};
     use cloakroom_zmq::zmq;

@@ -94,6 +94,14 @@ impl From<cloakroom::Error> for Error {
     }
 }
 
+/// A store error met by the layer itself (a migration marker, a DBSC record): as the
+/// session layer's error it becomes, so [`Error::session_kind`] reads the same.
+impl From<cloakroom::store::Error> for Error {
+    fn from(e: cloakroom::store::Error) -> Self {
+        Self::from(cloakroom::Error::from(e))
+    }
+}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")

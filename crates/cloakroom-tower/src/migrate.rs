@@ -6,7 +6,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cloakroom::{Device, ErrorKind as StoreErrorKind, IdHash, Policy, Record, Store};
+use cloakroom::store::ErrorKind as StoreErrorKind;
+use cloakroom::{Device, IdHash, Policy, Record, Store};
 use cloakroom_interop::{Legacy, LegacySession};
 use http::HeaderMap;
 use serde_json::{Map, Value};

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::Router;
-use cloakroom::{Applied, Changes, ErrorKind, IdHash, Record};
+use cloakroom::store::ErrorKind;
+use cloakroom::{Applied, Changes, IdHash, Record};
 use cloakroom_tower::{async_trait, Error, KeyRing, MemoryStore, Session, SessionLayer, Store};
 
 const CONNECTIONS: usize = 64;
@@ -326,13 +327,13 @@ struct ReadModifyWrite(MemoryStore);
 
 #[async_trait]
 impl Store for ReadModifyWrite {
-    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::Error> {
+    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::store::Error> {
         self.0.create(r, now).await
     }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::store::Error> {
         self.0.load(id, now).await
     }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::store::Error> {
         self.0.update(r, now).await
     }
     async fn apply(
@@ -341,16 +342,16 @@ impl Store for ReadModifyWrite {
         changes: &Changes,
         now: u64,
         idle_deadline: u64,
-    ) -> Result<Applied, cloakroom::Error> {
+    ) -> Result<Applied, cloakroom::store::Error> {
         let Some(read) = self.0.load(id, now).await? else {
-            return Err(cloakroom::Error::not_found());
+            return Err(cloakroom::store::Error::not_found());
         };
         // The gap of every read-modify-write that is not atomic in the store.
         tokio::task::yield_now().await;
         let mut next = cloakroom::apply_changes(read, changes, now, idle_deadline)?;
         loop {
             let Some(latest) = self.0.load(id, now).await? else {
-                return Err(cloakroom::Error::not_found());
+                return Err(cloakroom::store::Error::not_found());
             };
             next.version = latest.version;
             match self.0.update(&next, now).await {
@@ -360,29 +361,37 @@ impl Store for ReadModifyWrite {
             }
         }
     }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::store::Error> {
         self.0.touch(id, now, idle).await
     }
-    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
+    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::store::Error> {
         self.0.delete(id).await
     }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
+    async fn sessions_of(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Vec<Record>, cloakroom::store::Error> {
         self.0.sessions_of(user, now).await
     }
     async fn revoke_user_sessions(
         &self,
         user: &str,
         except: Option<&IdHash>,
-    ) -> Result<u64, cloakroom::Error> {
+    ) -> Result<u64, cloakroom::store::Error> {
         self.0.revoke_user_sessions(user, except).await
     }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
         self.0.user_epoch(user).await
     }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
         self.0.bump_user_epoch(user).await
     }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
+    async fn purge_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, cloakroom::store::Error> {
         self.0.purge_expired(now, limit).await
     }
 }

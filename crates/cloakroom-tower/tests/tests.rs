@@ -203,7 +203,7 @@ trait Hooks: Send + Sync + 'static {
     const FORWARDS_APPLY: bool = false;
 
     /// Runs before a call reaches the inner store; an error ends the call with it.
-    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
+    async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
         let _ = op;
         Ok(())
     }
@@ -229,17 +229,17 @@ impl<H> std::ops::Deref for Hooked<H> {
 
 #[async_trait]
 impl<H: Hooks> Store for Hooked<H> {
-    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::Error> {
+    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::store::Error> {
         self.hooks.before(Op::Create).await?;
         self.inner.create(r, now).await
     }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::Error> {
+    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::store::Error> {
         self.hooks.before(Op::Load).await?;
         let loaded = self.inner.load(id, now).await;
         self.hooks.after_load();
         loaded
     }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::Error> {
+    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::store::Error> {
         self.hooks.before(Op::Update).await?;
         self.inner.update(r, now).await
     }
@@ -249,7 +249,7 @@ impl<H: Hooks> Store for Hooked<H> {
         changes: &cloakroom::Changes,
         now: u64,
         idle_deadline: u64,
-    ) -> Result<cloakroom::Applied, cloakroom::Error> {
+    ) -> Result<cloakroom::Applied, cloakroom::store::Error> {
         if H::FORWARDS_APPLY {
             self.hooks.before(Op::Apply).await?;
             self.inner.apply(id, changes, now, idle_deadline).await
@@ -257,15 +257,19 @@ impl<H: Hooks> Store for Hooked<H> {
             cloakroom::apply_by_compare_and_swap(self, id, changes, now, idle_deadline).await
         }
     }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::Error> {
+    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::store::Error> {
         self.hooks.before(Op::Touch).await?;
         self.inner.touch(id, now, idle).await
     }
-    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::Error> {
+    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::store::Error> {
         self.hooks.before(Op::Delete).await?;
         self.inner.delete(id).await
     }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, cloakroom::Error> {
+    async fn sessions_of(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Vec<Record>, cloakroom::store::Error> {
         self.hooks.before(Op::SessionsOf).await?;
         self.inner.sessions_of(user, now).await
     }
@@ -273,19 +277,23 @@ impl<H: Hooks> Store for Hooked<H> {
         &self,
         user: &str,
         except: Option<&IdHash>,
-    ) -> Result<u64, cloakroom::Error> {
+    ) -> Result<u64, cloakroom::store::Error> {
         self.hooks.before(Op::Revoke).await?;
         self.inner.revoke_user_sessions(user, except).await
     }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
         self.hooks.before(Op::UserEpoch).await?;
         self.inner.user_epoch(user).await
     }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
         self.hooks.before(Op::BumpUserEpoch).await?;
         self.inner.bump_user_epoch(user).await
     }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
+    async fn purge_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, cloakroom::store::Error> {
         self.hooks.before(Op::Purge).await?;
         self.inner.purge_expired(now, limit).await
     }
@@ -319,10 +327,10 @@ impl Switch {
         self.writes.load(Ordering::SeqCst)
     }
 
-    fn check(&self) -> Result<(), cloakroom::Error> {
+    fn check(&self) -> Result<(), cloakroom::store::Error> {
         if self.down.load(Ordering::SeqCst) {
-            Err(cloakroom::Error::new(
-                cloakroom::ErrorKind::Unavailable,
+            Err(cloakroom::store::Error::new(
+                cloakroom::store::ErrorKind::Unavailable,
                 "store stopped",
             ))
         } else {
@@ -333,7 +341,7 @@ impl Switch {
 
 #[async_trait]
 impl Hooks for Switch {
-    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
+    async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
         self.check()?;
         if matches!(op, Op::Create | Op::Update | Op::Touch) {
             self.writes.fetch_add(1, Ordering::SeqCst);
@@ -2371,7 +2379,7 @@ impl Gate {
 
 #[async_trait]
 impl Hooks for Gate {
-    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
+    async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
         let name = match op {
             Op::Create => "create",
             Op::Update => "update",
@@ -2952,7 +2960,7 @@ impl Overlap {
 impl Hooks for Groups {
     const FORWARDS_APPLY: bool = true;
 
-    async fn before(&self, op: Op) -> Result<(), cloakroom::Error> {
+    async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
         if op != Op::Apply {
             return Ok(());
         }

@@ -1,4 +1,5 @@
-//! The one error type of this crate, shared by the session layer and every store.
+//! The session layer's error type. Stores have their own, [`crate::store::Error`], which
+//! converts into this one kind by kind.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -7,6 +8,10 @@ use std::fmt;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong, for callers that branch on it.
+///
+/// The first seven kinds are also [store kinds](crate::store::ErrorKind): a store error
+/// becomes the session kind of the same name. The others (`Forbidden`, `Random`, `Value`,
+/// `Token`, `Ended`) only the session layer reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -21,8 +26,8 @@ pub enum ErrorKind {
     /// Stored bytes do not decode as a record. The session layer treats the session as
     /// absent; the error is still reported so an operator can see it.
     Corrupt,
-    /// A client-mode cookie would exceed the 4096 bytes a browser keeps. The message names
-    /// the size.
+    /// A client-mode cookie would exceed the 4096 bytes a browser keeps, or a record the
+    /// store's limit (memcached's item size). The message names the size.
     TooLarge,
     /// The caller passed something unusable (a reserved key, a deadline before creation).
     InvalidInput,
@@ -42,10 +47,12 @@ pub enum ErrorKind {
     Unsupported,
 }
 
-/// The error type of `cloakroom` and of its stores.
+/// The error type of the session layer: what [`SessionManager`](crate::SessionManager),
+/// [`Session`](crate::Session) and the [`Purger`](crate::Purger) return.
 ///
-/// Stores build it with [`Error::new`] and attach their backend's error with
-/// [`Error::with_source`]; it stays reachable through [`std::error::Error::source`].
+/// A store's [`store::Error`](crate::store::Error) converts into it with `?`: the kind of the
+/// same name, the same message, and the backend's error still reachable through
+/// [`std::error::Error::source`].
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
@@ -112,6 +119,27 @@ impl Error {
 
     pub(crate) fn random(source: getrandom::Error) -> Self {
         Self::new(ErrorKind::Random, "the OS random number generator failed").with_source(source)
+    }
+}
+
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Self {
+        use crate::store::ErrorKind as K;
+        let (kind, message, source) = e.into_parts();
+        let kind = match kind {
+            K::NotFound => ErrorKind::NotFound,
+            K::Conflict => ErrorKind::Conflict,
+            K::Unavailable => ErrorKind::Unavailable,
+            K::Corrupt => ErrorKind::Corrupt,
+            K::InvalidInput => ErrorKind::InvalidInput,
+            K::TooLarge => ErrorKind::TooLarge,
+            K::Unsupported => ErrorKind::Unsupported,
+        };
+        Self {
+            kind,
+            message,
+            source,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, ErrorKind};
+use crate::store;
 
 /// Length of a session id in bytes (256 bits from the OS CSPRNG).
 pub const SESSION_ID_LEN: usize = 32;
@@ -95,11 +96,15 @@ impl IdHash {
     /// Parses 64 hex digits (either case).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] if `text` is not 64 hex digits.
-    pub fn from_hex(text: &str) -> Result<Self, Error> {
+    /// [`store::ErrorKind::InvalidInput`] if `text` is not 64 hex digits.
+    pub fn from_hex(text: &str) -> Result<Self, store::Error> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out)
-            .map_err(|_| Error::new(ErrorKind::InvalidInput, "an id hash is 64 hex digits"))?;
+        hex::decode_to_slice(text, &mut out).map_err(|_| {
+            store::Error::new(
+                store::ErrorKind::InvalidInput,
+                "an id hash is 64 hex digits",
+            )
+        })?;
         Ok(Self(out))
     }
 

@@ -61,16 +61,17 @@ mod policy;
 mod purge;
 mod record;
 mod session;
-mod store;
+pub mod store;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
 
-// Errors, shared by the session layer and every store.
+// The session layer's errors; a store's own are `store::{Error, ErrorKind}`, which convert
+// into these with `?`.
 pub use error::{BoxError, Error, ErrorKind};
 // Session ids and the hashes stores key records by.
 pub use id::{IdHash, SessionId, SESSION_ID_LEN};
-// Stores: the trait, the record they keep (and its one encoding), the memory store.
+// Stores: the trait (its module `store` also holds the store error), the record they keep (and its one encoding), the memory store.
 pub use memory::MemoryStore;
 pub use record::{Device, Record, Value, RECORD_FORMAT};
 pub use store::{

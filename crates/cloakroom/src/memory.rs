@@ -6,10 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::error::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::record::Record;
 use crate::store::{check_id_prefix, Applied, Changes, Stats, Store};
+use crate::store::{Error, ErrorKind};
 
 /// A [`Store`] in process memory: for tests and single-process applications. Sessions do not
 /// survive a restart and are not shared between processes.

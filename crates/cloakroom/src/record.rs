@@ -5,9 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::policy::Policy;
+use crate::store::{Error, ErrorKind};
 
 /// An application value in the session: any MessagePack value.
 pub type Value = rmpv::Value;
@@ -124,7 +124,7 @@ impl Record {
     /// fields. Every byte-oriented store (file, SQLite, Redis, ...) uses this encoding.
     ///
     /// # Errors
-    /// [`ErrorKind::Value`] if the encoder fails (it does not for records built by this
+    /// [`ErrorKind::InvalidInput`] if the encoder fails (it does not for records built by this
     /// crate).
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let wire = WireRef {
@@ -140,8 +140,9 @@ impl Record {
             device: &self.device,
         };
         let mut out = vec![RECORD_FORMAT];
-        rmp_serde::encode::write_named(&mut out, &wire)
-            .map_err(|e| Error::new(ErrorKind::Value, "encoding a record failed").with_source(e))?;
+        rmp_serde::encode::write_named(&mut out, &wire).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, "encoding a record failed").with_source(e)
+        })?;
         Ok(out)
     }
 

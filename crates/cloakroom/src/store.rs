@@ -1,4 +1,7 @@
-//! The storage contract every backend implements.
+//! The storage contract every backend implements: the [`Store`] trait, its own
+//! [`Error`] (only the kinds a store can mean), and the helpers stores share.
+
+mod error;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,9 +12,10 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 
-use crate::error::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::record::{Record, Value};
+
+pub use error::{Error, ErrorKind};
 
 /// One request's changes to a session's data, key by key: each key is either set to a
 /// MessagePack value or removed. [`Store::apply`] writes them onto the latest stored data,
@@ -276,14 +280,16 @@ impl Future for YieldNow {
 ///   store, never a `Conflict`, never reviving a deleted or expired record. A store
 ///   implements it natively where its backend can (a lock, a transaction, a script); the
 ///   default runs [`apply_by_compare_and_swap`].
-/// - Errors: [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) and
-///   [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) as documented per method;
-///   [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the backend cannot do
+/// - Errors are [`store::Error`](Error), whose kinds are only what a store can mean (the
+///   session layer's `?` turns them into [`cloakroom::Error`](crate::Error)):
+///   [`ErrorKind::NotFound`](ErrorKind::NotFound) and
+///   [`ErrorKind::Conflict`](ErrorKind::Conflict) as documented per method;
+///   [`ErrorKind::Unavailable`](ErrorKind::Unavailable) when the backend cannot do
 ///   the work (connection refused, database locked, disk full, read-only directory) with the
-///   backend's error as `source()`; [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when
+///   backend's error as `source()`; [`ErrorKind::Corrupt`](ErrorKind::Corrupt) when
 ///   stored bytes do not decode. A store never panics on what it reads back.
 /// - Byte-oriented stores encode records with [`Record::encode`] / [`Record::decode`], so a
-///   corrupt value is always [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).
+///   corrupt value is always [`ErrorKind::Corrupt`](ErrorKind::Corrupt).
 /// - A write that returned `Ok` is durable to the store's documented level; a write that
 ///   failed left the old record or the new one, never a torn one.
 /// - The store keeps a per-user index (for [`Store::sessions_of`] and
@@ -297,7 +303,8 @@ impl Future for YieldNow {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cloakroom::{Changes, ErrorKind, MemoryStore, Policy, Record, SessionId, Store, Value};
+/// use cloakroom::store::ErrorKind;
+/// use cloakroom::{Changes, MemoryStore, Policy, Record, SessionId, Store, Value};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -315,7 +322,7 @@ impl Future for YieldNow {
 ///     match store.update(&latest, now + 5).await {
 ///         Ok(version) => { assert_eq!(version, 2); break; }
 ///         Err(e) if e.kind() == ErrorKind::Conflict => continue,
-///         Err(e) => return Err(e),
+///         Err(e) => return Err(e.into()),
 ///     }
 /// }
 ///
@@ -443,7 +450,7 @@ pub trait Store: Send + Sync + 'static {
     /// operators: it may walk the whole store.
     ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) from the default
+    /// [`ErrorKind::Unsupported`](ErrorKind::Unsupported) from the default
     /// implementation (a store that cannot enumerate its records, such as memcached);
     /// `InvalidInput` for a bad prefix; `Unavailable` if the backend fails.
     async fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
@@ -460,7 +467,7 @@ pub trait Store: Send + Sync + 'static {
     /// whole store.
     ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) from the default
+    /// [`ErrorKind::Unsupported`](ErrorKind::Unsupported) from the default
     /// implementation (a store that cannot enumerate its records, such as memcached);
     /// `Unavailable` if the backend fails.
     async fn stats(&self, now: u64) -> Result<Stats, Error> {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::conformance::{self, ConformanceTarget};
+use cloakroom::store::{Error, ErrorKind};
 use cloakroom::{
-    Applied, Changes, Commit, CookieUpdate, CsrfSecret, Device, Error, ErrorKind, IdHash, KeyRing,
-    Level, ManualClock, MemoryStore, Mode, Record, Session, SessionManager, Store, MAX_COOKIE_LEN,
+    Applied, Changes, Commit, CookieUpdate, CsrfSecret, Device, IdHash, KeyRing, Level,
+    ManualClock, MemoryStore, Mode, Record, Session, SessionManager, Store, MAX_COOKIE_LEN,
 };
 use futures::FutureExt as _;
 use proptest::prelude::*;
@@ -301,7 +302,10 @@ async fn data_round_trips_in_every_mode() {
         assert_eq!(s.get::<Vec<u32>>("cart").unwrap(), Some(vec![1, 2, 3]));
         assert_eq!(s.get::<String>("name").unwrap().as_deref(), Some("Zoë"));
         assert_eq!(s.keys(), vec!["cart", "name"]);
-        assert_eq!(s.get::<u32>("name").unwrap_err().kind(), ErrorKind::Value);
+        assert_eq!(
+            s.get::<u32>("name").unwrap_err().kind(),
+            cloakroom::ErrorKind::Value
+        );
         assert!(s.remove("cart").unwrap());
         let commit = e.mgr.commit(s).await.unwrap();
         let cookie = match mode {
@@ -403,18 +407,18 @@ async fn store_outage_fails_closed() {
             .with_clock(Arc::new(good.clock.clone()));
         if mode == Mode::Server {
             let err = mgr.load(Some(&cookie)).await.unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Unavailable);
+            assert_eq!(err.kind(), cloakroom::ErrorKind::Unavailable);
             assert!(std::error::Error::source(&err).is_some());
         }
         let mut s = mgr.load(None).await.unwrap();
         s.insert("k", &1).unwrap();
         assert_eq!(
             mgr.commit(s).await.unwrap_err().kind(),
-            ErrorKind::Unavailable
+            cloakroom::ErrorKind::Unavailable
         );
         assert_eq!(
             mgr.revoke_user("u").await.unwrap_err().kind(),
-            ErrorKind::Unavailable
+            cloakroom::ErrorKind::Unavailable
         );
     }
     // Client mode reads the user's epoch for logged-in cookies: fails closed too.
@@ -426,7 +430,7 @@ async fn store_outage_fails_closed() {
         .with_clock(Arc::new(client.clock.clone()));
     assert_eq!(
         mgr.load(Some(&cookie)).await.unwrap_err().kind(),
-        ErrorKind::Unavailable
+        cloakroom::ErrorKind::Unavailable
     );
 }
 
@@ -528,7 +532,7 @@ async fn client_modes_refuse_oversized_cookies_clearly() {
         let mut s = e.mgr.load(None).await.unwrap();
         s.insert("blob", &"x".repeat(3500)).unwrap();
         let err = e.mgr.commit(s).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::TooLarge, "{mode:?}");
+        assert_eq!(err.kind(), cloakroom::ErrorKind::TooLarge, "{mode:?}");
         assert!(err.to_string().contains("4096"), "{err}");
         assert!(err.to_string().contains("byte"), "{err}");
     }
@@ -633,7 +637,7 @@ async fn sign_out_other_sessions_leaves_exactly_the_current_one() {
         } else {
             assert_eq!(
                 e.mgr.sessions_of("alice").await.unwrap_err().kind(),
-                ErrorKind::InvalidInput
+                cloakroom::ErrorKind::InvalidInput
             );
         }
     }
@@ -841,7 +845,7 @@ async fn csrf_tokens_are_fresh_per_response_and_bound_to_the_session() {
     assert!(s.require_csrf(Some(&t2)).is_ok());
     assert_eq!(
         s.require_csrf(None).unwrap_err().kind(),
-        ErrorKind::Forbidden
+        cloakroom::ErrorKind::Forbidden
     );
     let mut other = e.mgr.load(None).await.unwrap();
     let foreign = other.csrf_token().unwrap();
@@ -852,7 +856,7 @@ async fn csrf_tokens_are_fresh_per_response_and_bound_to_the_session() {
     let mut s = e.load(&c).await;
     assert_eq!(
         s.insert("__cloakroom.csrf", &1).unwrap_err().kind(),
-        ErrorKind::InvalidInput
+        cloakroom::ErrorKind::InvalidInput
     );
     assert!(!s.keys().iter().any(|k| k.starts_with("__cloakroom")));
 }
@@ -995,7 +999,7 @@ async fn a_login_racing_revoke_user_does_not_survive_it() {
         let mut s = mgr.load(None).await.unwrap();
         s.login("alice", Device::new()).unwrap();
         let err = mgr.commit(s).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Ended, "{mode:?}");
+        assert_eq!(err.kind(), cloakroom::ErrorKind::Ended, "{mode:?}");
         assert!(
             store.inner.is_empty(),
             "{mode:?}: a revoked login left a session"
@@ -1286,7 +1290,7 @@ mod purger {
             PurgeConfig::default(),
         )
         .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert_eq!(e.kind(), cloakroom::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("tokio runtime"), "{e}");
     }
 }
@@ -1334,7 +1338,7 @@ async fn anonymous_csrf_token_writes_nothing_and_sets_its_own_cookie() {
         assert!(!s.verify_csrf("garbage"));
         assert_eq!(
             s.require_csrf(None).unwrap_err().kind(),
-            ErrorKind::Forbidden
+            cloakroom::ErrorKind::Forbidden
         );
         // Another page view: a fresh mask of the same cookie's secret.
         let again = s.csrf_token().unwrap();

@@ -12,7 +12,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cloakroom::{apply_changes, Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{apply_changes, Applied, Changes, IdHash, Record, Store};
 use parking_lot_free::Mutex;
 
 use crate::metrics::Metrics;

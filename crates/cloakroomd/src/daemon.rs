@@ -208,7 +208,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         None => {
             let url = config.store_url();
             cloakroom_stores::open(&url).await.map_err(|e| {
-                let kind = if e.kind() == cloakroom::ErrorKind::InvalidInput {
+                let kind = if e.kind() == cloakroom::store::ErrorKind::InvalidInput {
                     ErrorKind::Config
                 } else {
                     ErrorKind::Store

@@ -236,8 +236,8 @@ pub(crate) async fn end_session(
     let now = state.clock.now();
     let loaded = match state.store.load(hash, now).await {
         Ok(r) => r,
-        Err(e) if e.kind() == cloakroom::ErrorKind::Corrupt => None,
-        Err(e) if user.is_some() => return Err(e),
+        Err(e) if e.kind() == cloakroom::store::ErrorKind::Corrupt => None,
+        Err(e) if user.is_some() => return Err(e.into()),
         // A plain DELETE deletes whatever is there, even what cannot be read.
         Err(_) => None,
     };

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloakroom::conformance::{self, Corruptible};
-use cloakroom::{Changes, Error, ErrorKind, IdHash, Policy, Record, SessionId, Store, Value};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Changes, IdHash, Policy, Record, SessionId, Store, Value};
 use cloakroom_stores::RemoteStore;
 
 const T0: u64 = 1_700_000_000;

@@ -47,7 +47,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Applied, Changes, IdHash, Record, Store};
 
 #[cfg(feature = "postgres")]
 mod postgres;

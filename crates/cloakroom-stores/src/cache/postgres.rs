@@ -18,7 +18,8 @@
 
 use std::sync::Arc;
 
-use cloakroom::{Error, ErrorKind, IdHash};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::IdHash;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::{Cache, CachedStore, Channel, FIRST_RETRY, HEARTBEAT};

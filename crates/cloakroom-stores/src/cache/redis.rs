@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Applied, Changes, IdHash, Record};
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Cmd, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,

@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloakroom::{Error, ErrorKind};
+use cloakroom::store::{Error, ErrorKind};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{Cache, CachedStore, Channel};

@@ -8,7 +8,8 @@ use std::fs;
 use std::io;
 use std::time::UNIX_EPOCH;
 
-use cloakroom::{check_id_prefix, Error, ErrorKind, IdHash, Record, Stats};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 
 use super::{io_at, unavailable, Inner, MAX_HINT};
 

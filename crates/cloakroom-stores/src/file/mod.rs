@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Applied, Changes, IdHash, Record};
 use sha2::{Digest, Sha256};
 
 mod index;

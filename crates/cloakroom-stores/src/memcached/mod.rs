@@ -24,7 +24,7 @@
 //!   item limit) takes no more entries and an evicted one loses its entries; those records
 //!   go by their TTL alone.
 //! - **Size.** A record larger than memcached's default item limit (1 MiB, less room for
-//!   the key) is refused as [`ErrorKind::Value`] before it is sent, and no value larger than
+//!   the key) is refused as [`ErrorKind::TooLarge`] before it is sent, and no value larger than
 //!   that is read from the server.
 //! - **Indexes are best effort.** A user's index is one item holding their id hashes; it is
 //!   updated with `gets`/`cas` and read with pruning. If it is evicted, "sign out other
@@ -65,7 +65,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Applied, Changes, IdHash, Record, Store};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -195,7 +196,7 @@ fn exptime(deadline: u64, reference: u64) -> u32 {
 
 fn too_large(key: &str, len: usize) -> Error {
     Error::new(
-        ErrorKind::Value,
+        ErrorKind::TooLarge,
         format!(
             "the memcached item {key} would be {len} bytes, over memcached's item limit \
              ({ITEM_LIMIT} bytes by default)"

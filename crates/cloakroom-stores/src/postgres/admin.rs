@@ -3,7 +3,8 @@
 //! A child module of `postgres`, so it reaches the store's pool; the store's `impl Store`
 //! delegates to these in one line each.
 
-use cloakroom::{check_id_prefix, Error, IdHash, Record, Stats};
+use cloakroom::store::Error;
+use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 
 use super::{column_type, i64_of, u64_of, PostgresStore};
 

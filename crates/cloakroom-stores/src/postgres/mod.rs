@@ -64,7 +64,8 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Applied, Changes, IdHash, Record, Store};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;

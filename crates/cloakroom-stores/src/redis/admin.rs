@@ -10,7 +10,8 @@
 
 use std::collections::HashSet;
 
-use cloakroom::{check_id_prefix, Error, IdHash, Record, Stats};
+use cloakroom::store::Error;
+use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 use redis::Value;
 
 use super::{bytes, parse_u64, shard_of_hex, unexpected, RedisStore, SHARDS};

@@ -77,7 +77,7 @@ pub(super) const DATA_FIELD: &[u8] = b"k:";
 pub(super) fn encode_value(key: &str, value: &cloakroom::Value) -> Result<Vec<u8>, Error> {
     rmp_serde::to_vec(value).map_err(|e| {
         Error::new(
-            ErrorKind::Value,
+            ErrorKind::InvalidInput,
             format!("the value of session key {key:?} does not encode"),
         )
         .with_source(e)

@@ -90,7 +90,8 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Applied, Changes, IdHash, Record, Store};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, Slot};

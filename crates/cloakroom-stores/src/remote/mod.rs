@@ -56,7 +56,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, ErrorKind, IdHash, Record, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::{Applied, Changes, IdHash, Record, Store};
 use cloakroom_proto::{Limits, Reply, Request, RequestId, Status, Verb};
 use cloakroom_zmq::{zmq, CurveKeyPair, Multipart, Socket, SocketBuilder, SocketKind};
 use tokio::sync::{mpsc, oneshot};

@@ -3,7 +3,8 @@
 //! A child module of `sqlite`, so it reaches the store's connections; the store's
 //! `impl Store` delegates to these in one line each.
 
-use cloakroom::{check_id_prefix, Error, IdHash, Record, Stats};
+use cloakroom::store::Error;
+use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 use rusqlite::{params, TransactionBehavior};
 
 use super::{db_err, decode, sql_time, sql_version, Inner, SqliteStore};

@@ -203,7 +203,7 @@ pub(crate) fn signal(child: &Child, signal: &str) {
 pub(crate) async fn corrupt_redis_record(
     mut conn: impl redis::aio::ConnectionLike + Send,
     key: String,
-) -> Result<(), cloakroom::Error> {
+) -> Result<(), cloakroom::store::Error> {
     redis::cmd("HSET")
         .arg(key)
         .arg("d")
@@ -211,7 +211,7 @@ pub(crate) async fn corrupt_redis_record(
         .query_async::<i64>(&mut conn)
         .await
         .map(drop)
-        .map_err(|e| cloakroom::Error::unavailable("HSET", e))
+        .map_err(|e| cloakroom::store::Error::unavailable("HSET", e))
 }
 
 /// Makes the PostgreSQL record of `id` in `schema` undecodable: the conformance suite's
@@ -221,7 +221,7 @@ pub(crate) async fn corrupt_postgres_record(
     client: std::sync::Arc<tokio_postgres::Client>,
     schema: String,
     id: cloakroom::IdHash,
-) -> Result<(), cloakroom::Error> {
+) -> Result<(), cloakroom::store::Error> {
     client
         .execute(
             &format!("UPDATE {schema}.sessions SET record = $2 WHERE id = $1"),
@@ -229,7 +229,7 @@ pub(crate) async fn corrupt_postgres_record(
         )
         .await
         .map(drop)
-        .map_err(|e| cloakroom::Error::unavailable("UPDATE", e))
+        .map_err(|e| cloakroom::store::Error::unavailable("UPDATE", e))
 }
 
 /// Overwrites the SQLite record of `id` in the database at `path` with `blob` (an SQL blob
@@ -239,14 +239,14 @@ pub(crate) async fn corrupt_sqlite_record(
     path: PathBuf,
     id: cloakroom::IdHash,
     blob: &str,
-) -> Result<(), cloakroom::Error> {
+) -> Result<(), cloakroom::store::Error> {
     let conn = rusqlite::Connection::open(&path)
-        .map_err(|e| cloakroom::Error::unavailable("inject_corrupt", e))?;
+        .map_err(|e| cloakroom::store::Error::unavailable("inject_corrupt", e))?;
     conn.execute(
         &format!("UPDATE sessions SET record = {blob} WHERE id = ?1"),
         [id.as_bytes().as_slice()],
     )
-    .map_err(|e| cloakroom::Error::unavailable("inject_corrupt", e))?;
+    .map_err(|e| cloakroom::store::Error::unavailable("inject_corrupt", e))?;
     Ok(())
 }
 

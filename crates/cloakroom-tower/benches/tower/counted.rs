@@ -33,7 +33,7 @@ pub(crate) struct Counted {
 
 #[async_trait::async_trait]
 impl cloakroom::Store for Counted {
-    async fn create(&self, r: &cloakroom::Record, now: u64) -> Result<(), cloakroom::Error> {
+    async fn create(&self, r: &cloakroom::Record, now: u64) -> Result<(), cloakroom::store::Error> {
         self.calls.add(3);
         self.inner.create(r, now).await
     }
@@ -41,11 +41,15 @@ impl cloakroom::Store for Counted {
         &self,
         id: &cloakroom::IdHash,
         now: u64,
-    ) -> Result<Option<cloakroom::Record>, cloakroom::Error> {
+    ) -> Result<Option<cloakroom::Record>, cloakroom::store::Error> {
         self.calls.add(0);
         self.inner.load(id, now).await
     }
-    async fn update(&self, r: &cloakroom::Record, now: u64) -> Result<u64, cloakroom::Error> {
+    async fn update(
+        &self,
+        r: &cloakroom::Record,
+        now: u64,
+    ) -> Result<u64, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.update(r, now).await
     }
@@ -55,7 +59,7 @@ impl cloakroom::Store for Counted {
         changes: &cloakroom::Changes,
         now: u64,
         idle_deadline: u64,
-    ) -> Result<cloakroom::Applied, cloakroom::Error> {
+    ) -> Result<cloakroom::Applied, cloakroom::store::Error> {
         self.calls.add(1);
         self.inner.apply(id, changes, now, idle_deadline).await
     }
@@ -64,11 +68,11 @@ impl cloakroom::Store for Counted {
         id: &cloakroom::IdHash,
         now: u64,
         idle: u64,
-    ) -> Result<(), cloakroom::Error> {
+    ) -> Result<(), cloakroom::store::Error> {
         self.calls.add(2);
         self.inner.touch(id, now, idle).await
     }
-    async fn delete(&self, id: &cloakroom::IdHash) -> Result<bool, cloakroom::Error> {
+    async fn delete(&self, id: &cloakroom::IdHash) -> Result<bool, cloakroom::store::Error> {
         self.calls.add(4);
         self.inner.delete(id).await
     }
@@ -76,7 +80,7 @@ impl cloakroom::Store for Counted {
         &self,
         user: &str,
         now: u64,
-    ) -> Result<Vec<cloakroom::Record>, cloakroom::Error> {
+    ) -> Result<Vec<cloakroom::Record>, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.sessions_of(user, now).await
     }
@@ -84,19 +88,23 @@ impl cloakroom::Store for Counted {
         &self,
         user: &str,
         except: Option<&cloakroom::IdHash>,
-    ) -> Result<u64, cloakroom::Error> {
+    ) -> Result<u64, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.revoke_user_sessions(user, except).await
     }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.user_epoch(user).await
     }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::Error> {
+    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.bump_user_epoch(user).await
     }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, cloakroom::Error> {
+    async fn purge_expired(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, cloakroom::store::Error> {
         self.calls.add(5);
         self.inner.purge_expired(now, limit).await
     }

@@ -383,7 +383,7 @@ impl Binder {
         marker.absolute_deadline = marker.idle_deadline;
         match store.create(&marker, now).await {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == cloakroom::ErrorKind::Conflict => Ok(false),
+            Err(e) if e.kind() == cloakroom::store::ErrorKind::Conflict => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, ErrorKind};
 use crate::id::{IdHash, SessionId};
 use crate::policy::Policy;
 use crate::record::{Device, Record, Value};
 use crate::store::{Applied, Changes, Stats, Store};
+use crate::store::{Error, ErrorKind};
 
 /// A store under test: a [`Store`] plus the hooks the suite needs to reach behind it.
 ///
@@ -56,7 +56,8 @@ pub trait ConformanceTarget: Store {
 /// # async fn main() {
 /// use std::sync::Arc;
 /// use cloakroom::conformance::{self, Corruptible, ConformanceTarget};
-/// use cloakroom::{Error, ErrorKind, IdHash, MemoryStore};
+/// use cloakroom::store::{Error, ErrorKind};
+/// use cloakroom::{IdHash, MemoryStore};
 ///
 /// // A file store's test would overwrite `<dir>/<id.to_hex()>` here; a SQLite store's
 /// // would `UPDATE sessions SET record = x'00' WHERE id = ?`.

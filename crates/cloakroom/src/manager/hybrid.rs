@@ -4,11 +4,11 @@
 use cloakroom_token::Opened;
 
 use super::{Commit, Rotate, SessionManager};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::id::{SessionId, SESSION_ID_LEN};
 use crate::record::Record;
 use crate::session::{Session, Verb};
-use crate::store::{Changes, Store};
+use crate::store::{self, Changes, Store};
 
 impl SessionManager {
     /// Hybrid mode's load: the sealed cookie holds the id and the data; the server record
@@ -115,8 +115,8 @@ impl SessionManager {
             .await
         {
             Ok(applied) => Ok(Some(applied)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(e) if e.kind() == store::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 }

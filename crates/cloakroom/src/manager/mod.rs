@@ -26,7 +26,7 @@ use crate::id::{IdHash, SessionId};
 use crate::policy::{Clock, Policy, SystemClock};
 use crate::record::Record;
 use crate::session::{remembered_in, AnonCsrf, Mode, Session, Verb};
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// The default cookie name. The `__Host-` prefix makes browsers insist on `Secure`,
 /// `Path=/` and no `Domain`, so a sibling subdomain cannot plant or overwrite it.
@@ -355,13 +355,13 @@ impl SessionManager {
         let hash = id.hash();
         match self.store.load(&hash, now).await {
             Ok(record) => Ok(record),
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
+            Err(e) if e.kind() == store::ErrorKind::Corrupt => {
                 tracing::warn!(session = %hash, error = %e, "corrupt session record; treating it as absent and deleting it");
                 // Best effort: the session is absent either way.
                 let _ = self.store.delete(&hash).await;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -435,8 +435,8 @@ impl SessionManager {
                 .idle_deadline(now, session.base.absolute_deadline);
             match self.store.touch(hash, now, deadline).await {
                 Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Commit::ended()),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == store::ErrorKind::NotFound => return Ok(Commit::ended()),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(Commit::cookie(CookieUpdate::Keep))

@@ -3,10 +3,10 @@
 use cloakroom_token::Opened;
 
 use super::{Commit, CookieUpdate, Rotate, SessionManager};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::id::SessionId;
 use crate::session::{Session, Verb};
-use crate::store::{Changes, Store};
+use crate::store::{self, Changes, Store};
 
 impl SessionManager {
     /// Server mode's load: the cookie signs the session id; the store has the record.
@@ -80,14 +80,14 @@ impl SessionManager {
             .idle_deadline(now, session.base.absolute_deadline);
         match self.store.apply(&hash, &changes, now, idle_deadline).await {
             Ok(_) => Ok(Commit::cookie(CookieUpdate::Keep)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Commit::ended()),
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
+            Err(e) if e.kind() == store::ErrorKind::NotFound => Ok(Commit::ended()),
+            Err(e) if e.kind() == store::ErrorKind::Corrupt => {
                 // As on load: a record that does not decode is absent; delete it.
                 tracing::warn!(session = %hash, error = %e, "corrupt session record at commit; treating it as ended and deleting it");
                 let _ = self.store.delete(&hash).await;
                 Ok(Commit::ended())
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -5,7 +5,7 @@ use super::{SessionInfo, SessionManager, SignedOut};
 use crate::error::{Error, ErrorKind};
 use crate::id::IdHash;
 use crate::session::{Mode, Session};
-use crate::store::Store;
+use crate::store::{self, Store};
 
 impl SessionManager {
     /// Ends every session of the session's user except this one ("sign out everywhere
@@ -92,7 +92,7 @@ impl SessionManager {
         // Bump first: a login racing this either sees the new epoch or is deleted below
         // (see `create_replacing`).
         self.store.bump_user_epoch(user).await?;
-        self.store.revoke_user_sessions(user, None).await
+        Ok(self.store.revoke_user_sessions(user, None).await?)
     }
 
     /// The live sessions of `user`, oldest first, for a "your devices" page.
@@ -135,10 +135,12 @@ impl SessionManager {
     pub async fn end_session(&self, user: &str, id_hash: &IdHash) -> Result<bool, Error> {
         let now = self.clock.now();
         match self.store.load(id_hash, now).await {
-            Ok(Some(r)) if r.user_id.as_deref() == Some(user) => self.store.delete(id_hash).await,
+            Ok(Some(r)) if r.user_id.as_deref() == Some(user) => {
+                Ok(self.store.delete(id_hash).await?)
+            }
             Ok(_) => Ok(false),
-            Err(e) if e.kind() == ErrorKind::Corrupt => Ok(false),
-            Err(e) => Err(e),
+            Err(e) if e.kind() == store::ErrorKind::Corrupt => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloakroom::{Error, ErrorKind, Store};
+use cloakroom::store::{Error, ErrorKind};
+use cloakroom::Store;
 use cloakroom_proto::{self as proto, Data, Device, Reply, Request, Secret, Status, Verb};
 use cloakroom_stores::PostgresStore;
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloakroom::{Error, MemoryStore};
+use cloakroom::store::Error;
+use cloakroom::MemoryStore;
 use cloakroom_proto::{Data, Device, Reply, Request, Secret, Status, Verb};
 
 use crate::support::{free_port, Client, Hook, Hooked, InProcess};

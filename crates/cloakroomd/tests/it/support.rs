@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloakroom::{Applied, Changes, Error, IdHash, MemoryStore, Record, Store};
+use cloakroom::store::Error;
+use cloakroom::{Applied, Changes, IdHash, MemoryStore, Record, Store};
 use cloakroom_proto::{Limits, Reply, Request, RequestId, Verb};
 use cloakroom_zmq::zmq;
 
