@@ -2240,7 +2240,7 @@ mod remote_store {
             (Status::NotFound, ErrorKind::NotFound),
             (Status::Conflict, ErrorKind::Conflict),
             (Status::Unavailable, ErrorKind::Unavailable),
-            (Status::TooLarge, ErrorKind::InvalidInput),
+            (Status::TooLarge, ErrorKind::TooLarge),
             (Status::Internal, ErrorKind::Unavailable),
             (Status::BadRequest, ErrorKind::Unavailable),
             (Status::BadVersion, ErrorKind::Unavailable),
@@ -2305,7 +2305,7 @@ mod remote_store {
             .data
             .insert("big".into(), cloakroom::Value::from("x".repeat(2000)));
         let err = store.create(&record, record.last_seen).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
         assert!(err.to_string().contains("1000"), "{err}");
         assert_eq!(daemon.received(), 0);
         record.data.clear();

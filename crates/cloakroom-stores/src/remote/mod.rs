@@ -33,7 +33,7 @@
 //! | `CONFLICT` | `Conflict` (`CREATE` of a live id, `UPDATE` of an old version) |
 //! | `CORRUPT` | `Corrupt`: the daemon's store holds a record it cannot decode |
 //! | `UNAVAILABLE` | `Unavailable`: the daemon's own store failed |
-//! | `TOO_LARGE` | `InvalidInput`: the record exceeds the daemon's limits |
+//! | `TOO_LARGE` | `TooLarge`: the record exceeds the daemon's limits |
 //! | `INTERNAL`, `BAD_REQUEST`, `BAD_VERSION`, `UNKNOWN_VERB`, `INVALID`, `EXPIRED`, an unknown status, a reply that does not decode | `Unavailable` |
 //! | no reply within the timeout; the owner task gone | `Unavailable` |
 //!
@@ -47,7 +47,7 @@
 //!
 //! A request body larger than [`RemoteStoreBuilder::with_max_request_size`] (default 1 MiB,
 //! the daemon's default body limit) is refused before it is sent, with
-//! [`ErrorKind::InvalidInput`].
+//! [`ErrorKind::TooLarge`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -243,7 +243,7 @@ impl RemoteStore {
         let body = frames.last().map_or(0, Vec::len);
         if body > self.max_request {
             return Err(Error::new(
-                ErrorKind::InvalidInput,
+                ErrorKind::TooLarge,
                 format!(
                     "{verb} body of {body} bytes exceeds the limit of {} bytes",
                     self.max_request
@@ -313,7 +313,7 @@ fn status_error(verb: Verb, status: Status, message: String) -> Error {
     let kind = match status {
         Status::NotFound => ErrorKind::NotFound,
         Status::Conflict => ErrorKind::Conflict,
-        Status::TooLarge => ErrorKind::InvalidInput,
+        Status::TooLarge => ErrorKind::TooLarge,
         Status::Corrupt => ErrorKind::Corrupt,
         Status::Unsupported => ErrorKind::Unsupported,
         _ => ErrorKind::Unavailable,
@@ -321,7 +321,7 @@ fn status_error(verb: Verb, status: Status, message: String) -> Error {
     let what = match kind {
         ErrorKind::NotFound => "session not found",
         ErrorKind::Conflict => "session changed concurrently or already exists",
-        ErrorKind::InvalidInput => "request exceeds the daemon's limits",
+        ErrorKind::TooLarge => "request exceeds the daemon's limits",
         ErrorKind::Corrupt => "stored record does not decode",
         ErrorKind::Unsupported => "the daemon's store cannot do this",
         _ => "cloakroomd could not do the request",
