@@ -1,11 +1,100 @@
 //! The session layer's error type. Stores have their own, [`crate::store::Error`], which
 //! converts into this one kind by kind.
 
-use std::borrow::Cow;
-use std::fmt;
-
 /// A boxed backend error, kept as an [`Error`]'s `source()`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// One shape for the crate's two error types ([`Error`] and [`crate::store::Error`]): the
+/// struct (a kind, a message for people, the backend's error as `source()`), the
+/// constructors both have, `Display` (the message alone) and `std::error::Error`. Each
+/// type's own doc comment goes inside the invocation, on its `pub struct` line.
+macro_rules! error_type {
+    ($(#[$meta:meta])* pub struct $name:ident($kind:ident);) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name {
+            kind: $kind,
+            message: ::std::borrow::Cow<'static, str>,
+            source: Option<$crate::error::BoxError>,
+        }
+
+        impl $name {
+            /// An error of `kind` with a message for people.
+            pub fn new(kind: $kind, message: impl Into<::std::borrow::Cow<'static, str>>) -> Self {
+                Self {
+                    kind,
+                    message: message.into(),
+                    source: None,
+                }
+            }
+
+            /// Keeps `source` (the backend's own error) as this error's source.
+            #[must_use]
+            pub fn with_source(mut self, source: impl Into<$crate::error::BoxError>) -> Self {
+                self.source = Some(source.into());
+                self
+            }
+
+            #[doc = concat!("[`", stringify!($kind), "::NotFound`].")]
+            pub fn not_found() -> Self {
+                Self::new($kind::NotFound, "session not found")
+            }
+
+            #[doc = concat!("[`", stringify!($kind), "::Conflict`].")]
+            pub fn conflict() -> Self {
+                Self::new(
+                    $kind::Conflict,
+                    "session changed concurrently (version conflict)",
+                )
+            }
+
+            #[doc = concat!("[`", stringify!($kind), "::Unavailable`] with the backend's error as source.")]
+            pub fn unavailable(
+                message: impl Into<::std::borrow::Cow<'static, str>>,
+                source: impl Into<$crate::error::BoxError>,
+            ) -> Self {
+                Self::new($kind::Unavailable, message).with_source(source)
+            }
+
+            #[doc = concat!("[`", stringify!($kind), "::Corrupt`] with the decoder's error as source.")]
+            pub fn corrupt(
+                message: impl Into<::std::borrow::Cow<'static, str>>,
+                source: impl Into<$crate::error::BoxError>,
+            ) -> Self {
+                Self::new($kind::Corrupt, message).with_source(source)
+            }
+
+            #[doc = concat!("[`", stringify!($kind), "::Unsupported`]: `store` cannot do `operation`, and why.")]
+            pub fn unsupported(store: &str, operation: &str, why: &str) -> Self {
+                Self::new(
+                    $kind::Unsupported,
+                    format!("{store} cannot {operation}: {why}"),
+                )
+            }
+
+            /// What kind of failure this is.
+            pub fn kind(&self) -> $kind {
+                self.kind
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                // The source is not repeated here: it is reachable through `source()`.
+                f.write_str(&self.message)
+            }
+        }
+
+        impl ::std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn ::std::error::Error + 'static)> {
+                self.source
+                    .as_deref()
+                    .map(|e| e as &(dyn ::std::error::Error + 'static))
+            }
+        }
+    };
+}
+pub(crate) use error_type;
 
 /// What went wrong, for callers that branch on it.
 ///
@@ -47,72 +136,17 @@ pub enum ErrorKind {
     Unsupported,
 }
 
-/// The error type of the session layer: what [`SessionManager`](crate::SessionManager),
-/// [`Session`](crate::Session) and the [`Purger`](crate::Purger) return.
-///
-/// A store's [`store::Error`](crate::store::Error) converts into it with `?`: the kind of the
-/// same name, the same message, and the backend's error still reachable through
-/// [`std::error::Error::source`].
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: Cow<'static, str>,
-    source: Option<BoxError>,
+error_type! {
+    /// The error type of the session layer: what [`SessionManager`](crate::SessionManager),
+    /// [`Session`](crate::Session) and the [`Purger`](crate::Purger) return.
+    ///
+    /// A store's [`store::Error`](crate::store::Error) converts into it with `?`: the kind of the
+    /// same name, the same message, and the backend's error still reachable through
+    /// [`std::error::Error::source`].
+    pub struct Error(ErrorKind);
 }
 
 impl Error {
-    /// An error of `kind` with a message for people.
-    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Keeps `source` (the backend's own error) as this error's source.
-    #[must_use]
-    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// [`ErrorKind::NotFound`].
-    pub fn not_found() -> Self {
-        Self::new(ErrorKind::NotFound, "session not found")
-    }
-
-    /// [`ErrorKind::Conflict`].
-    pub fn conflict() -> Self {
-        Self::new(
-            ErrorKind::Conflict,
-            "session changed concurrently (version conflict)",
-        )
-    }
-
-    /// [`ErrorKind::Unavailable`] with the backend's error as source.
-    pub fn unavailable(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
-        Self::new(ErrorKind::Unavailable, message).with_source(source)
-    }
-
-    /// [`ErrorKind::Corrupt`] with the decoder's error as source.
-    pub fn corrupt(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
-        Self::new(ErrorKind::Corrupt, message).with_source(source)
-    }
-
-    /// [`ErrorKind::Unsupported`]: `store` cannot do `operation`, and why.
-    pub fn unsupported(store: &str, operation: &str, why: &str) -> Self {
-        Self::new(
-            ErrorKind::Unsupported,
-            format!("{store} cannot {operation}: {why}"),
-        )
-    }
-
-    /// What kind of failure this is.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
     pub(crate) fn token(source: cloakroom_token::Error) -> Self {
         Self::new(ErrorKind::Token, "token codec failed").with_source(source)
     }
@@ -140,20 +174,5 @@ impl From<crate::store::Error> for Error {
             message,
             source,
         }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The source is not repeated here: it is reachable through `source()`.
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }

@@ -1,9 +1,8 @@
 //! The error type of the [`Store`](super::Store) trait: only what a store can mean.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use crate::error::BoxError;
+use crate::error::{error_type, BoxError};
 
 /// What went wrong in a store, for callers that branch on it.
 ///
@@ -49,105 +48,35 @@ pub enum ErrorKind {
     Unsupported,
 }
 
-/// The error type of the [`Store`](super::Store) trait and of every store.
-///
-/// Like [`std::io::Error`]: a [`kind`](Error::kind) to branch on, a message for people, and
-/// the backend's own error kept as [`source`](std::error::Error::source). Stores build it
-/// with [`Error::new`] or a shorthand ([`Error::unavailable`], [`Error::corrupt`], ...) and
-/// attach their backend's error with [`Error::with_source`]. The session layer turns it
-/// into a [`crate::Error`] with `?`.
-///
-/// ```
-/// use cloakroom::store::{Error, ErrorKind};
-///
-/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-/// let e = Error::unavailable("cannot reach redis", io);
-/// assert_eq!(e.kind(), ErrorKind::Unavailable);
-///
-/// // The session layer's error keeps the kind, the message and the source.
-/// let session: cloakroom::Error = e.into();
-/// assert_eq!(session.kind(), cloakroom::ErrorKind::Unavailable);
-/// assert_eq!(session.to_string(), "cannot reach redis");
-/// assert!(std::error::Error::source(&session).is_some());
-/// ```
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: Cow<'static, str>,
-    source: Option<BoxError>,
+error_type! {
+    /// The error type of the [`Store`](super::Store) trait and of every store.
+    ///
+    /// Like [`std::io::Error`]: a [`kind`](Error::kind) to branch on, a message for people, and
+    /// the backend's own error kept as [`source`](std::error::Error::source). Stores build it
+    /// with [`Error::new`] or a shorthand ([`Error::unavailable`], [`Error::corrupt`], ...) and
+    /// attach their backend's error with [`Error::with_source`]. The session layer turns it
+    /// into a [`crate::Error`] with `?`.
+    ///
+    /// ```
+    /// use cloakroom::store::{Error, ErrorKind};
+    ///
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    /// let e = Error::unavailable("cannot reach redis", io);
+    /// assert_eq!(e.kind(), ErrorKind::Unavailable);
+    ///
+    /// // The session layer's error keeps the kind, the message and the source.
+    /// let session: cloakroom::Error = e.into();
+    /// assert_eq!(session.kind(), cloakroom::ErrorKind::Unavailable);
+    /// assert_eq!(session.to_string(), "cannot reach redis");
+    /// assert!(std::error::Error::source(&session).is_some());
+    /// ```
+    pub struct Error(ErrorKind);
 }
 
 impl Error {
-    /// An error of `kind` with a message for people.
-    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Keeps `source` (the backend's own error) as this error's source.
-    #[must_use]
-    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// [`ErrorKind::NotFound`].
-    pub fn not_found() -> Self {
-        Self::new(ErrorKind::NotFound, "session not found")
-    }
-
-    /// [`ErrorKind::Conflict`].
-    pub fn conflict() -> Self {
-        Self::new(
-            ErrorKind::Conflict,
-            "session changed concurrently (version conflict)",
-        )
-    }
-
-    /// [`ErrorKind::Unavailable`] with the backend's error as source.
-    pub fn unavailable(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
-        Self::new(ErrorKind::Unavailable, message).with_source(source)
-    }
-
-    /// [`ErrorKind::Corrupt`] with the decoder's error as source.
-    pub fn corrupt(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
-        Self::new(ErrorKind::Corrupt, message).with_source(source)
-    }
-
-    /// [`ErrorKind::Unsupported`]: `store` cannot do `operation`, and why.
-    pub fn unsupported(store: &str, operation: &str, why: &str) -> Self {
-        Self::new(
-            ErrorKind::Unsupported,
-            format!("{store} cannot {operation}: {why}"),
-        )
-    }
-
-    /// What kind of failure this is.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
     /// The parts, for the conversion into the session layer's error.
     pub(crate) fn into_parts(self) -> (ErrorKind, Cow<'static, str>, Option<BoxError>) {
         (self.kind, self.message, self.source)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The source is not repeated here: it is reachable through `source()`.
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
