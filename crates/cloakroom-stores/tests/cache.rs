@@ -673,6 +673,44 @@ fn postgres_two_processes_without_invalidation_serve_a_revoked_session() {
 /// written through to the cache, and Redis does not echo the cache connection's own write),
 /// and so does every further commit and load of the session.
 #[cfg(feature = "redis")]
+/// A load the cache makes on its own connection classifies Redis's errors as the store
+/// does: a record key holding something else (WRONGTYPE) is `Corrupt` through the cache
+/// too, not `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cached_load_of_a_key_that_is_not_ours_is_corrupt_as_in_the_store() {
+    let prefix = format!("{}:", unique("cachetest_wrongtype"));
+    let store = redis_store(&prefix).await;
+    let cached = CachedStore::redis(store.clone(), &redis_url(), 100)
+        .await
+        .unwrap();
+    let r = record("mallory");
+    let mut conn = redis_raw().await;
+    redis::cmd("SET")
+        .arg(store.record_key(&r.id_hash))
+        .arg("hello")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let bare = store.load(&r.id_hash, NOW).await.unwrap_err();
+    assert_eq!(bare.kind(), cloakroom::store::ErrorKind::Corrupt, "{bare}");
+    let through = cached.load(&r.id_hash, NOW).await.unwrap_err();
+    assert_eq!(
+        through.kind(),
+        cloakroom::store::ErrorKind::Corrupt,
+        "{through}"
+    );
+    assert_eq!(
+        cached.cache_stats().bypassed,
+        0,
+        "the load went over the cache's connection"
+    );
+    redis::cmd("DEL")
+        .arg(store.record_key(&r.id_hash))
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_commit_then_load_costs_one_round_trip() {
     let at = Kind::Redis.fresh(std::path::Path::new("."));

@@ -96,7 +96,9 @@ impl Tracking {
             {
                 Err(Failed::NoScript)
             }
-            Ok(Err(e)) => Err(Failed::Other(Error::unavailable(
+            // Classified as the store classifies its own replies (a key of ours holding
+            // another type is Corrupt, the rest Unavailable).
+            Ok(Err(e)) => Err(Failed::Other(crate::redis::map_err(
                 format!("Redis (the session cache's connection) failed {what}{applied}"),
                 e,
             ))),

@@ -104,7 +104,10 @@ pub(super) fn fields(record: &Record, version: u64, reference: u64) -> Result<Fi
     })
 }
 
-pub(super) fn map_err(what: &'static str, e: redis::RedisError) -> Error {
+pub(crate) fn map_err(
+    what: impl Into<std::borrow::Cow<'static, str>>,
+    e: redis::RedisError,
+) -> Error {
     // Classified by the client's error kind, never by the message text. WRONGTYPE (a key
     // of ours holding another type) is an error code the client does not name, so it comes
     // as an extension error with that code. Everything else (I/O, timeouts, dropped

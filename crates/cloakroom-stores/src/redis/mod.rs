@@ -105,6 +105,7 @@ mod conn;
 mod scripts;
 
 pub use builder::RedisStoreBuilder;
+pub(crate) use codec::map_err;
 use codec::*;
 use conn::*;
 use scripts::*;
