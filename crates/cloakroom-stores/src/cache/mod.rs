@@ -5,7 +5,7 @@
 //!
 //! | store | channel | file |
 //! |---|---|---|
-//! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own before a hit or a fill when the last answer is older than 1 ms; any change by any connection drops the whole cache | `sqlite.rs` |
+//! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own before a hit or a fill when the last answer is older than 1 ms or this process has written since; any change by any connection drops the whole cache | `sqlite.rs` |
 //! | Redis | client-side caching: `CLIENT TRACKING ON NOLOOP` on a RESP3 connection of the cache's own, which makes the cache's loads, epoch reads and write-through commits; each `invalidate` push (a change by any other client of a key it read) drops those keys | `redis.rs` |
 //! | PostgreSQL | `LISTEN`: triggers on the store's tables (created by the cache, idempotently, so every writer is covered) `pg_notify` each changed id hash and user | `postgres.rs` |
 //! | the daemon (`cloakroomd+…`) | none: the daemon keeps the cache itself, next to the store, so a client cache would only add a second copy to invalidate | — |
@@ -172,6 +172,13 @@ impl Cache {
 
     pub(crate) fn is_online(&self) -> bool {
         self.lock().online
+    }
+
+    /// The generation: it moves with every write of this process, every invalidation and
+    /// every change of the channel's state, never with a hit or a fill.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
     }
 
     /// Something changed, we do not know what: drop everything.

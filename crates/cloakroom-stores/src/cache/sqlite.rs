@@ -11,7 +11,11 @@
 //! 10 ms the two-process revocation test holds every store's cache to: a check after the
 //! commit drops the whole cache, and a read that began before that check cannot fill it (the
 //! cache's generation ticket). This process's own writes are never served stale: each one
-//! evicts its record itself. The interval is measured with the monotonic clock; the
+//! evicts its record itself. The interval holds only while the cache's generation stands
+//! still: after any write of this process (or any invalidation), the next check asks at
+//! once, so the `data_version` change a write of this process causes is seen at the next
+//! request, not at whichever later request happens to fall 1 ms on. The interval is
+//! measured with the monotonic clock; the
 //! sessions' own time (`now`) is still only what the caller passes.
 
 use std::sync::{Arc, Mutex};
@@ -31,6 +35,8 @@ struct Watch {
     seen: i64,
     /// When `data_version` last answered (`None` until it has, and after a failure).
     asked: Option<Instant>,
+    /// The cache's generation after that answer was acted on.
+    generation: u64,
 }
 
 pub(super) struct DataVersion {
@@ -54,7 +60,9 @@ impl Channel for DataVersion {
     fn check(&self, cache: &Cache) {
         let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
         // `asked` is `None` after every failure, so an offline cache always asks.
-        if watch.asked.is_some_and(|at| at.elapsed() < RECHECK) {
+        if watch.generation == cache.generation()
+            && watch.asked.is_some_and(|at| at.elapsed() < RECHECK)
+        {
             return;
         }
         if watch.conn.is_none() {
@@ -86,6 +94,7 @@ impl Channel for DataVersion {
                 cache.offline();
             }
         }
+        watch.generation = cache.generation();
     }
 }
 
@@ -123,6 +132,7 @@ impl CachedStore<SqliteStore> {
                 conn: Some(conn),
                 seen: 0,
                 asked: None,
+                generation: 0,
             }),
         });
         channel.check(&cache);
