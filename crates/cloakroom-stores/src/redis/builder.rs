@@ -76,9 +76,10 @@ impl RedisStoreBuilder {
 
     /// In a cluster: how long a write waits for its replicas' confirmation (`WAIT`) before it
     /// fails as `Unavailable` (default: a fifth of the command timeout, 10 to 200 ms). While
-    /// it waits, the connection to that primary carries nothing else, so a long wait delays
-    /// every request to that primary; a short one fails writes when a replica lags (a busy
-    /// machine, a slow disk under `appendfsync always`). Must be shorter than the command
+    /// it waits, the store's write connection to that primary carries nothing else, so a long
+    /// wait delays every write to that primary (reads go over a connection of their own and
+    /// are not held up); a short one fails writes when a replica lags (a busy machine, a slow
+    /// disk under `appendfsync always`). Must be shorter than the command
     /// timeout: [`connect`](Self::connect) refuses it otherwise.
     #[must_use]
     pub fn with_replica_wait(mut self, wait: Duration) -> Self {
@@ -156,14 +157,10 @@ impl RedisStoreBuilder {
             let client = builder.build().map_err(|e| {
                 Error::new(ErrorKind::InvalidInput, "invalid Redis Cluster URL").with_source(e)
             })?;
-            match tokio::time::timeout(bound, client.get_async_connection()).await {
-                Ok(Ok(conn)) => Conn::Cluster {
-                    link: std::sync::Arc::new(ClusterLink {
-                        client,
-                        conn: std::sync::Mutex::new(conn),
-                        renewing: std::sync::atomic::AtomicBool::new(false),
-                        connect_timeout: self.net.connect_timeout,
-                    }),
+            let link = ClusterLink::connect(client, self.net.connect_timeout);
+            match tokio::time::timeout(bound, link).await {
+                Ok(Ok(link)) => Conn::Cluster {
+                    link: std::sync::Arc::new(link),
                     replica_acks: self.replica_acks.unwrap_or(1),
                     wait_ms,
                 },

@@ -14,26 +14,55 @@ pub(super) enum Conn {
     },
 }
 
-/// A cluster connection that is made anew (in the background, at most one at a time) when
+/// The cluster connections, made anew (in the background, at most once at a time) when
 /// round trips fail: the cluster client learns a failover's new primary from `MOVED`
 /// replies and its own slot refreshes, and a fresh connection asks the named nodes again,
 /// so the store recovers even when the old connection keeps waiting on a dead node.
+///
+/// Reads have a connection of their own. A write is followed by `WAIT`, which holds its
+/// node's connection until a replica confirms or the wait ends; when a primary has lost its
+/// replica (a failover has just promoted it), every write in its slots waits the whole
+/// replica wait, one after the other, and a read sent on the same connection would queue
+/// behind them until it timed out, although the primary holds the record and could answer
+/// at once.
 pub(super) struct ClusterLink {
     pub(super) client: redis::cluster::ClusterClient,
-    pub(super) conn: std::sync::Mutex<ClusterConnection>,
+    pub(super) writer: std::sync::Mutex<ClusterConnection>,
+    pub(super) reader: std::sync::Mutex<ClusterConnection>,
     pub(super) renewing: std::sync::atomic::AtomicBool,
     pub(super) connect_timeout: Duration,
 }
 
 impl ClusterLink {
-    pub(super) fn current(&self) -> ClusterConnection {
-        self.conn
-            .lock()
+    /// Connects the writer and the reader.
+    pub(super) async fn connect(
+        client: redis::cluster::ClusterClient,
+        connect_timeout: Duration,
+    ) -> redis::RedisResult<Self> {
+        let (writer, reader) =
+            tokio::try_join!(client.get_async_connection(), client.get_async_connection())?;
+        Ok(Self {
+            client,
+            writer: std::sync::Mutex::new(writer),
+            reader: std::sync::Mutex::new(reader),
+            renewing: std::sync::atomic::AtomicBool::new(false),
+            connect_timeout,
+        })
+    }
+
+    /// The connection for a pipeline: the reader if it only reads.
+    pub(super) fn current(&self, reads_only: bool) -> ClusterConnection {
+        let slot = if reads_only {
+            &self.reader
+        } else {
+            &self.writer
+        };
+        slot.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    /// Starts making a new connection, unless one is being made.
+    /// Starts making new connections, unless they are being made.
     pub(super) fn renew(self: &std::sync::Arc<Self>) {
         use std::sync::atomic::Ordering;
         if self.renewing.swap(true, Ordering::AcqRel) {
@@ -41,16 +70,21 @@ impl ClusterLink {
         }
         let link = self.clone();
         tokio::spawn(async move {
-            let made =
-                tokio::time::timeout(link.connect_timeout * 2, link.client.get_async_connection())
-                    .await;
-            if let Ok(Ok(conn)) = made {
-                *link
-                    .conn
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
-            }
-            // At most five new connections a second.
+            let made = |slot: &std::sync::Mutex<ClusterConnection>, conn| {
+                if let Ok(Ok(conn)) = conn {
+                    *slot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+                }
+            };
+            let bound = link.connect_timeout * 2;
+            let (writer, reader) = tokio::join!(
+                tokio::time::timeout(bound, link.client.get_async_connection()),
+                tokio::time::timeout(bound, link.client.get_async_connection())
+            );
+            made(&link.writer, writer);
+            made(&link.reader, reader);
+            // At most five renewals a second.
             tokio::time::sleep(Duration::from_millis(200)).await;
             link.renewing.store(false, Ordering::Release);
         });
@@ -164,7 +198,7 @@ impl Conn {
                 wait_ms,
             } => {
                 let (acks, wait_ms) = (*replica_acks, *wait_ms);
-                let mut conn = link.current();
+                let mut conn = link.current(pipe.cmd_iter().all(reads_only));
                 let slots: Vec<Option<Slot>> = pipe.cmd_iter().map(slot_of).collect();
                 let mut distinct = slots.iter().flatten();
                 let first = distinct.next();
@@ -290,7 +324,7 @@ impl RedisStore {
             }
             Conn::Cluster { link, .. } => {
                 // Every primary: a script is called on the node of its key's slot.
-                let mut conn = link.current();
+                let mut conn = link.current(false);
                 let load = async {
                     for s in self.scripts.all() {
                         let mut cmd = redis::cmd("SCRIPT");
