@@ -781,7 +781,7 @@ mod many_machines {
     use cloakroom::store::{Error, ErrorKind};
     use cloakroom::{Changes, Record, Store, Value};
 
-    pub(crate) use crate::common::{assert_kind, free_port, record, unique, wait_port, T0};
+    pub(crate) use crate::common::{assert_kind, free_port, record, unique, T0};
     #[cfg(any(feature = "redis", feature = "memcached"))]
     pub(crate) use crate::common::{signal, Child};
 
@@ -911,7 +911,7 @@ mod redis_store {
     use std::time::Duration;
 
     use cloakroom::conformance::Corruptible;
-    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::store::ErrorKind;
     use cloakroom::{IdHash, Record, Store};
     use cloakroom_stores::RedisStore;
     use redis::aio::MultiplexedConnection;
@@ -1330,7 +1330,7 @@ mod postgres_store {
     use std::time::Duration;
 
     use cloakroom::conformance::Corruptible;
-    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::store::ErrorKind;
     use cloakroom::{IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
