@@ -266,17 +266,22 @@ fn run_name() -> String {
     format!("bench_{}", std::process::id())
 }
 
+/// A Redis store at `url` under this run's prefix followed by `suffix`; `what` names the
+/// server if it cannot be reached.
+#[cfg(feature = "redis")]
+fn redis_store(rt: &Runtime, url: &str, suffix: &str, what: &str) -> cloakroom_stores::RedisStore {
+    rt.block_on(
+        cloakroom_stores::RedisStore::builder(url)
+            .with_prefix(format!("{}{suffix}:", run_name()))
+            .connect(),
+    )
+    .unwrap_or_else(|e| panic!("{what} (start it with scripts/test --setup-only): {e:?}"))
+}
+
 #[cfg(feature = "redis")]
 fn redis(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
     let url = server("CLOAKROOM_TEST_REDIS", "redis://127.0.0.1:6379");
-    let store = rt
-        .block_on(
-            cloakroom_stores::RedisStore::builder(url)
-                .with_prefix(format!("{}:", run_name()))
-                .connect(),
-        )
-        .expect("Redis (start it with scripts/test --setup-only)");
-    Cloakroom::boxed(rt, store)
+    Cloakroom::boxed(rt, redis_store(rt, &url, "", "Redis"))
 }
 
 #[cfg(feature = "redis")]
@@ -285,14 +290,7 @@ fn redis_cluster(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
         "CLOAKROOM_TEST_REDIS_CLUSTER",
         "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
     );
-    let store = rt
-        .block_on(
-            cloakroom_stores::RedisStore::builder(url)
-                .with_prefix(format!("{}_cluster:", run_name()))
-                .connect(),
-        )
-        .expect("Redis Cluster (start it with scripts/test --setup-only)");
-    Cloakroom::boxed(rt, store)
+    Cloakroom::boxed(rt, redis_store(rt, &url, "_cluster", "Redis Cluster"))
 }
 
 #[cfg(feature = "postgres")]
@@ -316,13 +314,7 @@ fn postgres(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
 #[cfg(feature = "redis")]
 fn redis_cached(rt: &Runtime, _dir: &Path) -> Box<dyn Target> {
     let url = server("CLOAKROOM_TEST_REDIS", "redis://127.0.0.1:6379");
-    let store = rt
-        .block_on(
-            cloakroom_stores::RedisStore::builder(url.clone())
-                .with_prefix(format!("{}_cached:", run_name()))
-                .connect(),
-        )
-        .expect("Redis (start it with scripts/test --setup-only)");
+    let store = redis_store(rt, &url, "_cached", "Redis");
     let cached = rt
         .block_on(cloakroom_stores::CachedStore::redis(store, &url, CACHE))
         .expect("cache");
@@ -501,40 +493,41 @@ fn runtime() -> Runtime {
         .expect("tokio runtime")
 }
 
-fn load(c: &mut Criterion) {
+/// The group `name`: `op` on every backend, one function each. `op` answers whether the
+/// backend has the operation; it is tried once before the measurement, and a backend
+/// without it is left out of the group.
+fn group(c: &mut Criterion, name: &str, op: impl Fn(&dyn Target, &Runtime) -> bool) {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut group = c.benchmark_group("load");
+    let mut group = c.benchmark_group(name);
     for backend in backends() {
         let target = (backend.setup)(&rt, dir.path());
-        group.bench_function(backend.name, |b| b.iter(|| target.load(&rt)));
+        if !op(&*target, &rt) {
+            continue;
+        }
+        group.bench_function(backend.name, |b| b.iter(|| op(&*target, &rt)));
     }
     group.finish();
+}
+
+fn load(c: &mut Criterion) {
+    group(c, "load", |target, rt| {
+        target.load(rt);
+        true
+    });
 }
 
 fn update(c: &mut Criterion) {
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut group = c.benchmark_group("update");
-    for backend in backends() {
-        let target = (backend.setup)(&rt, dir.path());
-        group.bench_function(backend.name, |b| b.iter(|| target.update(&rt)));
-    }
-    group.finish();
+    group(c, "update", |target, rt| {
+        target.update(rt);
+        true
+    });
 }
 
 fn apply_contended(c: &mut Criterion) {
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut group = c.benchmark_group("apply_contended");
-    for backend in backends() {
-        let target = (backend.setup)(&rt, dir.path());
-        if !target.apply_contended(&rt) {
-            continue;
-        }
-        group.bench_function(backend.name, |b| b.iter(|| target.apply_contended(&rt)));
-    }
-    group.finish();
+    group(c, "apply_contended", |target, rt| {
+        target.apply_contended(rt)
+    });
 }
 
 criterion_group!(benches, load, update, apply_contended);

@@ -88,35 +88,15 @@ pub(crate) fn take_options(url: &str) -> Result<(String, UrlOptions), Error> {
     let Some((base, query)) = before_fragment.split_once('?') else {
         return Ok((url.to_owned(), UrlOptions::default()));
     };
-    let mut options = UrlOptions::default();
-    let mut seen_allow = false;
+    let mut taken = Taken::default();
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = match pair.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (pair, None),
         };
-        match name {
-            "ca" => {
-                if options.ca.is_some() {
-                    return Err(invalid("the store URL option `ca` is given twice"));
-                }
-                let path = percent_decode(value.unwrap_or(""))?;
-                if path.is_empty() {
-                    return Err(invalid("the store URL option `ca` needs a file path"));
-                }
-                options.ca = Some(PathBuf::from(path));
-            }
-            "allow_plaintext_to_remote_host" => {
-                if seen_allow {
-                    return Err(invalid(
-                        "the store URL option `allow_plaintext_to_remote_host` is given twice",
-                    ));
-                }
-                seen_allow = true;
-                options.allow_plaintext_to_remote_host = parse_flag(name, value)?;
-            }
-            _ => kept.push(pair),
+        if !taken.take("store URL option", name, value, percent_decode)? {
+            kept.push(pair);
         }
     }
     let mut out = base.to_owned();
@@ -128,7 +108,7 @@ pub(crate) fn take_options(url: &str) -> Result<(String, UrlOptions), Error> {
         out.push('#');
         out.push_str(f);
     }
-    Ok((out, options))
+    Ok((out, taken.options))
 }
 
 /// The `keyword=value` pairs of a connection string, each as (keyword, decoded value, the
@@ -187,33 +167,58 @@ pub(crate) fn conninfo_pairs(s: &str) -> Result<Vec<(String, String, String)>, E
 /// [`take_options`] for a key=value connection string: `ca=PATH` and
 /// `allow_plaintext_to_remote_host=true` are the store's, the rest is PostgreSQL's.
 fn take_conninfo_options(s: &str) -> Result<(String, UrlOptions), Error> {
-    let mut options = UrlOptions::default();
-    let mut seen_allow = false;
+    let mut taken = Taken::default();
     let mut kept = Vec::new();
     for (key, value, written) in conninfo_pairs(s)? {
-        match key.as_str() {
-            "ca" => {
-                if options.ca.is_some() {
-                    return Err(invalid("the store option `ca` is given twice"));
-                }
-                if value.is_empty() {
-                    return Err(invalid("the store option `ca` needs a file path"));
-                }
-                options.ca = Some(PathBuf::from(value));
-            }
-            "allow_plaintext_to_remote_host" => {
-                if seen_allow {
-                    return Err(invalid(
-                        "the store option `allow_plaintext_to_remote_host` is given twice",
-                    ));
-                }
-                seen_allow = true;
-                options.allow_plaintext_to_remote_host = parse_flag(&key, Some(&value))?;
-            }
-            _ => kept.push(written),
+        // Values come unquoted and unescaped already.
+        if !taken.take("store option", &key, Some(&value), |v| Ok(v.to_owned()))? {
+            kept.push(written);
         }
     }
-    Ok((kept.join(" "), options))
+    Ok((kept.join(" "), taken.options))
+}
+
+/// The store's own options read so far from a URL's query or a connection string: each may
+/// be given once.
+#[derive(Default)]
+struct Taken {
+    options: UrlOptions,
+    seen_allow: bool,
+}
+
+impl Taken {
+    /// Takes the pair `name` (= `value`) if it is one of the store's options, and says
+    /// whether it was. `kind` is what the messages call such an option; `decode` turns the
+    /// `ca` path as written into the path meant.
+    fn take(
+        &mut self,
+        kind: &str,
+        name: &str,
+        value: Option<&str>,
+        decode: impl FnOnce(&str) -> Result<String, Error>,
+    ) -> Result<bool, Error> {
+        match name {
+            "ca" => {
+                if self.options.ca.is_some() {
+                    return Err(invalid(format!("the {kind} `ca` is given twice")));
+                }
+                let path = decode(value.unwrap_or(""))?;
+                if path.is_empty() {
+                    return Err(invalid(format!("the {kind} `ca` needs a file path")));
+                }
+                self.options.ca = Some(PathBuf::from(path));
+            }
+            "allow_plaintext_to_remote_host" => {
+                if self.seen_allow {
+                    return Err(invalid(format!("the {kind} `{name}` is given twice")));
+                }
+                self.seen_allow = true;
+                self.options.allow_plaintext_to_remote_host = parse_flag(name, value)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 /// Whether `host` (a name or an address, IPv6 possibly in brackets) is this machine.

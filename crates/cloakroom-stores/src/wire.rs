@@ -42,18 +42,27 @@ pub fn device_from_wire(d: proto::Device) -> Device {
     out
 }
 
+/// Moves the record fields that the core's and the wire's types share by name and type from
+/// the record `$from` into `$to`, either way round; the id hash and the device (of other
+/// types) are the caller's.
+macro_rules! move_record_fields {
+    ($from:ident => $to:ident) => {
+        $to.user_id = $from.user_id;
+        $to.user_epoch = $from.user_epoch;
+        $to.created = $from.created;
+        $to.last_seen = $from.last_seen;
+        $to.idle_deadline = $from.idle_deadline;
+        $to.absolute_deadline = $from.absolute_deadline;
+        $to.version = $from.version;
+        $to.data = $from.data;
+    };
+}
+
 /// A stored record in its wire form (moved, nothing copied).
 pub fn record_to_wire(r: Record) -> proto::Record {
     let mut out = proto::Record::new(id_hash_to_wire(&r.id_hash));
-    out.user_id = r.user_id;
-    out.user_epoch = r.user_epoch;
-    out.created = r.created;
-    out.last_seen = r.last_seen;
-    out.idle_deadline = r.idle_deadline;
-    out.absolute_deadline = r.absolute_deadline;
-    out.version = r.version;
-    out.data = r.data;
     out.device = device_to_wire(r.device);
+    move_record_fields!(r => out);
     out
 }
 
@@ -61,15 +70,8 @@ pub fn record_to_wire(r: Record) -> proto::Record {
 /// to [`Record::new`] only fills fields that are then overwritten.
 pub fn record_from_wire(r: proto::Record) -> Record {
     let mut out = Record::new(id_hash_from_wire(&r.id_hash), r.created, &Policy::default());
-    out.user_id = r.user_id;
-    out.user_epoch = r.user_epoch;
-    out.created = r.created;
-    out.last_seen = r.last_seen;
-    out.idle_deadline = r.idle_deadline;
-    out.absolute_deadline = r.absolute_deadline;
-    out.version = r.version;
-    out.data = r.data;
     out.device = device_from_wire(r.device);
+    move_record_fields!(r => out);
     out
 }
 

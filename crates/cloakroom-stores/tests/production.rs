@@ -11,7 +11,7 @@ mod redis_tls {
     use std::process::Command;
     use std::time::Duration;
 
-    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::conformance::Corruptible;
     use cloakroom::store::{Error, ErrorKind};
     use cloakroom::{IdHash, Store};
     use cloakroom_stores::RedisStore;
@@ -74,12 +74,9 @@ mod redis_tls {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-        let mut n = 0;
-        conformance::run(|| {
-            n += 1;
-            let prefix = format!("tls:{n}:");
-            let url = url.clone();
-            let conn = raw.clone();
+        let name = |n| format!("tls:{n}:");
+        common::conformance_each(name, |prefix| {
+            let (url, conn) = (url.clone(), raw.clone());
             async move {
                 let store = store(&url, &prefix).await.unwrap();
                 let target = store.clone();
@@ -137,157 +134,90 @@ mod redis_tls {
     #[tokio::test]
     async fn plaintext_to_a_remote_host_is_refused_unless_allowed() {
         // 192.0.2.1 is TEST-NET-1: never this machine, never answers.
-        for url in [
-            "redis://192.0.2.1:6379",
-            "redis://cache.example.invalid:6379/1",
-            "redis+cluster://127.0.0.1:7000,192.0.2.1:7001",
-        ] {
-            let err = store(url, "remote:").await.unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}: {err}");
-            assert!(
-                err.to_string().contains("allow_plaintext_to_remote_host"),
-                "{url}: {err}"
-            );
-        }
-        // Allowed (URL option or builder method): it is tried, and the host is away.
-        let err = store(
-            "redis://192.0.2.1:6379?allow_plaintext_to_remote_host",
-            "remote:",
+        common::plaintext_to_remote_hosts(
+            |url| async move { store(&url, "remote:").await },
+            &[
+                "redis://192.0.2.1:6379",
+                "redis://cache.example.invalid:6379/1",
+                "redis+cluster://127.0.0.1:7000,192.0.2.1:7001",
+            ],
+            // Allowed by the URL option; TLS to a remote host needs no option.
+            &[
+                "redis://192.0.2.1:6379?allow_plaintext_to_remote_host",
+                "rediss://192.0.2.1:6380",
+            ],
         )
-        .await
-        .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        let err = RedisStore::builder("redis://192.0.2.1:6379")
+        .await;
+        // Allowed by the builder method: it is tried, and the host is away.
+        let result = RedisStore::builder("redis://192.0.2.1:6379")
             .allow_plaintext_to_remote_host()
             .with_connect_timeout(Duration::from_millis(300))
             .with_command_timeout(Duration::from_millis(300))
             .connect()
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        // TLS to a remote host needs no option: it is tried (and the host is away).
-        let err = store("rediss://192.0.2.1:6380", "remote:")
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+            .await;
+        common::assert_kind(result, ErrorKind::Unavailable);
     }
 }
 
 #[cfg(feature = "postgres")]
 mod postgres_tls {
-    use std::path::PathBuf;
     use std::process::Command;
     use std::time::Duration;
 
-    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::conformance::Corruptible;
     use cloakroom::store::{Error, ErrorKind};
     use cloakroom::{IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
-    use crate::common::{self, as_postgres, T0};
+    use crate::common::{self, PgCluster, T0};
 
-    /// A throwaway PostgreSQL cluster on a free port with `ssl=on` and a pg_hba.conf that
-    /// takes TCP connections over TLS only (`hostssl`; `hostnossl` rejected), so a store
-    /// that reaches it used TLS. The test's own connection goes through the Unix socket.
+    /// A throwaway PostgreSQL cluster with `ssl=on` and a pg_hba.conf that takes TCP
+    /// connections over TLS only (`hostssl`; `hostnossl` rejected), so a store that reaches
+    /// it used TLS. The test's own connection goes through the Unix socket.
     struct TlsCluster {
-        bin: PathBuf,
-        dir: tempfile::TempDir,
-        port: u16,
+        pg: PgCluster,
         certs: common::Certificates,
     }
 
     impl TlsCluster {
         fn new() -> Self {
-            let bin = common::postgres_bin();
-            let dir = tempfile::tempdir().unwrap();
-            let certs = common::certificates(dir.path());
+            let pg = PgCluster::init();
+            let certs = common::certificates(pg.dir.path());
             // PostgreSQL wants its key owned by itself and unreadable to others.
-            for path in [dir.path(), &certs.key, &certs.cert] {
-                let _ = Command::new("chown")
-                    .arg("postgres:postgres")
-                    .arg(path)
-                    .status();
-            }
+            common::chown_postgres(&certs.key);
+            common::chown_postgres(&certs.cert);
             let _ = Command::new("chmod").arg("600").arg(&certs.key).status();
-            let data = dir.path().join("data");
-            common::initdb(&bin, &data);
             std::fs::write(
-                data.join("pg_hba.conf"),
+                pg.data().join("pg_hba.conf"),
                 "local all all trust\n\
                  hostssl all all 127.0.0.1/32 trust\n\
                  hostnossl all all 127.0.0.1/32 reject\n",
             )
             .unwrap();
-            let cluster = Self {
-                bin,
-                dir,
-                port: common::free_port(),
-                certs,
-            };
-            let opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on \
-                 -c ssl_cert_file={} -c ssl_key_file={}",
-                cluster.port,
-                cluster.dir.path().display(),
-                cluster.certs.cert.display(),
-                cluster.certs.key.display(),
-            );
-            let log = cluster.dir.path().join("log");
-            let ok = as_postgres(
-                &cluster.bin.join("pg_ctl"),
-                &[
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-o",
-                    &opts,
-                    "-l",
-                    log.to_str().unwrap(),
-                    "-w",
-                    "start",
-                ],
-            )
-            .status()
-            .unwrap()
-            .success();
-            assert!(
-                ok,
-                "pg_ctl start (ssl=on) failed: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            common::wait_port(cluster.port, "PostgreSQL (ssl=on)");
-            cluster
+            pg.start(&format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                certs.cert.display(),
+                certs.key.display(),
+            ));
+            Self { pg, certs }
         }
 
         fn url(&self, query: &str) -> String {
-            format!(
-                "postgres://postgres@127.0.0.1:{}/postgres?{query}",
-                self.port
-            )
+            self.pg.url(query)
         }
 
         /// The test's own connection, through the Unix socket.
         async fn raw(&self) -> tokio_postgres::Client {
             let conf = format!(
                 "host={} port={} user=postgres dbname=postgres",
-                self.dir.path().display(),
-                self.port
+                self.pg.dir.path().display(),
+                self.pg.port
             );
             let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls)
                 .await
                 .unwrap();
             tokio::spawn(conn);
             client
-        }
-    }
-
-    impl Drop for TlsCluster {
-        fn drop(&mut self) {
-            let data = self.dir.path().join("data");
-            let _ = as_postgres(
-                &self.bin.join("pg_ctl"),
-                &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
-            )
-            .status();
         }
     }
 
@@ -309,12 +239,9 @@ mod postgres_tls {
             cluster.certs.ca.display()
         ));
         let client = std::sync::Arc::new(cluster.raw().await);
-        let mut n = 0;
-        conformance::run(|| {
-            n += 1;
-            let schema = format!("tls_{n}");
-            let url = url.clone();
-            let client = client.clone();
+        let name = |n| format!("tls_{n}");
+        common::conformance_each(name, |schema| {
+            let (url, client) = (url.clone(), client.clone());
             async move {
                 let store = store(&url, &schema).await.unwrap();
                 Corruptible::new(store, move |id: IdHash| {
@@ -366,37 +293,26 @@ mod postgres_tls {
     #[tokio::test]
     async fn plaintext_to_a_remote_host_is_refused_unless_allowed() {
         // 192.0.2.1 is TEST-NET-1: never this machine, never answers.
-        for url in [
-            "postgres://u@192.0.2.1/db?sslmode=disable",
-            "postgres://u@db.example.invalid:5432/db?sslmode=disable",
-        ] {
-            let err = store(url, "remote").await.unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}: {err}");
-            assert!(
-                err.to_string().contains("allow_plaintext_to_remote_host"),
-                "{url}: {err}"
-            );
-        }
-        // Allowed (URL option or builder method): it is tried, and the host is away.
-        let err = store(
-            "postgres://u@192.0.2.1/db?sslmode=disable&allow_plaintext_to_remote_host",
-            "remote",
+        common::plaintext_to_remote_hosts(
+            |url| async move { store(&url, "remote").await },
+            &[
+                "postgres://u@192.0.2.1/db?sslmode=disable",
+                "postgres://u@db.example.invalid:5432/db?sslmode=disable",
+            ],
+            // Allowed by the URL option; without sslmode a remote host gets TLS (required).
+            &[
+                "postgres://u@192.0.2.1/db?sslmode=disable&allow_plaintext_to_remote_host",
+                "postgres://u@192.0.2.1/db",
+            ],
         )
-        .await
-        .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        let err = PostgresStore::builder("postgres://u@192.0.2.1/db?sslmode=disable")
+        .await;
+        // Allowed by the builder method: it is tried, and the host is away.
+        let result = PostgresStore::builder("postgres://u@192.0.2.1/db?sslmode=disable")
             .allow_plaintext_to_remote_host()
             .with_connect_timeout(Duration::from_millis(300))
             .connect()
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        // Without sslmode a remote host gets TLS (required): tried, and the host is away.
-        let err = store("postgres://u@192.0.2.1/db", "remote")
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+            .await;
+        common::assert_kind(result, ErrorKind::Unavailable);
     }
 }
 

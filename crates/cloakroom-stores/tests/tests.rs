@@ -7,16 +7,17 @@ mod common;
 // Single machine (issue 4): the file and SQLite stores.
 // ---------------------------------------------------------------------------------------
 
-/// Shared by `file_store` and `sqlite_store`: a writer process killed with SIGKILL in the
-/// middle of its writes, then a load.
+/// Shared by `file_store` and `sqlite_store`: the conformance suite on files, and a writer
+/// process killed with SIGKILL in the middle of its writes, then a load.
 #[cfg(any(feature = "file", feature = "sqlite"))]
-mod single_machine_crash {
+mod single_machine {
     use std::future::Future;
     use std::io::{BufRead, BufReader};
     use std::path::PathBuf;
     use std::process::{Command, Stdio};
     use std::time::Duration;
 
+    use cloakroom::conformance::ConformanceTarget;
     use cloakroom::{IdHash, Policy, Record, SessionId, Store, Value};
 
     pub(crate) const T0: u64 = 1_700_000_000;
@@ -239,21 +240,65 @@ mod single_machine_crash {
             after = back.version;
         }
     }
+
+    /// The conformance suite, each case on a file of its own (`<stem><n><extension>` in one
+    /// new directory) that `target` opens.
+    pub(crate) async fn conformance_on_files<F, Fut, T>(stem: &str, extension: &str, target: F)
+    where
+        F: Fn(PathBuf) -> Fut,
+        Fut: Future<Output = T>,
+        T: ConformanceTarget,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        crate::common::conformance_each(
+            |n| dir.path().join(format!("{stem}{n}{extension}")),
+            target,
+        )
+        .await;
+    }
+
+    /// The crash tests of one store, in the module that calls it: `crash_child` (`module`
+    /// is that module's path, for the child's test filter) and
+    /// `killed_writer_leaves_the_old_or_the_new_record`, on a file `file_name` that `open`
+    /// opens.
+    macro_rules! crash_tests {
+        ($module:literal, $file_name:literal, $open:path) => {
+            /// With the crash env set, this is the writer child of `killed_writer_*`;
+            /// otherwise it runs the same writer briefly in process and checks every record
+            /// it wrote.
+            #[test]
+            fn crash_child() {
+                if $crate::single_machine::child_main($open) {
+                    return;
+                }
+                $crate::single_machine::write_in_process($file_name, $open);
+            }
+
+            #[test]
+            fn killed_writer_leaves_the_old_or_the_new_record() {
+                $crate::single_machine::killed_writer_rounds(
+                    concat!($module, "::crash_child"),
+                    $file_name,
+                    $open,
+                );
+            }
+        };
+    }
+    pub(crate) use crash_tests;
 }
 
 #[cfg(feature = "file")]
 mod file_store {
     use std::os::unix::fs::{symlink, PermissionsExt};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::conformance::Corruptible;
     use cloakroom::store::{Error, ErrorKind};
     use cloakroom::{IdHash, Policy, Record, SessionId, Store};
     use cloakroom_stores::FileStore;
 
-    use crate::single_machine_crash as crash;
+    use crate::single_machine as sm;
 
-    const T0: u64 = crash::T0;
+    const T0: u64 = sm::T0;
 
     fn mode(path: &std::path::Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -261,23 +306,16 @@ mod file_store {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = AtomicUsize::new(0);
-        conformance::run(|| {
-            let path = dir
-                .path()
-                .join(format!("store-{}", n.fetch_add(1, Ordering::Relaxed)));
-            async move {
-                let store = FileStore::open(path).await.unwrap();
-                let files = store.clone();
-                Corruptible::new(store, move |id: IdHash| {
-                    let path = files.record_path(&id);
-                    async move {
-                        std::fs::write(path, b"\x01not messagepack")
-                            .map_err(|e| Error::unavailable("inject_corrupt", e))
-                    }
-                })
-            }
+        sm::conformance_on_files("store-", "", |path| async move {
+            let store = FileStore::open(path).await.unwrap();
+            let files = store.clone();
+            Corruptible::new(store, move |id: IdHash| {
+                let path = files.record_path(&id);
+                async move {
+                    std::fs::write(path, b"\x01not messagepack")
+                        .map_err(|e| Error::unavailable("inject_corrupt", e))
+                }
+            })
         })
         .await;
     }
@@ -446,40 +484,26 @@ mod file_store {
         assert_eq!(a.load(&r.id_hash, T0).await.unwrap().unwrap().version, 2);
     }
 
-    /// With the crash env set, this is the writer child of `killed_writer_*`; otherwise it
-    /// runs the same writer briefly in process and checks every record it wrote.
-    #[test]
-    fn crash_child() {
-        if crash::child_main(open_for_crash) {
-            return;
-        }
-        crash::write_in_process("s", open_for_crash);
-    }
+    sm::crash_tests!("file_store", "s", open_for_crash);
 
     async fn open_for_crash(path: std::path::PathBuf) -> FileStore {
         FileStore::open(path).await.unwrap()
-    }
-
-    #[test]
-    fn killed_writer_leaves_the_old_or_the_new_record() {
-        crash::killed_writer_rounds("file_store::crash_child", "s", open_for_crash);
     }
 }
 
 #[cfg(feature = "sqlite")]
 mod sqlite_store {
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::conformance::Corruptible;
     use cloakroom::store::ErrorKind;
     use cloakroom::{IdHash, Policy, Record, SessionId, Store};
     use cloakroom_stores::{SqliteOptions, SqliteStore, Synchronous, SQLITE_SCHEMA_VERSION};
 
-    use crate::single_machine_crash as crash;
+    use crate::single_machine as sm;
 
-    const T0: u64 = crash::T0;
+    const T0: u64 = sm::T0;
 
     fn fresh() -> Record {
         Record::new(
@@ -491,44 +515,30 @@ mod sqlite_store {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = AtomicUsize::new(0);
-        conformance::run(|| {
-            let path = dir
-                .path()
-                .join(format!("store-{}.db", n.fetch_add(1, Ordering::Relaxed)));
-            async move {
-                let store = SqliteStore::open(&path).await.unwrap();
-                Corruptible::new(store, move |id: IdHash| {
-                    crate::common::corrupt_sqlite_record(
-                        path.clone(),
-                        id,
-                        "x'016e6f74206d73677061636b'",
-                    )
-                })
-            }
+        sm::conformance_on_files("store-", ".db", |path| async move {
+            let store = SqliteStore::open(&path).await.unwrap();
+            Corruptible::new(store, move |id: IdHash| {
+                crate::common::corrupt_sqlite_record(
+                    path.clone(),
+                    id,
+                    "x'016e6f74206d73677061636b'",
+                )
+            })
         })
         .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn conformance_with_synchronous_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = AtomicUsize::new(0);
-        conformance::run(|| {
-            let path = dir
-                .path()
-                .join(format!("full-{}.db", n.fetch_add(1, Ordering::Relaxed)));
-            async move {
-                let store = SqliteStore::open_with(
-                    SqliteOptions::new(&path).with_synchronous(Synchronous::Full),
-                )
-                .await
-                .unwrap();
-                Corruptible::new(store, move |id: IdHash| {
-                    crate::common::corrupt_sqlite_record(path.clone(), id, "x'00'")
-                })
-            }
+        sm::conformance_on_files("full-", ".db", |path| async move {
+            let store = SqliteStore::open_with(
+                SqliteOptions::new(&path).with_synchronous(Synchronous::Full),
+            )
+            .await
+            .unwrap();
+            Corruptible::new(store, move |id: IdHash| {
+                crate::common::corrupt_sqlite_record(path.clone(), id, "x'00'")
+            })
         })
         .await;
     }
@@ -709,23 +719,10 @@ mod sqlite_store {
         assert_eq!(store.update(&r, T0).await.unwrap(), 2);
     }
 
-    /// With the crash env set, this is the writer child of `killed_writer_*`; otherwise it
-    /// runs the same writer briefly in process and checks every record it wrote.
-    #[test]
-    fn crash_child() {
-        if crash::child_main(open_for_crash) {
-            return;
-        }
-        crash::write_in_process("s.db", open_for_crash);
-    }
+    sm::crash_tests!("sqlite_store", "s.db", open_for_crash);
 
     async fn open_for_crash(path: std::path::PathBuf) -> SqliteStore {
         SqliteStore::open(path).await.unwrap()
-    }
-
-    #[test]
-    fn killed_writer_leaves_the_old_or_the_new_record() {
-        crash::killed_writer_rounds("sqlite_store::crash_child", "s.db", open_for_crash);
     }
 
     /// The background purger against a real SQLite file: expired rows leave the table with
@@ -784,7 +781,7 @@ mod many_machines {
     use cloakroom::store::{Error, ErrorKind};
     use cloakroom::{Changes, Record, Store, Value};
 
-    pub(crate) use crate::common::{free_port, record, unique, wait_port, T0};
+    pub(crate) use crate::common::{assert_kind, free_port, record, unique, T0};
     #[cfg(any(feature = "redis", feature = "memcached"))]
     pub(crate) use crate::common::{signal, Child};
 
@@ -867,6 +864,45 @@ mod many_machines {
         assert_eq!(store.revoke_user_sessions("back", None).await.unwrap(), 1);
         assert!(!store.delete(&r.id_hash).await.unwrap());
     }
+
+    /// `server` (which `store` uses) is killed under a store that holds a record: every
+    /// operation is Unavailable, twice; `restart` starts it again, and the same store
+    /// recovers.
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    pub(crate) async fn killed_then_restarted<S: Store>(
+        store: &S,
+        mut server: Child,
+        restart: impl FnOnce() -> Child,
+    ) {
+        let r = record("down");
+        store.create(&r, r.last_seen).await.unwrap();
+        server.kill();
+        all_unavailable(store, &r).await;
+        // Twice: a store that failed many times still answers within the bound.
+        all_unavailable(store, &r).await;
+        let _server = restart();
+        recovers(store).await;
+    }
+
+    /// `server` (which `store` uses) is frozen (SIGSTOP: connections stay open but nothing
+    /// answers; only the timeouts save us) under a store that holds a record, which is
+    /// returned; see [`thawed`].
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    pub(crate) async fn frozen<S: Store>(store: &S, server: &Child) -> Record {
+        let r = record("down");
+        store.create(&r, r.last_seen).await.unwrap();
+        signal(server, "STOP");
+        r
+    }
+
+    /// With `server` [`frozen`]: every operation is Unavailable (`known` is the record they
+    /// name); then the server is thawed and the same store recovers.
+    #[cfg(any(feature = "redis", feature = "memcached"))]
+    pub(crate) async fn thawed<S: Store>(store: &S, server: &Child, known: &Record) {
+        all_unavailable(store, known).await;
+        signal(server, "CONT");
+        recovers(store).await;
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -874,10 +910,11 @@ mod redis_store {
     use std::process::Command;
     use std::time::Duration;
 
-    use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::store::{Error, ErrorKind};
-    use cloakroom::{IdHash, Store};
+    use cloakroom::conformance::Corruptible;
+    use cloakroom::store::ErrorKind;
+    use cloakroom::{IdHash, Record, Store};
     use cloakroom_stores::RedisStore;
+    use redis::aio::MultiplexedConnection;
 
     use crate::many_machines::{self as mm, Child, T0};
 
@@ -898,7 +935,7 @@ mod redis_store {
             .unwrap_or_else(|e| panic!("Redis is not reachable at {url} ({e}); start it: {START}"))
     }
 
-    async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    async fn raw(url: &str) -> MultiplexedConnection {
         redis::Client::open(url)
             .unwrap()
             .get_multiplexed_async_connection()
@@ -906,13 +943,22 @@ mod redis_store {
             .unwrap_or_else(|e| panic!("Redis is not reachable at {url} ({e}); start it: {START}"))
     }
 
-    async fn cmd(conn: &mut redis::aio::MultiplexedConnection, c: &mut redis::Cmd) {
+    async fn cmd(conn: &mut MultiplexedConnection, c: &mut redis::Cmd) {
         let _: redis::Value = c.query_async(conn).await.unwrap();
     }
 
-    /// Deletes every key under `prefix` (the test's own).
-    async fn cleanup(url: &str, prefix: &str) {
-        let mut conn = raw(url).await;
+    /// A store of the test's own on the shared server (under a new prefix), the prefix, and
+    /// a raw connection to the server.
+    async fn own_store() -> (RedisStore, String, MultiplexedConnection) {
+        let url = url();
+        let prefix = mm::unique("cloakroom-test:");
+        let store = store(&url, &prefix).await;
+        (store, prefix, raw(&url).await)
+    }
+
+    /// Deletes every key under `prefix` (the test's own) on the shared server.
+    async fn cleanup(prefix: &str) {
+        let mut conn = raw(&url()).await;
         let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
             .arg(format!("{prefix}*"))
             .query_async(&mut conn)
@@ -925,34 +971,25 @@ mod redis_store {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance_on_the_shared_server() {
-        let url = url();
         let base = mm::unique("cloakroom-test:");
-        let mut n = 0;
-        conformance::run(|| {
-            n += 1;
-            let prefix = format!("{base}:{n}:");
-            let url = url.clone();
-            async move {
-                let store = store(&url, &prefix).await;
-                let conn = raw(&url).await;
-                let target = store.clone();
-                Corruptible::new(store, move |id: IdHash| {
-                    crate::common::corrupt_redis_record(conn.clone(), target.record_key(&id))
-                })
-            }
+        let name = |n| format!("{base}:{n}:");
+        crate::common::conformance_each(name, |prefix| async move {
+            let store = store(&url(), &prefix).await;
+            let conn = raw(&url()).await;
+            let target = store.clone();
+            Corruptible::new(store, move |id: IdHash| {
+                crate::common::corrupt_redis_record(conn.clone(), target.record_key(&id))
+            })
         })
         .await;
-        cleanup(&url, &base).await;
+        cleanup(&base).await;
     }
 
     #[tokio::test]
     async fn records_expire_on_the_server_and_keys_are_tagged() {
-        let url = url();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&url, &prefix).await;
+        let (store, prefix, mut conn) = own_store().await;
         let r = mm::record("ttl user");
         store.create(&r, r.last_seen).await.unwrap();
-        let mut conn = raw(&url).await;
         let key = store.record_key(&r.id_hash);
         assert_eq!(key, format!("{prefix}{{r:{}}}", r.id_hash.to_hex()));
         let ttl: i64 = redis::cmd("PTTL")
@@ -981,30 +1018,23 @@ mod redis_store {
             .await
             .unwrap();
         assert_eq!(keys.len(), 2, "{keys:?}");
-        cleanup(&url, &prefix).await;
+        cleanup(&prefix).await;
     }
 
-    #[tokio::test]
-    async fn a_record_of_the_older_layout_is_converted_by_its_first_apply() {
-        // Before `apply`, the whole record (data included) lived in the field `d`.
-        let url = url();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&url, &prefix).await;
-        let mut r = mm::record("legacy");
-        r.data.insert("a".into(), cloakroom::Value::from(1));
-        r.data.insert("b".into(), cloakroom::Value::from("two"));
-        let key = store.record_key(&r.id_hash);
-        let mut conn = raw(&url).await;
+    /// Writes `r` (version 1, with a user) under `key` as a store before `apply` did: the
+    /// whole record (data included) in the field `d`, for an hour.
+    async fn write_older_layout(conn: &mut MultiplexedConnection, key: &str, r: &Record) {
+        let user = format!("+{}", r.user_id.as_deref().unwrap());
         cmd(
-            &mut conn,
+            conn,
             redis::cmd("HSET")
-                .arg(&key)
+                .arg(key)
                 .arg("d")
                 .arg(r.encode().unwrap())
                 .arg("v")
                 .arg(1)
                 .arg("u")
-                .arg("+legacy")
+                .arg(user)
                 .arg("l")
                 .arg(r.last_seen)
                 .arg("i")
@@ -1015,7 +1045,18 @@ mod redis_store {
                 .arg(r.expires_at()),
         )
         .await;
-        cmd(&mut conn, redis::cmd("EXPIRE").arg(&key).arg(3600)).await;
+        cmd(conn, redis::cmd("EXPIRE").arg(key).arg(3600)).await;
+    }
+
+    #[tokio::test]
+    async fn a_record_of_the_older_layout_is_converted_by_its_first_apply() {
+        // Before `apply`, the whole record (data included) lived in the field `d`.
+        let (store, prefix, mut conn) = own_store().await;
+        let mut r = mm::record("legacy");
+        r.data.insert("a".into(), cloakroom::Value::from(1));
+        r.data.insert("b".into(), cloakroom::Value::from("two"));
+        let key = store.record_key(&r.id_hash);
+        write_older_layout(&mut conn, &key, &r).await;
         assert_eq!(store.load(&r.id_hash, T0).await.unwrap(), Some(r.clone()));
         let mut changes = cloakroom::Changes::new();
         changes.set("c", cloakroom::Value::from(3)).remove("a");
@@ -1045,7 +1086,7 @@ mod redis_store {
             .await
             .unwrap();
         assert_eq!(applied.version, 3);
-        cleanup(&url, &prefix).await;
+        cleanup(&prefix).await;
     }
 
     /// Every key under `prefix` that is not a record's.
@@ -1067,10 +1108,7 @@ mod redis_store {
     /// session, and leaves no key at all once they are gone.
     #[tokio::test]
     async fn the_purge_index_is_bounded_and_expires_by_itself() {
-        let url = url();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&url, &prefix).await;
-        let mut conn = raw(&url).await;
+        let (store, prefix, mut conn) = own_store().await;
         const FLOOD: u64 = 400;
         for i in 0..FLOOD {
             let mut r = mm::record("flood");
@@ -1114,7 +1152,7 @@ mod redis_store {
             .await
             .unwrap();
         assert!(left.is_empty(), "purge left keys behind: {left:?}");
-        cleanup(&url, &prefix).await;
+        cleanup(&prefix).await;
     }
 
     /// A store written by an older version kept every session in one sorted set
@@ -1123,37 +1161,14 @@ mod redis_store {
     /// and gone.
     #[tokio::test]
     async fn the_older_single_expiry_index_is_drained_by_purge() {
-        let url = url();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&url, &prefix).await;
-        let mut conn = raw(&url).await;
+        let (store, prefix, mut conn) = own_store().await;
         let legacy = format!("{prefix}expiry");
         let mut dead = mm::record("old");
         dead.idle_deadline = T0 + 10;
         let live = mm::record("old");
         for r in [&dead, &live] {
             let key = store.record_key(&r.id_hash);
-            cmd(
-                &mut conn,
-                redis::cmd("HSET")
-                    .arg(&key)
-                    .arg("d")
-                    .arg(r.encode().unwrap())
-                    .arg("v")
-                    .arg(1)
-                    .arg("u")
-                    .arg("+old")
-                    .arg("l")
-                    .arg(r.last_seen)
-                    .arg("i")
-                    .arg(r.idle_deadline)
-                    .arg("a")
-                    .arg(r.absolute_deadline)
-                    .arg("e")
-                    .arg(r.expires_at()),
-            )
-            .await;
-            cmd(&mut conn, redis::cmd("EXPIRE").arg(&key).arg(3600)).await;
+            write_older_layout(&mut conn, &key, r).await;
             // The live one was touched since it was filed: its entry is scored below its
             // expiry (at most the expiry, as that index was kept).
             let score = r.expires_at().min(T0 + 50);
@@ -1191,60 +1206,41 @@ mod redis_store {
         let after = live.expires_at() + 1;
         assert_eq!(store.purge_expired(after, 100).await.unwrap(), 1);
         assert!(store.load(&live.id_hash, T0).await.unwrap().is_none());
-        cleanup(&url, &prefix).await;
+        cleanup(&prefix).await;
     }
 
     #[tokio::test]
     async fn scripts_are_loaded_again_after_script_flush() {
-        let url = url();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&url, &prefix).await;
+        let (store, prefix, mut conn) = own_store().await;
         let r = mm::record("flush");
         store.create(&r, r.last_seen).await.unwrap();
-        let mut conn = raw(&url).await;
         cmd(&mut conn, redis::cmd("SCRIPT").arg("FLUSH")).await;
         assert_eq!(store.update(&r, T0).await.unwrap(), 2);
-        cleanup(&url, &prefix).await;
+        cleanup(&prefix).await;
     }
 
     #[tokio::test]
     async fn data_that_is_not_ours_is_corrupt() {
-        let url = url();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&url, &prefix).await;
-        let mut conn = raw(&url).await;
+        let (store, prefix, mut conn) = own_store().await;
         // A wrong type under our key.
         let r = mm::record("eve");
         store.create(&r, r.last_seen).await.unwrap();
         let key = store.record_key(&r.id_hash);
         cmd(&mut conn, redis::cmd("DEL").arg(&key)).await;
         cmd(&mut conn, redis::cmd("SET").arg(&key).arg("hello")).await;
-        let kind = |r: Result<_, Error>| r.map(drop).unwrap_err().kind();
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
+        mm::assert_kind(store.update(&r, T0).await, ErrorKind::Corrupt);
+        mm::assert_kind(
+            store.touch(&r.id_hash, T0, T0 + 9).await,
+            ErrorKind::Corrupt,
         );
-        assert_eq!(
-            kind(store.update(&r, T0).await.map(drop)),
-            ErrorKind::Corrupt
+        mm::assert_kind(
+            store
+                .apply(&r.id_hash, &cloakroom::Changes::new(), T0, T0 + 9)
+                .await,
+            ErrorKind::Corrupt,
         );
-        assert_eq!(
-            kind(store.touch(&r.id_hash, T0, T0 + 9).await),
-            ErrorKind::Corrupt
-        );
-        assert_eq!(
-            kind(
-                store
-                    .apply(&r.id_hash, &cloakroom::Changes::new(), T0, T0 + 9)
-                    .await
-                    .map(drop)
-            ),
-            ErrorKind::Corrupt
-        );
-        assert_eq!(
-            kind(store.sessions_of("eve", T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.sessions_of("eve", T0).await, ErrorKind::Corrupt);
         assert!(store.delete(&r.id_hash).await.unwrap());
         // A truncated record.
         let r = mm::record("eve");
@@ -1264,27 +1260,15 @@ mod redis_store {
                 .arg(&full[..full.len() / 2]),
         )
         .await;
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
         // A hash missing our fields.
         cmd(&mut conn, redis::cmd("HDEL").arg(&key).arg("l")).await;
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
         // An epoch that is not a number, and a user index of the wrong type.
         let epoch_key = format!("{prefix}{{u:eve}}:epoch");
         cmd(&mut conn, redis::cmd("SET").arg(&epoch_key).arg("many")).await;
-        assert_eq!(
-            kind(store.user_epoch("eve").await.map(drop)),
-            ErrorKind::Corrupt
-        );
-        assert_eq!(
-            kind(store.bump_user_epoch("eve").await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.user_epoch("eve").await, ErrorKind::Corrupt);
+        mm::assert_kind(store.bump_user_epoch("eve").await, ErrorKind::Corrupt);
         cmd(
             &mut conn,
             redis::cmd("DEL").arg(format!("{prefix}{{u:mallory}}:sessions")),
@@ -1297,11 +1281,8 @@ mod redis_store {
                 .arg("x"),
         )
         .await;
-        assert_eq!(
-            kind(store.sessions_of("mallory", T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
-        cleanup(&url, &prefix).await;
+        mm::assert_kind(store.sessions_of("mallory", T0).await, ErrorKind::Corrupt);
+        cleanup(&prefix).await;
     }
 
     fn redis_server(port: u16, dir: &std::path::Path) -> Child {
@@ -1320,29 +1301,18 @@ mod redis_store {
     async fn server_killed_then_restarted() {
         let dir = tempfile::tempdir().unwrap();
         let port = mm::free_port();
-        let mut server = redis_server(port, dir.path());
-        let url = format!("redis://127.0.0.1:{port}");
-        let store = store(&url, "fault:").await;
-        let r = mm::record("down");
-        store.create(&r, r.last_seen).await.unwrap();
-        server.kill();
-        mm::all_unavailable(&store, &r).await;
-        // Twice: a store that failed many times still answers within the bound.
-        mm::all_unavailable(&store, &r).await;
-        let _server = redis_server(port, dir.path());
-        mm::recovers(&store).await;
+        let server = redis_server(port, dir.path());
+        let store = store(&format!("redis://127.0.0.1:{port}"), "fault:").await;
+        mm::killed_then_restarted(&store, server, || redis_server(port, dir.path())).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn server_frozen_then_thawed() {
-        // SIGSTOP: connections stay open but nothing answers; only the timeouts save us.
         let dir = tempfile::tempdir().unwrap();
         let port = mm::free_port();
         let server = redis_server(port, dir.path());
         let store = store(&format!("redis://127.0.0.1:{port}"), "frozen:").await;
-        let r = mm::record("down");
-        store.create(&r, r.last_seen).await.unwrap();
-        mm::signal(&server, "STOP");
+        mm::frozen(&store, &server).await;
         // A write whose answer never came may have been applied: the error says so; a read
         // does not.
         let r = mm::record("maybe");
@@ -1351,24 +1321,20 @@ mod redis_store {
         assert!(e.to_string().contains("may have been applied"), "{e}");
         let e = store.load(&r.id_hash, T0).await.unwrap_err();
         assert!(!e.to_string().contains("may have been applied"), "{e}");
-        mm::all_unavailable(&store, &r).await;
-        mm::signal(&server, "CONT");
-        mm::recovers(&store).await;
+        mm::thawed(&store, &server, &r).await;
     }
 }
 
 #[cfg(feature = "postgres")]
 mod postgres_store {
-    use std::path::PathBuf;
-    use std::process::Command;
     use std::time::Duration;
 
-    use cloakroom::conformance::{self, Corruptible};
-    use cloakroom::store::{Error, ErrorKind};
+    use cloakroom::conformance::Corruptible;
+    use cloakroom::store::ErrorKind;
     use cloakroom::{IdHash, Store};
     use cloakroom_stores::PostgresStore;
 
-    use crate::common::as_postgres;
+    use crate::common::PgCluster;
     use crate::many_machines::{self as mm, T0};
 
     const START: &str = "scripts/test --setup-only (or: pg_ctlcluster 15 main start, then \
@@ -1402,8 +1368,15 @@ mod postgres_store {
         client
     }
 
-    async fn drop_schemas(url: &str, schemas: &[String]) {
-        let client = raw(url).await;
+    /// A store of the test's own on the shared server (in a new schema), and the schema.
+    async fn own_store() -> (PostgresStore, String) {
+        let schema = mm::unique("t_");
+        (store(&url(), &schema).await, schema)
+    }
+
+    /// Drops the test's own `schemas` on the shared server.
+    async fn drop_schemas(schemas: &[String]) {
+        let client = raw(&url()).await;
         for s in schemas {
             client
                 .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
@@ -1414,23 +1387,22 @@ mod postgres_store {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance_on_the_shared_server() {
-        let url = url();
         let base = mm::unique("t_");
         let mut schemas = Vec::new();
-        conformance::run(|| {
-            let schema = format!("{base}_{}", schemas.len());
+        let name = |n| {
+            let schema = format!("{base}_{n}");
             schemas.push(schema.clone());
-            let url = url.clone();
-            async move {
-                let store = store(&url, &schema).await;
-                let client = std::sync::Arc::new(raw(&url).await);
-                Corruptible::new(store, move |id: IdHash| {
-                    crate::common::corrupt_postgres_record(client.clone(), schema.clone(), id)
-                })
-            }
+            schema
+        };
+        crate::common::conformance_each(name, |schema| async move {
+            let store = store(&url(), &schema).await;
+            let client = std::sync::Arc::new(raw(&url()).await);
+            Corruptible::new(store, move |id: IdHash| {
+                crate::common::corrupt_postgres_record(client.clone(), schema.clone(), id)
+            })
         })
         .await;
-        drop_schemas(&url, &schemas).await;
+        drop_schemas(&schemas).await;
     }
 
     #[tokio::test]
@@ -1485,16 +1457,13 @@ mod postgres_store {
             .await
             .unwrap_err();
         assert_eq!(bad.kind(), ErrorKind::InvalidInput);
-        drop_schemas(&url, &[schema]).await;
+        drop_schemas(&[schema]).await;
     }
 
     #[tokio::test]
     async fn data_that_is_not_ours_is_corrupt() {
-        let url = url();
-        let schema = mm::unique("t_");
-        let store = store(&url, &schema).await;
-        let client = raw(&url).await;
-        let kind = |r: Result<(), Error>| r.unwrap_err().kind();
+        let (store, schema) = own_store().await;
+        let client = raw(&url()).await;
         let r = mm::record("eve");
         store.create(&r, r.last_seen).await.unwrap();
         let id = r.id_hash.as_bytes().as_slice();
@@ -1508,14 +1477,8 @@ mod postgres_store {
             )
             .await
             .unwrap();
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
-        assert_eq!(
-            kind(store.sessions_of("eve", T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
+        mm::assert_kind(store.sessions_of("eve", T0).await, ErrorKind::Corrupt);
         // Another session's record under this id.
         let other = mm::record("eve");
         client
@@ -1525,10 +1488,7 @@ mod postgres_store {
             )
             .await
             .unwrap();
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
         // A column of the wrong type.
         client
             .batch_execute(&format!(
@@ -1539,106 +1499,18 @@ mod postgres_store {
         // The running store prepares its statements again, and a fresh one agrees: the
         // table is not what the store made, so it fails closed (Unavailable), never as
         // one bad record (Corrupt, which logs the user out) and never with a panic.
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Unavailable
-        );
-        let fresh = self::store(&url, &schema).await;
-        assert_eq!(
-            kind(fresh.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Unavailable
-        );
-        assert_eq!(
-            kind(fresh.sessions_of("eve", T0).await.map(drop)),
-            ErrorKind::Unavailable
-        );
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Unavailable);
+        let fresh = self::store(&url(), &schema).await;
+        mm::assert_kind(fresh.load(&r.id_hash, T0).await, ErrorKind::Unavailable);
+        mm::assert_kind(fresh.sessions_of("eve", T0).await, ErrorKind::Unavailable);
         assert!(fresh.delete(&r.id_hash).await.unwrap());
-        drop_schemas(&url, &[schema]).await;
-    }
-
-    /// A throwaway PostgreSQL cluster (initdb + pg_ctl, as the postgres user when we are
-    /// root) on its own port.
-    struct Cluster {
-        bin: PathBuf,
-        dir: tempfile::TempDir,
-        port: u16,
-    }
-
-    impl Cluster {
-        fn new() -> Self {
-            let bin = crate::common::postgres_bin();
-            let dir = tempfile::tempdir().unwrap();
-            let _ = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(dir.path())
-                .status();
-            let data = dir.path().join("data");
-            crate::common::initdb(&bin, &data);
-            let cluster = Self {
-                bin,
-                dir,
-                port: mm::free_port(),
-            };
-            cluster.start();
-            cluster
-        }
-
-        fn data(&self) -> String {
-            self.dir.path().join("data").to_str().unwrap().to_owned()
-        }
-
-        fn start(&self) {
-            let opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                self.port,
-                self.dir.path().display()
-            );
-            let log = self.dir.path().join("log");
-            let ok = as_postgres(
-                &self.bin.join("pg_ctl"),
-                &[
-                    "-D",
-                    &self.data(),
-                    "-o",
-                    &opts,
-                    "-l",
-                    log.to_str().unwrap(),
-                    "-w",
-                    "start",
-                ],
-            )
-            .status()
-            .unwrap()
-            .success();
-            assert!(ok, "pg_ctl start failed");
-            mm::wait_port(self.port, "PostgreSQL");
-        }
-
-        fn kill(&self) {
-            let _ = as_postgres(
-                &self.bin.join("pg_ctl"),
-                &["-D", &self.data(), "-m", "immediate", "stop"],
-            )
-            .status();
-        }
-
-        fn url(&self) -> String {
-            format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-        }
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            self.kill();
-        }
+        drop_schemas(&[schema]).await;
     }
 
     /// A key=value connection string opens the same store as a URL, through `open` too.
     #[tokio::test]
     async fn a_key_value_connection_string_connects() {
-        let url = url();
-        let schema = mm::unique("stores_conninfo_");
-        let store = store(&url, &schema).await;
+        let (store, schema) = own_store().await;
         let r = mm::record("kv");
         store.create(&r, r.last_seen).await.unwrap();
         let conninfo = "host=127.0.0.1 port=5432 user=postgres password='postgres' dbname=test \
@@ -1653,7 +1525,7 @@ mod postgres_store {
         assert_eq!(url_form.scheme(), "postgres");
         drop(by_kv);
         drop(store);
-        drop_schemas(&url, &[schema]).await;
+        drop_schemas(&[schema]).await;
     }
 
     /// A write that times out may still commit: its error says so, a read's does not.
@@ -1691,13 +1563,14 @@ mod postgres_store {
         assert!(!e.to_string().contains("committed"), "{e}");
         tx.rollback().await.unwrap();
         drop(store);
-        drop_schemas(&url, &[schema]).await;
+        drop_schemas(&[schema]).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn server_killed_then_restarted() {
-        let cluster = Cluster::new();
-        let store = store(&cluster.url(), "fault").await;
+        let cluster = PgCluster::init();
+        cluster.start("");
+        let store = store(&cluster.url(""), "fault").await;
         let r = mm::record("down");
         store.create(&r, r.last_seen).await.unwrap();
         // Fill the pool with idle connections, so that the broken ones are met.
@@ -1711,7 +1584,7 @@ mod postgres_store {
         cluster.kill();
         mm::all_unavailable(&store, &r).await;
         mm::all_unavailable(&store, &r).await;
-        cluster.start();
+        cluster.start("");
         // The data survived (PostgreSQL is durable): the old record loads again.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -1744,7 +1617,7 @@ mod memcached_store {
     use std::process::Command;
     use std::time::Duration;
 
-    use cloakroom::conformance::{self, Corruptible};
+    use cloakroom::conformance::Corruptible;
     use cloakroom::store::{Error, ErrorKind};
     use cloakroom::{IdHash, Store};
     use cloakroom_stores::MemcachedStore;
@@ -1772,6 +1645,12 @@ mod memcached_store {
             })
     }
 
+    /// A store of the test's own on the shared server (under a new prefix), and the prefix.
+    async fn own_store() -> (MemcachedStore, String) {
+        let prefix = mm::unique("cloakroom-test:");
+        (store(&addr(), &prefix).await, prefix)
+    }
+
     /// Sends one raw text-protocol command and returns the first reply line.
     async fn raw(addr: &str, command: &[u8]) -> Result<String, std::io::Error> {
         let mut s = TcpStream::connect(addr).await?;
@@ -1790,28 +1669,21 @@ mod memcached_store {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance_on_the_shared_server() {
-        let addr = addr();
         let base = mm::unique("cloakroom-test:");
-        let mut n = 0;
-        conformance::run(|| {
-            n += 1;
-            let prefix = format!("{base}:{n}:");
-            let addr = addr.clone();
-            async move {
-                let store = store(&addr, &prefix).await;
-                let target = store.clone();
-                Corruptible::new(store, move |id: IdHash| {
-                    let key = target.record_key(&id);
-                    let addr = addr.clone();
-                    async move {
-                        match raw(&addr, &set(&key, 0xC10A_0001, b"\x01not messagepack")).await {
-                            Ok(line) if line == "STORED" => Ok(()),
-                            Ok(line) => Err(Error::new(ErrorKind::Unavailable, line)),
-                            Err(e) => Err(Error::unavailable("set", e)),
-                        }
+        let name = |n| format!("{base}:{n}:");
+        crate::common::conformance_each(name, |prefix| async move {
+            let store = store(&addr(), &prefix).await;
+            let target = store.clone();
+            Corruptible::new(store, move |id: IdHash| {
+                let key = target.record_key(&id);
+                async move {
+                    match raw(&addr(), &set(&key, 0xC10A_0001, b"\x01not messagepack")).await {
+                        Ok(line) if line == "STORED" => Ok(()),
+                        Ok(line) => Err(Error::new(ErrorKind::Unavailable, line)),
+                        Err(e) => Err(Error::unavailable("set", e)),
                     }
-                })
-            }
+                }
+            })
         })
         .await;
     }
@@ -1819,9 +1691,7 @@ mod memcached_store {
     #[tokio::test]
     async fn data_that_is_not_ours_is_corrupt() {
         let addr = addr();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&addr, &prefix).await;
-        let kind = |r: Result<(), Error>| r.unwrap_err().kind();
+        let (store, prefix) = own_store().await;
         // Another application's item under our key (other flags).
         let r = mm::record("eve");
         store.create(&r, r.last_seen).await.unwrap();
@@ -1832,22 +1702,13 @@ mod memcached_store {
                 .unwrap(),
             "STORED"
         );
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
+        mm::assert_kind(store.update(&r, T0).await, ErrorKind::Corrupt);
+        mm::assert_kind(
+            store.touch(&r.id_hash, T0, T0 + 5).await,
+            ErrorKind::Corrupt,
         );
-        assert_eq!(
-            kind(store.update(&r, T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
-        assert_eq!(
-            kind(store.touch(&r.id_hash, T0, T0 + 5).await),
-            ErrorKind::Corrupt
-        );
-        assert_eq!(
-            kind(store.sessions_of("eve", T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.sessions_of("eve", T0).await, ErrorKind::Corrupt);
         assert!(store.delete(&r.id_hash).await.unwrap());
         // A truncated record.
         let r = mm::record("eve");
@@ -1863,10 +1724,7 @@ mod memcached_store {
             .unwrap(),
             "STORED"
         );
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
         // Another session's record under this id.
         let other = mm::record("eve");
         assert_eq!(
@@ -1882,10 +1740,7 @@ mod memcached_store {
             .unwrap(),
             "STORED"
         );
-        assert_eq!(
-            kind(store.load(&r.id_hash, T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.load(&r.id_hash, T0).await, ErrorKind::Corrupt);
         // A user's epoch that is not a number.
         store.bump_user_epoch("eve").await.unwrap();
         let digest: String = sha_hex("eve");
@@ -1895,10 +1750,7 @@ mod memcached_store {
                 .unwrap(),
             "STORED"
         );
-        assert_eq!(
-            kind(store.user_epoch("eve").await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.user_epoch("eve").await, ErrorKind::Corrupt);
         // A user index that is not a whole number of entries.
         assert_eq!(
             raw(
@@ -1909,10 +1761,7 @@ mod memcached_store {
             .unwrap(),
             "STORED"
         );
-        assert_eq!(
-            kind(store.sessions_of("eve", T0).await.map(drop)),
-            ErrorKind::Corrupt
-        );
+        mm::assert_kind(store.sessions_of("eve", T0).await, ErrorKind::Corrupt);
     }
 
     fn key_of(store: &MemcachedStore, id: &IdHash) -> String {
@@ -1930,8 +1779,7 @@ mod memcached_store {
     #[tokio::test]
     async fn a_user_with_many_sessions() {
         // More sessions than one `get` command carries: the reads are batched.
-        let addr = addr();
-        let store = store(&addr, &mm::unique("cloakroom-test:")).await;
+        let (store, _) = own_store().await;
         let mut ids = std::collections::BTreeSet::new();
         for _ in 0..70 {
             let r = mm::record("busy");
@@ -1948,9 +1796,7 @@ mod memcached_store {
 
     #[tokio::test]
     async fn records_carry_the_server_ttl() {
-        let addr = addr();
-        let prefix = mm::unique("cloakroom-test:");
-        let store = store(&addr, &prefix).await;
+        let (store, _) = own_store().await;
         // A record whose idle deadline is 1 s after its last_seen: gone from the server at most 2 s
         // later, whatever `now` a caller passes.
         let mut r = mm::record("ttl");
@@ -1977,30 +1823,18 @@ mod memcached_store {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn server_killed_then_restarted() {
         let port = mm::free_port();
-        let mut server = memcached(port);
-        let addr = format!("127.0.0.1:{port}");
-        let store = store(&addr, "fault:").await;
-        let r = mm::record("down");
-        store.create(&r, r.last_seen).await.unwrap();
-        server.kill();
-        mm::all_unavailable(&store, &r).await;
-        mm::all_unavailable(&store, &r).await;
-        let _server = memcached(port);
-        mm::recovers(&store).await;
+        let server = memcached(port);
+        let store = store(&format!("127.0.0.1:{port}"), "fault:").await;
+        mm::killed_then_restarted(&store, server, || memcached(port)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn server_frozen_then_thawed() {
-        // SIGSTOP: connections stay open but nothing answers; only the timeouts save us.
         let port = mm::free_port();
         let server = memcached(port);
         let store = store(&format!("127.0.0.1:{port}"), "frozen:").await;
-        let r = mm::record("down");
-        store.create(&r, r.last_seen).await.unwrap();
-        mm::signal(&server, "STOP");
-        mm::all_unavailable(&store, &r).await;
-        mm::signal(&server, "CONT");
-        mm::recovers(&store).await;
+        let r = mm::frozen(&store, &server).await;
+        mm::thawed(&store, &server, &r).await;
     }
 }
 

@@ -22,12 +22,7 @@ impl MemcachedStoreBuilder {
         self
     }
 
-    /// The most connections open at once (default 16).
-    #[must_use]
-    pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
-        self
-    }
+    crate::options::pool_size_setter!(" The most connections open at once (default 16).");
 
     crate::options::net_setters!(
         connect = " How long one connection attempt, or waiting for a free connection, may take (default 1 s).",
@@ -59,12 +54,7 @@ impl MemcachedStoreBuilder {
                 "a memcached key prefix is at most 100 printable ASCII characters, no spaces",
             ));
         }
-        if self.pool_size == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a pool of 0 connections",
-            ));
-        }
+        crate::options::check_pool_size(self.pool_size)?;
         let store = MemcachedStore {
             inner: Arc::new(Inner {
                 addr: self.addr,

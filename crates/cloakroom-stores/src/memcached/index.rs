@@ -9,7 +9,7 @@ impl MemcachedStore {
         MemcachedStoreBuilder {
             addr: addr.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
+            pool_size: crate::options::DEFAULT_POOL_SIZE,
             net: crate::options::NetOptions::default(),
             contention_budget: DEFAULT_CONTENTION_BUDGET,
         }

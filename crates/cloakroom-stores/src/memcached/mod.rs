@@ -78,7 +78,6 @@ mod index;
 pub use builder::MemcachedStoreBuilder;
 
 const DEFAULT_PREFIX: &str = "cloakroom:";
-const DEFAULT_POOL_SIZE: usize = 16;
 
 /// `flags` of every item this store writes; an item with other flags is not ours.
 const FLAGS_RECORD: u32 = 0xC10A_0001;

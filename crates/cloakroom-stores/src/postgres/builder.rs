@@ -37,12 +37,7 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens (default 16).
-    #[must_use]
-    pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
-        self
-    }
+    crate::options::pool_size_setter!(" The most connections the pool opens (default 16).");
 
     crate::options::net_setters!(
         connect = " How long opening a connection, or waiting for a pooled one, may take (default 1 s).",
@@ -71,12 +66,7 @@ impl PostgresStoreBuilder {
                 "a PostgreSQL schema name is 1 to 63 of [a-z0-9_], not starting with a digit",
             ));
         }
-        if self.pool_size == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a pool of 0 connections",
-            ));
-        }
+        crate::options::check_pool_size(self.pool_size)?;
         let (url, options) = transport::take_options(&self.url)?;
         let ca = self.net.ca.or(options.ca);
         let allow_plaintext =

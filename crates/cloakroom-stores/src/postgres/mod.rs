@@ -77,7 +77,6 @@ mod builder;
 
 pub use builder::PostgresStoreBuilder;
 
-const DEFAULT_POOL_SIZE: usize = 16;
 const DEFAULT_SCHEMA: &str = "cloakroom";
 
 /// The migrations, in order; `schema_version` holds how many were applied. `{s}` is the
@@ -220,7 +219,7 @@ impl PostgresStore {
         PostgresStoreBuilder {
             url: url.into(),
             schema: DEFAULT_SCHEMA.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
+            pool_size: crate::options::DEFAULT_POOL_SIZE,
             net: crate::options::NetOptions::default(),
         }
     }

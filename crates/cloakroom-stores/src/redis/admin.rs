@@ -28,26 +28,13 @@ impl RedisStore {
             Some(shard) => vec![shard],
             None => (0..SHARDS).collect(),
         };
-        let mut pipe = redis::pipe();
-        for &shard in &shards {
-            pipe.cmd("ZRANGE")
-                .arg(self.directory_key(shard))
-                .arg(0)
-                .arg(-1);
-        }
-        let replies = self.bounded("index buckets", pipe).await?;
+        let buckets = self.buckets(&shards, None, "index buckets").await?;
         let mut keys = vec![self.legacy_expiry_key()];
-        for (&shard, reply) in shards.iter().zip(&replies) {
-            let Value::Array(members) = reply else {
-                return Err(unexpected("index buckets"));
-            };
-            for m in members {
-                let b = bytes(m)
-                    .and_then(parse_u64)
-                    .ok_or_else(|| unexpected("index buckets"))?;
-                keys.push(self.bucket_key(shard, b));
-            }
-        }
+        keys.extend(
+            buckets
+                .into_iter()
+                .map(|(shard, bucket)| self.bucket_key(shard, bucket)),
+        );
         Ok(keys)
     }
 

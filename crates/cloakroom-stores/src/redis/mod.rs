@@ -226,6 +226,39 @@ impl RedisStore {
         directory_key(&self.prefix, shard)
     }
 
+    /// The buckets the directories of `shards` name, as `(shard, hour)`, in one round trip:
+    /// those of hours up to `last`, or all of them with `None`. `what` names the caller in
+    /// errors.
+    async fn buckets(
+        &self,
+        shards: &[u8],
+        last: Option<u64>,
+        what: &'static str,
+    ) -> Result<Vec<(u8, u64)>, Error> {
+        let last = last.map_or_else(|| "+inf".to_owned(), |hour| hour.to_string());
+        let mut pipe = redis::pipe();
+        for &shard in shards {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.directory_key(shard))
+                .arg("-inf")
+                .arg(&last);
+        }
+        let directories = self.bounded(what, pipe).await?;
+        let mut buckets = Vec::new();
+        for (&shard, reply) in shards.iter().zip(&directories) {
+            let Value::Array(hours) = reply else {
+                return Err(unexpected(what));
+            };
+            for hour in hours {
+                let hour = bytes(hour)
+                    .and_then(parse_u64)
+                    .ok_or_else(|| unexpected(what))?;
+                buckets.push((shard, hour));
+            }
+        }
+        Ok(buckets)
+    }
+
     /// The purge-index write that files `hex` (shard `shard`) under `score` (at most its
     /// expiry), keeping the bucket (and its directory) at least until an hour after both its
     /// own hour and `until` (the record's absolute deadline: no commit moves a record past
@@ -716,29 +749,12 @@ impl Store for RedisStore {
         if deleted >= limit {
             return Ok(deleted);
         }
-        let last = now / BUCKET_SECS;
-        let mut pipe = redis::pipe();
-        for shard in 0..SHARDS {
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(self.directory_key(shard))
-                .arg("-inf")
-                .arg(last);
-        }
-        let directories = self.bounded("purge_expired (buckets)", pipe).await?;
-        let mut buckets = Vec::new();
-        for (shard, reply) in (0..SHARDS).zip(&directories) {
-            let Value::Array(members) = reply else {
-                return Err(unexpected("purge_expired (buckets)"));
-            };
-            for m in members {
-                let b = bytes(m)
-                    .and_then(parse_u64)
-                    .ok_or_else(|| unexpected("purge_expired (buckets)"))?;
-                buckets.push((b, shard));
-            }
-        }
-        buckets.sort_unstable();
-        for (bucket, shard) in buckets {
+        let all: Vec<u8> = (0..SHARDS).collect();
+        let mut buckets = self
+            .buckets(&all, Some(now / BUCKET_SECS), "purge_expired (buckets)")
+            .await?;
+        buckets.sort_unstable_by_key(|&(shard, bucket)| (bucket, shard));
+        for (shard, bucket) in buckets {
             if deleted >= limit {
                 break;
             }

@@ -7,7 +7,7 @@ use cloakroom::store::Error;
 use cloakroom::{check_id_prefix, IdHash, Record, Stats};
 use rusqlite::{params, TransactionBehavior};
 
-use super::{db_err, decode, sql_time, sql_version, Inner, SqliteStore};
+use super::{db_err, decode, id_record_rows, sql_time, sql_version, Inner, SqliteStore};
 
 impl SqliteStore {
     /// Stores many new records in one transaction: for bulk imports, and for filling a
@@ -71,18 +71,13 @@ fn id_range(prefix: &str) -> Result<([u8; 32], [u8; 32]), Error> {
 impl Inner {
     pub(super) fn find_by_prefix(&self, prefix: &str, now: u64) -> Result<Vec<Record>, Error> {
         let (low, high) = id_range(prefix)?;
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.with_reader(|conn| {
-            conn.prepare_cached(
+        let rows = self.with_reader(|conn| {
+            id_record_rows(
+                conn,
                 "SELECT id, record FROM sessions WHERE id BETWEEN ?1 AND ?2 AND expires_at > ?3",
+                params![low.as_slice(), high.as_slice(), sql_time(now)],
+                "find_by_prefix",
             )
-            .and_then(|mut stmt| {
-                stmt.query_map(
-                    params![low.as_slice(), high.as_slice(), sql_time(now)],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )?
-                .collect()
-            })
-            .map_err(db_err("find_by_prefix"))
         })?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, bytes) in rows {

@@ -212,6 +212,44 @@ fn decode(id: &IdHash, bytes: &[u8]) -> Result<Record, Error> {
     Ok(record)
 }
 
+/// The record of `id` if it is live at `now`, read on `conn` (a reader, or the write
+/// transaction about to change it); `what` names the operation in errors.
+fn live_record(
+    conn: &Connection,
+    id: &IdHash,
+    now: u64,
+    what: &str,
+) -> Result<Option<Record>, Error> {
+    let bytes: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![id.as_bytes(), sql_time(now)], |row| row.get(0))
+                .optional()
+        })
+        .map_err(db_err(what))?;
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    let record = decode(id, &bytes)?;
+    Ok(record.is_live(now).then_some(record))
+}
+
+/// The rows of `sql` (which selects `id, record`) with `params`, as bytes; `what` names the
+/// operation in errors.
+fn id_record_rows(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &str,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(db_err(what))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic under the lock cannot leave a half-done change: SQLite rolls back an open
     // transaction when its guard is dropped.
@@ -357,21 +395,7 @@ impl Inner {
     }
 
     fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        let bytes: Option<Vec<u8>> = self.with_reader(|conn| {
-            conn.prepare_cached("SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2")
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![id.as_bytes(), sql_time(now)], |row| row.get(0))
-                        .optional()
-                })
-                .map_err(db_err("load"))
-        })?;
-        match bytes {
-            Some(bytes) => {
-                let record = decode(id, &bytes)?;
-                Ok(record.is_live(now).then_some(record))
-            }
-            None => Ok(None),
-        }
+        self.with_reader(|conn| live_record(conn, id, now, "load"))
     }
 
     fn update(&self, mut next: Record, now: u64) -> Result<u64, Error> {
@@ -443,20 +467,9 @@ impl Inner {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err("apply"))?;
-            let bytes: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2")
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![id.as_bytes(), sql_time(now)], |row| row.get(0))
-                        .optional()
-                })
-                .map_err(db_err("apply"))?;
-            let Some(bytes) = bytes else {
+            let Some(current) = live_record(&tx, id, now, "apply")? else {
                 return Err(Error::not_found());
             };
-            let current = decode(id, &bytes)?;
-            if !current.is_live(now) {
-                return Err(Error::not_found());
-            }
             let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
             let bytes = next.encode()?;
             let version = sql_version(next.version)?;
@@ -485,20 +498,9 @@ impl Inner {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err("touch"))?;
-            let bytes: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2")
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![id.as_bytes(), sql_time(now)], |row| row.get(0))
-                        .optional()
-                })
-                .map_err(db_err("touch"))?;
-            let Some(bytes) = bytes else {
+            let Some(mut record) = live_record(&tx, id, now, "touch")? else {
                 return Err(Error::not_found());
             };
-            let mut record = decode(id, &bytes)?;
-            if !record.is_live(now) {
-                return Err(Error::not_found());
-            }
             record.last_seen = now;
             record.idle_deadline = idle_deadline.min(record.absolute_deadline);
             let bytes = record.encode()?;
@@ -521,17 +523,13 @@ impl Inner {
     }
 
     fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.with_reader(|conn| {
-            conn.prepare_cached(
+        let rows = self.with_reader(|conn| {
+            id_record_rows(
+                conn,
                 "SELECT id, record FROM sessions WHERE user_id = ?1 AND expires_at > ?2",
+                params![user, sql_time(now)],
+                "sessions_of",
             )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![user, sql_time(now)], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?
-                .collect()
-            })
-            .map_err(db_err("sessions_of"))
         })?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, bytes) in rows {

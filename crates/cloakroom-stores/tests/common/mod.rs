@@ -28,6 +28,59 @@ pub(crate) fn unique(prefix: &str) -> String {
     )
 }
 
+/// The conformance suite, each case on the target that `target` makes of a name of its own,
+/// `name(n)` for the case's number `n` (1, 2, ...).
+pub(crate) async fn conformance_each<N, F, Fut, T>(mut name: impl FnMut(usize) -> N, target: F)
+where
+    F: Fn(N) -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: cloakroom::conformance::ConformanceTarget,
+{
+    let mut n = 0;
+    cloakroom::conformance::run(|| {
+        n += 1;
+        target(name(n))
+    })
+    .await;
+}
+
+/// Asserts that `result` is an error of kind `kind`.
+#[track_caller]
+pub(crate) fn assert_kind<T: std::fmt::Debug>(
+    result: Result<T, cloakroom::store::Error>,
+    kind: cloakroom::store::ErrorKind,
+) {
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), kind, "{err}");
+}
+
+/// Plaintext to a host other than this one, through `connect` (a store at a URL): each URL
+/// of `refused` fails before any connection, as invalid input that names the option that
+/// would allow it; each of `tried` (allowed, or over TLS) is tried, and the host is away.
+pub(crate) async fn plaintext_to_remote_hosts<F, Fut, S>(
+    connect: F,
+    refused: &[&str],
+    tried: &[&str],
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<S, cloakroom::store::Error>>,
+    S: std::fmt::Debug,
+{
+    use cloakroom::store::ErrorKind;
+    for url in refused {
+        let err = connect((*url).to_owned()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}: {err}");
+        assert!(
+            err.to_string().contains("allow_plaintext_to_remote_host"),
+            "{url}: {err}"
+        );
+    }
+    for url in tried {
+        let err = connect((*url).to_owned()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{url}: {err}");
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -301,4 +354,108 @@ pub(crate) fn initdb(bin: &Path, data: &Path) {
     .unwrap()
     .success();
     assert!(ok, "initdb failed");
+}
+
+/// Gives `path` to the postgres user (which only root can; otherwise nothing changes).
+#[cfg(feature = "postgres")]
+pub(crate) fn chown_postgres(path: &Path) {
+    let _ = Command::new("chown")
+        .arg("postgres:postgres")
+        .arg(path)
+        .status();
+}
+
+/// A throwaway PostgreSQL cluster (initdb + pg_ctl, as the postgres user when we are root)
+/// in a new directory, on a free port; stopped when dropped.
+#[cfg(feature = "postgres")]
+pub(crate) struct PgCluster {
+    bin: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
+}
+
+#[cfg(feature = "postgres")]
+impl PgCluster {
+    /// A new cluster in `dir/data`, not started yet.
+    pub(crate) fn init() -> Self {
+        let bin = postgres_bin();
+        let dir = tempfile::tempdir().unwrap();
+        chown_postgres(dir.path());
+        initdb(&bin, &dir.path().join("data"));
+        Self {
+            bin,
+            dir,
+            port: free_port(),
+        }
+    }
+
+    pub(crate) fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the server (again, after [`kill`](Self::kill)): listening on 127.0.0.1 and a
+    /// socket in `dir`, fsync off, plus `settings` (`-c name=value ...`).
+    pub(crate) fn start(&self, settings: &str) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {settings}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let ok = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        )
+        .status()
+        .unwrap()
+        .success();
+        assert!(
+            ok,
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        wait_port(self.port, "PostgreSQL");
+    }
+
+    /// Stops the server at once (`-m immediate`: no shutdown checkpoint, as a crash).
+    pub(crate) fn kill(&self) {
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+        )
+        .status();
+    }
+
+    /// The database `postgres` as the superuser over TCP, with the URL query `query` (none
+    /// when empty).
+    pub(crate) fn url(&self, query: &str) -> String {
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        if query.is_empty() {
+            url
+        } else {
+            format!("{url}?{query}")
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
