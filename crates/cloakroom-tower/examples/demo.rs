@@ -43,7 +43,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use axum::extract::{Form, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -422,21 +422,37 @@ async fn login_page(flash: Flash, csrf: Csrf) -> Response {
     )
 }
 
-fn device(headers: &HeaderMap) -> Device {
-    let agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown browser");
-    Device::new().with_user_agent(agent.chars().take(200).collect::<String>())
+/// A sign-up or a sign-in: the form's name (trimmed) and password, and the browser that sent
+/// it.
+struct Attempt {
+    name: String,
+    password: String,
+    device: Device,
 }
 
-async fn signup(
-    State(users): State<Users>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<Credentials>,
-) -> Page {
-    let name = form.name.trim().to_owned();
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Attempt {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown browser");
+        let device = Device::new().with_user_agent(agent.chars().take(200).collect::<String>());
+        let Form(form) = Form::<Credentials>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            name: form.name.trim().to_owned(),
+            password: form.password,
+            device,
+        })
+    }
+}
+
+async fn signup(State(users): State<Users>, session: Session, form: Attempt) -> Page {
+    let name = form.name.clone();
     if name.is_empty() || name.len() > 64 || form.password.len() < 8 {
         session.flash(
             Level::Error,
@@ -449,7 +465,7 @@ async fn signup(
         session.flash(Level::Error, "That name is taken.");
         return Ok(Redirect::to("/signup").into_response());
     }
-    session.login(name.clone(), device(&headers))?;
+    session.login(name.clone(), form.device)?;
     session.flash(
         Level::Success,
         format!("Welcome, {name}! Your account is ready."),
@@ -457,13 +473,8 @@ async fn signup(
     Ok(Redirect::to("/").into_response())
 }
 
-async fn login(
-    State(users): State<Users>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<Credentials>,
-) -> Page {
-    let name = form.name.trim().to_owned();
+async fn login(State(users): State<Users>, session: Session, form: Attempt) -> Page {
+    let name = form.name.clone();
     let ok = match users.hash_of(&name).await? {
         Some(hash) => password_matches(form.password, hash).await?,
         None => false,
@@ -472,7 +483,7 @@ async fn login(
         session.flash(Level::Error, "Wrong name or password.");
         return Ok(Redirect::to("/login").into_response());
     }
-    session.login(name.clone(), device(&headers))?;
+    session.login(name.clone(), form.device)?;
     session.flash(Level::Success, format!("Signed in as {name}."));
     Ok(Redirect::to("/").into_response())
 }

@@ -142,7 +142,6 @@ pub(crate) fn check_domain(domain: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn options() -> CookieOptions {
         CookieOptions {
@@ -195,14 +194,12 @@ mod tests {
 
     #[test]
     fn reads_every_value_of_the_name() {
-        let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; __Host-session=first; junk; __Host-session=\"second\""),
-        );
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("b=2; __Host-session=third"),
+        let h = crate::proxy::headers(
+            "cookie",
+            &[
+                "a=1; __Host-session=first; junk; __Host-session=\"second\"",
+                "b=2; __Host-session=third",
+            ],
         );
         assert_eq!(values(&h, "__Host-session"), ["first", "second", "third"]);
         assert_eq!(first(&h, "b").as_deref(), Some("2"));

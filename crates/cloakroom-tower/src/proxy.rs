@@ -181,10 +181,22 @@ fn parse_node(node: &str) -> Option<IpAddr> {
     v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
+/// A header map with one line of `name` for each of `values` (for the crate's tests).
+#[cfg(test)]
+pub(crate) fn headers(name: &str, values: &[&str]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for v in values {
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -195,15 +207,10 @@ mod tests {
         TrustedProxies::parse(&list, header).unwrap()
     }
 
-    fn headers(name: &str, values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
+    /// The client address `p` finds in a request from 10.0.0.1 with the header lines
+    /// `values` of `name`.
+    fn from_10_0_0_1(p: &TrustedProxies, name: &str, values: &[&str]) -> Option<IpAddr> {
+        p.client_ip(Some(ip("10.0.0.1")), &headers(name, values))
     }
 
     #[test]
@@ -252,33 +259,25 @@ mod tests {
             Some(ip("10.0.0.1"))
         );
         // Several header lines are one list.
-        let h = headers("x-forwarded-for", &["198.51.100.9", "203.0.113.5:443"]);
-        assert_eq!(
-            p.client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("203.0.113.5"))
-        );
+        let lines = ["198.51.100.9", "203.0.113.5:443"];
+        let found = from_10_0_0_1(&p, "x-forwarded-for", &lines);
+        assert_eq!(found, Some(ip("203.0.113.5")));
         // Garbage where the client's address should be: unknown.
-        let h = headers("x-forwarded-for", &["unknown"]);
-        assert_eq!(p.client_ip(Some(ip("10.0.0.1")), &h), None);
+        assert_eq!(from_10_0_0_1(&p, "x-forwarded-for", &["unknown"]), None);
         // The Forwarded header is not read when the proxies write X-Forwarded-For.
-        let h = headers("forwarded", &["for=198.51.100.9"]);
-        assert_eq!(p.client_ip(Some(ip("10.0.0.1")), &h), Some(ip("10.0.0.1")));
+        let found = from_10_0_0_1(&p, "forwarded", &["for=198.51.100.9"]);
+        assert_eq!(found, Some(ip("10.0.0.1")));
     }
 
     #[test]
     fn rfc7239_forwarded() {
         let p = proxies(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
-        let h = headers(
-            "forwarded",
-            &[r#"for=198.51.100.9, for="[2001:db8:cafe::17]:4711";proto=https, For=10.0.0.3"#],
-        );
-        assert_eq!(
-            p.client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("2001:db8:cafe::17"))
-        );
-        let h = headers("forwarded", &["for=_hidden;by=10.0.0.1"]);
-        assert_eq!(p.client_ip(Some(ip("10.0.0.1")), &h), None);
-        let h = headers("x-forwarded-for", &["198.51.100.9"]);
-        assert_eq!(p.client_ip(Some(ip("10.0.0.1")), &h), Some(ip("10.0.0.1")));
+        let line = r#"for=198.51.100.9, for="[2001:db8:cafe::17]:4711";proto=https, For=10.0.0.3"#;
+        let found = from_10_0_0_1(&p, "forwarded", &[line]);
+        assert_eq!(found, Some(ip("2001:db8:cafe::17")));
+        let found = from_10_0_0_1(&p, "forwarded", &["for=_hidden;by=10.0.0.1"]);
+        assert_eq!(found, None);
+        let found = from_10_0_0_1(&p, "x-forwarded-for", &["198.51.100.9"]);
+        assert_eq!(found, Some(ip("10.0.0.1")));
     }
 }

@@ -15,12 +15,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::Router;
-use cloakroom::store::ErrorKind;
-use cloakroom::{Applied, Changes, IdHash, Record};
+use cloakroom::store::{Error as StoreError, ErrorKind};
+use cloakroom::Applied;
+use cloakroom_stores::{FileStore, SqliteStore};
 use cloakroom_tower::{async_trait, Error, KeyRing, MemoryStore, Session, SessionLayer, Store};
+
+mod support;
+
+use support::hooked::{Applying, Hooked, Hooks};
+use support::server::{first_write_cookie, serve};
+use support::{on_postgres, redis, set_key, unique};
 
 const CONNECTIONS: usize = 64;
 
@@ -37,14 +43,6 @@ fn run_for() -> Duration {
 
 // ---------------------------------------------------------------- the application
 
-async fn set_key(
-    session: Session,
-    Path((key, value)): Path<(String, String)>,
-) -> Result<&'static str, Error> {
-    session.insert(&key, &value)?;
-    Ok("ok")
-}
-
 /// Every key of the session and its value, one `key=value` a line.
 async fn dump(session: Session) -> Result<String, Error> {
     let mut out = String::new();
@@ -55,7 +53,7 @@ async fn dump(session: Session) -> Result<String, Error> {
     Ok(out)
 }
 
-async fn serve(store: Arc<dyn Store>) -> SocketAddr {
+async fn serve_on(store: Arc<dyn Store>) -> SocketAddr {
     let layer = SessionLayer::builder()
         .key_ring(&KeyRing::generate().unwrap())
         .store(store)
@@ -66,10 +64,7 @@ async fn serve(store: Arc<dyn Store>) -> SocketAddr {
         .route("/set/{key}/{value}", post(set_key))
         .route("/dump", get(dump))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
+    serve(router).await
 }
 
 // ---------------------------------------------------------------- the load and the check
@@ -102,24 +97,12 @@ impl Outcome {
 
 /// Runs the load against a server on `store` for `run_for` and reads the session back.
 async fn contend(store: Arc<dyn Store>, run_for: Duration) -> Outcome {
-    let addr = serve(store).await;
+    let addr = serve_on(store).await;
     let base = format!("http://{addr}");
     // The session every connection writes to.
     let client = reqwest::Client::new();
-    let first = client
-        .post(format!("{base}/set/start/1"))
-        .send()
-        .await
-        .expect("the server answers");
-    assert!(first.status().is_success(), "{}", first.status());
-    let cookie = first
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("the first write sets the session cookie")
-        .to_owned();
-    first.bytes().await.unwrap();
+    let cookie =
+        first_write_cookie(&client, &format!("{base}/set/start/1"), "POST /set/start/1").await;
 
     let end = Instant::now() + run_for;
     let mut connections = tokio::task::JoinSet::new();
@@ -227,6 +210,13 @@ async fn every_write_kept(name: &str, store: Arc<dyn Store>) {
 
 // ---------------------------------------------------------------- every store
 
+/// `name` in a new temporary directory, which goes when the directory is dropped.
+fn temp_path(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_sixty_four_connections_writing_one_session_keep_every_key() {
     every_write_kept("memory", Arc::new(MemoryStore::new())).await;
@@ -234,72 +224,24 @@ async fn memory_sixty_four_connections_writing_one_session_keep_every_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sixty_four_connections_writing_one_session_keep_every_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = cloakroom_stores::FileStore::open(dir.path().join("sessions"))
-        .await
-        .unwrap();
-    every_write_kept("file", Arc::new(store)).await;
+    let (_dir, path) = temp_path("sessions");
+    every_write_kept("file", Arc::new(FileStore::open(path).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sixty_four_connections_writing_one_session_keep_every_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = cloakroom_stores::SqliteStore::open(dir.path().join("sessions.db"))
-        .await
-        .unwrap();
-    every_write_kept("SQLite", Arc::new(store)).await;
-}
-
-/// A name no other test run uses, for key prefixes and schemas on the shared servers.
-fn unique(base: &str) -> String {
-    format!(
-        "{base}{}_{}",
-        std::process::id(),
-        &cloakroom::SessionId::generate().unwrap().hash().to_hex()[..12]
-    )
+    let (_dir, path) = temp_path("sessions.db");
+    every_write_kept("SQLite", Arc::new(SqliteStore::open(path).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sixty_four_connections_writing_one_session_keep_every_key() {
-    let url = std::env::var("CLOAKROOM_TEST_REDIS")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let store = cloakroom_stores::RedisStore::builder(url.as_str())
-        .with_prefix(format!("{}:", unique("cloakroom-contended:")))
-        .connect()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "no Redis at {url} ({e}); start one with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no (or run scripts/test --setup-only), or set CLOAKROOM_TEST_REDIS"
-            )
-        });
-    every_write_kept("Redis", Arc::new(store)).await;
+    every_write_kept("Redis", redis("cloakroom-contended:").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sixty_four_connections_writing_one_session_keep_every_key() {
-    let url = std::env::var("CLOAKROOM_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_owned());
-    let schema = unique("contended_");
-    let store = cloakroom_stores::PostgresStore::builder(url.as_str())
-        .with_schema(schema.clone())
-        .connect()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("no PostgreSQL at {url} ({e}); start it with scripts/test --setup-only, or set CLOAKROOM_TEST_POSTGRES")
-        });
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    // The schema goes whatever the outcome.
-    let outcome = tokio::spawn(every_write_kept("PostgreSQL", Arc::new(store))).await;
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    on_postgres("contended_", |store| every_write_kept("PostgreSQL", store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,79 +262,33 @@ async fn memcached_sixty_four_connections_writing_one_session_keep_every_key() {
 
 // ---------------------------------------------------------------- the check can fail
 
-/// A broken twin of a store: its `apply` reads the record, lets other tasks run, merges the
-/// changes into what it read and writes the whole record back over whatever is stored by
-/// then (last writer wins). Alone it is right; overlapping, it loses other writers' keys.
-struct ReadModifyWrite(MemoryStore);
+/// A broken twin of a store (wrapped in [`Hooked`]): its `apply` reads the record, lets other
+/// tasks run, merges the changes into what it read and writes the whole record back over
+/// whatever is stored by then (last writer wins). Alone it is right; overlapping, it loses
+/// other writers' keys.
+struct ReadModifyWrite;
 
 #[async_trait]
-impl Store for ReadModifyWrite {
-    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::store::Error> {
-        self.0.create(r, now).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::store::Error> {
-        self.0.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::store::Error> {
-        self.0.update(r, now).await
-    }
-    async fn apply(
-        &self,
-        id: &IdHash,
-        changes: &Changes,
-        now: u64,
-        idle_deadline: u64,
-    ) -> Result<Applied, cloakroom::store::Error> {
-        let Some(read) = self.0.load(id, now).await? else {
-            return Err(cloakroom::store::Error::not_found());
+impl Hooks for ReadModifyWrite {
+    async fn apply(store: &Hooked<Self>, call: Applying<'_>) -> Result<Applied, StoreError> {
+        let (id, now) = (call.id, call.now);
+        let Some(read) = store.inner.load(id, now).await? else {
+            return Err(StoreError::not_found());
         };
         // The gap of every read-modify-write that is not atomic in the store.
         tokio::task::yield_now().await;
-        let mut next = cloakroom::apply_changes(read, changes, now, idle_deadline)?;
+        let mut next = cloakroom::apply_changes(read, call.changes, now, call.idle_deadline)?;
         loop {
-            let Some(latest) = self.0.load(id, now).await? else {
-                return Err(cloakroom::store::Error::not_found());
+            let Some(latest) = store.inner.load(id, now).await? else {
+                return Err(StoreError::not_found());
             };
             next.version = latest.version;
-            match self.0.update(&next, now).await {
+            match store.inner.update(&next, now).await {
                 Ok(version) => return Ok(Applied::new(version, next.idle_deadline)),
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
             }
         }
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::store::Error> {
-        self.0.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::store::Error> {
-        self.0.delete(id).await
-    }
-    async fn sessions_of(
-        &self,
-        user: &str,
-        now: u64,
-    ) -> Result<Vec<Record>, cloakroom::store::Error> {
-        self.0.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, cloakroom::store::Error> {
-        self.0.revoke_user_sessions(user, except).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
-        self.0.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
-        self.0.bump_user_epoch(user).await
-    }
-    async fn purge_expired(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> Result<usize, cloakroom::store::Error> {
-        self.0.purge_expired(now, limit).await
     }
 }
 
@@ -401,7 +297,8 @@ impl Store for ReadModifyWrite {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_modify_write_commit_loses_keys_under_the_same_load() {
     let secs = Duration::from_secs(2);
-    let outcome = contend(Arc::new(ReadModifyWrite(MemoryStore::new())), secs).await;
+    let twin = Hooked::new(Arc::new(MemoryStore::new()), ReadModifyWrite);
+    let outcome = contend(twin, secs).await;
     let report = outcome.describe("read-modify-write twin", secs.as_secs_f64());
     eprintln!("{report}");
     assert!(

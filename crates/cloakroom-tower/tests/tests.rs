@@ -11,12 +11,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use cloakroom::{IdHash, Record};
 use cloakroom_tower::{
     async_trait, BoxError, Csrf, CsrfLayer, CurrentUser, Device, Error, Flash, KeyRing, Level,
     MemoryStore, Mode, Session, SessionLayer, Store, UserLoader, CSRF_HEADER,
 };
 use tokio::sync::Notify;
+
+mod support;
+
+use support::hooked::{Hooked, Hooks, Op};
+use support::server::{cookie_pair, serve};
+use support::set_key;
 
 const COOKIE: &str = "__Host-session";
 
@@ -32,14 +37,6 @@ async fn get_key(session: Session, Path(key): Path<String>) -> Result<String, Er
     Ok(session
         .get::<String>(&key)?
         .unwrap_or_else(|| "none".to_owned()))
-}
-
-async fn set_key(
-    session: Session,
-    Path((key, value)): Path<(String, String)>,
-) -> Result<&'static str, Error> {
-    session.insert(&key, &value)?;
-    Ok("ok")
 }
 
 async fn slow_set(
@@ -169,158 +166,17 @@ fn csrf_app(layer: SessionLayer) -> Router {
         .layer(layer)
 }
 
-async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
-}
-
-// ---------------------------------------------------------------- stores that wrap a store
-
-/// A call of the [`Store`] trait, as [`Hooks`] see it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Create,
-    Load,
-    Update,
-    Apply,
-    Touch,
-    Delete,
-    SessionsOf,
-    Revoke,
-    UserEpoch,
-    BumpUserEpoch,
-    Purge,
-}
-
-/// What a test store adds to the store it wraps; [`Hooked`] forwards every call.
-#[async_trait]
-trait Hooks: Send + Sync + 'static {
-    /// Whether `apply` is forwarded to the inner store's own (after `before(Op::Apply)`);
-    /// if not, it is the trait's default: compare-and-swap over the wrapper's `load` and
-    /// `update`.
-    const FORWARDS_APPLY: bool = false;
-
-    /// Runs before a call reaches the inner store; an error ends the call with it.
-    async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
-        let _ = op;
-        Ok(())
-    }
-
-    /// Runs once a `load` has come back from the inner store.
-    fn after_load(&self) {}
-}
-
-/// A store that forwards every call to `inner`, running its [`Hooks`] around them; it
-/// dereferences to the hooks, so a test reaches their switches and counters directly.
-struct Hooked<H> {
-    inner: Arc<dyn Store>,
-    hooks: H,
-}
-
-impl<H> std::ops::Deref for Hooked<H> {
-    type Target = H;
-
-    fn deref(&self) -> &H {
-        &self.hooks
-    }
-}
-
-#[async_trait]
-impl<H: Hooks> Store for Hooked<H> {
-    async fn create(&self, r: &Record, now: u64) -> Result<(), cloakroom::store::Error> {
-        self.hooks.before(Op::Create).await?;
-        self.inner.create(r, now).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, cloakroom::store::Error> {
-        self.hooks.before(Op::Load).await?;
-        let loaded = self.inner.load(id, now).await;
-        self.hooks.after_load();
-        loaded
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, cloakroom::store::Error> {
-        self.hooks.before(Op::Update).await?;
-        self.inner.update(r, now).await
-    }
-    async fn apply(
-        &self,
-        id: &IdHash,
-        changes: &cloakroom::Changes,
-        now: u64,
-        idle_deadline: u64,
-    ) -> Result<cloakroom::Applied, cloakroom::store::Error> {
-        if H::FORWARDS_APPLY {
-            self.hooks.before(Op::Apply).await?;
-            self.inner.apply(id, changes, now, idle_deadline).await
-        } else {
-            cloakroom::apply_by_compare_and_swap(self, id, changes, now, idle_deadline).await
-        }
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), cloakroom::store::Error> {
-        self.hooks.before(Op::Touch).await?;
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, cloakroom::store::Error> {
-        self.hooks.before(Op::Delete).await?;
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(
-        &self,
-        user: &str,
-        now: u64,
-    ) -> Result<Vec<Record>, cloakroom::store::Error> {
-        self.hooks.before(Op::SessionsOf).await?;
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&IdHash>,
-    ) -> Result<u64, cloakroom::store::Error> {
-        self.hooks.before(Op::Revoke).await?;
-        self.inner.revoke_user_sessions(user, except).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
-        self.hooks.before(Op::UserEpoch).await?;
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, cloakroom::store::Error> {
-        self.hooks.before(Op::BumpUserEpoch).await?;
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> Result<usize, cloakroom::store::Error> {
-        self.hooks.before(Op::Purge).await?;
-        self.inner.purge_expired(now, limit).await
-    }
-}
-
 // ---------------------------------------------------------------- a store that can be stopped
 
 /// Wraps a store and fails every call with `Unavailable` while `down` is set.
 /// Also counts the writes (create, update, touch) that reach the store.
+#[derive(Default)]
 struct Switch {
     down: AtomicBool,
     writes: std::sync::atomic::AtomicUsize,
 }
 
 type Switchable = Hooked<Switch>;
-
-impl Switchable {
-    fn new(inner: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            hooks: Switch {
-                down: AtomicBool::new(false),
-                writes: std::sync::atomic::AtomicUsize::new(0),
-            },
-        })
-    }
-}
 
 impl Switch {
     fn writes(&self) -> usize {
@@ -341,6 +197,8 @@ impl Switch {
 
 #[async_trait]
 impl Hooks for Switch {
+    const COMPARE_AND_SWAP: bool = true;
+
     async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
         self.check()?;
         if matches!(op, Op::Create | Op::Update | Op::Touch) {
@@ -359,6 +217,47 @@ struct Browser {
     base: String,
     name: String,
     cookie: Option<String>,
+}
+
+/// A request a test sends: a method and a path, headers, and a urlencoded form.
+struct Req {
+    method: reqwest::Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    form: Option<String>,
+}
+
+impl Req {
+    fn new(method: reqwest::Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            headers: Vec::new(),
+            form: None,
+        }
+    }
+
+    fn get(path: impl Into<String>) -> Self {
+        Self::new(reqwest::Method::GET, path)
+    }
+
+    fn post(path: impl Into<String>) -> Self {
+        Self::new(reqwest::Method::POST, path)
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn headers(self, headers: &[(&str, &str)]) -> Self {
+        headers.iter().fold(self, |req, (k, v)| req.header(k, v))
+    }
+
+    fn form(mut self, form: impl Into<String>) -> Self {
+        self.form = Some(form.into());
+        self
+    }
 }
 
 struct Reply {
@@ -382,34 +281,23 @@ impl Browser {
         }
     }
 
-    async fn send(
-        &mut self,
-        method: reqwest::Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        form: Option<String>,
-    ) -> Reply {
-        let reply = self.send_once(method, path, headers, form).await;
+    async fn send(&mut self, req: Req) -> Reply {
+        let reply = self.send_once(req).await;
         self.absorb(&reply);
         reply
     }
 
     /// Sends without taking the answer's cookie (for concurrent requests).
-    async fn send_once(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        form: Option<String>,
-    ) -> Reply {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+    async fn send_once(&self, sent: Req) -> Reply {
+        let url = format!("{}{}", self.base, sent.path);
+        let mut req = self.http.request(sent.method, url);
         if let Some(c) = &self.cookie {
             req = req.header("cookie", format!("{}={c}", self.name));
         }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
+        for (k, v) in sent.headers {
+            req = req.header(k, v);
         }
-        if let Some(form) = form {
+        if let Some(form) = sent.form {
             req = req
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(form);
@@ -445,12 +333,33 @@ impl Browser {
         }
     }
 
+    /// Another visitor of the same site, with no cookie yet.
+    fn newcomer(&self) -> Self {
+        Self {
+            cookie: None,
+            ..self.clone()
+        }
+    }
+
     async fn get(&mut self, path: &str) -> Reply {
-        self.send(reqwest::Method::GET, path, &[], None).await
+        self.send(Req::get(path)).await
     }
 
     async fn post(&mut self, path: &str) -> Reply {
-        self.send(reqwest::Method::POST, path, &[], None).await
+        self.send(Req::post(path)).await
+    }
+
+    /// `POST path`: the answer's `Set-Cookie` lines, with the value of the cookie the browser
+    /// then holds written `VALUE`.
+    async fn post_set_cookie(&mut self, path: &str) -> Vec<String> {
+        let lines = self.post(path).await.set_cookie;
+        match &self.cookie {
+            Some(value) => lines
+                .iter()
+                .map(|line| line.replacen(&format!("={value};"), "=VALUE;", 1))
+                .collect(),
+            None => lines,
+        }
     }
 }
 
@@ -469,6 +378,11 @@ fn layer(store: Arc<dyn Store>, mode: Mode) -> SessionLayer {
         .with_mode(mode)
         .build()
         .unwrap()
+}
+
+/// How many sessions `user` has.
+async fn sessions(layer: &SessionLayer, user: &str) -> usize {
+    layer.manager().sessions_of(user).await.unwrap().len()
 }
 
 async fn started(store: Arc<dyn Store>) -> (SocketAddr, SessionLayer, Gates) {
@@ -491,8 +405,8 @@ async fn concurrent_pairs_keep_every_write(store: Arc<dyn Store>, pairs: usize) 
     for i in 0..pairs {
         let (pa, pb) = (format!("/set/a{i}/x"), format!("/set/b{i}/y"));
         let (a, b) = tokio::join!(
-            browser.send_once(reqwest::Method::POST, &pa, &[], None),
-            browser.send_once(reqwest::Method::POST, &pb, &[], None),
+            browser.send_once(Req::post(pa)),
+            browser.send_once(Req::post(pb)),
         );
         for r in [&a, &b] {
             assert_eq!(r.status, StatusCode::OK, "pair {i}: {}", r.body);
@@ -520,10 +434,7 @@ async fn logout_beats_a_slow_write(store: Arc<dyn Store>) {
     assert_eq!(browser.get("/whoami").await.body, "ada");
     let slow = {
         let b = browser.clone();
-        tokio::spawn(async move {
-            b.send_once(reqwest::Method::POST, "/slow-set/late", &[], None)
-                .await
-        })
+        tokio::spawn(async move { b.send_once(Req::post("/slow-set/late")).await })
     };
     gates.entered.notified().await;
     let mut other_tab = browser.clone();
@@ -539,7 +450,7 @@ async fn logout_beats_a_slow_write(store: Arc<dyn Store>) {
     );
     // The old cookie is dead and the slow write did not bring the session back.
     assert_eq!(browser.get("/whoami").await.body, "anonymous");
-    assert!(layer.manager().sessions_of("ada").await.unwrap().is_empty());
+    assert_eq!(sessions(&layer, "ada").await, 0);
 }
 
 async fn failures_write_nothing(store: Arc<dyn Store>) {
@@ -623,7 +534,8 @@ async fn login_cycles_the_id(store: Arc<dyn Store>) {
     assert_eq!(old.get("/get/cart").await.body, "none");
 }
 
-async fn store_down_is_503_then_recovers(switch: Arc<Switchable>) {
+async fn store_down_is_503_then_recovers(store: Arc<dyn Store>) {
+    let switch = Switchable::new(store, Switch::default());
     let (addr, _, _) = started(switch.clone()).await;
     let mut browser = Browser::new(addr);
     browser.post("/login/ada").await;
@@ -649,40 +561,93 @@ async fn store_down_is_503_then_recovers(switch: Arc<Switchable>) {
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "ada"));
 }
 
+// ---------------------------------------------------------------- the suite on every store
+
 fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
 }
 
-// ---------------------------------------------------------------- the memory store
-
-#[tokio::test]
-async fn memory_concurrent_pairs_keep_every_write() {
-    concurrent_pairs_keep_every_write(memory(), 1000).await;
+/// A store for a test, and the temporary directory of its files (if it has one), which goes
+/// with it.
+struct TestStore {
+    store: Arc<dyn Store>,
+    dir: Option<tempfile::TempDir>,
 }
 
-#[tokio::test]
-async fn memory_logout_beats_a_slow_write() {
-    logout_beats_a_slow_write(memory()).await;
+impl From<Arc<dyn Store>> for TestStore {
+    fn from(store: Arc<dyn Store>) -> Self {
+        Self { store, dir: None }
+    }
 }
 
-#[tokio::test]
-async fn memory_failures_write_nothing() {
-    failures_write_nothing(memory()).await;
+impl TestStore {
+    /// The SQLite file of a store from [`sqlite`].
+    fn sqlite_file(&self) -> std::path::PathBuf {
+        self.dir.as_ref().unwrap().path().join("sessions.db")
+    }
 }
 
-#[tokio::test]
-async fn memory_tampered_cookie_is_anonymous() {
-    tampered_cookie_is_anonymous(memory()).await;
+async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cloakroom_stores::SqliteStore::open(dir.path().join("sessions.db"))
+        .await
+        .unwrap();
+    TestStore {
+        store: Arc::new(store),
+        dir: Some(dir),
+    }
 }
 
-#[tokio::test]
-async fn memory_login_cycles_the_id() {
-    login_cycles_the_id(memory()).await;
+/// A store on the shared test Redis under a key prefix of its own.
+async fn redis() -> Arc<dyn Store> {
+    support::redis("cloakroom-tower-test:").await
 }
 
-#[tokio::test]
-async fn memory_store_down_is_503_then_recovers() {
-    store_down_is_503_then_recovers(Switchable::new(memory())).await;
+/// The suite on each store: for every store, a module of tests named after the scenarios,
+/// each on a [`TestStore`] of its own made by the store's expression.
+macro_rules! suite {
+    ($($store:ident: $make:expr),+ $(,)? => $scenarios:tt) => {
+        $(suite!(@on $store, $make, $scenarios);)+
+    };
+    (@on $store:ident, $make:expr, {
+        $($(#[$attr:meta])* $scenario:ident $(($($arg:expr),*))?),+ $(,)?
+    }) => {
+        mod $store {
+            use super::*;
+            $(
+                $(#[$attr])*
+                async fn $scenario() {
+                    let held: TestStore = $make;
+                    super::$scenario(held.store.clone() $($(, $arg)*)?).await;
+                }
+            )+
+        }
+    };
+}
+
+suite!(
+    memory: TestStore::from(memory()),
+    sqlite: sqlite().await,
+    redis: TestStore::from(redis().await) => {
+    #[tokio::test]
+    concurrent_pairs_keep_every_write(1000),
+    #[tokio::test]
+    logout_beats_a_slow_write,
+    #[tokio::test]
+    failures_write_nothing,
+    #[tokio::test]
+    tampered_cookie_is_anonymous,
+    #[tokio::test]
+    login_cycles_the_id,
+    #[tokio::test]
+    store_down_is_503_then_recovers,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    sixty_four_writers_of_one_session,
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sixty_four_writers_of_one_session() {
+    support::on_postgres("tower_", sixty_four_writers_of_one_session).await;
 }
 
 // ---------------------------------------------------------------- layer behaviour
@@ -773,7 +738,7 @@ async fn sign_out_other_sessions_ends_the_others_only() {
     let mut b = Browser::new(addr);
     a.post("/login/ada").await;
     b.post("/login/ada").await;
-    assert_eq!(layer.manager().sessions_of("ada").await.unwrap().len(), 2);
+    assert_eq!(sessions(&layer, "ada").await, 2);
     assert_eq!(a.post("/sign-out-others").await.body, "1");
     assert_eq!(b.get("/whoami").await.body, "anonymous");
     assert_eq!(a.get("/whoami").await.body, "ada");
@@ -822,13 +787,7 @@ async fn csrf_refuses_missing_wrong_and_cross_site() {
         browser.cookies.contains_key(CSRF_COOKIE) && !browser.cookies.contains_key(COOKIE),
         "an anonymous CSRF token lives in its own cookie, not in a session"
     );
-    let post = reqwest::Method::POST;
-    let r = browser
-        .send(post.clone(), "/submit", &[], Some("a=1".into()))
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "no token");
-    let r = browser.send(post.clone(), "/submit", &[], None).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "no token, no form");
+    browser.submit_without_a_token_is_refused().await;
     let other = browser.clone().get("/form").await.body; // same session, other mask: valid too
     let wrong = format!("{}A", &token[..token.len() - 1]);
     let wrong = if wrong == token {
@@ -836,65 +795,28 @@ async fn csrf_refuses_missing_wrong_and_cross_site() {
     } else {
         wrong
     };
-    let r = browser
-        .send(
-            post.clone(),
-            "/submit",
-            &[],
-            Some(format!("csrf_token={wrong}")),
-        )
-        .await;
+    let r = browser.post_token("/submit", &wrong).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong token");
+    let submit = || Req::post("/submit");
     let r = browser
-        .send(
-            post.clone(),
-            "/submit",
-            &[],
-            Some(format!("a=1&csrf_token={token}")),
-        )
+        .send(submit().form(format!("a=1&csrf_token={token}")))
         .await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
-    let r = browser
-        .send(post.clone(), "/submit", &[(CSRF_HEADER, &other)], None)
-        .await;
+    let r = browser.send(submit().header(CSRF_HEADER, &other)).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
-    let r = browser
-        .send(
-            post.clone(),
-            "/submit",
-            &[(CSRF_HEADER, &token), ("sec-fetch-site", "cross-site")],
-            None,
-        )
-        .await;
+    browser.submit_cross_site_is_refused(&token).await;
+    let same_origin = submit()
+        .header(CSRF_HEADER, &token)
+        .header("origin", "http://app.test");
     assert_eq!(
-        r.status,
-        StatusCode::FORBIDDEN,
-        "cross-site by Sec-Fetch-Site"
+        browser.send(same_origin).await.status,
+        StatusCode::OK,
+        "same origin"
     );
-    let r = browser
-        .send(
-            post.clone(),
-            "/submit",
-            &[(CSRF_HEADER, &token), ("origin", "http://evil.test")],
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "cross-site by Origin");
-    let r = browser
-        .send(
-            post.clone(),
-            "/submit",
-            &[(CSRF_HEADER, &token), ("origin", "http://app.test")],
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "same origin");
     // Another session's token is refused.
     let mut mallory = Jar::new(addr);
     mallory.get("/form").await;
-    let r = mallory
-        .send(post, "/submit", &[(CSRF_HEADER, &token)], None)
-        .await;
+    let r = mallory.send(submit().header(CSRF_HEADER, &token)).await;
     assert_eq!(
         r.status,
         StatusCode::FORBIDDEN,
@@ -902,112 +824,7 @@ async fn csrf_refuses_missing_wrong_and_cross_site() {
     );
 }
 
-// ---------------------------------------------------------------- SQLite
-
-struct Sqlite {
-    store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
-}
-
-async fn sqlite() -> Sqlite {
-    let dir = tempfile::tempdir().unwrap();
-    let store = cloakroom_stores::SqliteStore::open(dir.path().join("sessions.db"))
-        .await
-        .unwrap();
-    Sqlite {
-        store: Arc::new(store),
-        _dir: dir,
-    }
-}
-
-#[tokio::test]
-async fn sqlite_concurrent_pairs_keep_every_write() {
-    let db = sqlite().await;
-    concurrent_pairs_keep_every_write(db.store.clone(), 1000).await;
-}
-
-#[tokio::test]
-async fn sqlite_logout_beats_a_slow_write() {
-    let db = sqlite().await;
-    logout_beats_a_slow_write(db.store.clone()).await;
-}
-
-#[tokio::test]
-async fn sqlite_failures_write_nothing() {
-    let db = sqlite().await;
-    failures_write_nothing(db.store.clone()).await;
-}
-
-#[tokio::test]
-async fn sqlite_tampered_cookie_is_anonymous() {
-    let db = sqlite().await;
-    tampered_cookie_is_anonymous(db.store.clone()).await;
-}
-
-#[tokio::test]
-async fn sqlite_login_cycles_the_id() {
-    let db = sqlite().await;
-    login_cycles_the_id(db.store.clone()).await;
-}
-
-#[tokio::test]
-async fn sqlite_store_down_is_503_then_recovers() {
-    let db = sqlite().await;
-    store_down_is_503_then_recovers(Switchable::new(db.store.clone())).await;
-}
-
 // ---------------------------------------------------------------- Redis
-
-fn redis_url() -> String {
-    std::env::var("CLOAKROOM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// A store on the shared test Redis under a key prefix of its own.
-async fn redis() -> Arc<dyn Store> {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let prefix = format!(
-        "cloakroom-tower-test:{}:{}:{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst),
-        cloakroom::SessionId::generate().unwrap().hash()
-    );
-    let url = redis_url();
-    match cloakroom_stores::RedisStore::builder(url.as_str())
-        .with_prefix(prefix)
-        .connect()
-        .await
-    {
-        Ok(store) => Arc::new(store),
-        Err(e) => panic!(
-            "no Redis at {url} ({e}); start one with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no (or run scripts/test --setup-only), or set CLOAKROOM_TEST_REDIS"
-        ),
-    }
-}
-
-#[tokio::test]
-async fn redis_concurrent_pairs_keep_every_write() {
-    concurrent_pairs_keep_every_write(redis().await, 1000).await;
-}
-
-#[tokio::test]
-async fn redis_logout_beats_a_slow_write() {
-    logout_beats_a_slow_write(redis().await).await;
-}
-
-#[tokio::test]
-async fn redis_failures_write_nothing() {
-    failures_write_nothing(redis().await).await;
-}
-
-#[tokio::test]
-async fn redis_tampered_cookie_is_anonymous() {
-    tampered_cookie_is_anonymous(redis().await).await;
-}
-
-#[tokio::test]
-async fn redis_login_cycles_the_id() {
-    login_cycles_the_id(redis().await).await;
-}
 
 /// A redis-server of this test's own on a free loopback port, persisted with an fsync'd
 /// append-only file so a kill and a restart keep the sessions.
@@ -1170,13 +987,7 @@ async fn cookie_headers_are_marked_sensitive() {
         .unwrap();
     let set_cookie = response.headers().get("set-cookie").unwrap();
     assert!(set_cookie.is_sensitive(), "Set-Cookie is marked sensitive");
-    let pair = set_cookie
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let pair = cookie_pair(response.headers()).unwrap();
     let request = axum::http::Request::get("/probe")
         .header("cookie", pair)
         .body(Body::empty())
@@ -1191,7 +1002,7 @@ async fn cookie_headers_are_marked_sensitive() {
 #[tokio::test]
 async fn sliding_expiry_writes_only_when_the_policy_says_so() {
     let clock = cloakroom::ManualClock::new(1_700_000_000);
-    let store = Switchable::new(memory());
+    let store = Switchable::new(memory(), Switch::default());
     let layer = SessionLayer::builder()
         .key_ring(&KeyRing::generate().unwrap())
         .store(store.clone())
@@ -1355,17 +1166,23 @@ mod migrate {
         (addr, layer)
     }
 
-    /// Sends `path` with the browser's Cloakroom cookie (if any) and the legacy cookie.
-    async fn with_legacy(
-        browser: &mut Browser,
-        method: reqwest::Method,
-        path: &str,
-        legacy: &str,
-    ) -> Reply {
+    /// Sends `req` with the browser's Cloakroom cookie (if any) and the legacy cookie.
+    async fn with_legacy(browser: &mut Browser, req: Req, legacy: &str) -> Reply {
         let header = format!("{LEGACY}={legacy}");
-        browser
-            .send(method, path, &[("cookie", header.as_str())], None)
-            .await
+        browser.send(req.header("cookie", &header)).await
+    }
+
+    /// `GET /whoami` with the legacy cookie.
+    async fn whoami_with(browser: &mut Browser, legacy: &str) -> Reply {
+        with_legacy(browser, Req::get("/whoami"), legacy).await
+    }
+
+    /// A browser on a site migrating the Flask vector's cookie a minute after it was signed
+    /// (`keep`: and leaving it in place), the site's layer, and that cookie.
+    async fn vector_site(keep: bool) -> (Browser, SessionLayer, String) {
+        let (secret, cookie, signed_at) = flask_vector();
+        let (addr, layer) = started(&secret, signed_at + 60, keep).await;
+        (Browser::new(addr), layer, cookie)
     }
 
     fn expires_legacy(reply: &Reply) -> bool {
@@ -1388,13 +1205,29 @@ mod migrate {
             .any(|c| c.starts_with(&format!("{COOKIE}=")) && !c.contains("Max-Age=0"))
     }
 
+    /// The answer migrated: a Cloakroom cookie set, the legacy one expired.
+    fn assert_migrated(reply: &Reply) {
+        assert!(
+            sets_cloakroom(reply) && expires_legacy(reply),
+            "{:?}",
+            reply.set_cookie
+        );
+    }
+
+    /// The answer refused the legacy cookie: expired, and no Cloakroom cookie set.
+    fn assert_refused(reply: &Reply) {
+        assert!(
+            expires_legacy(reply) && !sets_cloakroom(reply),
+            "{:?}",
+            reply.set_cookie
+        );
+    }
+
     #[tokio::test]
     async fn a_flask_cookie_becomes_a_cloakroom_login_in_one_request() {
-        let (secret, cookie, signed_at) = flask_vector();
-        let (addr, layer) = started(&secret, signed_at + 60, false).await;
-        let mut browser = Browser::new(addr);
+        let (mut browser, layer, cookie) = vector_site(false).await;
 
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, "42", "the handler already sees the migrated user");
         assert!(sets_cloakroom(&r), "{:?}", r.set_cookie);
@@ -1427,13 +1260,9 @@ mod migrate {
             .unwrap();
         let (addr, layer) = started("another flask secret", now, false).await;
         let mut browser = Browser::new(addr);
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/get/theme", &cookie).await;
+        let r = with_legacy(&mut browser, Req::get("/get/theme"), &cookie).await;
         assert_eq!(r.body, "dark");
-        assert!(
-            sets_cloakroom(&r) && expires_legacy(&r),
-            "{:?}",
-            r.set_cookie
-        );
+        assert_migrated(&r);
         assert_eq!(browser.get("/whoami").await.body, "u7");
         assert_eq!(browser.get("/get/theme").await.body, "dark");
         assert_eq!(
@@ -1441,18 +1270,14 @@ mod migrate {
             "theme",
             "the cart stayed behind"
         );
-        assert_eq!(layer.manager().sessions_of("u7").await.unwrap().len(), 1);
+        assert_eq!(sessions(&layer, "u7").await, 1);
 
         // A valid Flask session without a user: anonymous, and the cookie is expired.
         let anonymous = flask.write(&json!({"csrf": "abc"}), now).unwrap();
         let mut other = Browser::new(addr);
-        let r = with_legacy(&mut other, reqwest::Method::GET, "/whoami", &anonymous).await;
+        let r = whoami_with(&mut other, &anonymous).await;
         assert_eq!(r.body, "anonymous");
-        assert!(
-            expires_legacy(&r) && !sets_cloakroom(&r),
-            "{:?}",
-            r.set_cookie
-        );
+        assert_refused(&r);
     }
 
     #[tokio::test]
@@ -1465,80 +1290,58 @@ mod migrate {
             bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
             let bad = String::from_utf8(bad).unwrap();
             let mut browser = Browser::new(addr);
-            let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &bad).await;
+            let r = whoami_with(&mut browser, &bad).await;
             assert_eq!(r.status, StatusCode::OK);
             assert_eq!(r.body, "anonymous");
-            assert!(expires_legacy(&r), "{:?}", r.set_cookie);
-            assert!(!sets_cloakroom(&r), "{:?}", r.set_cookie);
+            assert_refused(&r);
             assert!(browser.cookie.is_none());
         }
         // Garbage is no error page either.
         let mut browser = Browser::new(addr);
-        let r = with_legacy(
-            &mut browser,
-            reqwest::Method::GET,
-            "/whoami",
-            "not.a.cookie",
-        )
-        .await;
+        let r = whoami_with(&mut browser, "not.a.cookie").await;
         assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "anonymous"));
         assert!(expires_legacy(&r));
-        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
+        assert_eq!(sessions(&layer, "42").await, 0);
 
         // Past Flask's 31 days: expired, so anonymous.
         let (late, _) = started(&secret, signed_at + 32 * 86_400, false).await;
         let mut browser = Browser::new(late);
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.body, "anonymous");
-        assert!(
-            expires_legacy(&r) && !sets_cloakroom(&r),
-            "{:?}",
-            r.set_cookie
-        );
+        assert_refused(&r);
     }
 
     #[tokio::test]
     async fn a_cloakroom_login_wins_over_a_legacy_cookie() {
-        let (secret, cookie, signed_at) = flask_vector();
-        let (addr, layer) = started(&secret, signed_at + 60, false).await;
-        let mut browser = Browser::new(addr);
+        let (mut browser, layer, cookie) = vector_site(false).await;
         browser.post("/login/ada").await;
         let ada = browser.cookie.clone();
         assert!(ada.is_some());
 
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.body, "ada");
-        assert!(expires_legacy(&r), "{:?}", r.set_cookie);
-        assert!(!sets_cloakroom(&r), "{:?}", r.set_cookie);
+        assert_refused(&r);
         assert_eq!(browser.cookie, ada, "the Cloakroom cookie is unchanged");
-        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
-        assert_eq!(layer.manager().sessions_of("ada").await.unwrap().len(), 1);
+        assert_eq!(sessions(&layer, "42").await, 0);
+        assert_eq!(sessions(&layer, "ada").await, 1);
     }
 
     #[tokio::test]
     async fn a_failed_request_migrates_nothing_and_the_next_one_does() {
-        let (secret, cookie, signed_at) = flask_vector();
-        let (addr, layer) = started(&secret, signed_at + 60, false).await;
-        let mut browser = Browser::new(addr);
-        let r = with_legacy(&mut browser, reqwest::Method::POST, "/fail500/x", &cookie).await;
+        let (mut browser, layer, cookie) = vector_site(false).await;
+        let r = with_legacy(&mut browser, Req::post("/fail500/x"), &cookie).await;
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(r.set_cookie.is_empty(), "{:?}", r.set_cookie);
-        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_eq!(sessions(&layer, "42").await, 0);
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.body, "42");
-        assert!(
-            sets_cloakroom(&r) && expires_legacy(&r),
-            "{:?}",
-            r.set_cookie
-        );
+        assert_migrated(&r);
     }
 
     #[tokio::test]
     async fn keep_legacy_cookie_leaves_it_for_the_old_app() {
-        let (secret, cookie, signed_at) = flask_vector();
-        let (addr, _) = started(&secret, signed_at + 60, true).await;
-        let mut browser = Browser::new(addr);
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        let (mut browser, _, cookie) = vector_site(true).await;
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.body, "42");
         assert!(sets_cloakroom(&r), "{:?}", r.set_cookie);
         assert!(!touches_legacy(&r), "{:?}", r.set_cookie);
@@ -1555,7 +1358,7 @@ mod migrate {
             .unwrap();
         let (addr, _) = started_with(migration, ManualClock::new(signed_at + 60)).await;
         let mut browser = Browser::new(addr);
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.body, "42");
         let line = r
             .set_cookie
@@ -1586,43 +1389,35 @@ mod migrate {
 
     #[tokio::test]
     async fn after_a_cloakroom_logout_the_legacy_cookie_stays_dead() {
-        let (secret, cookie, signed_at) = flask_vector();
-        let (addr, layer) = started(&secret, signed_at + 60, false).await;
-        let mut browser = Browser::new(addr);
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        let (mut browser, layer, cookie) = vector_site(false).await;
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.body, "42");
         let r = browser.post("/logout").await;
         assert_eq!(r.status, StatusCode::OK);
         assert!(browser.cookie.is_none());
 
         // The browser ignored the expiry (or a thief copied the cookie): still logged out.
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &cookie).await;
+        let r = whoami_with(&mut browser, &cookie).await;
         assert_eq!(r.body, "anonymous");
-        assert!(
-            expires_legacy(&r) && !sets_cloakroom(&r),
-            "{:?}",
-            r.set_cookie
-        );
-        let mut thief = Browser::new(addr);
-        let r = with_legacy(&mut thief, reqwest::Method::GET, "/whoami", &cookie).await;
+        assert_refused(&r);
+        let mut thief = browser.newcomer();
+        let r = whoami_with(&mut thief, &cookie).await;
         assert_eq!(r.body, "anonymous");
-        assert!(layer.manager().sessions_of("42").await.unwrap().is_empty());
+        assert_eq!(sessions(&layer, "42").await, 0);
     }
 
     #[tokio::test]
     async fn a_legacy_cookie_logs_in_only_once() {
-        let (secret, cookie, signed_at) = flask_vector();
-        let (addr, layer) = started(&secret, signed_at + 60, false).await;
-        let mut first = Browser::new(addr);
-        let r = with_legacy(&mut first, reqwest::Method::GET, "/whoami", &cookie).await;
+        let (mut first, layer, cookie) = vector_site(false).await;
+        let r = whoami_with(&mut first, &cookie).await;
         assert_eq!(r.body, "42");
-        let mut copy = Browser::new(addr);
-        let r = with_legacy(&mut copy, reqwest::Method::GET, "/whoami", &cookie).await;
+        let mut copy = first.newcomer();
+        let r = whoami_with(&mut copy, &cookie).await;
         assert_eq!(
             r.body, "anonymous",
             "a copy of a used cookie logs no one in"
         );
-        assert_eq!(layer.manager().sessions_of("42").await.unwrap().len(), 1);
+        assert_eq!(sessions(&layer, "42").await, 1);
         // The used marker is no session of anyone's.
         assert_eq!(first.get("/whoami").await.body, "42");
     }
@@ -1641,28 +1436,24 @@ mod migrate {
         layer.manager().revoke_user("u9").await.unwrap();
         clock.advance(std::time::Duration::from_secs(10));
         let mut browser = Browser::new(addr);
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &before).await;
+        let r = whoami_with(&mut browser, &before).await;
         assert_eq!(r.body, "anonymous", "issued before the revocation");
-        assert!(
-            expires_legacy(&r) && !sets_cloakroom(&r),
-            "{:?}",
-            r.set_cookie
-        );
+        assert_refused(&r);
         // Still refused later on.
         clock.advance(std::time::Duration::from_secs(3600));
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &before).await;
+        let r = whoami_with(&mut browser, &before).await;
         assert_eq!(r.body, "anonymous");
 
         // A cookie the old app issued after the revocation (the user logged in there again)
         // migrates.
         let after = flask.write(&json!({"user_id": "u9"}), clock.now()).unwrap();
         clock.advance(std::time::Duration::from_secs(1));
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &after).await;
+        let r = whoami_with(&mut browser, &after).await;
         assert_eq!(r.body, "u9");
         // Another user, never revoked, migrates as before.
         let other = flask.write(&json!({"user_id": "u10"}), now - 100).unwrap();
         let mut browser = Browser::new(addr);
-        let r = with_legacy(&mut browser, reqwest::Method::GET, "/whoami", &other).await;
+        let r = whoami_with(&mut browser, &other).await;
         assert_eq!(r.body, "u10");
     }
 
@@ -1697,16 +1488,8 @@ mod migrate {
         let (addr, _) = started_with(migration, ManualClock::new(now)).await;
         let send = move |cookie: String| async move {
             let mut browser = Browser::new(addr);
-            let header = format!("_app={cookie}");
-            browser
-                .send(
-                    reqwest::Method::GET,
-                    "/whoami",
-                    &[("cookie", header.as_str())],
-                    None,
-                )
-                .await
-                .body
+            let req = Req::get("/whoami").header("cookie", &format!("_app={cookie}"));
+            browser.send(req).await.body
         };
         let user = json!({"user_id": 5});
         assert_eq!(
@@ -1799,13 +1582,14 @@ async fn a_restart_with_the_key_file_keeps_the_user_signed_in() {
 
 // ---------------------------------------------------------------- cookie options sites ask for
 
+/// A layer's builder, given to a test's `configure`.
+type Configuring = cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>;
+
 /// A layer on a manual clock at `NOW`, configured by `configure`.
 fn configured(
     store: Arc<dyn Store>,
     clock: &cloakroom::ManualClock,
-    configure: impl FnOnce(
-        cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
-    ) -> cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
+    configure: impl FnOnce(Configuring) -> Configuring,
 ) -> Result<SessionLayer, Error> {
     let builder = SessionLayer::builder()
         .key_ring(&KeyRing::generate().unwrap())
@@ -1828,6 +1612,14 @@ async fn remember_login(
     Ok("ok")
 }
 
+/// Serves [`site_app`] on a memory store and a layer on `clock`, configured by `configure`.
+async fn site(
+    clock: &cloakroom::ManualClock,
+    configure: impl FnOnce(Configuring) -> Configuring,
+) -> SocketAddr {
+    serve(site_app(configured(memory(), clock, configure).unwrap())).await
+}
+
 fn site_app(layer: SessionLayer) -> Router {
     Router::new()
         .route("/remember/{user}/{days}", post(remember_login))
@@ -1838,46 +1630,33 @@ fn site_app(layer: SessionLayer) -> Router {
 #[tokio::test]
 async fn set_cookie_lines_are_exact() {
     let clock = cloakroom::ManualClock::new(NOW);
-    let addr = serve(site_app(configured(memory(), &clock, |b| b).unwrap())).await;
+    let addr = site(&clock, |b| b).await;
     let mut browser = Browser::new(addr);
-    let r = browser.post("/login/ada").await;
-    let value = browser.cookie.clone().unwrap();
     assert_eq!(
-        r.set_cookie,
-        [format!(
-            "{COOKIE}={value}; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=43200"
-        )]
+        browser.post_set_cookie("/login/ada").await,
+        ["__Host-session=VALUE; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=43200"]
     );
-    let r = browser.post("/logout").await;
     assert_eq!(
-        r.set_cookie,
-        [format!(
-            "{COOKIE}=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-        )]
+        browser.post_set_cookie("/logout").await,
+        ["__Host-session=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]
     );
 
     // A shared login across subdomains: its removal carries the same Domain and SameSite,
     // or the browser would keep the cookie.
-    let layer = configured(memory(), &clock, |b| {
+    let addr = site(&clock, |b| {
         b.with_cookie_name("__Secure-shop")
             .with_cookie_domain("Example.com")
             .with_same_site(cloakroom_tower::SameSite::Strict)
     })
-    .unwrap();
-    let addr = serve(site_app(layer)).await;
+    .await;
     let mut browser = Browser::named(addr, "__Secure-shop");
-    let r = browser.post("/login/ada").await;
-    let value = browser.cookie.clone().unwrap();
     assert_eq!(
-        r.set_cookie,
-        [format!(
-            "__Secure-shop={value}; HttpOnly; SameSite=Strict; Secure; Path=/; Domain=example.com; Max-Age=43200"
-        )]
+        browser.post_set_cookie("/login/ada").await,
+        ["__Secure-shop=VALUE; HttpOnly; SameSite=Strict; Secure; Path=/; Domain=example.com; Max-Age=43200"]
     );
     assert_eq!(browser.get("/whoami").await.body, "ada");
-    let r = browser.post("/logout").await;
     assert_eq!(
-        r.set_cookie,
+        browser.post_set_cookie("/logout").await,
         ["__Secure-shop=; HttpOnly; SameSite=Strict; Secure; Path=/; Domain=example.com; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]
     );
 }
@@ -1924,35 +1703,25 @@ async fn same_site_none_needs_secure() {
     let message = refused.unwrap_err().to_string();
     assert!(message.contains("SameSite=None"), "{message}");
 
-    let layer = configured(memory(), &clock, |b| {
+    let addr = site(&clock, |b| {
         b.with_same_site(cloakroom_tower::SameSite::None)
     })
-    .unwrap();
-    let addr = serve(site_app(layer)).await;
+    .await;
     let mut browser = Browser::new(addr);
-    let r = browser.post("/set/a/1").await;
-    let value = browser.cookie.clone().unwrap();
     assert_eq!(
-        r.set_cookie,
-        [format!(
-            "{COOKIE}={value}; HttpOnly; SameSite=None; Secure; Path=/; Max-Age=43200"
-        )]
+        browser.post_set_cookie("/set/a/1").await,
+        ["__Host-session=VALUE; HttpOnly; SameSite=None; Secure; Path=/; Max-Age=43200"]
     );
 }
 
 #[tokio::test]
 async fn browser_session_cookies_have_no_max_age_and_still_expire_on_the_server() {
     let clock = cloakroom::ManualClock::new(NOW);
-    let layer = configured(memory(), &clock, |b| b.with_browser_session_cookie()).unwrap();
-    let addr = serve(site_app(layer)).await;
+    let addr = site(&clock, |b| b.with_browser_session_cookie()).await;
     let mut browser = Browser::new(addr);
-    let r = browser.post("/login/ada").await;
-    let value = browser.cookie.clone().unwrap();
     assert_eq!(
-        r.set_cookie,
-        [format!(
-            "{COOKIE}={value}; HttpOnly; SameSite=Lax; Secure; Path=/"
-        )],
+        browser.post_set_cookie("/login/ada").await,
+        ["__Host-session=VALUE; HttpOnly; SameSite=Lax; Secure; Path=/"],
         "no Max-Age, no Expires: the cookie dies with the browser"
     );
     // The server's idle deadline still ends it, whatever the browser keeps.
@@ -1982,21 +1751,13 @@ async fn remember_me_is_bounded_by_the_policy() {
     // Asking for two days: two days, and a persistent cookie even with browser-session
     // cookies.
     let mut two = Browser::new(addr);
-    let r = two.post("/remember/ada/2").await;
-    assert!(
-        r.set_cookie[0].ends_with("; Max-Age=172800"),
-        "{:?}",
-        r.set_cookie
-    );
+    let lines = two.post_set_cookie("/remember/ada/2").await;
+    assert!(lines[0].ends_with("; Max-Age=172800"), "{lines:?}");
 
     // Asking for a year: cut to the policy's week.
     let mut year = Browser::new(addr);
-    let r = year.post("/remember/bob/365").await;
-    assert!(
-        r.set_cookie[0].ends_with("; Max-Age=604800"),
-        "{:?}",
-        r.set_cookie
-    );
+    let lines = year.post_set_cookie("/remember/bob/365").await;
+    assert!(lines[0].ends_with("; Max-Age=604800"), "{lines:?}");
     let bob = layer.manager().sessions_of("bob").await.unwrap();
     assert_eq!(bob[0].absolute_deadline, NOW + 7 * 86_400);
 
@@ -2044,15 +1805,7 @@ async fn a_planted_cookie_sent_first_neither_hides_nor_removes_the_real_one() {
             format!("{COOKIE}={planted}; {COOKIE}={real}"),
             format!("{COOKIE}={planted}; other=1; {COOKIE}={real}"),
         ] {
-            let anonymous = Browser::new(addr);
-            let r = anonymous
-                .send_once(
-                    reqwest::Method::GET,
-                    "/whoami",
-                    &[("cookie", header.as_str())],
-                    None,
-                )
-                .await;
+            let r = whoami_sending(addr, &[&header]).await;
             assert_eq!(r.body, "ada", "{header}");
             assert!(
                 r.set_cookie.is_empty(),
@@ -2062,56 +1815,38 @@ async fn a_planted_cookie_sent_first_neither_hides_nor_removes_the_real_one() {
         }
     }
     // Two Cookie header lines are one list too.
-    let r = Browser::new(addr)
-        .send_once(
-            reqwest::Method::GET,
-            "/whoami",
-            &[
-                ("cookie", format!("{COOKIE}=junk").as_str()),
-                ("cookie", format!("{COOKIE}={real}").as_str()),
-            ],
-            None,
-        )
-        .await;
+    let junk = format!("{COOKIE}=junk");
+    let r = whoami_sending(addr, &[&junk, &format!("{COOKIE}={real}")]).await;
     assert_eq!(r.body, "ada");
     assert!(r.set_cookie.is_empty(), "{:?}", r.set_cookie);
     // Only planted ones: anonymous, and the stale cookie is removed.
-    let r = Browser::new(addr)
-        .send_once(
-            reqwest::Method::GET,
-            "/whoami",
-            &[(
-                "cookie",
-                format!("{COOKIE}=junk; {COOKIE}={foreign}").as_str(),
-            )],
-            None,
-        )
-        .await;
+    let r = whoami_sending(addr, &[&format!("{junk}; {COOKIE}={foreign}")]).await;
     assert_eq!(r.body, "anonymous");
     assert!(r.set_cookie[0].contains("Max-Age=0"), "{:?}", r.set_cookie);
 }
 
+/// `GET /whoami` from a new browser that sends `lines` as its `Cookie` header lines.
+async fn whoami_sending(addr: SocketAddr, lines: &[&str]) -> Reply {
+    let req = lines
+        .iter()
+        .fold(Req::get("/whoami"), |req, line| req.header("cookie", line));
+    Browser::new(addr).send_once(req).await
+}
+
 /// Collects what `tracing` writes while `f` runs.
 fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
+    use std::io::{Read, Seek};
+    // A temporary file: `&File` writes, so an `Arc` of one is a `MakeWriter`.
+    let file = Arc::new(tempfile::tempfile().unwrap());
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
+        .with_writer(file.clone())
         .with_ansi(false)
         .finish();
     let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let mut text = String::new();
+    let mut read = &*file;
+    read.rewind().unwrap();
+    read.read_to_string(&mut text).unwrap();
     (out, text)
 }
 
@@ -2154,18 +1889,14 @@ async fn serve_with_peer(router: Router) -> SocketAddr {
 }
 
 async fn device_after_login(
-    configure: impl FnOnce(
-        cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
-    ) -> cloakroom_tower::Builder<KeyRing, Arc<dyn Store>>,
+    configure: impl FnOnce(Configuring) -> Configuring,
     headers: &[(&str, &str)],
 ) -> Device {
     let clock = cloakroom::ManualClock::new(NOW);
     let layer = configured(memory(), &clock, configure).unwrap();
     let addr = serve_with_peer(app(layer.clone(), Gates::default())).await;
     let mut browser = Browser::new(addr);
-    let r = browser
-        .send(reqwest::Method::POST, "/login/ada", headers, None)
-        .await;
+    let r = browser.send(Req::post("/login/ada").headers(headers)).await;
     assert_eq!(r.status, StatusCode::OK);
     let sessions = layer.manager().sessions_of("ada").await.unwrap();
     sessions[0].device.clone()
@@ -2218,7 +1949,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_address_is_recorded() {
     let layer = configured(memory(), &clock, |b| b.with_trusted_proxies(["127.0.0.1"])).unwrap();
     let addr = serve(app(layer.clone(), Gates::default())).await;
     Browser::new(addr)
-        .send(reqwest::Method::POST, "/login/ada", &headers, None)
+        .send(Req::post("/login/ada").headers(&headers))
         .await;
     let sessions = layer.manager().sessions_of("ada").await.unwrap();
     assert_eq!(sessions[0].device.ip, None);
@@ -2241,52 +1972,36 @@ async fn any_body_type_and_errors_pass_through() {
         }
         Ok::<_, std::io::Error>(axum::http::Response::new(body.into_bytes()))
     });
-    let store = Switchable::new(memory());
+    let store = Switchable::new(memory(), Switch::default());
     let mut service = layer(store.clone(), Mode::Server).layer(inner);
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(axum::http::Request::new("hello".to_owned()))
+    async fn ready_call<S: Service<R>, R>(s: &mut S, request: R) -> Result<S::Response, S::Error> {
+        let Ok(ready) = s.ready().await else {
+            panic!("the service is not ready");
+        };
+        ready.call(request).await
+    }
+    let response = ready_call(&mut service, axum::http::Request::new("hello".to_owned()))
         .await
         .unwrap();
     assert_eq!(response.body(), b"hello");
     assert!(response.headers().contains_key("set-cookie"));
     assert_eq!(store.writes(), 1);
-    let err = service
-        .ready()
-        .await
-        .unwrap()
-        .call(axum::http::Request::new("fail".to_owned()))
+    let err = ready_call(&mut service, axum::http::Request::new("fail".to_owned()))
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "the backend failed");
     assert_eq!(store.writes(), 1, "an error writes nothing");
     // The layer's own answers have an empty body of the service's type.
-    let pair = {
-        let r = service
-            .ready()
-            .await
-            .unwrap()
-            .call(axum::http::Request::new("again".to_owned()))
-            .await
-            .unwrap();
-        let line = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-        line.split(';').next().unwrap().to_owned()
-    };
-    store.down.store(true, Ordering::SeqCst);
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(
-            axum::http::Request::builder()
-                .header("cookie", pair)
-                .body("x".to_owned())
-                .unwrap(),
-        )
+    let again = ready_call(&mut service, axum::http::Request::new("again".to_owned()))
         .await
         .unwrap();
+    let pair = cookie_pair(again.headers()).unwrap();
+    store.down.store(true, Ordering::SeqCst);
+    let request = axum::http::Request::builder()
+        .header("cookie", pair)
+        .body("x".to_owned())
+        .unwrap();
+    let response = ready_call(&mut service, request).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.body().is_empty());
     assert_eq!(response.headers()["retry-after"], "2");
@@ -2339,21 +2054,17 @@ struct Gate {
 
 type Gated = Hooked<Gate>;
 
-impl Gated {
-    fn new(op: &'static str) -> Arc<Self> {
-        Arc::new(Self {
-            inner: Arc::new(MemoryStore::new()),
-            hooks: Gate {
-                op,
-                entered: Notify::new(),
-                open: tokio::sync::watch::channel(false).0,
-            },
-        })
-    }
-}
-
 impl Gate {
-    /// Makes the operation wait again (the gate starts open for setting things up).
+    /// A gate on `op`, open until closed (for setting things up).
+    fn on(op: &'static str) -> Self {
+        Self {
+            op,
+            entered: Notify::new(),
+            open: tokio::sync::watch::channel(true).0,
+        }
+    }
+
+    /// Makes the operation wait.
     fn close(&self) {
         self.open.send_replace(false);
     }
@@ -2379,6 +2090,8 @@ impl Gate {
 
 #[async_trait]
 impl Hooks for Gate {
+    const COMPARE_AND_SWAP: bool = true;
+
     async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
         let name = match op {
             Op::Create => "create",
@@ -2390,6 +2103,18 @@ impl Hooks for Gate {
         self.gate(name).await;
         Ok(())
     }
+}
+
+/// A memory store gated on `op`, and a server-mode layer on it.
+fn gated(op: &'static str) -> (Arc<Gated>, SessionLayer) {
+    let store = Gated::new(memory(), Gate::on(op));
+    let layer = layer(store.clone(), Mode::Server);
+    (store, layer)
+}
+
+/// The timeout the tests put around a handler or a whole request.
+fn timeout() -> tower::timeout::TimeoutLayer {
+    tower::timeout::TimeoutLayer::new(std::time::Duration::from_millis(200))
 }
 
 async fn note_then_sign_out(session: Session) -> Result<String, Error> {
@@ -2407,17 +2132,12 @@ async fn too_slow(session: Session, _: BoxError) -> axum::response::Redirect {
 #[tokio::test]
 async fn a_sign_out_cut_off_by_a_timeout_leaves_the_session_in_its_slot() {
     use axum::error_handling::HandleErrorLayer;
-    use std::time::Duration;
     use tower::ServiceBuilder;
 
-    let store = Gated::new("revoke");
-    store.release();
-    let layer = layer(store.clone(), Mode::Server);
+    let (store, layer) = gated("revoke");
     let timed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(too_slow))
-        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
-            200,
-        )));
+        .layer(timeout());
     let router = Router::new()
         .route("/slow-sign-out", post(note_then_sign_out).layer(timed))
         .layer(layer.clone())
@@ -2455,53 +2175,73 @@ async fn a_sign_out_cut_off_by_a_timeout_leaves_the_session_in_its_slot() {
     assert_eq!(phone.get("/whoami").await.body, "anonymous");
 }
 
-/// Sends `POST path` with no cookie through `service`; the `name=value` of the cookie set.
-async fn post_for_cookie<S>(service: &S, path: &str) -> String
+/// A tower service under test, called without a server, and the session cookie it set.
+struct Called<S> {
+    service: S,
+    cookie: String,
+}
+
+impl<S> Called<S>
 where
     S: tower::Service<
             axum::http::Request<axum::body::Body>,
             Response = axum::http::Response<axum::body::Body>,
+            Error = BoxError,
         > + Clone,
-    S::Error: std::fmt::Debug,
 {
-    use tower::ServiceExt;
-    let response = service
-        .clone()
-        .oneshot(
-            axum::http::Request::post(path)
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let line = response.headers()["set-cookie"].to_str().unwrap();
-    line.split(';').next().unwrap().to_owned()
-}
+    /// Sends `POST path` with no cookie; the session cookie it sets is sent from then on.
+    async fn start(service: S, path: &str) -> Self {
+        let request = axum::http::Request::post(path).body(axum::body::Body::empty());
+        let response = Self::oneshot(&service, request.unwrap()).await.unwrap();
+        let cookie = cookie_pair(response.headers()).expect("a session cookie");
+        Self { service, cookie }
+    }
 
-/// A request of `method` for `path` that sends `cookie`.
-fn with_cookie(method: &str, path: &str, cookie: &str) -> axum::http::Request<axum::body::Body> {
-    axum::http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("cookie", cookie)
-        .body(axum::body::Body::empty())
-        .unwrap()
-}
+    async fn oneshot(
+        service: &S,
+        request: axum::http::Request<axum::body::Body>,
+    ) -> Result<axum::http::Response<axum::body::Body>, BoxError> {
+        use tower::ServiceExt;
+        service.clone().oneshot(request).await
+    }
 
-/// A response's body as text.
-async fn body_text(r: axum::http::Response<axum::body::Body>) -> String {
-    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    /// Sends a request of `method` for `path` with the session cookie.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<axum::http::Response<axum::body::Body>, BoxError> {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("cookie", &self.cookie)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        Self::oneshot(&self.service, request).await
+    }
+
+    /// `GET path`: the answer's body as text.
+    async fn text(&self, path: &str) -> String {
+        let response = self.send("GET", path).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// Sends `POST path` while `store`'s gate is closed: the timeout cuts the request off.
+    /// Then opens the gate.
+    async fn cut_off(&self, store: &Gated, path: &str) {
+        store.close();
+        let err = self.send("POST", path).await.unwrap_err();
+        assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+        store.release();
+    }
 }
 
 #[tokio::test]
 async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
-    use std::time::Duration;
-    use tower::{ServiceBuilder, ServiceExt};
-
-    let store = Gated::new("revoke");
-    store.release();
-    let layer = layer(store.clone(), Mode::Server);
+    let (store, layer) = gated("revoke");
     // The routes without a session layer of their own: the one below wraps them all.
     let router = Router::new()
         .route("/slow-sign-out", post(note_then_sign_out))
@@ -2510,53 +2250,24 @@ async fn a_handler_cut_off_by_a_timeout_layer_writes_nothing() {
         .route("/get/{key}", get(get_key))
         .route("/whoami", get(whoami));
     // The timeout's error goes through the session layer as an error, not a response.
-    let service = ServiceBuilder::new()
-        .layer(layer.clone())
-        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
-            200,
-        )))
+    let service = tower::ServiceBuilder::new()
+        .layer(layer)
+        .layer(timeout())
         .service(router);
-    let cookie = post_for_cookie(&service, "/login/ada").await;
-    let request = |method: &str, path: &str| with_cookie(method, path, &cookie);
-    store.close();
-    let err = service
-        .clone()
-        .oneshot(request("POST", "/slow-sign-out"))
-        .await
-        .unwrap_err();
-    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
-    store.release();
-    let r = service
-        .clone()
-        .oneshot(request("GET", "/get/note"))
-        .await
-        .unwrap();
+    let called = Called::start(service, "/login/ada").await;
+    called.cut_off(&store, "/slow-sign-out").await;
     assert_eq!(
-        body_text(r).await,
+        called.text("/get/note").await,
         "none",
         "the cut-off handler's note is not written"
     );
-    let r = service
-        .clone()
-        .oneshot(request("GET", "/whoami"))
-        .await
-        .unwrap();
-    assert_eq!(body_text(r).await, "ada", "the session is intact");
+    assert_eq!(called.text("/whoami").await, "ada", "the session is intact");
 
     // tower-http's TimeoutLayer answers 408 for a handler it cancelled: nothing written.
-    let r = service
-        .clone()
-        .oneshot(request("POST", "/timed-out"))
-        .await
-        .unwrap();
+    let r = called.send("POST", "/timed-out").await.unwrap();
     assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
     assert!(!r.headers().contains_key("set-cookie"));
-    let r = service
-        .clone()
-        .oneshot(request("GET", "/get/note"))
-        .await
-        .unwrap();
-    assert_eq!(body_text(r).await, "none");
+    assert_eq!(called.text("/get/note").await, "none");
 }
 
 async fn timed_out(session: Session) -> Result<StatusCode, Error> {
@@ -2566,56 +2277,36 @@ async fn timed_out(session: Session) -> Result<StatusCode, Error> {
 
 #[tokio::test]
 async fn a_commit_finishes_when_the_client_is_gone() {
-    use std::time::Duration;
-    use tower::{ServiceBuilder, ServiceExt};
-
-    let store = Gated::new("delete");
-    store.release();
-    let layer = layer(store.clone(), Mode::Server);
+    let (store, layer) = gated("delete");
     let router = Router::new()
         .route("/set/{key}/{value}", post(set_key))
         .route("/login/{user}", post(login))
         .route("/get/{key}", get(get_key));
     // A timeout OUTSIDE the session layer: it drops the whole request future, the commit
     // included, as a client that hangs up does.
-    let service = ServiceBuilder::new()
-        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
-            200,
-        )))
+    let service = tower::ServiceBuilder::new()
+        .layer(timeout())
         .layer(layer.clone())
         .service(router);
-    let old = post_for_cookie(&service, "/set/a/1").await;
-    let request = |method: &str, path: &str| with_cookie(method, path, &old);
+    let old = Called::start(service, "/set/a/1").await;
     // The login creates the new record, then waits to delete the old one; the client
     // gives up meanwhile.
-    store.close();
-    let err = service
-        .clone()
-        .oneshot(request("POST", "/login/ada"))
-        .await
-        .unwrap_err();
-    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
-    store.release();
+    old.cut_off(&store, "/login/ada").await;
     // The commit went on without the client: the pre-login session is gone (fixation
     // defence), the login's session exists.
     let mut old_value = String::new();
     for _ in 0..100 {
-        let r = service
-            .clone()
-            .oneshot(request("GET", "/get/a"))
-            .await
-            .unwrap();
-        old_value = body_text(r).await;
+        old_value = old.text("/get/a").await;
         if old_value == "none" {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(
         old_value, "none",
         "the old id still opens: the commit stopped half-way"
     );
-    assert_eq!(layer.manager().sessions_of("ada").await.unwrap().len(), 1);
+    assert_eq!(sessions(&layer, "ada").await, 1);
 }
 
 // ---------------------------------------------------------------- anonymous CSRF, nothing stored
@@ -2643,24 +2334,19 @@ impl Jar {
         }
     }
 
-    async fn send(
-        &mut self,
-        method: reqwest::Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        form: Option<String>,
-    ) -> Reply {
+    async fn send(&mut self, req: Req) -> Reply {
         let cookie = self
             .cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let mut all: Vec<(&str, &str)> = headers.to_vec();
-        if !cookie.is_empty() {
-            all.push(("cookie", &cookie));
-        }
-        let reply = self.http.send_once(method, path, &all, form).await;
+        let req = if cookie.is_empty() {
+            req
+        } else {
+            req.header("cookie", &cookie)
+        };
+        let reply = self.http.send_once(req).await;
         for line in &reply.set_cookie {
             match set_cookie_effect(line) {
                 (name, Some(value)) => {
@@ -2675,17 +2361,39 @@ impl Jar {
     }
 
     async fn get(&mut self, path: &str) -> Reply {
-        self.send(reqwest::Method::GET, path, &[], None).await
+        self.send(Req::get(path)).await
     }
 
     async fn post_token(&mut self, path: &str, token: &str) -> Reply {
-        self.send(
-            reqwest::Method::POST,
-            path,
-            &[],
-            Some(format!("csrf_token={token}")),
-        )
-        .await
+        self.send(Req::post(path).form(format!("csrf_token={token}")))
+            .await
+    }
+
+    /// `POST /submit` without a token, with a form and without one: refused.
+    async fn submit_without_a_token_is_refused(&mut self) {
+        let r = self.send(Req::post("/submit").form("a=1")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "a POST without a token");
+        let r = self.send(Req::post("/submit")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "a POST without a token or form"
+        );
+    }
+
+    /// `POST /submit` with a good `token`, from another site by `Sec-Fetch-Site` or by
+    /// `Origin`: refused.
+    async fn submit_cross_site_is_refused(&mut self, token: &str) {
+        for cross in [
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://evil.test"),
+        ] {
+            let req = Req::post("/submit")
+                .header(CSRF_HEADER, token)
+                .header(cross.0, cross.1);
+            let r = self.send(req).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "cross-site by {cross:?}");
+        }
     }
 }
 
@@ -2709,7 +2417,7 @@ fn session_rows(db: &std::path::Path) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_anonymous_form_views_leave_the_sqlite_store_empty() {
     let db = sqlite().await;
-    let path = db._dir.path().join("sessions.db");
+    let path = db.sqlite_file();
     let addr = serve(csrf_login_app(layer(db.store.clone(), Mode::Server))).await;
     // 10,000 page views rendering a CSRF form: 1,000 visitors of 10 views each, 16 at a time.
     let mut tasks = tokio::task::JoinSet::new();
@@ -2761,17 +2469,7 @@ async fn ten_thousand_anonymous_form_views_leave_the_sqlite_store_empty() {
     let mut jar = Jar::new(addr);
     let token = jar.get("/form").await.body;
     assert!(jar.cookies.contains_key(CSRF_COOKIE));
-    let post = reqwest::Method::POST;
-    let r = jar
-        .send(post.clone(), "/submit", &[], Some("a=1".into()))
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "a POST without a token");
-    let r = jar.send(post.clone(), "/submit", &[], None).await;
-    assert_eq!(
-        r.status,
-        StatusCode::FORBIDDEN,
-        "a POST without a token or form"
-    );
+    jar.submit_without_a_token_is_refused().await;
     let other = Jar::new(addr).get("/form").await.body;
     let r = jar.post_token("/submit", &other).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "another visitor's token");
@@ -2785,30 +2483,13 @@ async fn ten_thousand_anonymous_form_views_leave_the_sqlite_store_empty() {
         StatusCode::FORBIDDEN,
         "the token without its cookie"
     );
-    for cross in [
-        ("sec-fetch-site", "cross-site"),
-        ("origin", "http://evil.test"),
-    ] {
-        let r = jar
-            .send(
-                post.clone(),
-                "/submit",
-                &[(CSRF_HEADER, &token), cross],
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "cross-site by {cross:?}");
-    }
+    jar.submit_cross_site_is_refused(&token).await;
     let r = jar.post_token("/submit", &token).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
-    let r = jar
-        .send(
-            post.clone(),
-            "/submit",
-            &[(CSRF_HEADER, &token), ("sec-fetch-site", "same-origin")],
-            None,
-        )
-        .await;
+    let same_origin = Req::post("/submit")
+        .header(CSRF_HEADER, &token)
+        .header("sec-fetch-site", "same-origin");
+    let r = jar.send(same_origin).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "accepted"));
     assert_eq!(session_rows(&path), 0, "anonymous POSTs wrote sessions");
 }
@@ -2816,7 +2497,7 @@ async fn ten_thousand_anonymous_form_views_leave_the_sqlite_store_empty() {
 #[tokio::test]
 async fn login_removes_the_csrf_cookie_and_its_tokens_stop_working() {
     let db = sqlite().await;
-    let path = db._dir.path().join("sessions.db");
+    let path = db.sqlite_file();
     let addr = serve(csrf_login_app(layer(db.store.clone(), Mode::Server))).await;
     let mut jar = Jar::new(addr);
     let r = jar.get("/form").await;
@@ -2832,9 +2513,7 @@ async fn login_removes_the_csrf_cookie_and_its_tokens_stop_working() {
     assert!(!line.contains("Max-Age=0"), "{line}");
     let anon_cookie = jar.cookies[CSRF_COOKIE].clone();
     // A login POST without a token is refused; with the anonymous token it passes.
-    let r = jar
-        .send(reqwest::Method::POST, "/login/ada", &[], None)
-        .await;
+    let r = jar.send(Req::post("/login/ada")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(session_rows(&path), 0);
     let r = jar.post_token("/login/ada", &anon_token).await;
@@ -2942,24 +2621,19 @@ struct Groups {
 
 type Overlap = Hooked<Groups>;
 
-impl Overlap {
-    fn new(inner: Arc<dyn Store>, group: usize) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            hooks: Groups {
-                group,
-                loads: std::sync::atomic::AtomicUsize::new(0),
-                applies: std::sync::atomic::AtomicUsize::new(0),
-                loaded: Notify::new(),
-            },
-        })
+impl Groups {
+    fn of(group: usize) -> Self {
+        Self {
+            group,
+            loads: std::sync::atomic::AtomicUsize::new(0),
+            applies: std::sync::atomic::AtomicUsize::new(0),
+            loaded: Notify::new(),
+        }
     }
 }
 
 #[async_trait]
 impl Hooks for Groups {
-    const FORWARDS_APPLY: bool = true;
-
     async fn before(&self, op: Op) -> Result<(), cloakroom::store::Error> {
         if op != Op::Apply {
             return Ok(());
@@ -2992,7 +2666,7 @@ impl Hooks for Groups {
 /// 503 on SQLite, 70% on Redis).
 async fn sixty_four_writers_of_one_session(store: Arc<dyn Store>) {
     const WRITERS: usize = 64;
-    let overlap = Overlap::new(store, WRITERS);
+    let overlap = Overlap::new(store, Groups::of(WRITERS));
     let (addr, _, _) = started(overlap.clone()).await;
     let mut browser = Browser::new(addr);
     assert_eq!(browser.post("/set/start/1").await.status, StatusCode::OK);
@@ -3000,10 +2674,7 @@ async fn sixty_four_writers_of_one_session(store: Arc<dyn Store>) {
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..WRITERS {
         let b = browser.clone();
-        writers.spawn(async move {
-            b.send_once(reqwest::Method::POST, &format!("/set/w{i}/v"), &[], None)
-                .await
-        });
+        writers.spawn(async move { b.send_once(Req::post(format!("/set/w{i}/v"))).await });
     }
     let mut failed = Vec::new();
     while let Some(reply) = writers.join_next().await {
@@ -3034,54 +2705,11 @@ async fn sixty_four_writers_of_one_session(store: Arc<dyn Store>) {
     assert_eq!(keys.len(), WRITERS + 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_sixty_four_writers_of_one_session_all_succeed() {
-    sixty_four_writers_of_one_session(memory()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_sixty_four_writers_of_one_session_all_succeed() {
-    let db = sqlite().await;
-    sixty_four_writers_of_one_session(db.store.clone()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_sixty_four_writers_of_one_session_all_succeed() {
-    sixty_four_writers_of_one_session(redis().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sixty_four_writers_of_one_session_all_succeed() {
-    let url = std::env::var("CLOAKROOM_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!(
-        "tower_{}_{}",
-        std::process::id(),
-        &cloakroom::SessionId::generate().unwrap().hash().to_hex()[..8]
-    );
-    let store = cloakroom_stores::PostgresStore::builder(url.as_str())
-        .with_schema(schema.clone())
-        .connect()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("no PostgreSQL at {url} ({e}); start it with scripts/test --setup-only, or set CLOAKROOM_TEST_POSTGRES")
-        });
-    sixty_four_writers_of_one_session(Arc::new(store)).await;
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
-}
-
 /// The memory store never yields, so without a gate two requests of a pair may well run one
 /// after the other: here both have loaded before either commits, every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_concurrent_pairs_overlap_for_certain_and_keep_every_write() {
-    let overlap = Overlap::new(memory(), 2);
+    let overlap = Overlap::new(memory(), Groups::of(2));
     concurrent_pairs_keep_every_write(overlap.clone(), 200).await;
     assert_eq!(overlap.applies.load(Ordering::SeqCst), 400);
 }

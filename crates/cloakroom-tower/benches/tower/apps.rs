@@ -1,7 +1,6 @@
 //! The one app, built twice: on Cloakroom's `SessionLayer` and on tower-sessions'
 //! `SessionManagerLayer`. `GET /read` reads a counter from the session, `POST /write` adds one.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
@@ -9,19 +8,9 @@ use axum::Router;
 
 use crate::counted::{Counted, CALLS};
 
-pub(crate) async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
-}
-
 pub(crate) fn cloakroom_app(store: Arc<dyn cloakroom::Store>) -> Router {
     let store: Arc<dyn cloakroom::Store> = match CALLS.get() {
-        Some(calls) => Arc::new(Counted {
-            inner: store,
-            calls: calls.clone(),
-        }),
+        Some(calls) => Counted::new(store, calls.clone()),
         None => store,
     };
     use cloakroom_tower::{Error, Session, SessionLayer};

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use axum::Router;
 
-use crate::apps::{cloakroom_app, serve, tower_sessions_app};
+use crate::apps::{cloakroom_app, tower_sessions_app};
 use crate::core14::Core14;
+use crate::server::{first_write_cookie, serve};
 use crate::wrk::{write_script, Workload, USERS};
 
 pub(crate) struct Side {
@@ -28,22 +29,9 @@ impl Side {
         let addr = serve(router).await;
         let client = reqwest::Client::new();
         let mut cookies = Vec::with_capacity(USERS);
+        let url = format!("http://{addr}/write");
         for _ in 0..USERS {
-            let reply = client
-                .post(format!("http://{addr}/write"))
-                .send()
-                .await
-                .unwrap();
-            assert!(reply.status().is_success(), "{name}: {}", reply.status());
-            let cookie = reply
-                .headers()
-                .get("set-cookie")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(';').next())
-                .unwrap_or_else(|| panic!("{name}: the first write sets a cookie"))
-                .to_owned();
-            reply.bytes().await.unwrap();
-            cookies.push(cookie);
+            cookies.push(first_write_cookie(&client, &url, name).await);
         }
         let scripts = Workload::ALL
             .iter()

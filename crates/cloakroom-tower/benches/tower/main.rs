@@ -41,6 +41,11 @@ mod apps;
 mod backends;
 mod core14;
 mod counted;
+// The store wrapper and the server the tests use too.
+#[path = "../../tests/support/hooked.rs"]
+mod hooked;
+#[path = "../../tests/support/server.rs"]
+mod server;
 mod table;
 mod wrk;
 

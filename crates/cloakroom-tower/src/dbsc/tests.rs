@@ -547,41 +547,34 @@ async fn an_old_challenge_is_accepted_only_within_the_window() {
                 .0
         }
     };
-    // A, then B 1 s later; a proof over A 5 s after B is still fine.
-    site.clock.advance(Duration::from_secs(1));
-    let a = ask(jar.clone()).await;
-    site.clock.advance(Duration::from_secs(1));
-    let _b = ask(jar.clone()).await;
-    site.clock.advance(Duration::from_secs(5));
-    let r = site
-        .post_refresh(&mut jar, &sid, Some(&key.refresh(&a, &id)))
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "an old challenge within the window"
-    );
-    // C, then D; a proof over C 11 s after D is refused.
-    site.clock.advance(Duration::from_secs(1));
-    let c = ask(jar.clone()).await;
-    site.clock.advance(Duration::from_secs(1));
-    let d = ask(jar.clone()).await;
-    site.clock.advance(Duration::from_secs(11));
-    let r = site
-        .post_refresh(&mut jar, &sid, Some(&key.refresh(&c, &id)))
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::FORBIDDEN,
-        "an old challenge past the window"
-    );
+    // Two challenges 1 s apart, then a proof over the older one `wait` s after the newer:
+    // still fine 5 s after (A, then B), refused 11 s after (C, then D).
+    let mut last = None;
+    for (wait, want, why) in [
+        (5, StatusCode::OK, "an old challenge within the window"),
+        (
+            11,
+            StatusCode::FORBIDDEN,
+            "an old challenge past the window",
+        ),
+    ] {
+        site.clock.advance(Duration::from_secs(1));
+        let older = ask(jar.clone()).await;
+        site.clock.advance(Duration::from_secs(1));
+        let _newer = ask(jar.clone()).await;
+        site.clock.advance(Duration::from_secs(wait));
+        let r = site
+            .post_refresh(&mut jar, &sid, Some(&key.refresh(&older, &id)))
+            .await;
+        assert_eq!(r.status, want, "{why}");
+        last = Some(r);
+    }
     // The refusal handed out a fresh challenge, which works.
-    let (e, _) = r.challenge();
+    let (e, _) = last.unwrap().challenge();
     let r = site
         .post_refresh(&mut jar, &sid, Some(&key.refresh(&e, &id)))
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    let _ = d;
 }
 
 #[tokio::test]

@@ -2,12 +2,7 @@ use super::*;
 
 #[test]
 fn cookie_headers_are_marked_sensitive() {
-    let mut h = HeaderMap::new();
-    h.append(
-        header::COOKIE,
-        HeaderValue::from_static("a=1; __Host-session=xyz"),
-    );
-    h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+    let mut h = crate::proxy::headers("cookie", &["a=1; __Host-session=xyz", "b=2"]);
     mark_cookie_sensitive(&mut h);
     assert!(h
         .get_all(header::COOKIE)
