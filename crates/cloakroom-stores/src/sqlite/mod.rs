@@ -234,6 +234,9 @@ fn live_record(
     Ok(record.is_live(now).then_some(record))
 }
 
+/// A row of `id, record`, as bytes.
+type IdRecordRow = (Vec<u8>, Vec<u8>);
+
 /// The rows of `sql` (which selects `id, record`) with `params`, as bytes; `what` names the
 /// operation in errors.
 fn id_record_rows(
@@ -241,7 +244,7 @@ fn id_record_rows(
     sql: &str,
     params: impl rusqlite::Params,
     what: &str,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+) -> Result<Vec<IdRecordRow>, Error> {
     conn.prepare_cached(sql)
         .and_then(|mut stmt| {
             stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?
