@@ -849,27 +849,30 @@ fn unknown_fields_are_ignored_and_nil_is_absent() {
     );
 }
 
+/// What decoding `frames` as the reply to `verb` fails with.
+fn reply_outcome(frames: &[Vec<u8>], verb: Verb) -> (ErrorKind, Action) {
+    let err = Reply::decode(frames, verb, &limits()).unwrap_err();
+    (err.kind(), err.action())
+}
+
 #[test]
 fn bad_replies_are_dropped() {
     let good = Reply::pong("0.1.0").encode(id());
     let mut unknown = good.clone();
     unknown[3] = b"MAYBE".to_vec();
-    let err = Reply::decode(&unknown, Verb::Ping, &limits()).unwrap_err();
     assert_eq!(
-        (err.kind(), err.action()),
+        reply_outcome(&unknown, Verb::Ping),
         (ErrorKind::UnknownStatus, Action::Drop)
     );
     let mut version = good.clone();
     version[1] = b"CRP9".to_vec();
-    let err = Reply::decode(&version, Verb::Ping, &limits()).unwrap_err();
     assert_eq!(
-        (err.kind(), err.action()),
+        reply_outcome(&version, Verb::Ping),
         (ErrorKind::BadVersion, Action::Drop)
     );
     // An OK reply of the wrong shape for the verb.
-    let err = Reply::decode(&good, Verb::Load, &limits()).unwrap_err();
     assert_eq!(
-        (err.kind(), err.action()),
+        reply_outcome(&good, Verb::Load),
         (ErrorKind::Malformed, Action::Drop)
     );
     assert_eq!(Reply::peek_id(&good[..2]), None);

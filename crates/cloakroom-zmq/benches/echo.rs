@@ -113,21 +113,8 @@ fn start_server(kind: Server, pin: bool) -> (String, Arc<AtomicBool>, thread::Jo
     (rx.recv().unwrap(), stop, handle)
 }
 
-/// Drives `clients` DEALERs with `inflight` requests each; returns req/s over `secs`.
-fn load(
-    endpoint: &str,
-    clients: usize,
-    inflight: usize,
-    warmup: Duration,
-    secs: Duration,
-    pin: bool,
-) -> f64 {
-    let shape = Shape {
-        clients,
-        inflight,
-        warmup,
-        secs,
-    };
+/// Drives DEALERs as `shape` says; returns req/s over `shape.secs`.
+fn load(endpoint: &str, shape: Shape, pin: bool) -> f64 {
     let pin = move || {
         if pin {
             pin_to(1);
@@ -154,7 +141,7 @@ fn main() {
         for _ in 0..rounds {
             for (i, &server) in servers.iter().enumerate() {
                 let (ep, stop, h) = start_server(server, pin);
-                results[i].push(load(&ep, clients, inflight, warmup, secs, pin));
+                results[i].push(load(&ep, Shape::new(clients, inflight, warmup, secs), pin));
                 stop.store(true, Ordering::Relaxed);
                 h.join().unwrap();
             }

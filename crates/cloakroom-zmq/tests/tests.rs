@@ -12,12 +12,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cloakroom_zmq::{
-    curve_available, Broken, CurveKeyPair, ErrorKind, Multipart, Socket, SocketBuilder, SocketKind,
-    ZapHandler,
+    curve_available, Broken, Counters, CurveKeyPair, ErrorKind, Multipart, Socket, SocketBuilder,
+    SocketKind, ZapHandler,
 };
 use rand::Rng;
 
 type Outcome = Result<(), String>;
+
+/// An error as the text a scenario fails with.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
 
 /// A name no other test of this process (`cargo test` runs them as threads) or of another
 /// process uses at the same time, for abstract ipc endpoints.
@@ -32,7 +37,10 @@ fn unique() -> String {
 
 /// Runs `f` on its own thread and fails if it does not finish within `limit` (a hung
 /// scenario is then left behind; nextest runs each test in its own process).
-fn with_deadline(limit: Duration, f: impl FnOnce() -> Outcome + Send + 'static) -> Outcome {
+fn with_deadline<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let _ = tx.send(f());
@@ -40,6 +48,22 @@ fn with_deadline(limit: Duration, f: impl FnOnce() -> Outcome + Send + 'static) 
     match rx.recv_timeout(limit) {
         Ok(r) => r,
         Err(_) => Err(format!("watchdog: no result within {limit:?}")),
+    }
+}
+
+/// Runs the future `scenario` makes on a current-thread runtime, under [`with_deadline`].
+fn on_runtime<F>(limit: Duration, scenario: impl FnOnce() -> F + Send + 'static) -> Outcome
+where
+    F: std::future::Future<Output = Outcome>,
+{
+    with_deadline(limit, move || current_thread_rt().block_on(scenario()))
+}
+
+/// `Ok` when the socket's loop lost no wakeup (`counters` are its).
+fn no_missed_wakeups(counters: &Counters) -> Outcome {
+    match counters.missed_wakeups() {
+        0 => Ok(()),
+        n => Err(format!("missed wakeups: {n}")),
     }
 }
 
@@ -52,6 +76,70 @@ fn current_thread_rt() -> tokio::runtime::Runtime {
 
 fn msg(parts: &[&[u8]]) -> Multipart {
     parts.iter().map(|p| zmq::Message::from(*p)).collect()
+}
+
+/// Binds `socket` to a free loopback tcp port; the endpoint it got.
+fn on_loopback(socket: &Socket) -> Result<String, String> {
+    socket.bind("tcp://127.0.0.1:*").map_err(text)?;
+    socket.last_endpoint().map_err(text)
+}
+
+/// Builds the socket and binds it to a free loopback tcp port; it and its endpoint.
+fn listening(builder: SocketBuilder, ctx: &zmq::Context) -> Result<(Socket, String), String> {
+    let socket = builder.build(ctx).map_err(text)?;
+    let endpoint = on_loopback(&socket)?;
+    Ok((socket, endpoint))
+}
+
+/// A listening ROUTER on `variant`'s loop whose safety timer looks for lost wakeups every
+/// 100 ms (`Counters::missed_wakeups`), and its endpoint.
+fn watched_router(variant: Broken, ctx: &zmq::Context) -> Result<(Socket, String), String> {
+    let builder = SocketBuilder::new(SocketKind::Router)
+        .safety_interval(Duration::from_millis(100))
+        .broken(variant);
+    listening(builder, ctx)
+}
+
+/// A plain libzmq DEALER, linger 0, connected to `endpoint`.
+fn raw_dealer(ctx: &zmq::Context, endpoint: &str) -> Result<zmq::Socket, String> {
+    let s = ctx.socket(zmq::DEALER).map_err(text)?;
+    s.set_linger(0).map_err(text)?;
+    s.connect(endpoint).map_err(text)?;
+    Ok(s)
+}
+
+/// `peer` says hi; the message `server` received from it within 2 s (its routing id first).
+async fn hello_from(peer: &zmq::Socket, server: &mut Socket) -> Result<Multipart, String> {
+    peer.send(&b"hi"[..], 0).map_err(text)?;
+    tokio::time::timeout(Duration::from_secs(2), server.recv())
+        .await
+        .map_err(|_| "no hello")?
+        .map_err(text)
+}
+
+/// Runs a broken variant's result through its check: it must fail, or the test would not
+/// catch the bug; `passed` says which variant passed which test.
+#[track_caller]
+fn assert_caught<T: std::fmt::Debug, E: std::fmt::Debug>(r: Result<T, E>, passed: &str) {
+    eprintln!("broken variant: {r:?}");
+    assert!(r.is_err(), "{passed}");
+}
+
+/// A rule's two tests: `$scenario` (a function of the variant) passes on the correct loop
+/// in `$holds`, and fails in `$twin` on the loop with the rule broken (`$broken`);
+/// `$passed` is the twin's message should the broken loop pass.
+macro_rules! rule_and_broken_twin {
+    ($scenario:expr, $holds:ident, $twin:ident: $broken:expr, $passed:literal) => {
+        #[test]
+        fn $holds() {
+            ($scenario)(Broken::None).unwrap();
+        }
+
+        #[test]
+        fn $twin() {
+            assert_caught(($scenario)($broken), $passed);
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -70,15 +158,7 @@ fn bursts_inner(variant: Broken) -> Outcome {
     let client_ctx = zmq::Context::new();
     let stop = Arc::new(AtomicBool::new(false));
     rt.block_on(async move {
-        let mut server = SocketBuilder::new(SocketKind::Router)
-            .safety_interval(Duration::from_millis(100))
-            .broken(variant)
-            .build(&server_ctx)
-            .map_err(|e| e.to_string())?;
-        server
-            .bind("tcp://127.0.0.1:*")
-            .map_err(|e| e.to_string())?;
-        let endpoint = server.last_endpoint().map_err(|e| e.to_string())?;
+        let (mut server, endpoint) = watched_router(variant, &server_ctx)?;
         let counters = server.counters();
 
         let mut clients = Vec::new();
@@ -87,10 +167,8 @@ fn bursts_inner(variant: Broken) -> Outcome {
             let endpoint = endpoint.clone();
             let stop = stop.clone();
             clients.push(thread::spawn(move || {
-                let s = ctx.socket(zmq::DEALER).unwrap();
-                s.set_linger(0).unwrap();
+                let s = raw_dealer(&ctx, &endpoint).unwrap();
                 s.set_sndtimeo(100).unwrap();
-                s.connect(&endpoint).unwrap();
                 let mut rng = rand::thread_rng();
                 let mut seq = 0u64;
                 while seq < BURST_PER_CLIENT && !stop.load(Ordering::Relaxed) {
@@ -163,33 +241,16 @@ fn bursts_inner(variant: Broken) -> Outcome {
             c.join().map_err(|_| "client thread panicked".to_string())?;
         }
         result?;
-        if counters.missed_wakeups() != 0 {
-            return Err(format!("missed wakeups: {}", counters.missed_wakeups()));
-        }
-        Ok(())
+        no_missed_wakeups(&counters)
     })
 }
 
-#[test]
-fn bursts_of_100k_messages_from_8_dealers_all_arrive() {
-    bursts(Broken::None).unwrap();
-}
-
-/// Runs a broken variant's result through its check: it must fail, or the test would not
-/// catch the bug; `passed` says which variant passed which test.
-#[track_caller]
-fn assert_caught<T: std::fmt::Debug, E: std::fmt::Debug>(r: Result<T, E>, passed: &str) {
-    eprintln!("broken variant: {r:?}");
-    assert!(r.is_err(), "{passed}");
-}
-
-#[test]
-fn bursts_fail_when_one_message_is_read_per_wakeup() {
-    assert_caught(
-        bursts(Broken::OneMessagePerWakeup),
-        "the broken loop passed the bursts test",
-    );
-}
+rule_and_broken_twin!(
+    bursts,
+    bursts_of_100k_messages_from_8_dealers_all_arrive,
+    bursts_fail_when_one_message_is_read_per_wakeup: Broken::OneMessagePerWakeup,
+    "the broken loop passed the bursts test"
+);
 
 // ---------------------------------------------------------------------------------------
 // Rule: a drain budget, then yield without waiting on the fd (fairness).
@@ -222,14 +283,8 @@ fn fairness_inner(variant: Broken) -> Outcome {
     local.block_on(&rt, async move {
         // The flooded socket: every message costs its handler 20 µs of CPU, so the flood
         // always outruns it and its queue never empties while the flood lasts.
-        let mut flooded = SocketBuilder::new(SocketKind::Router)
-            .broken(variant)
-            .build(&ctx)
-            .map_err(|e| e.to_string())?;
-        flooded
-            .bind("tcp://127.0.0.1:*")
-            .map_err(|e| e.to_string())?;
-        let flood_ep = flooded.last_endpoint().map_err(|e| e.to_string())?;
+        let (mut flooded, flood_ep) =
+            listening(SocketBuilder::new(SocketKind::Router).broken(variant), &ctx)?;
         let flooded_count = flooded.counters();
         let flood_stop = stop.clone();
         tokio::task::spawn_local(async move {
@@ -246,9 +301,7 @@ fn fairness_inner(variant: Broken) -> Outcome {
         });
 
         // The second socket: an echo server in the same runtime.
-        let mut echo = Socket::new(&ctx, SocketKind::Router).map_err(|e| e.to_string())?;
-        echo.bind("tcp://127.0.0.1:*").map_err(|e| e.to_string())?;
-        let echo_ep = echo.last_endpoint().map_err(|e| e.to_string())?;
+        let (mut echo, echo_ep) = listening(SocketBuilder::new(SocketKind::Router), &ctx)?;
         tokio::task::spawn_local(async move {
             while let Ok(m) = echo.recv().await {
                 if echo.send(m).await.is_err() {
@@ -261,10 +314,8 @@ fn fairness_inner(variant: Broken) -> Outcome {
         for _ in 0..2 {
             let (ctx, ep, stop) = (client_ctx.clone(), flood_ep.clone(), stop.clone());
             flooders.push(thread::spawn(move || {
-                let s = ctx.socket(zmq::DEALER).unwrap();
-                s.set_linger(0).unwrap();
+                let s = raw_dealer(&ctx, &ep).unwrap();
                 s.set_sndtimeo(50).unwrap();
-                s.connect(&ep).unwrap();
                 while !stop.load(Ordering::Relaxed) {
                     let _ = s.send(&b"flood"[..], 0);
                 }
@@ -274,10 +325,8 @@ fn fairness_inner(variant: Broken) -> Outcome {
         // Probes run on a plain thread: blocking libzmq, timed there.
         let (ctx2, stop2) = (client_ctx.clone(), stop.clone());
         let prober = thread::spawn(move || -> Result<Vec<Duration>, String> {
-            let s = ctx2.socket(zmq::DEALER).unwrap();
-            s.set_linger(0).unwrap();
+            let s = raw_dealer(&ctx2, &echo_ep).unwrap();
             s.set_rcvtimeo(PROBE_TIMEOUT.as_millis() as i32).unwrap();
-            s.connect(&echo_ep).unwrap();
             // Let the flood build up first.
             thread::sleep(Duration::from_millis(300));
             let start = Instant::now();
@@ -287,7 +336,7 @@ fn fairness_inner(variant: Broken) -> Outcome {
                     break;
                 }
                 let t = Instant::now();
-                s.send(&i.to_be_bytes()[..], 0).map_err(|e| e.to_string())?;
+                s.send(&i.to_be_bytes()[..], 0).map_err(text)?;
                 loop {
                     match s.recv_bytes(0) {
                         Ok(b) if b == i.to_be_bytes() => {
@@ -341,18 +390,12 @@ fn fairness_inner(variant: Broken) -> Outcome {
     })
 }
 
-#[test]
-fn a_flooded_socket_does_not_starve_a_second_one() {
-    fairness(Broken::None).unwrap();
-}
-
-#[test]
-fn fairness_fails_without_a_drain_budget() {
-    assert_caught(
-        fairness(Broken::NoBudget),
-        "the broken loop passed the fairness test",
-    );
-}
+rule_and_broken_twin!(
+    fairness,
+    a_flooded_socket_does_not_starve_a_second_one,
+    fairness_fails_without_a_drain_budget: Broken::NoBudget,
+    "the broken loop passed the fairness test"
+);
 
 // ---------------------------------------------------------------------------------------
 // Rule: re-check ZMQ_EVENTS after every send (replies from worker tasks).
@@ -375,15 +418,7 @@ fn replies_inner(variant: Broken) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
     rt.block_on(async move {
-        let mut server = SocketBuilder::new(SocketKind::Router)
-            .safety_interval(Duration::from_millis(100))
-            .broken(variant)
-            .build(&ctx)
-            .map_err(|e| e.to_string())?;
-        server
-            .bind("tcp://127.0.0.1:*")
-            .map_err(|e| e.to_string())?;
-        let ep = server.last_endpoint().map_err(|e| e.to_string())?;
+        let (mut server, ep) = watched_router(variant, &ctx)?;
         let counters = server.counters();
 
         let mut clients = Vec::new();
@@ -395,10 +430,8 @@ fn replies_inner(variant: Broken) -> Outcome {
                 progress.clone(),
             );
             clients.push(thread::spawn(move || -> Result<(), String> {
-                let s = ctx.socket(zmq::DEALER).unwrap();
-                s.set_linger(0).unwrap();
+                let s = raw_dealer(&ctx, &ep).unwrap();
                 s.set_rcvtimeo(100).unwrap();
-                s.connect(&ep).unwrap();
                 let mut answered = vec![false; PER_CLIENT as usize];
                 let (mut next, mut done) = (0u64, 0u64);
                 while done < PER_CLIENT {
@@ -406,8 +439,7 @@ fn replies_inner(variant: Broken) -> Outcome {
                         return Err(format!("client {c}: stopped at {done}"));
                     }
                     while next < PER_CLIENT && next - done < IN_FLIGHT {
-                        s.send(&next.to_be_bytes()[..], 0)
-                            .map_err(|e| e.to_string())?;
+                        s.send(&next.to_be_bytes()[..], 0).map_err(text)?;
                         next += 1;
                     }
                     match s.recv_bytes(0) {
@@ -502,10 +534,7 @@ fn replies_inner(variant: Broken) -> Outcome {
                 counters.dropped_replies()
             ));
         }
-        if counters.missed_wakeups() != 0 {
-            return Err(format!("missed wakeups: {}", counters.missed_wakeups()));
-        }
-        Ok(())
+        no_missed_wakeups(&counters)
     })
 }
 
@@ -551,12 +580,7 @@ fn thread_cpu() -> Duration {
 /// Runs the idle scenario, measuring over `window` (5 s for the rule; the broken loop burns
 /// a core, which 1 s shows as well without burning it for 5 s beside the other tests).
 fn idle(variant: Broken, window: Duration) -> Result<f64, String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(idle_inner(variant, window));
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .map_err(|_| "watchdog: idle test hung".to_string())?
+    with_deadline(Duration::from_secs(30), move || idle_inner(variant, window))
 }
 
 fn idle_inner(variant: Broken, idle_for: Duration) -> Result<f64, String> {
@@ -564,42 +588,39 @@ fn idle_inner(variant: Broken, idle_for: Duration) -> Result<f64, String> {
     let ctx = zmq::Context::new();
     let peer_ctx = zmq::Context::new();
     rt.block_on(async move {
-        let e = |e: cloakroom_zmq::Error| e.to_string();
-        let z = |e: zmq::Error| e.to_string();
-        let build = |kind| SocketBuilder::new(kind).broken(variant).build(&ctx).map_err(e);
+        let build = |kind| SocketBuilder::new(kind).broken(variant).build(&ctx).map_err(text);
         // 16 of our sockets, 4 of each kind, each with a plain libzmq peer.
         let mut receivers = Vec::new();
         let mut publishers = Vec::new();
         let mut peers: Vec<(zmq::Socket, Multipart)> = Vec::new();
         for i in 0..4 {
             let router = build(SocketKind::Router)?;
-            router.bind(&format!("ipc://@cloakroom-idle-{}-{i}", unique())).map_err(e)?;
-            let p = peer_ctx.socket(zmq::DEALER).map_err(z)?;
-            p.connect(&router.last_endpoint().map_err(e)?).map_err(z)?;
+            router.bind(&format!("ipc://@cloakroom-idle-{}-{i}", unique())).map_err(text)?;
+            let p = peer_ctx.socket(zmq::DEALER).map_err(text)?;
+            p.connect(&router.last_endpoint().map_err(text)?).map_err(text)?;
             peers.push((p, msg(&[b"wake"])));
             receivers.push(router);
 
             let dealer = build(SocketKind::Dealer)?;
-            dealer.get_ref().set_identity(format!("d{i}").as_bytes()).map_err(z)?;
-            let p = peer_ctx.socket(zmq::ROUTER).map_err(z)?;
-            p.bind("tcp://127.0.0.1:*").map_err(z)?;
-            dealer.connect(&p.get_last_endpoint().map_err(z)?.unwrap()).map_err(e)?;
+            dealer.get_ref().set_identity(format!("d{i}").as_bytes()).map_err(text)?;
+            let p = peer_ctx.socket(zmq::ROUTER).map_err(text)?;
+            p.bind("tcp://127.0.0.1:*").map_err(text)?;
+            dealer.connect(&p.get_last_endpoint().map_err(text)?.unwrap()).map_err(text)?;
             peers.push((p, msg(&[format!("d{i}").as_bytes(), b"wake"])));
             receivers.push(dealer);
 
             let sub = build(SocketKind::Sub)?;
-            sub.subscribe(b"").map_err(e)?;
-            let p = peer_ctx.socket(zmq::PUB).map_err(z)?;
-            p.bind("tcp://127.0.0.1:*").map_err(z)?;
-            sub.connect(&p.get_last_endpoint().map_err(z)?.unwrap()).map_err(e)?;
+            sub.subscribe(b"").map_err(text)?;
+            let p = peer_ctx.socket(zmq::PUB).map_err(text)?;
+            p.bind("tcp://127.0.0.1:*").map_err(text)?;
+            sub.connect(&p.get_last_endpoint().map_err(text)?.unwrap()).map_err(text)?;
             peers.push((p, msg(&[b"wake"])));
             receivers.push(sub);
 
             let publisher = build(SocketKind::Pub)?;
-            publisher.bind("tcp://127.0.0.1:*").map_err(e)?;
-            let p = peer_ctx.socket(zmq::SUB).map_err(z)?;
-            p.set_subscribe(b"").map_err(z)?;
-            p.connect(&publisher.last_endpoint().map_err(e)?).map_err(z)?;
+            let p = peer_ctx.socket(zmq::SUB).map_err(text)?;
+            p.set_subscribe(b"").map_err(text)?;
+            p.connect(&on_loopback(&publisher)?).map_err(text)?;
             publishers.push((publisher, p));
         }
         let counters: Vec<_> = receivers.iter().map(|s| s.counters()).collect();
@@ -625,7 +646,7 @@ fn idle_inner(variant: Broken, idle_for: Duration) -> Result<f64, String> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for (publisher, _) in &mut publishers {
-            publisher.send(msg(&[b"news"])).await.map_err(e)?;
+            publisher.send(msg(&[b"news"])).await.map_err(text)?;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
 
@@ -692,153 +713,156 @@ fn zmtp_hello() -> Vec<u8> {
 
 /// Sends one request from a fresh DEALER and expects the echo within 2 s.
 async fn echo_works(ctx: &zmq::Context, ep: &str, server: &mut Socket) -> Outcome {
-    let e = |e: cloakroom_zmq::Error| e.to_string();
-    let mut client = Socket::new(ctx, SocketKind::Dealer).map_err(e)?;
-    client.connect(ep).map_err(e)?;
-    client.send(msg(&[b"still alive?"])).await.map_err(e)?;
-    let req = tokio::time::timeout(Duration::from_secs(2), server.recv())
-        .await
-        .map_err(|_| "server did not receive a good request after the hostile peer")?
-        .map_err(e)?;
-    if &req[1][..] != b"still alive?" {
-        return Err(format!("server received {:?}", &req[1][..]));
+    let mut client = dealer(ctx, ep, None)?;
+    match echoed(&mut client, server, b"still alive?", Duration::from_secs(2)).await? {
+        None => Err("server did not receive a good request after the hostile peer".into()),
+        Some(reply) if &reply[0][..] != b"still alive?" => Err("wrong echo".into()),
+        Some(_) => Ok(()),
     }
-    server.send(req).await.map_err(e)?;
+}
+
+/// A DEALER of ours connected to `ep`, a CURVE client of the server key with `curve`'s
+/// keys if given.
+fn dealer(
+    ctx: &zmq::Context,
+    ep: &str,
+    curve: Option<(&CurveKeyPair, &[u8; 32])>,
+) -> Result<Socket, String> {
+    let client = Socket::new(ctx, SocketKind::Dealer).map_err(text)?;
+    if let Some((keys, server_public)) = curve {
+        client.curve_client(keys, server_public).map_err(text)?;
+    }
+    client.connect(ep).map_err(text)?;
+    Ok(client)
+}
+
+/// `client` sends `body`. `Ok(None)` when `server` receives nothing within `window`; else
+/// the server must have received `body` and echoes it, and the reply `client` receives
+/// within 2 s is returned.
+async fn echoed(
+    client: &mut Socket,
+    server: &mut Socket,
+    body: &[u8],
+    window: Duration,
+) -> Result<Option<Multipart>, String> {
+    client.send(msg(&[body])).await.map_err(text)?;
+    let req = match tokio::time::timeout(window, server.recv()).await {
+        Err(_) => return Ok(None),
+        Ok(req) => req.map_err(|e| format!("server recv failed: {e}"))?,
+    };
+    if &req[1][..] != body {
+        return Err(format!("the server received {:?}", &req[1][..]));
+    }
+    server.send(req).await.map_err(text)?;
     let reply = tokio::time::timeout(Duration::from_secs(2), client.recv())
         .await
-        .map_err(|_| "no echo")?
-        .map_err(e)?;
-    if &reply[0][..] != b"still alive?" {
-        return Err("wrong echo".into());
-    }
-    Ok(())
+        .map_err(|_| "the server received, but its reply did not arrive")?
+        .map_err(text)?;
+    Ok(Some(reply))
 }
 
 #[test]
 fn a_peer_that_disconnects_mid_message_is_harmless() {
-    with_deadline(Duration::from_secs(30), || {
-        current_thread_rt().block_on(async {
-            let ctx = zmq::Context::new();
-            let mut server = Socket::new(&ctx, SocketKind::Router).map_err(|e| e.to_string())?;
-            server
-                .bind("tcp://127.0.0.1:*")
-                .map_err(|e| e.to_string())?;
-            let ep = server.last_endpoint().map_err(|e| e.to_string())?;
-            let addr = ep.trim_start_matches("tcp://").to_string();
-            let hello = zmtp_hello();
-            // 1. Half a greeting, then gone.
-            let mut t = TcpStream::connect(&addr).map_err(|e| e.to_string())?;
-            t.write_all(&hello[..30]).map_err(|e| e.to_string())?;
-            drop(t);
-            // 2. A whole handshake, then a frame that announces 1000 bytes and carries 5.
-            let mut t = TcpStream::connect(&addr).map_err(|e| e.to_string())?;
-            t.write_all(&hello).map_err(|e| e.to_string())?;
-            t.write_all(&[0x00, 0xE8]).map_err(|e| e.to_string())?; // short frame: 232 bytes
-            t.write_all(b"hello").map_err(|e| e.to_string())?;
-            thread::sleep(Duration::from_millis(50));
-            drop(t);
-            // 3. A libzmq DEALER that sends the first frame of a two-frame message and closes.
-            let raw = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            raw.set_linger(0).map_err(|e| e.to_string())?;
-            raw.connect(&ep).map_err(|e| e.to_string())?;
-            raw.send(&b"first of two"[..], zmq::SNDMORE)
-                .map_err(|e| e.to_string())?;
-            drop(raw);
-            // Nothing of these may come out of the server; a good client still gets served.
-            match tokio::time::timeout(Duration::from_millis(300), server.recv()).await {
-                Err(_) => {}
-                Ok(Ok(m)) => return Err(format!("a partial message came out: {} frames", m.len())),
-                Ok(Err(e)) => return Err(format!("recv failed: {e}")),
-            }
-            echo_works(&ctx, &ep, &mut server).await?;
-            if server.counters().missed_wakeups() != 0 {
-                return Err("missed wakeups".into());
-            }
-            Ok(())
-        })
+    on_runtime(Duration::from_secs(30), || async {
+        let ctx = zmq::Context::new();
+        let (mut server, ep) = listening(SocketBuilder::new(SocketKind::Router), &ctx)?;
+        let addr = ep.trim_start_matches("tcp://").to_string();
+        let hello = zmtp_hello();
+        // 1. Half a greeting, then gone.
+        let mut t = TcpStream::connect(&addr).map_err(text)?;
+        t.write_all(&hello[..30]).map_err(text)?;
+        drop(t);
+        // 2. A whole handshake, then a frame that announces 1000 bytes and carries 5.
+        let mut t = TcpStream::connect(&addr).map_err(text)?;
+        t.write_all(&hello).map_err(text)?;
+        t.write_all(&[0x00, 0xE8]).map_err(text)?; // short frame: 232 bytes
+        t.write_all(b"hello").map_err(text)?;
+        thread::sleep(Duration::from_millis(50));
+        drop(t);
+        // 3. A libzmq DEALER that sends the first frame of a two-frame message and closes.
+        let raw = raw_dealer(&ctx, &ep)?;
+        raw.send(&b"first of two"[..], zmq::SNDMORE).map_err(text)?;
+        drop(raw);
+        // Nothing of these may come out of the server; a good client still gets served.
+        match tokio::time::timeout(Duration::from_millis(300), server.recv()).await {
+            Err(_) => {}
+            Ok(Ok(m)) => return Err(format!("a partial message came out: {} frames", m.len())),
+            Ok(Err(e)) => return Err(format!("recv failed: {e}")),
+        }
+        echo_works(&ctx, &ep, &mut server).await?;
+        no_missed_wakeups(&server.counters())
     })
     .unwrap();
 }
 
 #[test]
 fn a_64_mib_message_is_refused_by_the_configured_limit() {
-    with_deadline(Duration::from_secs(30), || {
-        current_thread_rt().block_on(async {
-            let e = |e: cloakroom_zmq::Error| e.to_string();
-            let ctx = zmq::Context::new();
-            let mut server = SocketBuilder::new(SocketKind::Router)
-                .max_message_size(1 << 20)
-                .build(&ctx)
-                .map_err(e)?;
-            server.bind("tcp://127.0.0.1:*").map_err(e)?;
-            let ep = server.last_endpoint().map_err(e)?;
-            let big = vec![7u8; 64 << 20];
+    on_runtime(Duration::from_secs(30), || async {
+        let ctx = zmq::Context::new();
+        let (mut server, ep) = listening(
+            SocketBuilder::new(SocketKind::Router).max_message_size(1 << 20),
+            &ctx,
+        )?;
+        let big = vec![7u8; 64 << 20];
 
-            // Our own socket refuses to send it.
-            let mut ours = SocketBuilder::new(SocketKind::Dealer)
-                .max_message_size(1 << 20)
-                .build(&ctx)
-                .map_err(e)?;
-            ours.connect(&ep).map_err(e)?;
-            let err = ours
-                .send(vec![zmq::Message::from(&big[..])])
-                .await
-                .unwrap_err();
-            if err.kind() != ErrorKind::TooLarge {
-                return Err(format!("expected TooLarge, got {err}"));
-            }
+        // Our own socket refuses to send it.
+        let mut ours = SocketBuilder::new(SocketKind::Dealer)
+            .max_message_size(1 << 20)
+            .build(&ctx)
+            .map_err(text)?;
+        ours.connect(&ep).map_err(text)?;
+        let err = ours
+            .send(vec![zmq::Message::from(&big[..])])
+            .await
+            .unwrap_err();
+        if err.kind() != ErrorKind::TooLarge {
+            return Err(format!("expected TooLarge, got {err}"));
+        }
 
-            // A peer that sends it anyway is dropped by libzmq; the message never arrives.
-            let raw_ctx = zmq::Context::new();
-            let raw = raw_ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            raw.set_linger(0).map_err(|e| e.to_string())?;
-            raw.connect(&ep).map_err(|e| e.to_string())?;
-            raw.send(&big[..], 0).map_err(|e| e.to_string())?;
-            match tokio::time::timeout(Duration::from_millis(1500), server.recv()).await {
-                Err(_) => {}
-                Ok(Ok(m)) => {
-                    let len: usize = m.iter().map(|f| f.len()).sum();
-                    return Err(format!("a message of {len} bytes came through the limit"));
-                }
-                Ok(Err(e)) => return Err(format!("recv failed: {e}")),
+        // A peer that sends it anyway is dropped by libzmq; the message never arrives.
+        let raw_ctx = zmq::Context::new();
+        let raw = raw_dealer(&raw_ctx, &ep)?;
+        raw.send(&big[..], 0).map_err(text)?;
+        match tokio::time::timeout(Duration::from_millis(1500), server.recv()).await {
+            Err(_) => {}
+            Ok(Ok(m)) => {
+                let len: usize = m.iter().map(|f| f.len()).sum();
+                return Err(format!("a message of {len} bytes came through the limit"));
             }
-            drop(raw);
-            echo_works(&ctx, &ep, &mut server).await
-        })
+            Ok(Err(e)) => return Err(format!("recv failed: {e}")),
+        }
+        drop(raw);
+        echo_works(&ctx, &ep, &mut server).await
     })
     .unwrap();
 }
 
 #[test]
 fn an_unroutable_router_reply_is_an_error() {
-    with_deadline(Duration::from_secs(30), || {
-        current_thread_rt().block_on(async {
-            let ctx = zmq::Context::new();
-            let mut server = Socket::new(&ctx, SocketKind::Router).map_err(|e| e.to_string())?;
-            server
-                .bind("inproc://unroutable")
-                .map_err(|e| e.to_string())?;
-            let err = server.send(msg(&[b"nobody", b"reply"])).await.unwrap_err();
-            if err.kind() != ErrorKind::Unroutable {
-                return Err(format!("expected Unroutable, got {err:?}"));
-            }
-            if std::error::Error::source(&err).is_none() {
-                return Err("the libzmq error is not kept as source()".into());
-            }
-            // Through the reply queue it is counted and dropped, and the socket goes on.
-            server
-                .reply_sender()
-                .send(msg(&[b"nobody", b"reply"]))
-                .map_err(|e| e.to_string())?;
-            let _ = tokio::time::timeout(Duration::from_millis(50), server.recv()).await;
-            if server.counters().dropped_replies() != 1 {
-                return Err(format!(
-                    "dropped_replies = {}",
-                    server.counters().dropped_replies()
-                ));
-            }
-            echo_works(&ctx, "inproc://unroutable", &mut server).await
-        })
+    on_runtime(Duration::from_secs(30), || async {
+        let ctx = zmq::Context::new();
+        let mut server = Socket::new(&ctx, SocketKind::Router).map_err(text)?;
+        server.bind("inproc://unroutable").map_err(text)?;
+        let err = server.send(msg(&[b"nobody", b"reply"])).await.unwrap_err();
+        if err.kind() != ErrorKind::Unroutable {
+            return Err(format!("expected Unroutable, got {err:?}"));
+        }
+        if std::error::Error::source(&err).is_none() {
+            return Err("the libzmq error is not kept as source()".into());
+        }
+        // Through the reply queue it is counted and dropped, and the socket goes on.
+        server
+            .reply_sender()
+            .send(msg(&[b"nobody", b"reply"]))
+            .map_err(text)?;
+        let _ = tokio::time::timeout(Duration::from_millis(50), server.recv()).await;
+        if server.counters().dropped_replies() != 1 {
+            return Err(format!(
+                "dropped_replies = {}",
+                server.counters().dropped_replies()
+            ));
+        }
+        echo_works(&ctx, "inproc://unroutable", &mut server).await
     })
     .unwrap();
 }
@@ -848,57 +872,48 @@ fn an_unroutable_router_reply_is_an_error() {
 
 #[test]
 fn pub_sub_multipart_with_topics() {
-    with_deadline(Duration::from_secs(30), || {
-        current_thread_rt().block_on(async {
-            let e = |e: cloakroom_zmq::Error| e.to_string();
-            let ctx = zmq::Context::new();
-            // PUB drops what a slow subscriber cannot take past the high-water mark: make
-            // room for the whole run so a busy machine cannot lose messages here.
-            let hwm = |kind| {
-                SocketBuilder::new(kind)
-                    .high_water_mark(100_000)
-                    .build(&ctx)
-            };
-            let mut publisher = hwm(SocketKind::Pub).map_err(e)?;
-            publisher.bind("tcp://127.0.0.1:*").map_err(e)?;
-            let ep = publisher.last_endpoint().map_err(e)?;
-            let mut sub = hwm(SocketKind::Sub).map_err(e)?;
-            sub.connect(&ep).map_err(e)?;
-            sub.subscribe(b"revoke").map_err(e)?;
-            // Wait until the subscription has reached the publisher.
-            loop {
-                publisher
-                    .send(msg(&[b"revoke", b"warmup"]))
-                    .await
-                    .map_err(e)?;
-                if tokio::time::timeout(Duration::from_millis(20), sub.recv())
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
+    on_runtime(Duration::from_secs(30), || async {
+        let ctx = zmq::Context::new();
+        // PUB drops what a slow subscriber cannot take past the high-water mark: make
+        // room for the whole run so a busy machine cannot lose messages here.
+        let hwm = |kind| SocketBuilder::new(kind).high_water_mark(100_000);
+        let (mut publisher, ep) = listening(hwm(SocketKind::Pub), &ctx)?;
+        let mut sub = hwm(SocketKind::Sub).build(&ctx).map_err(text)?;
+        sub.connect(&ep).map_err(text)?;
+        sub.subscribe(b"revoke").map_err(text)?;
+        // Wait until the subscription has reached the publisher.
+        loop {
+            publisher
+                .send(msg(&[b"revoke", b"warmup"]))
+                .await
+                .map_err(text)?;
+            if tokio::time::timeout(Duration::from_millis(20), sub.recv())
+                .await
+                .is_ok()
+            {
+                break;
             }
-            for i in 0..1000u32 {
-                publisher.send(msg(&[b"other", b"x"])).await.map_err(e)?;
-                publisher
-                    .send(msg(&[b"revoke", &i.to_be_bytes(), b"tail"]))
-                    .await
-                    .map_err(e)?;
+        }
+        for i in 0..1000u32 {
+            publisher.send(msg(&[b"other", b"x"])).await.map_err(text)?;
+            publisher
+                .send(msg(&[b"revoke", &i.to_be_bytes(), b"tail"]))
+                .await
+                .map_err(text)?;
+        }
+        let mut seen = HashMap::new();
+        while seen.len() < 1000 {
+            let m = tokio::time::timeout(Duration::from_secs(2), sub.recv())
+                .await
+                .map_err(|_| format!("stalled after {}", seen.len()))?
+                .map_err(text)?;
+            if &m[0][..] == b"revoke" && m.len() == 3 {
+                *seen.entry(m[1].to_vec()).or_insert(0) += 1;
+            } else if &m[1][..] != b"warmup" {
+                return Err(format!("unexpected message {:?}", &m[0][..]));
             }
-            let mut seen = HashMap::new();
-            while seen.len() < 1000 {
-                let m = tokio::time::timeout(Duration::from_secs(2), sub.recv())
-                    .await
-                    .map_err(|_| format!("stalled after {}", seen.len()))?
-                    .map_err(e)?;
-                if &m[0][..] == b"revoke" && m.len() == 3 {
-                    *seen.entry(m[1].to_vec()).or_insert(0) += 1;
-                } else if &m[1][..] != b"warmup" {
-                    return Err(format!("unexpected message {:?}", &m[0][..]));
-                }
-            }
-            Ok(())
-        })
+        }
+        Ok(())
     })
     .unwrap();
 }
@@ -912,59 +927,43 @@ fn curve_allows_listed_keys_and_refuses_unknown_ones() {
         curve_available(),
         "the linked libzmq has no CURVE (is Debian's libzmq linked?)"
     );
-    with_deadline(Duration::from_secs(30), || {
-        current_thread_rt().block_on(async {
-            let e = |e: cloakroom_zmq::Error| e.to_string();
-            let ctx = zmq::Context::new();
-            let server_keys = CurveKeyPair::generate().map_err(e)?;
-            let allowed = CurveKeyPair::generate().map_err(e)?;
-            let unknown = CurveKeyPair::generate().map_err(e)?;
-            let zap = ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(e)?;
+    on_runtime(Duration::from_secs(30), || async {
+        let ctx = zmq::Context::new();
+        let server_keys = CurveKeyPair::generate().map_err(text)?;
+        let allowed = CurveKeyPair::generate().map_err(text)?;
+        let unknown = CurveKeyPair::generate().map_err(text)?;
+        let zap = ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(text)?;
 
-            let mut server = Socket::new(&ctx, SocketKind::Router).map_err(e)?;
-            server.curve_server(&server_keys, &zap).map_err(e)?;
-            server.bind("tcp://127.0.0.1:*").map_err(e)?;
-            let ep = server.last_endpoint().map_err(e)?;
-            let server_public = server_keys.public_key();
+        let mut server = Socket::new(&ctx, SocketKind::Router).map_err(text)?;
+        server.curve_server(&server_keys, &zap).map_err(text)?;
+        let ep = on_loopback(&server)?;
+        let server_public = server_keys.public_key();
 
-            // The unknown client first: its request must never reach the server.
-            let mut intruder = Socket::new(&ctx, SocketKind::Dealer).map_err(e)?;
-            intruder.curve_client(&unknown, &server_public).map_err(e)?;
-            intruder.connect(&ep).map_err(e)?;
-            intruder.send(msg(&[b"let me in"])).await.map_err(e)?;
-            if let Ok(r) = tokio::time::timeout(Duration::from_millis(700), server.recv()).await {
-                return Err(format!("the server received from an unknown key: {r:?}"));
-            }
-            if zap.denied() == 0 {
-                return Err("the ZAP handler was never asked about the unknown key".into());
-            }
+        // The unknown client first: its request must never reach the server.
+        let mut intruder = dealer(&ctx, &ep, Some((&unknown, &server_public)))?;
+        intruder.send(msg(&[b"let me in"])).await.map_err(text)?;
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(700), server.recv()).await {
+            return Err(format!("the server received from an unknown key: {r:?}"));
+        }
+        if zap.denied() == 0 {
+            return Err("the ZAP handler was never asked about the unknown key".into());
+        }
 
-            // The allowed client connects and gets its answer.
-            let mut friend = Socket::new(&ctx, SocketKind::Dealer).map_err(e)?;
-            friend.curve_client(&allowed, &server_public).map_err(e)?;
-            friend.connect(&ep).map_err(e)?;
-            friend.send(msg(&[b"hello"])).await.map_err(e)?;
-            let req = tokio::time::timeout(Duration::from_secs(2), server.recv())
-                .await
-                .map_err(|_| "the allowed client's request did not arrive")?
-                .map_err(e)?;
-            if &req[1][..] != b"hello" {
-                return Err("wrong request".into());
-            }
-            server.send(req).await.map_err(e)?;
-            let reply = tokio::time::timeout(Duration::from_secs(2), friend.recv())
-                .await
-                .map_err(|_| "no reply to the allowed client")?
-                .map_err(e)?;
-            if &reply[0][..] != b"hello" || zap.allowed() == 0 {
-                return Err("wrong reply or ZAP never allowed".into());
-            }
-            // And the intruder still has nothing.
-            if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), intruder.recv()).await {
-                return Err(format!("the unknown key got a reply: {r:?}"));
-            }
-            Ok(())
-        })
+        // The allowed client connects and gets its answer.
+        let mut friend = dealer(&ctx, &ep, Some((&allowed, &server_public)))?;
+        let Some(reply) =
+            echoed(&mut friend, &mut server, b"hello", Duration::from_secs(2)).await?
+        else {
+            return Err("the allowed client's request did not arrive".into());
+        };
+        if &reply[0][..] != b"hello" || zap.allowed() == 0 {
+            return Err("wrong reply or ZAP never allowed".into());
+        }
+        // And the intruder still has nothing.
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), intruder.recv()).await {
+            return Err(format!("the unknown key got a reply: {r:?}"));
+        }
+        Ok(())
     })
     .unwrap();
 }
@@ -981,73 +980,61 @@ fn building_outside_a_runtime_is_an_error_not_a_panic() {
 
 #[test]
 fn a_router_send_to_a_full_peer_waits_without_spinning() {
-    with_deadline(Duration::from_secs(60), || {
-        current_thread_rt().block_on(async {
-            const N: usize = 500;
-            const SIZE: usize = 64 << 10; // 500 x 64 KiB: far more than loopback buffers hold
-            let e = |e: cloakroom_zmq::Error| e.to_string();
-            let ctx = zmq::Context::new();
-            let mut server = SocketBuilder::new(SocketKind::Router)
-                .high_water_mark(4)
-                .build(&ctx)
-                .map_err(e)?;
-            server.bind("tcp://127.0.0.1:*").map_err(e)?;
-            let ep = server.last_endpoint().map_err(e)?;
-            let peer_ctx = zmq::Context::new();
-            let peer = peer_ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            peer.set_rcvhwm(4).map_err(|e| e.to_string())?;
-            peer.set_linger(0).map_err(|e| e.to_string())?;
-            peer.connect(&ep).map_err(|e| e.to_string())?;
-            peer.send(&b"hi"[..], 0).map_err(|e| e.to_string())?;
-            let hello = tokio::time::timeout(Duration::from_secs(2), server.recv())
-                .await
-                .map_err(|_| "no hello")?
-                .map_err(e)?;
-            let id = hello[0].to_vec();
-            let sender = tokio::spawn(async move {
-                for i in 0..N {
-                    let mut body = vec![0u8; SIZE];
-                    body[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                    server
-                        .send(vec![zmq::Message::from(&id[..]), body.into()])
-                        .await?;
+    on_runtime(Duration::from_secs(60), || async {
+        const N: usize = 500;
+        const SIZE: usize = 64 << 10; // 500 x 64 KiB: far more than loopback buffers hold
+        let ctx = zmq::Context::new();
+        let (mut server, ep) = listening(
+            SocketBuilder::new(SocketKind::Router).high_water_mark(4),
+            &ctx,
+        )?;
+        let peer_ctx = zmq::Context::new();
+        let peer = peer_ctx.socket(zmq::DEALER).map_err(text)?;
+        // Before connecting: a high-water mark set later is not applied to the pipe.
+        peer.set_rcvhwm(4).map_err(text)?;
+        peer.set_linger(0).map_err(text)?;
+        peer.connect(&ep).map_err(text)?;
+        let id = hello_from(&peer, &mut server).await?[0].to_vec();
+        let sender = tokio::spawn(async move {
+            for i in 0..N {
+                let mut body = vec![0u8; SIZE];
+                body[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                server
+                    .send(vec![zmq::Message::from(&id[..]), body.into()])
+                    .await?;
+            }
+            Ok::<_, cloakroom_zmq::Error>(server)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = thread_cpu();
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let share = (thread_cpu() - before).as_secs_f64() / t.elapsed().as_secs_f64();
+        if sender.is_finished() {
+            return Err("the peer never filled up: the test tests nothing".into());
+        }
+        if share > 0.05 {
+            return Err(format!("blocked send used {:.1}% of a core", share * 100.0));
+        }
+        // Now the peer reads everything, and every message arrives in order.
+        let reader = thread::spawn(move || -> Result<(), String> {
+            peer.set_rcvtimeo(5_000).map_err(text)?;
+            for i in 0..N as u64 {
+                let b = peer
+                    .recv_bytes(0)
+                    .map_err(|e| format!("message {i}: {e}"))?;
+                if b.len() != SIZE || b[..8] != i.to_be_bytes() {
+                    return Err(format!("message {i} is wrong"));
                 }
-                Ok::<_, cloakroom_zmq::Error>(server)
-            });
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let before = thread_cpu();
-            let t = Instant::now();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let share = (thread_cpu() - before).as_secs_f64() / t.elapsed().as_secs_f64();
-            if sender.is_finished() {
-                return Err("the peer never filled up: the test tests nothing".into());
-            }
-            if share > 0.05 {
-                return Err(format!("blocked send used {:.1}% of a core", share * 100.0));
-            }
-            // Now the peer reads everything, and every message arrives in order.
-            let reader = thread::spawn(move || -> Result<(), String> {
-                peer.set_rcvtimeo(5_000).map_err(|e| e.to_string())?;
-                for i in 0..N as u64 {
-                    let b = peer
-                        .recv_bytes(0)
-                        .map_err(|e| format!("message {i}: {e}"))?;
-                    if b.len() != SIZE || b[..8] != i.to_be_bytes() {
-                        return Err(format!("message {i} is wrong"));
-                    }
-                }
-                Ok(())
-            });
-            while !reader.is_finished() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            reader.join().map_err(|_| "reader panicked")??;
-            let server = sender.await.map_err(|e| e.to_string())?.map_err(e)?;
-            if server.counters().missed_wakeups() != 0 {
-                return Err("missed wakeups".into());
             }
             Ok(())
-        })
+        });
+        while !reader.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        reader.join().map_err(|_| "reader panicked")??;
+        let server = sender.await.map_err(text)?.map_err(text)?;
+        no_missed_wakeups(&server.counters())
     })
     .unwrap();
 }
@@ -1059,14 +1046,18 @@ fn a_runtime_without_io_or_time_is_an_error_not_a_panic() {
         .enable_time()
         .build()
         .unwrap();
-    let err = no_io.block_on(async { Socket::new(&ctx, SocketKind::Dealer).unwrap_err() });
-    assert_eq!(err.kind(), ErrorKind::NoRuntime);
     let no_time = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .unwrap();
-    let err = no_time.block_on(async { Socket::new(&ctx, SocketKind::Dealer).unwrap_err() });
-    assert_eq!(err.kind(), ErrorKind::NoRuntime);
+    for (without, rt) in [("io", no_io), ("time", no_time)] {
+        let err = rt.block_on(async { Socket::new(&ctx, SocketKind::Dealer).unwrap_err() });
+        assert_eq!(
+            err.kind(),
+            ErrorKind::NoRuntime,
+            "a runtime without {without}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1093,35 +1084,16 @@ async fn curve_client_gets_in(
     server_public: &[u8; 32],
     window: Duration,
 ) -> Result<bool, String> {
-    let e = |e: cloakroom_zmq::Error| e.to_string();
-    let mut client = Socket::new(ctx, SocketKind::Dealer).map_err(e)?;
-    client.curve_client(keys, server_public).map_err(e)?;
-    client.connect(ep).map_err(e)?;
-    client.send(msg(&[b"let me in"])).await.map_err(e)?;
-    match tokio::time::timeout(window, server.recv()).await {
-        Err(_) => Ok(false),
-        Ok(Err(err)) => Err(format!("server recv failed: {err}")),
-        Ok(Ok(req)) => {
-            if &req[1][..] != b"let me in" {
-                return Err("wrong request".into());
-            }
-            // And the reply reaches the client: the connection is really open.
-            server.send(req).await.map_err(e)?;
-            let reply = tokio::time::timeout(Duration::from_secs(2), client.recv())
-                .await
-                .map_err(|_| "the server received, but its reply did not arrive")?
-                .map_err(e)?;
-            Ok(&reply[0][..] == b"let me in")
-        }
-    }
+    let mut client = dealer(ctx, ep, Some((keys, server_public)))?;
+    // In only when the reply reaches the client too: the connection is really open.
+    let reply = echoed(&mut client, server, b"let me in", window).await?;
+    Ok(reply.is_some_and(|r| &r[0][..] == b"let me in"))
 }
 
 /// Talks to the ZAP endpoint directly with malformed requests: every one that carries an
 /// address must be answered "400", none "200", and the handler must go on serving.
 async fn feed_zap_garbage(ctx: &zmq::Context, allowed_key: &[u8; 32]) -> Outcome {
-    let e = |e: cloakroom_zmq::Error| e.to_string();
-    let mut zap = Socket::new(ctx, SocketKind::Dealer).map_err(e)?;
-    zap.connect("inproc://zeromq.zap.01").map_err(e)?;
+    let mut zap = dealer(ctx, "inproc://zeromq.zap.01", None)?;
     let curve_request = |version: &[u8], id: &[u8], extra: Option<&[u8]>| {
         let mut m = msg(&[
             b"",
@@ -1171,14 +1143,14 @@ async fn feed_zap_garbage(ctx: &zmq::Context, allowed_key: &[u8; 32]) -> Outcome
         ]),
     ];
     for m in garbage {
-        zap.send(m).await.map_err(e)?;
+        zap.send(m).await.map_err(text)?;
     }
     let mut answered = Vec::new();
     for _ in 0..4 {
         let reply = tokio::time::timeout(Duration::from_secs(2), zap.recv())
             .await
             .map_err(|_| format!("malformed ZAP requests answered: {answered:?} of 4"))?
-            .map_err(e)?;
+            .map_err(text)?;
         if reply.len() < 4 || &reply[1][..] != b"1.0" {
             return Err(format!("a ZAP reply of {} frames", reply.len()));
         }
@@ -1205,104 +1177,84 @@ fn curve_fails_closed(variant: Broken, fate: ZapFate) -> Outcome {
         curve_available(),
         "the linked libzmq has no CURVE (is Debian's libzmq linked?)"
     );
-    with_deadline(Duration::from_secs(60), move || {
-        current_thread_rt().block_on(async move {
-            let e = |e: cloakroom_zmq::Error| e.to_string();
-            let ctx = zmq::Context::new();
-            let server_keys = CurveKeyPair::generate().map_err(e)?;
-            let allowed = CurveKeyPair::generate().map_err(e)?;
-            let unknown = CurveKeyPair::generate().map_err(e)?;
-            let mut server = SocketBuilder::new(SocketKind::Router)
-                .broken(variant)
-                .build(&ctx)
-                .map_err(e)?;
-            let zap = if fate == ZapFate::DroppedAtOnce {
-                // The handler is a temporary: gone at the end of this statement.
-                server
-                    .curve_server(
-                        &server_keys,
-                        &ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(e)?,
-                    )
-                    .map_err(e)?;
-                None
-            } else {
-                let zap = ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(e)?;
-                server.curve_server(&server_keys, &zap).map_err(e)?;
-                Some(zap)
-            };
-            server.bind("tcp://127.0.0.1:*").map_err(e)?;
-            let ep = server.last_endpoint().map_err(e)?;
-            let server_public = server_keys.public_key();
-            if let (ZapFate::TaskAborted, Some(zap)) = (fate, &zap) {
-                zap.abort_task();
-            }
-            // Let the runtime drop a stopped task (and libzmq close its socket).
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if fate == ZapFate::FedGarbage {
-                feed_zap_garbage(&ctx, &allowed.public_key()).await?;
-            }
+    on_runtime(Duration::from_secs(60), move || async move {
+        let ctx = zmq::Context::new();
+        let server_keys = CurveKeyPair::generate().map_err(text)?;
+        let allowed = CurveKeyPair::generate().map_err(text)?;
+        let unknown = CurveKeyPair::generate().map_err(text)?;
+        let mut server = SocketBuilder::new(SocketKind::Router)
+            .broken(variant)
+            .build(&ctx)
+            .map_err(text)?;
+        let zap = if fate == ZapFate::DroppedAtOnce {
+            // The handler is a temporary: gone at the end of this statement.
+            server
+                .curve_server(
+                    &server_keys,
+                    &ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(text)?,
+                )
+                .map_err(text)?;
+            None
+        } else {
+            let zap = ZapHandler::spawn(&ctx, [allowed.public_key()]).map_err(text)?;
+            server.curve_server(&server_keys, &zap).map_err(text)?;
+            Some(zap)
+        };
+        let ep = on_loopback(&server)?;
+        let server_public = server_keys.public_key();
+        if let (ZapFate::TaskAborted, Some(zap)) = (fate, &zap) {
+            zap.abort_task();
+        }
+        // Let the runtime drop a stopped task (and libzmq close its socket).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if fate == ZapFate::FedGarbage {
+            feed_zap_garbage(&ctx, &allowed.public_key()).await?;
+        }
 
-            // The unknown key is refused, every time.
-            for attempt in 0..3 {
-                let window = Duration::from_millis(500);
-                if curve_client_gets_in(&ctx, &mut server, &ep, &unknown, &server_public, window)
-                    .await?
-                {
-                    return Err(format!("attempt {attempt}: an unknown key got in"));
-                }
+        // The unknown key is refused, every time.
+        for attempt in 0..3 {
+            let window = Duration::from_millis(500);
+            if curve_client_gets_in(&ctx, &mut server, &ep, &unknown, &server_public, window)
+                .await?
+            {
+                return Err(format!("attempt {attempt}: an unknown key got in"));
             }
-            let window = Duration::from_secs(2);
-            let friend_in =
-                curve_client_gets_in(&ctx, &mut server, &ep, &allowed, &server_public, window)
-                    .await?;
-            match fate {
-                // No handler runs: nobody gets in, the allowed key neither (fails closed).
-                ZapFate::TaskAborted if friend_in => {
-                    return Err("with the handler's task aborted, a client got in".into())
-                }
-                ZapFate::TaskAborted => {}
-                // The handler lives on: the allowed key gets in.
-                _ if !friend_in => return Err("the allowed key was refused".into()),
-                _ => {}
+        }
+        let window = Duration::from_secs(2);
+        let friend_in =
+            curve_client_gets_in(&ctx, &mut server, &ep, &allowed, &server_public, window).await?;
+        match fate {
+            // No handler runs: nobody gets in, the allowed key neither (fails closed).
+            ZapFate::TaskAborted if friend_in => {
+                return Err("with the handler's task aborted, a client got in".into())
             }
-            if let Some(zap) = &zap {
-                if fate == ZapFate::FedGarbage && (zap.malformed() != 6 || zap.allowed() != 1) {
-                    return Err(format!("ZAP counters after garbage: {zap:?}"));
-                }
+            ZapFate::TaskAborted => {}
+            // The handler lives on: the allowed key gets in.
+            _ if !friend_in => return Err("the allowed key was refused".into()),
+            _ => {}
+        }
+        if let Some(zap) = &zap {
+            if fate == ZapFate::FedGarbage && (zap.malformed() != 6 || zap.allowed() != 1) {
+                return Err(format!("ZAP counters after garbage: {zap:?}"));
             }
-            if server.counters().missed_wakeups() != 0 {
-                return Err("missed wakeups".into());
-            }
-            Ok(())
-        })
+        }
+        no_missed_wakeups(&server.counters())
     })
 }
 
-#[test]
-fn curve_refuses_unknown_keys_after_the_zap_handler_value_is_dropped() {
-    curve_fails_closed(Broken::None, ZapFate::DroppedAtOnce).unwrap();
-}
+rule_and_broken_twin!(
+    |variant| curve_fails_closed(variant, ZapFate::DroppedAtOnce),
+    curve_refuses_unknown_keys_after_the_zap_handler_value_is_dropped,
+    curve_fails_open_when_the_socket_only_borrows_its_zap_handler: Broken::CurveFailsOpen,
+    "the fail-open CURVE server passed the dropped-handler test"
+);
 
-#[test]
-fn curve_fails_open_when_the_socket_only_borrows_its_zap_handler() {
-    assert_caught(
-        curve_fails_closed(Broken::CurveFailsOpen, ZapFate::DroppedAtOnce),
-        "the fail-open CURVE server passed the dropped-handler test",
-    );
-}
-
-#[test]
-fn curve_refuses_every_key_after_the_zap_task_is_aborted() {
-    curve_fails_closed(Broken::None, ZapFate::TaskAborted).unwrap();
-}
-
-#[test]
-fn curve_fails_open_without_zap_enforce_domain_when_the_task_dies() {
-    assert_caught(
-        curve_fails_closed(Broken::CurveFailsOpen, ZapFate::TaskAborted),
-        "the fail-open CURVE server passed the aborted-task test",
-    );
-}
+rule_and_broken_twin!(
+    |variant| curve_fails_closed(variant, ZapFate::TaskAborted),
+    curve_refuses_every_key_after_the_zap_task_is_aborted,
+    curve_fails_open_without_zap_enforce_domain_when_the_task_dies: Broken::CurveFailsOpen,
+    "the fail-open CURVE server passed the aborted-task test"
+);
 
 #[test]
 fn curve_zap_handler_denies_garbage_and_serves_on() {
@@ -1328,7 +1280,6 @@ fn slow_peer_inner(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
     let client_ctx = zmq::Context::new();
     let stop = Arc::new(AtomicBool::new(false));
     rt.block_on(async move {
-        let e = |e: cloakroom_zmq::Error| e.to_string();
         let flood = peers * per_peer;
         let mut builder = SocketBuilder::new(SocketKind::Router).broken(variant);
         if peers > 1 {
@@ -1336,15 +1287,11 @@ fn slow_peer_inner(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
             // one of them fills up.
             builder = builder.high_water_mark(50);
         }
-        let mut server = builder.build(&ctx).map_err(e)?;
+        let mut server = builder.build(&ctx).map_err(text)?;
         if peers > 1 {
-            server
-                .get_ref()
-                .set_sndbuf(16 << 10)
-                .map_err(|e| e.to_string())?;
+            server.get_ref().set_sndbuf(16 << 10).map_err(text)?;
         }
-        server.bind("tcp://127.0.0.1:*").map_err(e)?;
-        let ep = server.last_endpoint().map_err(e)?;
+        let ep = on_loopback(&server)?;
         let counters = server.counters();
         let replies = server.reply_sender();
         let owner = tokio::spawn(async move {
@@ -1381,14 +1328,14 @@ fn slow_peer_inner(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
             thread::spawn(move || -> Result<(), String> {
                 let mut socks = Vec::new();
                 for _ in 0..peers {
-                    let s = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-                    s.set_linger(0).map_err(|e| e.to_string())?;
-                    s.set_rcvhwm(10).map_err(|e| e.to_string())?;
+                    let s = ctx.socket(zmq::DEALER).map_err(text)?;
+                    s.set_linger(0).map_err(text)?;
+                    s.set_rcvhwm(10).map_err(text)?;
                     if peers > 1 {
-                        s.set_rcvbuf(16 << 10).map_err(|e| e.to_string())?;
+                        s.set_rcvbuf(16 << 10).map_err(text)?;
                     }
-                    s.set_sndtimeo(20_000).map_err(|e| e.to_string())?;
-                    s.connect(&ep).map_err(|e| e.to_string())?;
+                    s.set_sndtimeo(20_000).map_err(text)?;
+                    s.connect(&ep).map_err(text)?;
                     socks.push(s);
                 }
                 for i in 0..per_peer {
@@ -1417,14 +1364,12 @@ fn slow_peer_inner(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
         let probe = {
             let (ctx, ep) = (client_ctx.clone(), ep.clone());
             thread::spawn(move || -> Result<Vec<Duration>, String> {
-                let s = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-                s.set_linger(0).map_err(|e| e.to_string())?;
-                s.set_rcvtimeo(2_000).map_err(|e| e.to_string())?;
-                s.connect(&ep).map_err(|e| e.to_string())?;
+                let s = raw_dealer(&ctx, &ep)?;
+                s.set_rcvtimeo(2_000).map_err(text)?;
                 let mut took = Vec::with_capacity(PROBES);
                 for i in 0..PROBES as u64 {
                     let t = Instant::now();
-                    s.send(&i.to_be_bytes()[..], 0).map_err(|e| e.to_string())?;
+                    s.send(&i.to_be_bytes()[..], 0).map_err(text)?;
                     let reply = s
                         .recv_multipart(0)
                         .map_err(|e| format!("probe {i}: no reply within 2 s ({e})"))?;
@@ -1477,113 +1422,88 @@ fn slow_peer_inner(variant: Broken, peers: u64, per_peer: u64) -> Outcome {
         if counters.shed_replies() == 0 {
             return Err("nothing was shed: the slow peer was never past its bound".into());
         }
-        if counters.missed_wakeups() != 0 {
-            return Err("missed wakeups".into());
-        }
-        Ok(())
+        no_missed_wakeups(&counters)
     })
 }
 
-#[test]
-fn a_peer_that_never_reads_does_not_delay_the_others_replies() {
-    slow_peer(Broken::None, 1, 100_000).unwrap();
-}
+rule_and_broken_twin!(
+    |variant| slow_peer(variant, 1, 100_000),
+    a_peer_that_never_reads_does_not_delay_the_others_replies,
+    replies_stall_behind_a_slow_peer_with_one_queue_for_all: Broken::OldReplyQueue,
+    "the old reply queue passed the slow-peer test"
+);
 
 #[test]
 fn a_hundred_peers_that_never_read_do_not_delay_the_others_replies() {
     slow_peer(Broken::None, 100, 1_000).unwrap();
 }
 
-#[test]
-fn replies_stall_behind_a_slow_peer_with_one_queue_for_all() {
-    assert_caught(
-        slow_peer(Broken::OldReplyQueue, 1, 100_000),
-        "the old reply queue passed the slow-peer test",
-    );
-}
-
 // ---------------------------------------------------------------------------------------
 // Sending replies spends the drain budget: a big writer yields to the runtime too.
 
 fn big_writer(variant: Broken) -> Outcome {
-    with_deadline(Duration::from_secs(60), move || {
-        current_thread_rt().block_on(async move {
-            const REPLIES: u64 = 10_000;
-            let e = |e: cloakroom_zmq::Error| e.to_string();
-            let ctx = zmq::Context::new();
-            let mut server = SocketBuilder::new(SocketKind::Router)
+    on_runtime(Duration::from_secs(60), move || async move {
+        const REPLIES: u64 = 10_000;
+        let ctx = zmq::Context::new();
+        let (mut server, ep) = listening(
+            SocketBuilder::new(SocketKind::Router)
                 .reply_queue(REPLIES as usize)
                 // The reader may fall behind for a moment: hold, never shed, here.
                 .held_replies(REPLIES as usize, REPLIES as usize)
-                .broken(variant)
-                .build(&ctx)
-                .map_err(e)?;
-            server.bind("tcp://127.0.0.1:*").map_err(e)?;
-            let ep = server.last_endpoint().map_err(e)?;
-            let peer_ctx = zmq::Context::new();
-            let peer = peer_ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            peer.set_linger(0).map_err(|e| e.to_string())?;
-            peer.connect(&ep).map_err(|e| e.to_string())?;
-            peer.send(&b"hi"[..], 0).map_err(|e| e.to_string())?;
-            let hello = tokio::time::timeout(Duration::from_secs(2), server.recv())
-                .await
-                .map_err(|_| "no hello")?
-                .map_err(e)?;
-            let reader = thread::spawn(move || -> Result<(), String> {
-                peer.set_rcvtimeo(5_000).map_err(|e| e.to_string())?;
-                for i in 0..REPLIES {
-                    peer.recv_bytes(0).map_err(|e| format!("reply {i}: {e}"))?;
-                }
-                Ok(())
-            });
-            let replies = server.reply_sender();
+                .broken(variant),
+            &ctx,
+        )?;
+        let peer_ctx = zmq::Context::new();
+        let peer = raw_dealer(&peer_ctx, &ep)?;
+        let hello = hello_from(&peer, &mut server).await?;
+        let reader = thread::spawn(move || -> Result<(), String> {
+            peer.set_rcvtimeo(5_000).map_err(text)?;
             for i in 0..REPLIES {
-                replies
-                    .send(vec![
-                        zmq::Message::from(&hello[0][..]),
-                        zmq::Message::from(&i.to_be_bytes()[..]),
-                    ])
-                    .map_err(e)?;
-            }
-            let counters = server.counters();
-            let yields_before = counters.budget_yields();
-            let t = Instant::now();
-            while counters.sent() < REPLIES {
-                if t.elapsed() > Duration::from_secs(20) {
-                    return Err(format!(
-                        "only {} replies sent (held {}, shed {}, dropped {})",
-                        counters.sent(),
-                        counters.held_replies(),
-                        counters.shed_replies(),
-                        counters.dropped_replies()
-                    ));
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(10), server.recv()).await;
-            }
-            reader.join().map_err(|_| "reader panicked")??;
-            if counters.shed_replies() + counters.dropped_replies() != 0 {
-                return Err("replies were lost".into());
-            }
-            let yields = counters.budget_yields() - yields_before;
-            // 10,000 replies at 64 per budget: about 156 yields. Allow for the budget being
-            // refilled whenever the task really waits.
-            if yields < REPLIES / 64 / 2 {
-                return Err(format!("{REPLIES} replies sent with {yields} yields"));
+                peer.recv_bytes(0).map_err(|e| format!("reply {i}: {e}"))?;
             }
             Ok(())
-        })
+        });
+        let replies = server.reply_sender();
+        for i in 0..REPLIES {
+            replies
+                .send(vec![
+                    zmq::Message::from(&hello[0][..]),
+                    zmq::Message::from(&i.to_be_bytes()[..]),
+                ])
+                .map_err(text)?;
+        }
+        let counters = server.counters();
+        let yields_before = counters.budget_yields();
+        let t = Instant::now();
+        while counters.sent() < REPLIES {
+            if t.elapsed() > Duration::from_secs(20) {
+                return Err(format!(
+                    "only {} replies sent (held {}, shed {}, dropped {})",
+                    counters.sent(),
+                    counters.held_replies(),
+                    counters.shed_replies(),
+                    counters.dropped_replies()
+                ));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(10), server.recv()).await;
+        }
+        reader.join().map_err(|_| "reader panicked")??;
+        if counters.shed_replies() + counters.dropped_replies() != 0 {
+            return Err("replies were lost".into());
+        }
+        let yields = counters.budget_yields() - yields_before;
+        // 10,000 replies at 64 per budget: about 156 yields. Allow for the budget being
+        // refilled whenever the task really waits.
+        if yields < REPLIES / 64 / 2 {
+            return Err(format!("{REPLIES} replies sent with {yields} yields"));
+        }
+        Ok(())
     })
 }
 
-#[test]
-fn sending_ten_thousand_queued_replies_yields_to_the_runtime() {
-    big_writer(Broken::None).unwrap();
-}
-
-#[test]
-fn a_big_writer_never_yields_when_replies_spend_no_budget() {
-    assert_caught(
-        big_writer(Broken::OldReplyQueue),
-        "the old reply queue passed the big-writer test",
-    );
-}
+rule_and_broken_twin!(
+    big_writer,
+    sending_ten_thousand_queued_replies_yields_to_the_runtime,
+    a_big_writer_never_yields_when_replies_spend_no_budget: Broken::OldReplyQueue,
+    "the old reply queue passed the big-writer test"
+);

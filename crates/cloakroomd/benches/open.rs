@@ -61,24 +61,10 @@ fn round_trip(endpoint: &str, request: &Request) -> Reply {
     reply
 }
 
-/// Drives `clients` DEALERs with `inflight` requests each, every request `frames` with a
-/// fresh request id; returns replies per second over `secs` after `warmup`. Frame 3 of
-/// every reply must be `word` (`OK` from the daemon; the verb itself from the echo server).
-fn load(
-    endpoint: &str,
-    frames: &[Vec<u8>],
-    word: &'static [u8],
-    clients: usize,
-    inflight: usize,
-    warmup: Duration,
-    secs: Duration,
-) -> f64 {
-    let shape = Shape {
-        clients,
-        inflight,
-        warmup,
-        secs,
-    };
+/// Drives DEALERs as `shape` says, every request `frames` with a fresh request id; returns
+/// replies per second over `shape.secs` after `shape.warmup`. Frame 3 of every reply must
+/// be `word` (`OK` from the daemon; the verb itself from the echo server).
+fn load(endpoint: &str, frames: &[Vec<u8>], word: &'static [u8], shape: Shape) -> f64 {
     let frames = frames.to_vec();
     let mut next_id = 0u64;
     let send = move |s: &zmq::Socket| {
@@ -195,14 +181,11 @@ fn main() {
     let mut table = Vec::new();
     for &(clients, inflight) in &SHAPES {
         let (mut opens, mut gets, mut echos) = (Vec::new(), Vec::new(), Vec::new());
+        let shape = Shape::new(clients, inflight, warmup, secs);
         for _ in 0..rounds {
-            opens.push(load(
-                &daemon, &frames, b"OK", clients, inflight, warmup, secs,
-            ));
+            opens.push(load(&daemon, &frames, b"OK", shape));
             let (echo, stop, h) = start_echo();
-            echos.push(load(
-                &echo, &frames, b"OPEN", clients, inflight, warmup, secs,
-            ));
+            echos.push(load(&echo, &frames, b"OPEN", shape));
             stop.store(true, Ordering::Relaxed);
             h.join().unwrap();
             let guess = gets.last().copied().unwrap_or(40_000.0 * inflight as f64);

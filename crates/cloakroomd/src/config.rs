@@ -62,13 +62,7 @@ pub(crate) struct FileConfig {
 
 impl FileConfig {
     pub(crate) fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("cannot read config file {}", path.display()),
-            )
-            .with_source(e)
-        })?;
+        let text = read_file(path, "config file")?;
         Self::parse(&text).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
@@ -80,6 +74,17 @@ impl FileConfig {
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
+}
+
+/// Reads a file the configuration names; `what` names it in the error ("config file").
+pub(crate) fn read_file(path: &Path, what: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("cannot read {what} {}", path.display()),
+        )
+        .with_source(e)
+    })
 }
 
 fn one_line(s: &str) -> String {

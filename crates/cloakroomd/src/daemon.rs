@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::{CachedStore, Counted};
-use crate::config::{Config, CurveConfig};
+use crate::config::{read_file, Config, CurveConfig};
 use crate::dispatch::{self, Keys, State};
 use crate::endpoint::{self, Reach};
 use crate::error::{Error, ErrorKind};
@@ -446,13 +446,7 @@ fn curve_setup(ctx: &zmq::Context, c: &CurveConfig) -> Result<(CurveKeyPair, Zap
         add(k, &format!("[curve] allowed_clients[{i}]"))?;
     }
     if let Some(file) = &c.allowed_clients_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("cannot read allowed_clients_file {}", file.display()),
-            )
-            .with_source(e)
-        })?;
+        let text = read_file(file, "allowed_clients_file")?;
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or_default().trim();
             if !line.is_empty() {

@@ -17,7 +17,7 @@ from . import _verbs as v
 from . import _wire
 from ._errors import CloakroomError, Unavailable
 from ._feed import SessionCache
-from ._transport import CurveKeys, Ids, answer, configure
+from ._transport import CurveKeys, Ids, answer, configure, connect, timed_out
 from ._types import Change, Device, Issued, Pong, Record, Revoked, Session, Stats
 
 T = TypeVar("T")
@@ -99,9 +99,7 @@ class Client:
             status, data = fut.result(limit)
         except FutureTimeout:
             self._thread().forget(rid)
-            raise Unavailable(
-                f"no reply from {self.endpoint} within {limit:g} s", verb=call.verb, timed_out=True
-            ) from None
+            raise timed_out(self.endpoint, limit, call.verb) from None
         except CloakroomError as e:
             e.verb = e.verb or call.verb
             raise
@@ -270,12 +268,7 @@ class _IoThread:
         self._ctx = zmq.Context()
         self._sock: "zmq.Socket[Any]" = self._ctx.socket(zmq.DEALER)
         configure(self._sock, curve)
-        try:
-            self._sock.connect(endpoint)
-        except zmq.ZMQError as e:
-            self._sock.close(0)
-            self._ctx.term()
-            raise ValueError(f"cannot connect to {endpoint!r}: {e}") from e
+        connect(self._sock, endpoint, ctx=self._ctx)
         self._lock = threading.Lock()
         self._pending: Dict[bytes, "Future[Reply]"] = {}
         self._outbox: Deque[Tuple[bytes, List[bytes]]] = deque()

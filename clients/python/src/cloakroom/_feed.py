@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 import zmq
 
 from . import _wire
-from ._transport import CurveKeys
+from ._transport import CurveKeys, connect
 from ._types import Reader, Session
 
 #: No message for this long (three heartbeats) means the feed is dead: resync.
@@ -275,12 +275,7 @@ class Subscriber:
         if curve is not None:
             curve.apply(self._sock)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
-        try:
-            self._sock.connect(endpoint)
-        except zmq.ZMQError as e:
-            self._sock.close(0)
-            self._ctx.term()
-            raise ValueError(f"cannot connect to the feed {endpoint!r}: {e}") from e
+        connect(self._sock, endpoint, what="the feed ", ctx=self._ctx)
         self._thread = threading.Thread(target=self._run, name=f"cloakroom feed {endpoint}", daemon=True)
         self._thread.start()
 

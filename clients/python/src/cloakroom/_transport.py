@@ -11,7 +11,7 @@ from typing import Any, Optional, TypeVar, Union
 import zmq
 
 from . import _wire
-from ._errors import error_for
+from ._errors import Unavailable, error_for
 from ._types import Reader
 from ._verbs import Call
 
@@ -59,6 +59,30 @@ def configure(sock: "zmq.Socket[Any]", curve: Optional[CurveKeys]) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, _wire.MAX_REPLY)
     if curve is not None:
         curve.apply(sock)
+
+
+def connect(
+    sock: "zmq.Socket[Any]",
+    endpoint: str,
+    *,
+    what: str = "",
+    ctx: "Optional[zmq.Context[Any]]" = None,
+) -> None:
+    """Connects ``sock``. An endpoint ZeroMQ refuses is a ``ValueError`` (``what`` names the
+    endpoint in it), raised after the socket is closed and ``ctx``, the context made for
+    it, terminated."""
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        if ctx is not None:
+            ctx.term()
+        raise ValueError(f"cannot connect to {what}{endpoint!r}: {e}") from e
+
+
+def timed_out(endpoint: str, limit: float, verb: str) -> Unavailable:
+    """The error of a request that had no reply within ``limit`` seconds."""
+    return Unavailable(f"no reply from {endpoint} within {limit:g} s", verb=verb, timed_out=True)
 
 
 class Ids:

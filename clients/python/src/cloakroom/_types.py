@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
 from ._errors import Internal
 
@@ -227,22 +227,22 @@ class Reader:
             device=self.device("device"),
         )
 
-    def records(self, key: str) -> List[Record]:
-        out = []
+    def _maps(self, key: str, want: str) -> Iterator["Reader"]:
+        """A reader of each map in the array ``key``, in turn; ``want`` names the array in
+        the error an item that is not a map raises."""
         for item in self.array(key):
             if not isinstance(item, dict):
-                raise self._bad(key, "an array of records")
-            out.append(Reader(self.verb, item).record())
-        return out
+                raise self._bad(key, want)
+            yield Reader(self.verb, item)
+
+    def records(self, key: str) -> List[Record]:
+        return [r.record() for r in self._maps(key, "an array of records")]
 
     def flashes(self, key: str) -> List[Flash]:
-        out = []
-        for item in self.array(key):
-            if not isinstance(item, dict):
-                raise self._bad(key, "an array of flash maps")
-            f = Reader(self.verb, item)
-            out.append(Flash(f.text("level"), f.text("message")))
-        return out
+        return [
+            Flash(f.text("level"), f.text("message"))
+            for f in self._maps(key, "an array of flash maps")
+        ]
 
     def stats(self) -> Stats:
         return Stats(self.u64("live"), self.u64("expired_not_purged"), self.opt_u64("bytes"))

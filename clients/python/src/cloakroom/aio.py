@@ -20,7 +20,7 @@ import zmq.asyncio
 from . import _verbs as v
 from . import _wire
 from ._errors import Unavailable
-from ._transport import CurveKeys, Ids, answer, configure
+from ._transport import CurveKeys, Ids, answer, configure, connect, timed_out
 from ._types import Change, Device, Issued, Pong, Record, Revoked, Session, Stats
 
 T = TypeVar("T")
@@ -99,11 +99,7 @@ class AsyncClient:
         self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.DEALER)
         configure(sock, self._curve)
-        try:
-            sock.connect(self.endpoint)
-        except zmq.ZMQError as e:
-            sock.close(0)
-            raise ValueError(f"cannot connect to {self.endpoint!r}: {e}") from e
+        connect(sock, self.endpoint)
         self._sock = sock
         self._loop = loop
         self._pid = os.getpid()
@@ -137,9 +133,7 @@ class AsyncClient:
         try:
             status, data = await asyncio.wait_for(exchange(), limit)
         except asyncio.TimeoutError:
-            raise Unavailable(
-                f"no reply from {self.endpoint} within {limit:g} s", verb=call.verb, timed_out=True
-            ) from None
+            raise timed_out(self.endpoint, limit, call.verb) from None
         finally:
             self._pending.pop(rid, None)
         return answer(call, status, data)

@@ -139,3 +139,15 @@ pub(crate) fn timing(args: &[String]) -> (Duration, usize, Duration) {
         Duration::from_millis(300),
     )
 }
+
+impl Shape {
+    /// `clients` sockets with `inflight` requests each, measured for `secs` after `warmup`.
+    pub(crate) fn new(clients: usize, inflight: usize, warmup: Duration, secs: Duration) -> Self {
+        Self {
+            clients,
+            inflight,
+            warmup,
+            secs,
+        }
+    }
+}

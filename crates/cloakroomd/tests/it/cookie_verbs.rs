@@ -31,6 +31,27 @@ fn set(c: &mut Client, cookie: Option<&Secret>, key: &str, value: i64) -> Reply 
     })
 }
 
+fn csrf(c: &mut Client, cookie: &Secret, verify: Option<&Secret>) -> Reply {
+    c.call(&Request::Csrf {
+        cookie: cookie.clone(),
+        verify: verify.cloned(),
+    })
+}
+
+fn flash(c: &mut Client, cookie: &Secret, level: &str, message: &str) -> Reply {
+    c.call(&Request::Flash {
+        cookie: Some(cookie.clone()),
+        level: level.into(),
+        message: message.into(),
+    })
+}
+
+fn logout(c: &mut Client, cookie: &Secret) -> Reply {
+    c.call(&Request::Logout {
+        cookie: cookie.clone(),
+    })
+}
+
 #[test]
 fn issue_open_and_a_cookie_that_does_not_verify() {
     let d = InProcess::start();
@@ -50,32 +71,20 @@ fn issue_open_and_a_cookie_that_does_not_verify() {
         Status::Invalid
     );
     // CSRF for a session without a user: stable across requests, and it verifies.
-    let Reply::CsrfToken(token) = c.call(&Request::Csrf {
-        cookie: issued.cookie.clone(),
-        verify: None,
-    }) else {
+    let Reply::CsrfToken(token) = csrf(&mut c, &issued.cookie, None) else {
         panic!("CSRF")
     };
     assert_eq!(
-        c.call(&Request::Csrf {
-            cookie: issued.cookie.clone(),
-            verify: Some(token.clone())
-        }),
+        csrf(&mut c, &issued.cookie, Some(&token)),
         Reply::CsrfValid(true)
     );
     assert_eq!(
-        c.call(&Request::Csrf {
-            cookie: issued.cookie.clone(),
-            verify: Some(s.csrf.clone())
-        }),
+        csrf(&mut c, &issued.cookie, Some(&s.csrf)),
         Reply::CsrfValid(true),
         "OPEN's token verifies too"
     );
     assert_eq!(
-        c.call(&Request::Csrf {
-            cookie: issued.cookie,
-            verify: Some(Secret::new("AAAA"))
-        }),
+        csrf(&mut c, &issued.cookie, Some(&Secret::new("AAAA"))),
         Reply::CsrfValid(false)
     );
 }
@@ -114,19 +123,9 @@ fn login_cycles_the_id_and_logout_ends_the_session() {
         .status(),
         Status::Invalid
     );
-    assert_eq!(
-        c.call(&Request::Logout {
-            cookie: login.cookie.clone()
-        }),
-        Reply::Ended(true)
-    );
+    assert_eq!(logout(&mut c, &login.cookie), Reply::Ended(true));
     assert_eq!(open(&mut c, &login.cookie).status(), Status::Expired);
-    assert_eq!(
-        c.call(&Request::Logout {
-            cookie: login.cookie.clone()
-        }),
-        Reply::Ended(false)
-    );
+    assert_eq!(logout(&mut c, &login.cookie), Reply::Ended(false));
     assert_eq!(
         set(&mut c, Some(&login.cookie), "x", 1).status(),
         Status::Expired,
@@ -175,20 +174,11 @@ fn concurrent_sets_of_different_keys_are_both_kept() {
         Reply::Cookie(None)
     );
     assert_eq!(
-        c.call(&Request::Flash {
-            cookie: Some(issued.cookie.clone()),
-            level: "success".into(),
-            message: "Saved.".into()
-        }),
+        flash(&mut c, &issued.cookie, "success", "Saved."),
         Reply::Cookie(None)
     );
     assert_eq!(
-        c.call(&Request::Flash {
-            cookie: Some(issued.cookie.clone()),
-            level: "loud".into(),
-            message: "x".into()
-        })
-        .status(),
+        flash(&mut c, &issued.cookie, "loud", "x").status(),
         Status::BadRequest
     );
     let Reply::Opened(s) = c.call(&Request::Open {

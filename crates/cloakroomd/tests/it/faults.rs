@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloakroom::store::{Error, ErrorKind};
-use cloakroom::Store;
 use cloakroom_proto::{self as proto, Data, Device, Reply, Request, Secret, Status, Verb};
 use cloakroom_stores::PostgresStore;
 
@@ -77,6 +76,13 @@ fn record(n: u8) -> proto::Record {
     r
 }
 
+fn create(n: u8) -> Request {
+    Request::Create {
+        record: record(n),
+        now: None,
+    }
+}
+
 fn load(n: u8) -> Request {
     Request::Load {
         id_hash: proto::IdHash([n; 32]),
@@ -84,26 +90,23 @@ fn load(n: u8) -> Request {
     }
 }
 
-/// A daemon on `store`, its cache off (so every request reaches the store).
-fn daemon_on(store: Arc<dyn Store>) -> InProcess {
-    InProcess::start_with(|c| {
-        c.store_instance = Some(store);
+/// A faulty store, and a daemon on it with its cache off (so every request reaches the
+/// store).
+fn faulty_daemon() -> (Arc<Faulty>, InProcess) {
+    let store = Arc::new(Faulty::default());
+    let on = store.clone();
+    let d = InProcess::start_with(|c| {
+        c.store_instance = Some(on);
         c.cache_size = Some(0);
-    })
+    });
+    (store, d)
 }
 
 #[test]
 fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_serves_on() {
-    let store = Arc::new(Faulty::default());
-    let d = daemon_on(store.clone());
+    let (store, d) = faulty_daemon();
     let mut c = d.client();
-    assert_eq!(
-        c.call(&Request::Create {
-            record: record(1),
-            now: None
-        }),
-        Reply::Done
-    );
+    assert_eq!(c.call(&create(1)), Reply::Done);
 
     quiet_deliberate_panics();
     store.hook.panic_on_load.store(true, Ordering::SeqCst);
@@ -134,27 +137,14 @@ fn a_store_that_panics_is_answered_internal_with_the_request_id_and_the_daemon_s
         panic!("LOAD after the panics")
     };
     assert_eq!(*r, record(1));
-    assert_eq!(
-        c.call(&Request::Create {
-            record: record(2),
-            now: None
-        }),
-        Reply::Done
-    );
+    assert_eq!(c.call(&create(2)), Reply::Done);
 }
 
 #[test]
 fn a_corrupt_record_is_answered_corrupt() {
-    let store = Arc::new(Faulty::default());
-    let d = daemon_on(store.clone());
+    let (store, d) = faulty_daemon();
     let mut c = d.client();
-    assert_eq!(
-        c.call(&Request::Create {
-            record: record(3),
-            now: None
-        }),
-        Reply::Done
-    );
+    assert_eq!(c.call(&create(3)), Reply::Done);
     store.hook.corrupt_on_load.store(true, Ordering::SeqCst);
     match c.call(&load(3)) {
         Reply::Error { status, message } => {

@@ -20,6 +20,15 @@ fn ipc(dir: &std::path::Path) -> String {
     format!("ipc://{}/cloakroom-data/cloakroomd.sock", dir.display())
 }
 
+/// The daemon with no flags in `dir`, once it answers, and a client of its default socket.
+fn started(dir: &std::path::Path) -> (Process, zmq::Context, Client) {
+    let p = Process::spawn(dir, &[]);
+    let ctx = zmq::Context::new();
+    wait_for_ping(&ctx, &ipc(dir), Duration::from_secs(20));
+    let c = Client::connect(&ctx, &ipc(dir));
+    (p, ctx, c)
+}
+
 fn issue(c: &mut Client) -> Secret {
     match c.call(&Request::Issue {
         user_id: Some("950".into()),
@@ -107,10 +116,7 @@ fn an_unknown_config_key_is_exit_2() {
 #[test]
 fn sigterm_answers_what_is_in_flight_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = Process::spawn(dir.path(), &[]);
-    let ctx = zmq::Context::new();
-    wait_for_ping(&ctx, &ipc(dir.path()), Duration::from_secs(20));
-    let mut c = Client::connect(&ctx, &ipc(dir.path()));
+    let (mut p, _ctx, mut c) = started(dir.path());
     let n = 500;
     for _ in 0..n {
         c.send(&Request::Issue {
@@ -144,10 +150,7 @@ fn sigterm_answers_what_is_in_flight_and_exits_0() {
 #[test]
 fn sighup_reloads_the_key_ring_and_keeps_the_old_one_if_the_new_is_bad() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = Process::spawn(dir.path(), &[]);
-    let ctx = zmq::Context::new();
-    wait_for_ping(&ctx, &ipc(dir.path()), Duration::from_secs(20));
-    let mut c = Client::connect(&ctx, &ipc(dir.path()));
+    let (mut p, _ctx, mut c) = started(dir.path());
     let cookie = issue(&mut c);
     let keys = dir.path().join("cloakroom-data/keys.toml");
     let write = |text: &str| {
