@@ -34,38 +34,43 @@ fn read_secret(path: &Path) -> anyhow::Result<Secret> {
     Ok(Secret::from(bytes))
 }
 
+/// `reader` with `--salt` and `--max-age` applied where they were given, through its
+/// framework's `with_salt` and its way to set the max age; its defaults where not.
+fn with_options<R: Into<Legacy>>(
+    mut reader: R,
+    args: &ImportArgs,
+    with_salt: impl FnOnce(R, String) -> R,
+    with_max_age: impl FnOnce(R, Option<u64>) -> R,
+) -> Legacy {
+    if let Some(salt) = &args.salt {
+        reader = with_salt(reader, salt.clone());
+    }
+    if args.max_age.is_some() {
+        reader = with_max_age(reader, args.max_age);
+    }
+    reader.into()
+}
+
 fn reader(args: &ImportArgs, secret: Secret) -> anyhow::Result<Legacy> {
     let legacy: Legacy = match args.from {
-        Framework::Flask => {
-            let mut f = Flask::new(secret)?;
-            if let Some(salt) = &args.salt {
-                f = f.with_salt(salt.clone());
-            }
-            if args.max_age.is_some() {
-                f = f.with_max_age(args.max_age);
-            }
-            f.into()
-        }
-        Framework::Django => {
-            let mut d = Django::new(secret)?;
-            if let Some(salt) = &args.salt {
-                d = d.with_salt(salt.clone());
-            }
-            if args.max_age.is_some() {
-                d = d.with_max_age(args.max_age);
-            }
-            d.into()
-        }
-        Framework::Pyramid => {
-            let mut p = Pyramid::new(secret)?;
-            if let Some(salt) = &args.salt {
-                p = p.with_salt(salt.clone());
-            }
-            if args.max_age.is_some() {
-                p = p.with_timeout(args.max_age);
-            }
-            p.into()
-        }
+        Framework::Flask => with_options(
+            Flask::new(secret)?,
+            args,
+            Flask::with_salt,
+            Flask::with_max_age,
+        ),
+        Framework::Django => with_options(
+            Django::new(secret)?,
+            args,
+            Django::with_salt,
+            Django::with_max_age,
+        ),
+        Framework::Pyramid => with_options(
+            Pyramid::new(secret)?,
+            args,
+            Pyramid::with_salt,
+            Pyramid::with_timeout,
+        ),
         Framework::Rails => {
             let version = match args.rails_version {
                 RailsVersionArg::V6_1 => RailsVersion::V6_1,

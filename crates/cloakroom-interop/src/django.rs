@@ -2,6 +2,7 @@
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -10,7 +11,7 @@ use crate::codec::{self, JsonStyle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::legacy::{Framework, LegacySession};
 use crate::secret::Secret;
-use crate::signer::{keys_api, Keys, Timestamp, TimestampSigner};
+use crate::signer::{keys_api, FutureTimestamp, Keys, Timestamp, TimestampSigner};
 
 /// The salt of `django.contrib.sessions.backends.signed_cookies`.
 pub const DJANGO_DEFAULT_SALT: &str = "django.contrib.sessions.backends.signed_cookies";
@@ -131,31 +132,9 @@ impl Django {
     /// the max age, [`ErrorKind::Unsupported`] if the authentic payload is pickle or not JSON,
     /// [`ErrorKind::TooLarge`] if it inflates past the limit.
     pub fn open(&self, cookie: &str, now: u64) -> Result<LegacySession> {
-        let unsigned = self.keys.signer.unsign(cookie.as_bytes())?;
-        let ts = unsigned.timestamp;
-        if let Some(max_age) = self.keys.max_age {
-            if now.saturating_sub(ts) > max_age {
-                return Err(Error::expired());
-            }
-        }
-        let data = unsigned.payload;
-        // JSONSerializer.loads decodes Latin-1; what Django writes is ASCII, where Latin-1 and
-        // UTF-8 agree. Mirror it so a non-ASCII byte means what it means to Django.
-        let text: String = if data.is_ascii() {
-            String::from_utf8(data).map_err(|_| Error::invalid())?
-        } else if data.first() == Some(&0x80) {
-            return Err(Error::new(ErrorKind::Unsupported, codec::PICKLE_REFUSED));
-        } else {
-            data.iter().map(|&b| char::from(b)).collect()
-        };
-        let data = codec::parse_json(text.as_bytes())?;
-        Ok(LegacySession {
-            framework: Framework::Django,
-            data,
-            issued_at: Some(ts),
-            accessed_at: None,
-            expires_at: self.keys.expires_at(ts),
-        })
+        let future = FutureTimestamp::Accepted;
+        self.keys
+            .open(Framework::Django, cookie, now, future, latin1_json)
     }
 
     /// Writes a session cookie Django accepts, signed at unix time `now` with `SECRET_KEY`.
@@ -171,14 +150,17 @@ impl Django {
     }
 }
 
-impl Django {
-    /// Signs an arbitrary `value` (normally `payload:timestamp`) with `SECRET_KEY`, so tests
-    /// and fuzz targets reach the parsing that happens behind the MAC. Not a way to make
-    /// sessions: use [`Django::write`].
-    #[cfg(feature = "test-vectors")]
-    pub fn sign_for_tests(&self, value: &str) -> String {
-        self.keys.signer.sign_value(value.to_owned())
-    }
+/// `JSONSerializer.loads`, which decodes Latin-1; what Django writes is ASCII, where Latin-1
+/// and UTF-8 agree. Mirrored so a non-ASCII byte means what it means to Django.
+fn latin1_json(data: Vec<u8>) -> Result<Value> {
+    let text: String = if data.is_ascii() {
+        String::from_utf8(data).map_err(|_| Error::invalid())?
+    } else if data.first() == Some(&0x80) {
+        return Err(Error::new(ErrorKind::Unsupported, codec::PICKLE_REFUSED));
+    } else {
+        data.iter().map(|&b| char::from(b)).collect()
+    };
+    codec::parse_json(text.as_bytes())
 }
 
 fn session_auth_hash(secret: &Secret, password_hash: &str) -> String {

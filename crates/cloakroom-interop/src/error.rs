@@ -44,28 +44,25 @@ impl Error {
         self.kind
     }
 
-    pub(crate) const fn invalid() -> Self {
+    /// An error of `kind` with `detail` as its message, and no source.
+    const fn of(kind: ErrorKind, detail: Option<&'static str>) -> Self {
         Self {
-            kind: ErrorKind::Invalid,
-            detail: None,
+            kind,
+            detail,
             source: None,
         }
+    }
+
+    pub(crate) const fn invalid() -> Self {
+        Self::of(ErrorKind::Invalid, None)
     }
 
     pub(crate) const fn expired() -> Self {
-        Self {
-            kind: ErrorKind::Expired,
-            detail: None,
-            source: None,
-        }
+        Self::of(ErrorKind::Expired, None)
     }
 
     pub(crate) const fn new(kind: ErrorKind, detail: &'static str) -> Self {
-        Self {
-            kind,
-            detail: Some(detail),
-            source: None,
-        }
+        Self::of(kind, Some(detail))
     }
 
     pub(crate) fn with_source(
@@ -74,9 +71,8 @@ impl Error {
         source: impl Into<Source>,
     ) -> Self {
         Self {
-            kind,
-            detail: Some(detail),
             source: Some(source.into()),
+            ..Self::new(kind, detail)
         }
     }
 }

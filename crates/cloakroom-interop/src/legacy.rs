@@ -291,53 +291,34 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Expired, "{:?}", legacy.framework());
     }
 
+    /// `legacy` has the max age `max_age`, and `cookie`, which it wrote at `T`, ages out by it.
+    fn has_max_age(legacy: impl Into<Legacy>, cookie: &str, max_age: u64) {
+        let legacy = legacy.into();
+        assert_eq!(legacy.max_age(), Some(max_age), "{:?}", legacy.framework());
+        ages_out(&legacy, cookie, T + max_age);
+    }
+
     #[test]
     fn every_reader_has_and_enforces_a_max_age() {
-        let flask: Legacy = Flask::new(Secret::from("f")).unwrap().into();
-        assert_eq!(flask.max_age(), Some(FLASK_DEFAULT_MAX_AGE));
-        let Legacy::Flask(f) = &flask else { panic!() };
-        ages_out(
-            &flask,
-            &f.write(&json!({"u": 1}), T).unwrap(),
-            T + FLASK_DEFAULT_MAX_AGE,
-        );
-
-        let django: Legacy = Django::new(Secret::from("d")).unwrap().into();
-        assert_eq!(django.max_age(), Some(DJANGO_DEFAULT_MAX_AGE));
-        let Legacy::Django(d) = &django else { panic!() };
-        ages_out(
-            &django,
-            &d.write(&json!({"u": 1}), T).unwrap(),
-            T + DJANGO_DEFAULT_MAX_AGE,
-        );
-
-        let pyramid: Legacy = Pyramid::new(Secret::from("p")).unwrap().into();
-        assert_eq!(pyramid.max_age(), Some(PYRAMID_DEFAULT_TIMEOUT));
-        let Legacy::Pyramid(p) = &pyramid else {
-            panic!()
-        };
-        ages_out(
-            &pyramid,
-            &p.write(&json!({"u": 1}), T).unwrap(),
-            T + PYRAMID_DEFAULT_TIMEOUT,
-        );
+        let session = json!({"u": 1});
+        let flask = Flask::new(Secret::from("f")).unwrap();
+        let cookie = flask.write(&session, T).unwrap();
+        has_max_age(flask, &cookie, FLASK_DEFAULT_MAX_AGE);
+        let django = Django::new(Secret::from("d")).unwrap();
+        let cookie = django.write(&session, T).unwrap();
+        has_max_age(django, &cookie, DJANGO_DEFAULT_MAX_AGE);
+        let pyramid = Pyramid::new(Secret::from("p")).unwrap();
+        let cookie = pyramid.write(&session, T).unwrap();
+        has_max_age(pyramid, &cookie, PYRAMID_DEFAULT_TIMEOUT);
 
         // Turning a check off shows as no max age (the migration refuses such a reader).
-        let off: Legacy = Flask::new(Secret::from("f"))
-            .unwrap()
-            .with_max_age(None)
-            .into();
-        assert_eq!(off.max_age(), None);
-        let off: Legacy = Pyramid::new(Secret::from("p"))
-            .unwrap()
-            .with_timeout(None)
-            .into();
-        assert_eq!(off.max_age(), None);
-        let off: Legacy = Django::new(Secret::from("d"))
-            .unwrap()
-            .with_max_age(None)
-            .into();
-        assert_eq!(off.max_age(), None);
+        for off in [
+            Legacy::from(Flask::new(Secret::from("f")).unwrap().with_max_age(None)),
+            Legacy::from(Pyramid::new(Secret::from("p")).unwrap().with_timeout(None)),
+            Legacy::from(Django::new(Secret::from("d")).unwrap().with_max_age(None)),
+        ] {
+            assert_eq!(off.max_age(), None, "{:?}", off.framework());
+        }
     }
 
     #[test]

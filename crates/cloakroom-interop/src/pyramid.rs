@@ -139,14 +139,8 @@ impl Pyramid {
     ///
     /// [`ErrorKind::InvalidInput`] if the secret is empty.
     pub fn new(secret: Secret) -> Result<Self> {
-        if secret.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "the Pyramid secret is empty",
-            ));
-        }
         let mut p = Self {
-            secret,
+            secret: secret.non_empty("the Pyramid secret is empty")?,
             salted_secret: Zeroizing::new(Vec::new()),
             salt: PYRAMID_DEFAULT_SALT.to_owned(),
             hash: PyramidHash::Sha512,

@@ -5,6 +5,8 @@ use std::fmt;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::error::{Error, ErrorKind, Result};
+
 /// A framework's secret as the framework holds it: Flask's and Django's `SECRET_KEY`,
 /// Pyramid's `secret`, Rails' `secret_key_base`. Text secrets are used as their UTF-8 bytes,
 /// which is what every one of these frameworks does.
@@ -54,6 +56,15 @@ impl Secret {
 
     pub(crate) fn expose(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The secret, unless it is empty: every framework refuses to sign with none. `empty` is
+    /// the error's message, naming the framework's setting.
+    pub(crate) fn non_empty(self, empty: &'static str) -> Result<Self> {
+        if self.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, empty));
+        }
+        Ok(self)
     }
 }
 

@@ -1010,14 +1010,39 @@ fn python_makes(framework: &str) -> (Vec<Value>, u64) {
     (made, seed)
 }
 
-fn check_python_made(framework: &str, open: impl Fn(&Value) -> Result<LegacySession, Error>) {
-    let (made, seed) = python_makes(framework);
+/// The reader of `framework` (Flask, Pyramid or Django) with its defaults and `secret`.
+fn python_reader(framework: Framework, secret: &str) -> Legacy {
+    let secret = Secret::from(secret);
+    match framework {
+        Framework::Flask => Flask::new(secret).unwrap().into(),
+        Framework::Pyramid => Pyramid::new(secret).unwrap().into(),
+        Framework::Django => Django::new(secret).unwrap().into(),
+        other => panic!("{other} is not a Python framework"),
+    }
+}
+
+/// The cookie we write as `framework` (Flask, Pyramid or Django) with its defaults and
+/// `secret` would, for `session` at `now`.
+fn python_cookie(framework: Framework, secret: &str, session: &Value, now: u64) -> String {
+    let secret = Secret::from(secret);
+    match framework {
+        Framework::Flask => Flask::new(secret).unwrap().write(session, now),
+        Framework::Pyramid => Pyramid::new(secret).unwrap().write(session, now),
+        Framework::Django => Django::new(secret).unwrap().write(session, now),
+        other => panic!("{other} is not a Python framework"),
+    }
+    .unwrap()
+}
+
+fn check_python_made(framework: Framework) {
+    let (made, seed) = python_makes(framework.name());
     let mut compressed = 0;
     for item in &made {
         let cookie = s(&item["cookie"]);
         compressed += usize::from(cookie.starts_with('.'));
-        let opened =
-            open(item).unwrap_or_else(|e| panic!("{framework} seed {seed}: {cookie}: {e}"));
+        let opened = python_reader(framework, s(&item["secret"]))
+            .open(cookie, now())
+            .unwrap_or_else(|e| panic!("{framework} seed {seed}: {cookie}: {e}"));
         assert_eq!(
             opened.data, item["payload"],
             "{framework} seed {seed}: {cookie}"
@@ -1028,7 +1053,7 @@ fn check_python_made(framework: &str, open: impl Fn(&Value) -> Result<LegacySess
             "{framework} seed {seed}: issued_at {issued}"
         );
     }
-    if framework != "pyramid" {
+    if framework != Framework::Pyramid {
         assert!(
             compressed > 50,
             "{framework}: only {compressed} compressed cookies were tried"
@@ -1038,29 +1063,17 @@ fn check_python_made(framework: &str, open: impl Fn(&Value) -> Result<LegacySess
 
 #[test]
 fn flask_made_by_flask_opens_in_rust() {
-    check_python_made("flask", |item| {
-        Flask::new(Secret::from(s(&item["secret"])))
-            .unwrap()
-            .open(s(&item["cookie"]), now())
-    });
+    check_python_made(Framework::Flask);
 }
 
 #[test]
 fn pyramid_made_by_pyramid_opens_in_rust() {
-    check_python_made("pyramid", |item| {
-        Pyramid::new(Secret::from(s(&item["secret"])))
-            .unwrap()
-            .open(s(&item["cookie"]), now())
-    });
+    check_python_made(Framework::Pyramid);
 }
 
 #[test]
 fn django_made_by_django_opens_in_rust() {
-    check_python_made("django", |item| {
-        Django::new(Secret::from(s(&item["secret"])))
-            .unwrap()
-            .open(s(&item["cookie"]), now())
-    });
+    check_python_made(Framework::Django);
 }
 
 /// A random session as an app would hold it: an object of 1-5 members, keys starting with `k`
@@ -1155,48 +1168,35 @@ fn check_framework_opens_ours(
     }
 }
 
-fn python_opens_ours(framework: &str, write: impl Fn(&str, &Value) -> String) {
+fn python_opens_ours(framework: Framework) {
     let python = venv_python();
+    let now = now();
     check_framework_opens_ours(
-        framework,
+        framework.name(),
         &python,
-        &[script("interop.py").to_str().unwrap(), "open", framework],
+        &[
+            script("interop.py").to_str().unwrap(),
+            "open",
+            framework.name(),
+        ],
         |_| json!({}),
-        write,
+        |secret, session| python_cookie(framework, secret, session, now),
     );
 }
 
 #[test]
 fn rust_made_flask_cookies_open_in_flask() {
-    let now = now();
-    python_opens_ours("flask", |secret, session| {
-        Flask::new(Secret::from(secret))
-            .unwrap()
-            .write(session, now)
-            .unwrap()
-    });
+    python_opens_ours(Framework::Flask);
 }
 
 #[test]
 fn rust_made_pyramid_cookies_open_in_pyramid() {
-    let now = now();
-    python_opens_ours("pyramid", |secret, session| {
-        Pyramid::new(Secret::from(secret))
-            .unwrap()
-            .write(session, now)
-            .unwrap()
-    });
+    python_opens_ours(Framework::Pyramid);
 }
 
 #[test]
 fn rust_made_django_cookies_open_in_django() {
-    let now = now();
-    python_opens_ours("django", |secret, session| {
-        Django::new(Secret::from(secret))
-            .unwrap()
-            .write(session, now)
-            .unwrap()
-    });
+    python_opens_ours(Framework::Django);
 }
 
 /// Which of Rails' cookie jars a cross-check goes through.

@@ -301,6 +301,23 @@ impl Codec {
             .find(|(_, k)| k.id.as_str().as_bytes() == kid)
     }
 
+    /// What opening a token of the kind `prefix` starts needs first: the key its id names,
+    /// whether that is the primary key, and the text after `<kid>.`. `Invalid` for a token
+    /// too long, of another kind, or naming no key of the ring.
+    fn key_for<'t>(
+        &self,
+        token: &'t [u8],
+        prefix: &[u8],
+    ) -> Result<(&DerivedKey, bool, &'t [u8]), Error> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Error::invalid());
+        }
+        let rest = token.strip_prefix(prefix).ok_or_else(Error::invalid)?;
+        let (kid, body) = split_kid(rest).ok_or_else(Error::invalid)?;
+        let (index, key) = self.find(kid).ok_or_else(Error::invalid)?;
+        Ok((key, index == self.primary, body))
+    }
+
     /// Mints a signed token `s1.<kid>.<payload>.<mac>` with the primary key.
     ///
     /// # Errors
@@ -341,14 +358,7 @@ impl Codec {
     /// for this purpose; [`ErrorKind::Expired`] if it is, but `now >= expires_at`.
     pub fn verify(&self, token: &str, now: u64) -> Result<Opened, Error> {
         let bytes = token.as_bytes();
-        if bytes.len() > MAX_TOKEN_LEN {
-            return Err(Error::invalid());
-        }
-        let rest = bytes
-            .strip_prefix(SIGNED_PREFIX)
-            .ok_or_else(Error::invalid)?;
-        let (kid, body) = split_kid(rest).ok_or_else(Error::invalid)?;
-        let (index, key) = self.find(kid).ok_or_else(Error::invalid)?;
+        let (key, primary, body) = self.key_for(bytes, SIGNED_PREFIX)?;
         if body.len() < MAC_TEXT_LEN + 1 || body[body.len() - MAC_TEXT_LEN - 1] != b'.' {
             return Err(Error::invalid());
         }
@@ -364,7 +374,7 @@ impl Codec {
         let payload_text = &body[..body.len() - MAC_TEXT_LEN - 1];
         let mut buf = [MaybeUninit::<u8>::uninit(); MAX_DECODED];
         let envelope = b64::decode_uninit(payload_text, &mut buf).ok_or_else(Error::invalid)?;
-        open_envelope(envelope, now, TokenKind::Signed, index == self.primary)
+        open_envelope(envelope, now, TokenKind::Signed, primary)
     }
 
     /// Mints a sealed token `e1.<kid>.<box>` with the primary key and a fresh random nonce.
@@ -450,18 +460,10 @@ impl Codec {
     /// # Errors
     /// As [`Codec::verify`].
     pub fn unseal(&self, token: &str, now: u64) -> Result<Opened, Error> {
-        let bytes = token.as_bytes();
-        if bytes.len() > MAX_TOKEN_LEN {
-            return Err(Error::invalid());
-        }
-        let rest = bytes
-            .strip_prefix(SEALED_PREFIX)
-            .ok_or_else(Error::invalid)?;
-        let (kid, body) = split_kid(rest).ok_or_else(Error::invalid)?;
-        let (index, key) = self.find(kid).ok_or_else(Error::invalid)?;
+        let (key, primary, body) = self.key_for(token.as_bytes(), SEALED_PREFIX)?;
         // The box is decoded and opened in a stack buffer, so a token that fails costs no
         // allocation, and one whose payload fits in `Opened` none at all.
-        open_box(key, body, now, index == self.primary)
+        open_box(key, body, now, primary)
     }
 
     /// Opens a token of either kind.

@@ -43,36 +43,35 @@ impl Error {
         self.kind
     }
 
-    pub(crate) const fn invalid() -> Self {
+    /// An error of `kind` alone: no detail, no source.
+    const fn bare(kind: ErrorKind) -> Self {
         Self {
-            kind: ErrorKind::Invalid,
+            kind,
             detail: None,
             source: None,
         }
     }
 
+    pub(crate) const fn invalid() -> Self {
+        Self::bare(ErrorKind::Invalid)
+    }
+
     pub(crate) const fn expired() -> Self {
-        Self {
-            kind: ErrorKind::Expired,
-            detail: None,
-            source: None,
-        }
+        Self::bare(ErrorKind::Expired)
     }
 
     pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         Self {
-            kind,
             detail: Some(detail.into()),
-            source: None,
+            ..Self::bare(kind)
         }
     }
 
     #[cfg(feature = "keyfile")]
     pub(crate) fn io(detail: impl Into<String>, source: std::io::Error) -> Self {
         Self {
-            kind: ErrorKind::Io,
-            detail: Some(detail.into()),
             source: Some(source),
+            ..Self::new(ErrorKind::Io, detail)
         }
     }
 }

@@ -74,13 +74,7 @@ impl Policy {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] if it is under one second.
     pub fn with_max_remember(mut self, max: Duration) -> Result<Self, Error> {
-        if max.as_secs() == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "remember-me bound must be >= 1 s",
-            ));
-        }
-        self.max_remember = max;
+        self.max_remember = at_least_a_second("remember-me bound", max)?;
         Ok(self)
     }
 
@@ -89,13 +83,7 @@ impl Policy {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] if it is under one second.
     pub fn with_idle(mut self, idle: Duration) -> Result<Self, Error> {
-        if idle.as_secs() == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "idle timeout must be >= 1 s",
-            ));
-        }
-        self.idle = idle;
+        self.idle = at_least_a_second("idle timeout", idle)?;
         Ok(self)
     }
 
@@ -104,13 +92,7 @@ impl Policy {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] if it is under one second.
     pub fn with_absolute(mut self, absolute: Duration) -> Result<Self, Error> {
-        if absolute.as_secs() == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "absolute timeout must be >= 1 s",
-            ));
-        }
-        self.absolute = absolute;
+        self.absolute = at_least_a_second("absolute timeout", absolute)?;
         Ok(self)
     }
 
@@ -149,6 +131,17 @@ impl Policy {
         now.saturating_sub(record.last_seen) >= threshold
             && self.idle_deadline(now, record.absolute_deadline) > record.idle_deadline
     }
+}
+
+/// `duration`, unless it is under one second (`what` names it in the error).
+fn at_least_a_second(what: &str, duration: Duration) -> Result<Duration, Error> {
+    if duration.as_secs() == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{what} must be >= 1 s"),
+        ));
+    }
+    Ok(duration)
 }
 
 /// Where the session layer gets the time (unix seconds). Inject a [`ManualClock`] in tests.

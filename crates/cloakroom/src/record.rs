@@ -1,5 +1,6 @@
 //! The stored record of a session and its one MessagePack encoding.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -127,17 +128,17 @@ impl Record {
     /// [`ErrorKind::InvalidInput`] if the encoder fails (it does not for records built by this
     /// crate).
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        let wire = WireRef {
-            id_hash: &self.id_hash,
-            user_id: self.user_id.as_deref(),
+        let wire = Wire {
+            id_hash: self.id_hash,
+            user_id: self.user_id.as_deref().map(Cow::Borrowed),
             user_epoch: self.user_epoch,
             created: self.created,
             last_seen: self.last_seen,
             idle_deadline: self.idle_deadline,
             absolute_deadline: self.absolute_deadline,
             version: self.version,
-            data: &self.data,
-            device: &self.device,
+            data: Cow::Borrowed(&self.data),
+            device: Cow::Borrowed(&self.device),
         };
         let mut out = vec![RECORD_FORMAT];
         rmp_serde::encode::write_named(&mut out, &wire).map_err(|e| {
@@ -162,7 +163,7 @@ impl Record {
             ));
         }
         let mut cursor = body;
-        let wire: Wire = rmp_serde::decode::from_read(&mut cursor)
+        let wire: Wire<'static> = rmp_serde::decode::from_read(&mut cursor)
             .map_err(|e| Error::corrupt("record does not decode", e))?;
         if !cursor.is_empty() {
             return Err(Error::new(
@@ -172,15 +173,15 @@ impl Record {
         }
         Ok(Self {
             id_hash: wire.id_hash,
-            user_id: wire.user_id,
+            user_id: wire.user_id.map(Cow::into_owned),
             user_epoch: wire.user_epoch,
             created: wire.created,
             last_seen: wire.last_seen,
             idle_deadline: wire.idle_deadline,
             absolute_deadline: wire.absolute_deadline,
             version: wire.version,
-            data: wire.data,
-            device: wire.device,
+            data: wire.data.into_owned(),
+            device: wire.device.into_owned(),
         })
     }
 }
@@ -214,32 +215,20 @@ impl fmt::Debug for Record {
     }
 }
 
-#[derive(Serialize)]
-struct WireRef<'a> {
-    id_hash: &'a IdHash,
-    user_id: Option<&'a str>,
-    user_epoch: u64,
-    created: u64,
-    last_seen: u64,
-    idle_deadline: u64,
-    absolute_deadline: u64,
-    version: u64,
-    data: &'a BTreeMap<String, Value>,
-    device: &'a Device,
-}
-
-#[derive(Deserialize)]
-struct Wire {
+/// A record as its MessagePack map holds it: borrowing the record's fields to encode, owning
+/// them once decoded.
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
     id_hash: IdHash,
-    user_id: Option<String>,
+    user_id: Option<Cow<'a, str>>,
     user_epoch: u64,
     created: u64,
     last_seen: u64,
     idle_deadline: u64,
     absolute_deadline: u64,
     version: u64,
-    data: BTreeMap<String, Value>,
-    device: Device,
+    data: Cow<'a, BTreeMap<String, Value>>,
+    device: Cow<'a, Device>,
 }
 
 #[cfg(test)]

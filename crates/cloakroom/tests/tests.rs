@@ -1761,60 +1761,28 @@ async fn conformance_suite_catches_an_apply_that_shortens_or_keeps_the_version()
 }
 
 /// The default `apply` (compare-and-swap over load and update) is correct, only slower: a
-/// store that does not override it passes the whole suite.
-struct DefaultApplyStore {
-    inner: MemoryStore,
-}
+/// store whose `apply` is [`cloakroom::apply_by_compare_and_swap`], as the trait's default
+/// `apply` is, passes the whole suite.
+#[derive(Clone)]
+struct CompareAndSwapApply;
 
 #[async_trait]
-impl Store for DefaultApplyStore {
-    async fn create(&self, r: &Record, now: u64) -> Result<(), Error> {
-        self.inner.create(r, now).await
-    }
-    async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.inner.load(id, now).await
-    }
-    async fn update(&self, r: &Record, now: u64) -> Result<u64, Error> {
-        self.inner.update(r, now).await
-    }
-    async fn touch(&self, id: &IdHash, now: u64, idle: u64) -> Result<(), Error> {
-        self.inner.touch(id, now, idle).await
-    }
-    async fn delete(&self, id: &IdHash) -> Result<bool, Error> {
-        self.inner.delete(id).await
-    }
-    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Record>, Error> {
-        self.inner.sessions_of(user, now).await
-    }
-    async fn revoke_user_sessions(&self, u: &str, e: Option<&IdHash>) -> Result<u64, Error> {
-        self.inner.revoke_user_sessions(u, e).await
-    }
-    async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.user_epoch(user).await
-    }
-    async fn bump_user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.inner.bump_user_epoch(user).await
-    }
-    async fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, Error> {
-        self.inner.purge_expired(now, limit).await
-    }
-}
-
-#[async_trait]
-impl ConformanceTarget for DefaultApplyStore {
-    async fn inject_corrupt(&self, id: &IdHash) -> Result<(), Error> {
-        self.inner.inject_corrupt(id).await
+impl Twist for CompareAndSwapApply {
+    async fn apply(
+        &self,
+        inner: &MemoryStore,
+        id: &IdHash,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) -> Result<Applied, Error> {
+        cloakroom::apply_by_compare_and_swap(inner, id, changes, now, idle_deadline).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_default_compare_and_swap_apply_passes_conformance() {
-    conformance::run(|| async {
-        DefaultApplyStore {
-            inner: MemoryStore::new(),
-        }
-    })
-    .await;
+    conformance::run(|| async { Twisted::new(CompareAndSwapApply) }).await;
 }
 
 /// Counts what the session layer asks of the store.

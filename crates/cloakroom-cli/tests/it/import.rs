@@ -5,23 +5,27 @@ use std::process::Output;
 
 use crate::support::{cloakroom, ok, stderr, stdout, write_secret};
 
-/// `cloakroom import --from FROM --secret-file SECRET EXTRA... COOKIE` in `d`.
-fn import(d: &Path, from: &str, secret: &str, extra: &[&str], cookie: &str) -> Output {
+/// `import --from FROM --secret-file SECRET EXTRA... COOKIE`.
+fn import_args<'a>(
+    from: &'a str,
+    secret: &'a str,
+    extra: &[&'a str],
+    cookie: &'a str,
+) -> Vec<&'a str> {
     let mut args = vec!["import", "--from", from, "--secret-file", secret];
     args.extend_from_slice(extra);
     args.push(cookie);
-    cloakroom(d, &args)
+    args
 }
 
-/// What a command that had to succeed printed.
-fn success(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        stderr(&o)
-    );
-    stdout(&o)
+/// Runs `cloakroom import --from FROM --secret-file SECRET EXTRA... COOKIE` in `d`.
+fn import(d: &Path, from: &str, secret: &str, extra: &[&str], cookie: &str) -> Output {
+    cloakroom(d, &import_args(from, secret, extra, cookie))
+}
+
+/// Runs the same, which must succeed; what it printed.
+fn import_ok(d: &Path, from: &str, secret: &str, extra: &[&str], cookie: &str) -> String {
+    ok(d, &import_args(from, secret, extra, cookie))
 }
 
 /// Frameworks and Rails versions are value enums: anything else is refused by name, never
@@ -57,13 +61,7 @@ fn import_opens_real_framework_cookies() {
     let cookie = dj["cookie"].as_str().unwrap();
     let now = dj["timestamp"].as_u64().unwrap().to_string();
     let now = now.as_str();
-    let out = success(import(
-        d,
-        "django",
-        "django.secret",
-        &["--now", now],
-        cookie,
-    ));
+    let out = import_ok(d, "django", "django.secret", &["--now", now], cookie);
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
     let want: serde_json::Value =
         serde_json::from_str(dj["serialized_json"].as_str().unwrap()).unwrap();
@@ -83,13 +81,13 @@ fn import_opens_real_framework_cookies() {
         "rails.secret",
         rails["secret_key_base"].as_str().unwrap(),
     );
-    let out = success(import(
+    let out = import_ok(
         d,
         "rails",
         "rails.secret",
         &["--cookie-name", rails["cookie_name"].as_str().unwrap()],
         rails["cookie"].as_str().unwrap(),
-    ));
+    );
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
     let want: serde_json::Value =
         serde_json::from_str(rails["serialized_json"].as_str().unwrap()).unwrap();
@@ -161,7 +159,7 @@ fn import_with_store_creates_a_cloakroom_session() {
     let fl = &v["flask_session"];
     write_secret(d, "flask.secret", fl["secret_key"].as_str().unwrap());
     let fl_now = (fl["timestamp"].as_u64().unwrap() + 60).to_string();
-    let out = success(import(
+    let out = import_ok(
         d,
         "flask",
         "flask.secret",
@@ -176,7 +174,7 @@ fn import_with_store_creates_a_cloakroom_session() {
             "app-session",
         ],
         fl["vectors"][0]["cookie"].as_str().unwrap(),
-    ));
+    );
     let out: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(out["cloakroom"]["user_id"], "42");
     assert_eq!(out["cloakroom"]["cookie_name"], "app-session");

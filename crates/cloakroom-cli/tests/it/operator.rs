@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{cloakroom, json, ok, stderr, stdout};
+use crate::support::{cloakroom, command, json, ok, stderr, stdout};
 
 /// The Redis database these tests own (the other tests use database 0): they create and
 /// purge sessions there and never flush it.
@@ -395,10 +395,7 @@ fn sigint_stops_a_large_purge_after_the_current_batch() {
     fill(d, &store, EXPIRED, Some("expired-user"), true);
     fill(d, &store, 7, Some("live-user"), false);
 
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-        .args(["purge", "--store", &store, "--batch", "500"])
-        .current_dir(d)
-        .stdin(Stdio::null())
+    let mut child: Child = command(d, &["purge", "--store", &store, "--batch", "500"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

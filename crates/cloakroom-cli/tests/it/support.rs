@@ -5,19 +5,24 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-/// Runs `cloakroom ARGS` in `dir`, with no key ring or store from the environment and no
-/// colour, standard input closed.
-pub(crate) fn cloakroom(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+/// `cloakroom ARGS` in `dir`, with no key ring or store from the environment and no colour,
+/// standard input closed: to run, or to spawn.
+pub(crate) fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    command
         .args(args)
         .current_dir(dir)
         .env_remove("CLOAKROOM_KEYS")
         .env_remove("CLOAKROOM_KEYS_FILE")
         .env_remove("CLOAKROOM_STORE")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cloakroom")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs [`command`]`(dir, args)`.
+pub(crate) fn cloakroom(dir: &Path, args: &[&str]) -> Output {
+    command(dir, args).output().expect("run cloakroom")
 }
 
 pub(crate) fn stdout(o: &Output) -> String {

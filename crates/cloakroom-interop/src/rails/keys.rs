@@ -5,7 +5,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::{RailsEnvelope, RailsVersion, RAILS_KDF_ITERATIONS};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::secret::Secret;
 
 /// What the encrypted and the signed jar hold alike: the derived key, the cookie's name and
@@ -111,15 +111,9 @@ pub(super) struct KeyGenerator<const N: usize> {
 
 impl<const N: usize> KeyGenerator<N> {
     fn new(version: RailsVersion, secret: Secret, salt: &str) -> Result<Self> {
-        if secret.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "the Rails secret_key_base is empty",
-            ));
-        }
         let mut generator = Self {
             version,
-            secret,
+            secret: secret.non_empty("the Rails secret_key_base is empty")?,
             salt: String::new(),
             key: Zeroizing::new([0; N]),
         };

@@ -43,8 +43,7 @@ pub(super) async fn apply_ok<S: Store>(s: &S) -> CaseResult {
         Value::Array(vec![Value::from(true), Value::Nil]),
     );
     want.version = 2;
-    want.last_seen = T0 + 10;
-    want.idle_deadline = T0 + 10 + IDLE;
+    slide(&mut want, T0 + 10);
     same(
         "record after apply (only data, version, last_seen, idle deadline change)",
         &back,
@@ -53,11 +52,7 @@ pub(super) async fn apply_ok<S: Store>(s: &S) -> CaseResult {
     // Apply merges onto what is stored now, whoever wrote it: an update in between is kept.
     let mut other = back.clone();
     other.data.insert("d".into(), Value::from("from update"));
-    same(
-        "update between applies",
-        ok("update", s.update(&other, T0 + 12).await)?,
-        3,
-    )?;
+    returns("update between applies", s.update(&other, T0 + 12).await, 3)?;
     let got = ok(
         "second apply",
         s.apply(
@@ -77,9 +72,9 @@ pub(super) async fn apply_ok<S: Store>(s: &S) -> CaseResult {
         vec!["c", "d", "e", "keep"],
     )?;
     // A compare-and-swap based on the version apply returned wins.
-    same(
+    returns(
         "update at the version apply returned",
-        ok("update", s.update(&back, T0 + 15).await)?,
+        s.update(&back, T0 + 15).await,
         5,
     )?;
     // An empty change still counts as a write: version and deadline move.
@@ -224,12 +219,9 @@ pub(super) async fn apply_index<S: Store>(s: &S) -> CaseResult {
     }
     // Listed at a time only the slid deadline reaches: the index knows the new expiry.
     let later = T0 + IDLE + 50;
-    let listed = ok("sessions_of", s.sessions_of("olga", later).await)?;
-    same(
-        "olga's sessions after apply (the other one expired)",
-        ids(&listed),
-        BTreeSet::from([r.id_hash]),
-    )?;
+    let only_r = BTreeSet::from([r.id_hash]);
+    let what = "olga's sessions after apply (the other one expired)";
+    let listed = sessions_are(s, what, "olga", later, only_r).await?;
     same(
         "listed data",
         listed[0].data.get("page"),
@@ -260,36 +252,32 @@ pub(super) async fn apply_race<S: Store>(s: Arc<S>) -> CaseResult {
     let r = with_user("pat");
     ok("create", s.create(&r, r.last_seen).await)?;
     let id = r.id_hash;
-    let mut handles = Vec::new();
-    for t in 0..TASKS {
-        let s = Arc::clone(&s);
-        handles.push(tokio::spawn(async move {
-            let mut versions = Vec::new();
-            for i in 0..EACH {
-                let mut c = Changes::new();
-                c.set(format!("t{t}.{i}"), Value::from(t * 100 + i));
-                if i > 0 {
-                    // Each task also removes the key it set before and sets it again under
-                    // another name at the end: removes race with sets of other keys.
-                    c.remove(format!("t{t}.{}", i - 1));
-                    c.set(format!("done{t}.{}", i - 1), Value::from(true));
-                }
-                let now = T0 + i;
-                match s.apply(&id, &c, now, now + IDLE).await {
-                    Ok(applied) => versions.push(applied.version),
-                    Err(e) => {
-                        return Err(format!(
-                            "apply {t}.{i}: {:?} {e} (an overlapping apply must never fail)",
-                            e.kind()
-                        ))
-                    }
-                }
-                tokio::task::yield_now().await;
+    let versions = race(&s, TASKS, |s, t| async move {
+        let mut versions = Vec::new();
+        for i in 0..EACH {
+            let mut c = Changes::new();
+            c.set(format!("t{t}.{i}"), Value::from(t * 100 + i));
+            if i > 0 {
+                // Each task also removes the key it set before and sets it again under
+                // another name at the end: removes race with sets of other keys.
+                c.remove(format!("t{t}.{}", i - 1));
+                c.set(format!("done{t}.{}", i - 1), Value::from(true));
             }
-            Ok(versions)
-        }));
-    }
-    let versions = versions_of(handles).await?;
+            let now = T0 + i;
+            match s.apply(&id, &c, now, now + IDLE).await {
+                Ok(applied) => versions.push(applied.version),
+                Err(e) => {
+                    return Err(format!(
+                        "apply {t}.{i}: {:?} {e} (an overlapping apply must never fail)",
+                        e.kind()
+                    ))
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(versions)
+    })
+    .await?;
     let total = TASKS * EACH;
     let unique: BTreeSet<u64> = versions.iter().copied().collect();
     same(
@@ -316,11 +304,9 @@ pub(super) async fn apply_race<S: Store>(s: Arc<S>) -> CaseResult {
     );
     same("version after the race", back.version, total + 1)?;
     same("user after the race", back.user_id.as_deref(), Some("pat"))?;
-    same(
-        "pat's sessions after the race",
-        ids(&ok("sessions_of", s.sessions_of("pat", T0 + EACH).await)?),
-        BTreeSet::from([id]),
-    )
+    let pats = BTreeSet::from([id]);
+    sessions_are(&*s, "pat's sessions after the race", "pat", T0 + EACH, pats).await?;
+    Ok(())
 }
 
 pub(super) async fn apply_delete_race<S: Store>(s: Arc<S>) -> CaseResult {
@@ -362,11 +348,7 @@ pub(super) async fn apply_delete_race<S: Store>(s: Arc<S>) -> CaseResult {
         while applied.load(Ordering::SeqCst) < TASKS && !handles.iter().all(|h| h.is_finished()) {
             tokio::task::yield_now().await;
         }
-        same(
-            "delete during the applies",
-            ok("delete", s.delete(&id).await)?,
-            true,
-        )?;
+        returns("delete during the applies", s.delete(&id).await, true)?;
         deleted.store(true, Ordering::SeqCst);
         for h in handles {
             h.await.map_err(|e| format!("task panicked: {e}"))??;

@@ -97,8 +97,7 @@ pub(super) async fn update_ok<S: Store>(s: &S) -> CaseResult {
         "cart".into(),
         Value::from(vec![Value::from(1), Value::from(2)]),
     );
-    next.last_seen = T0 + 10;
-    next.idle_deadline = T0 + 10 + IDLE;
+    slide(&mut next, T0 + 10);
     next.user_epoch = 4;
     next.device.label = Some("phone".into());
     let v = ok("update", s.update(&next, T0 + 10).await)?;
@@ -175,37 +174,33 @@ pub(super) async fn cas_race<S: Store>(s: Arc<S>) -> CaseResult {
     let r = fresh();
     ok("create", s.create(&r, r.last_seen).await)?;
     let id = r.id_hash;
-    let mut handles = Vec::new();
-    for _ in 0..TASKS {
-        let s = Arc::clone(&s);
-        handles.push(tokio::spawn(async move {
-            let mut won = Vec::new();
-            for _ in 0..EACH {
-                loop {
-                    let mut cur = match s.load(&id, T0).await {
-                        Ok(Some(cur)) => cur,
-                        Ok(None) => return Err("record vanished during the race".to_owned()),
-                        Err(e) => return Err(format!("load: {e}")),
-                    };
-                    // Let the other tasks read the same version before we write: contention
-                    // is the point of this case, even against a store that answers at once.
-                    tokio::task::yield_now().await;
-                    let n = cur.data.get("n").and_then(Value::as_u64).unwrap_or(0);
-                    cur.data.insert("n".into(), Value::from(n + 1));
-                    match s.update(&cur, T0).await {
-                        Ok(v) => {
-                            won.push(v);
-                            break;
-                        }
-                        Err(e) if e.kind() == ErrorKind::Conflict => tokio::task::yield_now().await,
-                        Err(e) => return Err(format!("update: {:?} {e}", e.kind())),
+    let versions = race(&s, TASKS, |s, _| async move {
+        let mut won = Vec::new();
+        for _ in 0..EACH {
+            loop {
+                let mut cur = match s.load(&id, T0).await {
+                    Ok(Some(cur)) => cur,
+                    Ok(None) => return Err("record vanished during the race".to_owned()),
+                    Err(e) => return Err(format!("load: {e}")),
+                };
+                // Let the other tasks read the same version before we write: contention
+                // is the point of this case, even against a store that answers at once.
+                tokio::task::yield_now().await;
+                let n = cur.data.get("n").and_then(Value::as_u64).unwrap_or(0);
+                cur.data.insert("n".into(), Value::from(n + 1));
+                match s.update(&cur, T0).await {
+                    Ok(v) => {
+                        won.push(v);
+                        break;
                     }
+                    Err(e) if e.kind() == ErrorKind::Conflict => tokio::task::yield_now().await,
+                    Err(e) => return Err(format!("update: {:?} {e}", e.kind())),
                 }
             }
-            Ok(won)
-        }));
-    }
-    let versions = versions_of(handles).await?;
+        }
+        Ok(won)
+    })
+    .await?;
     let total = TASKS * EACH;
     let unique: BTreeSet<u64> = versions.iter().copied().collect();
     same("successful updates", versions.len() as u64, total)?;

@@ -329,10 +329,45 @@ fn same<V: PartialEq + std::fmt::Debug>(what: impl Display, got: V, want: V) -> 
     Ok(())
 }
 
-/// Waits for every racing task and gathers the versions they returned, in task order.
-async fn versions_of(
-    handles: Vec<tokio::task::JoinHandle<Result<Vec<u64>, String>>>,
-) -> Result<Vec<u64>, String> {
+/// `result` is `Ok(want)`; `what` names the check.
+fn returns<V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    result: Result<V, Error>,
+    want: V,
+) -> CaseResult {
+    same(what, ok(what, result)?, want)
+}
+
+/// `r` as a request at `now` leaves it: last seen at `now`, idle deadline a full idle window on.
+fn slide(r: &mut Record, now: u64) {
+    r.last_seen = now;
+    r.idle_deadline = now + IDLE;
+}
+
+/// Lists `user`'s sessions at `now`, which must be exactly `want` (by id hash); the records.
+async fn sessions_are<S: Store + ?Sized>(
+    s: &S,
+    what: &str,
+    user: &str,
+    now: u64,
+    want: BTreeSet<IdHash>,
+) -> Result<Vec<Record>, String> {
+    let listed = ok("sessions_of", s.sessions_of(user, now).await)?;
+    same(what, ids(&listed), want)?;
+    Ok(listed)
+}
+
+/// Runs `task(store, t)` for every `t` in `0..tasks`, all at once, each on its own tokio task,
+/// and gathers the versions they returned, in task order.
+async fn race<S, F, Fut>(s: &Arc<S>, tasks: u64, task: F) -> Result<Vec<u64>, String>
+where
+    S: Store,
+    F: Fn(Arc<S>, u64) -> Fut,
+    Fut: Future<Output = Result<Vec<u64>, String>> + Send + 'static,
+{
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| tokio::spawn(task(Arc::clone(s), t)))
+        .collect();
     let mut versions = Vec::new();
     for h in handles {
         let won = h.await.map_err(|e| format!("task panicked: {e}"))??;

@@ -13,8 +13,7 @@ pub(super) async fn touch_moves_idle<S: Store>(s: &S) -> CaseResult {
     )?;
     let back = must_load(s, &r.id_hash, T0 + 601).await?;
     let mut want = r.clone();
-    want.last_seen = T0 + 600;
-    want.idle_deadline = T0 + 600 + IDLE;
+    slide(&mut want, T0 + 600);
     same(
         "record after touch (only last_seen and idle deadline may change)",
         &back,
@@ -27,11 +26,7 @@ pub(super) async fn touch_moves_idle<S: Store>(s: &S) -> CaseResult {
     // Touch does not change the version, so a CAS based on the pre-touch read still wins.
     let mut next = r.clone();
     next.data.insert("k".into(), Value::from(2));
-    same(
-        "update after touch",
-        ok("update after touch", s.update(&next, T0 + 601).await)?,
-        2,
-    )
+    returns("update after touch", s.update(&next, T0 + 601).await, 2)
 }
 
 pub(super) async fn touch_capped<S: Store>(s: &S) -> CaseResult {
@@ -97,18 +92,14 @@ pub(super) async fn touch_gone<S: Store>(s: &S) -> CaseResult {
 pub(super) async fn delete_then_load<S: Store>(s: &S) -> CaseResult {
     let r = with_user("dave");
     ok("create", s.create(&r, r.last_seen).await)?;
-    same(
+    returns(
         "delete of an existing record",
-        ok("delete", s.delete(&r.id_hash).await)?,
+        s.delete(&r.id_hash).await,
         true,
     )?;
     let got = ok("load", s.load(&r.id_hash, T0).await)?;
     ensure!(got.is_none(), "record still loads after delete");
-    same(
-        "delete again",
-        ok("delete", s.delete(&r.id_hash).await)?,
-        false,
-    )?;
+    returns("delete again", s.delete(&r.id_hash).await, false)?;
     let listed = ok("sessions_of", s.sessions_of("dave", T0).await)?;
     ensure!(
         listed.is_empty(),

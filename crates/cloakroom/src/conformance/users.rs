@@ -13,12 +13,8 @@ pub(super) async fn sessions_of<S: Store>(s: &S) -> CaseResult {
     for r in [&a1, &a2, &expired, &b, &anon] {
         ok("create", s.create(r, r.last_seen).await)?;
     }
-    let got = ok("sessions_of", s.sessions_of("erin", T0 + 20).await)?;
-    same(
-        "ids listed for erin",
-        ids(&got),
-        BTreeSet::from([a1.id_hash, a2.id_hash]),
-    )?;
+    let want = BTreeSet::from([a1.id_hash, a2.id_hash]);
+    let got = sessions_are(s, "ids listed for erin", "erin", T0 + 20, want).await?;
     for rec in &got {
         let want = if rec.id_hash == a1.id_hash { &a1 } else { &a2 };
         same("listed record", rec, want)?;
@@ -39,8 +35,8 @@ pub(super) async fn user_change<S: Store>(s: &S) -> CaseResult {
     let mut logged_in = r.clone();
     logged_in.user_id = Some("frank".into());
     ok("update setting the user", s.update(&logged_in, T0).await)?;
-    let got = ok("sessions_of", s.sessions_of("frank", T0).await)?;
-    same("frank's sessions", ids(&got), BTreeSet::from([r.id_hash]))?;
+    let only_r = BTreeSet::from([r.id_hash]);
+    sessions_are(s, "frank's sessions", "frank", T0, only_r.clone()).await?;
     let mut moved = must_load(s, &r.id_hash, T0).await?;
     moved.user_id = Some("grace".into());
     ok("update changing the user", s.update(&moved, T0).await)?;
@@ -49,11 +45,10 @@ pub(super) async fn user_change<S: Store>(s: &S) -> CaseResult {
         frank.is_empty(),
         "old user still lists the session after a user change"
     );
-    let grace = ok("sessions_of", s.sessions_of("grace", T0).await)?;
-    same("grace's sessions", ids(&grace), BTreeSet::from([r.id_hash]))?;
-    same(
+    sessions_are(s, "grace's sessions", "grace", T0, only_r).await?;
+    returns(
         "revoke of the old user",
-        ok("revoke", s.revoke_user_sessions("frank", None).await)?,
+        s.revoke_user_sessions("frank", None).await,
         0,
     )?;
     ensure!(
@@ -77,12 +72,8 @@ pub(super) async fn revoke_except<S: Store>(s: &S) -> CaseResult {
         s.revoke_user_sessions("heidi", Some(&keep.id_hash)).await,
     )?;
     same("sessions revoked", n, 4)?;
-    let left = ok("sessions_of", s.sessions_of("heidi", T0).await)?;
-    same(
-        "heidi's sessions after revoke-except",
-        ids(&left),
-        BTreeSet::from([keep.id_hash]),
-    )?;
+    let kept = BTreeSet::from([keep.id_hash]);
+    sessions_are(s, "heidi's sessions after revoke-except", "heidi", T0, kept).await?;
     for r in &others {
         ensure!(
             ok("load", s.load(&r.id_hash, T0).await)?.is_none(),
@@ -99,39 +90,19 @@ pub(super) async fn revoke_except<S: Store>(s: &S) -> CaseResult {
         ok("load", s.load(&keep.id_hash, T0).await)?.is_none(),
         "revoke-all left the kept session"
     );
-    same(
+    returns(
         "revoke of a user with none",
-        ok("revoke", s.revoke_user_sessions("heidi", None).await)?,
+        s.revoke_user_sessions("heidi", None).await,
         0,
     )
 }
 
 pub(super) async fn epochs<S: Store>(s: &S) -> CaseResult {
-    same(
-        "epoch of a new user",
-        ok("user_epoch", s.user_epoch("judy").await)?,
-        0,
-    )?;
-    same(
-        "first bump",
-        ok("bump", s.bump_user_epoch("judy").await)?,
-        1,
-    )?;
-    same(
-        "second bump",
-        ok("bump", s.bump_user_epoch("judy").await)?,
-        2,
-    )?;
-    same(
-        "epoch read back",
-        ok("user_epoch", s.user_epoch("judy").await)?,
-        2,
-    )?;
-    same(
-        "another user's epoch",
-        ok("user_epoch", s.user_epoch("judy2").await)?,
-        0,
-    )?;
+    returns("epoch of a new user", s.user_epoch("judy").await, 0)?;
+    returns("first bump", s.bump_user_epoch("judy").await, 1)?;
+    returns("second bump", s.bump_user_epoch("judy").await, 2)?;
+    returns("epoch read back", s.user_epoch("judy").await, 2)?;
+    returns("another user's epoch", s.user_epoch("judy2").await, 0)?;
     // Bumping the epoch alone deletes nothing: the session layer revokes separately.
     let r = with_user("judy");
     ok("create", s.create(&r, r.last_seen).await)?;
