@@ -1634,10 +1634,17 @@ mod memcached_store {
     }
 
     async fn store(addr: &str, prefix: &str) -> MemcachedStore {
+        store_with_timeout(addr, prefix, Duration::from_millis(300)).await
+    }
+
+    /// A store whose commands may take `timeout`: short where a test kills the server,
+    /// long for the conformance suite, whose 16 tasks compare-and-swapping one record can
+    /// queue behind each other for longer than 300 ms on a loaded 2-core machine.
+    async fn store_with_timeout(addr: &str, prefix: &str, timeout: Duration) -> MemcachedStore {
         MemcachedStore::builder(addr)
             .with_prefix(prefix)
             .with_connect_timeout(Duration::from_millis(300))
-            .with_command_timeout(Duration::from_millis(300))
+            .with_command_timeout(timeout)
             .connect()
             .await
             .unwrap_or_else(|e| {
@@ -1672,7 +1679,7 @@ mod memcached_store {
         let base = mm::unique("cloakroom-test:");
         let name = |n| format!("{base}:{n}:");
         crate::common::conformance_each(name, |prefix| async move {
-            let store = store(&addr(), &prefix).await;
+            let store = store_with_timeout(&addr(), &prefix, Duration::from_secs(5)).await;
             let target = store.clone();
             Corruptible::new(store, move |id: IdHash| {
                 let key = target.record_key(&id);

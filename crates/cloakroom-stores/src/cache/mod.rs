@@ -5,7 +5,7 @@
 //!
 //! | store | channel | file |
 //! |---|---|---|
-//! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own before a hit or a fill when the last answer is older than 1 ms or this process has written since; any change by any connection drops the whole cache | `sqlite.rs` |
+//! | SQLite | `PRAGMA data_version`, read on a connection of the cache's own by a watcher thread every 0.5 ms (and by a request itself when the last answer is older than 1 ms); a change drops the whole cache unless the store's writer connection (whose own `data_version` moves for every commit but its own) says no other connection committed | `sqlite.rs` |
 //! | Redis | client-side caching: `CLIENT TRACKING ON NOLOOP` on a RESP3 connection of the cache's own, which makes the cache's loads, epoch reads and write-through commits; each `invalidate` push (a change by any other client of a key it read) drops those keys | `redis.rs` |
 //! | PostgreSQL | `LISTEN`: triggers on the store's tables (created by the cache, idempotently, so every writer is covered) `pg_notify` each changed id hash and user | `postgres.rs` |
 //! | the daemon (`cloakroomd+…`) | none: the daemon keeps the cache itself, next to the store, so a client cache would only add a second copy to invalidate | — |
@@ -17,14 +17,22 @@
 //!   every read goes to the store until the channel is back (and the cache starts empty).
 //! - A record read from the store enters the cache only if no invalidation and no write of
 //!   this process happened between the start of the read and its answer (one generation
-//!   counter), so a slow answer never brings back what an invalidation already removed.
+//!   counter), so a slow answer never brings back what an invalidation already removed. A
+//!   commit written through (below) leaves the generation alone and raises its record's
+//!   version floor instead: a read holding an older version is refused, and a cached
+//!   record is never replaced by an older version.
 //! - Every write of this process evicts the record (or user) before and after it, except a
-//!   commit ([`Store::apply`]) written through by a channel that does not echo it (Redis):
-//!   the record leaves the cache when the commit starts, and the committed record (the
-//!   cached one with the changes applied here, checked against the version and idle
-//!   deadline the store returned) enters it only if nothing invalidated or wrote that record
-//!   in this process while the commit ran (its entry in `pending`) and the channel stayed
-//!   up. Any other writer's change after the commit is still pushed and evicts it.
+//!   commit ([`Store::apply`]) written through by a channel that does not echo it (Redis,
+//!   whose commit goes over the channel's own connection; SQLite, whose channel tells this
+//!   store's commits from other connections'): the cached record stays while it
+//!   runs (a load concurrent with a commit may see either side of it), and when the store
+//!   answers, the changes are applied to the cached record here if it is the version the
+//!   store applied them to (the returned version minus one) and the result is checked
+//!   against the version and idle deadline the store returned; any other case evicts it.
+//!   So a change by another writer that the cache has not heard of yet (the version is
+//!   further on) is never papered over, and overlapping commits of one session write
+//!   through one after the other. Any other writer's change after the commit is still
+//!   pushed and evicts it.
 //! - Nothing absent is cached: a missing session is always asked of the store.
 //!
 //! So a session logged out or revoked anywhere is refused by every process within the time
@@ -35,10 +43,10 @@
 //! [`HEARTBEAT`], answered within [`HEARTBEAT`]), so in that case alone stale hits can last up
 //! to twice that.
 //!
-//! On SQLite and PostgreSQL, writes by this process also come back through the channel
-//! (those backends do not tell one process's writes from another's), so a record written
-//! here is read once from the store after its write. On Redis a commit of a cached session
-//! is written through, so a request that loads and commits costs one store round trip.
+//! On PostgreSQL, writes by this process also come back through the channel (a
+//! notification names no writer), so a record written here is read once from the store
+//! after its write. On Redis and SQLite a commit of a cached session is written through, so
+//! a request that loads and commits costs one store operation (the commit).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -106,13 +114,12 @@ struct State {
     generation: u64,
     /// Whether the invalidation channel is up: hits and fills only then.
     online: bool,
-    /// Commits that may write through, by record: the number of the one in flight. Any
-    /// invalidation of the record, any other write of it by this process (a second commit
-    /// included) and any drop of the whole cache removes the entry, and then the commit
-    /// evicts instead.
-    pending: HashMap<IdHash, u64>,
-    /// The number of the next commit that may write through.
-    next_commit: u64,
+    /// The version each record has in the store after this process's last commit of it (a
+    /// commit written through or evicted by [`Cache::commit_through`], which leaves the
+    /// generation alone): a read that began before that commit is refused by its version,
+    /// so the commits of one session do not keep refusing every fill of it. Cleared, with
+    /// the generation moved on, when it holds `capacity` entries.
+    floors: HashMap<IdHash, u64>,
 }
 
 /// The shared core: the maps, the generation, the channel's state. The channels hold it too.
@@ -134,8 +141,7 @@ impl Cache {
                 epochs: HashMap::new(),
                 generation: 0,
                 online: false,
-                pending: HashMap::new(),
-                next_commit: 0,
+                floors: HashMap::new(),
             }),
             capacity,
             counters: Counters::default(),
@@ -152,7 +158,7 @@ impl Cache {
         let mut s = self.lock();
         s.records.clear();
         s.epochs.clear();
-        s.pending.clear();
+        s.floors.clear();
         s.generation = s.generation.wrapping_add(1);
         s.online = true;
     }
@@ -165,7 +171,7 @@ impl Cache {
         }
         s.records.clear();
         s.epochs.clear();
-        s.pending.clear();
+        s.floors.clear();
         s.generation = s.generation.wrapping_add(1);
         s.online = false;
     }
@@ -174,20 +180,13 @@ impl Cache {
         self.lock().online
     }
 
-    /// The generation: it moves with every write of this process, every invalidation and
-    /// every change of the channel's state, never with a hit or a fill.
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn generation(&self) -> u64 {
-        self.lock().generation
-    }
-
     /// Something changed, we do not know what: drop everything.
     pub(crate) fn invalidate_all(&self) {
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         s.records.clear();
         s.epochs.clear();
-        s.pending.clear();
+        s.floors.clear();
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -196,7 +195,6 @@ impl Cache {
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         s.records.remove(id);
-        s.pending.remove(id);
         s.generation = s.generation.wrapping_add(1);
     }
 
@@ -215,43 +213,62 @@ impl Cache {
         s.generation = s.generation.wrapping_add(1);
     }
 
-    /// A commit of `id` starts: the record leaves the cache (as for every write), and if
-    /// `through` (the channel can commit without echoing it back), the cache is online,
-    /// the record was cached and no other commit of it is in flight, the commit may write
-    /// through: its number and the record it starts from are returned. A commit already in
-    /// flight for `id` loses its right to write through either way.
-    fn begin_commit(&self, id: &IdHash, through: bool) -> Option<(u64, Record)> {
+    /// A commit of `id` ended on a channel that does not echo it (Redis `NOLOOP`), with
+    /// the store's answer `applied`. The cached record stays in the cache while the commit
+    /// runs (a load concurrent with the commit may see the state before it); now, if the
+    /// channel is up and the cached record is the version the commit was applied to (one
+    /// below `applied.version`), `changes` are applied to it here and the result, checked
+    /// against the version and idle deadline the store returned, replaces it. A cached
+    /// record at or past the commit's version (read after the commit) stays. Anything
+    /// else evicts the record: another writer's change the cache has not heard of yet
+    /// (its version is further on), an invalidation that already removed it, commits of
+    /// one session whose answers were taken out of order.
+    ///
+    /// Two overlapping commits of one session are both written through when their answers
+    /// come back in the order the store applied them (one connection answers in order).
+    fn commit_through(
+        &self,
+        id: &IdHash,
+        applied: &Applied,
+        changes: &Changes,
+        now: u64,
+        idle_deadline: u64,
+    ) {
         let mut s = self.lock();
-        let base = s.records.remove(id);
-        let other = s.pending.remove(id).is_some();
-        s.generation = s.generation.wrapping_add(1);
-        let base = base.filter(|_| through && s.online && !other)?;
-        let n = s.next_commit;
-        s.next_commit = n.wrapping_add(1);
-        s.pending.insert(*id, n);
-        Some((n, base))
-    }
-
-    /// A commit of `id` ended: `record` (what it wrote, if it may write through) enters the
-    /// cache only if the commit numbered `n` still owns `id`'s entry (nothing invalidated or
-    /// wrote `id` meanwhile, no other commit of it began or ended) and the channel is up;
-    /// otherwise the record is evicted.
-    fn end_commit(&self, id: &IdHash, n: Option<u64>, record: Option<Record>) {
-        let mut s = self.lock();
-        // Any commit's end ends every other's right to write `id` through.
-        let ours = s.pending.remove(id).is_some_and(|p| Some(p) == n);
-        match record {
-            Some(record) if ours && s.online => {
+        let next = match s.records.get(id) {
+            // A version at or past this commit's was read from the store after the commit
+            // (its state includes it): kept as it is.
+            Some(cached) if s.online && cached.version >= applied.version => Keep::Cached,
+            Some(base) if s.online && base.version.checked_add(1) == Some(applied.version) => {
+                cloakroom::apply_changes(base.clone(), changes, now, idle_deadline)
+                    .ok()
+                    .filter(|x| {
+                        x.version == applied.version && x.idle_deadline == applied.idle_deadline
+                    })
+                    .map_or(Keep::Nothing, Keep::Written)
+            }
+            _ => Keep::Nothing,
+        };
+        match next {
+            Keep::Cached => {}
+            Keep::Written(record) => {
                 self.counters
                     .written_through
                     .fetch_add(1, Ordering::Relaxed);
-                Cache::insert_record(&mut s, self.capacity, record);
+                s.records.insert(*id, record);
             }
-            _ => {
+            Keep::Nothing => {
                 s.records.remove(id);
             }
         }
-        s.generation = s.generation.wrapping_add(1);
+        // A read that began before this commit may hold the state before it: refused by
+        // its version from now on (a floor only rises).
+        if s.floors.len() >= self.capacity && !s.floors.contains_key(id) {
+            s.floors.clear();
+            s.generation = s.generation.wrapping_add(1);
+        }
+        let floor = s.floors.entry(*id).or_insert(0);
+        *floor = (*floor).max(applied.version);
     }
 
     #[cfg(test)]
@@ -265,6 +282,22 @@ impl Cache {
         if s.online && ticket.0 == Some(s.generation) {
             fill(&mut s, self.capacity);
         }
+    }
+
+    /// A record read from the store fills the cache (within [`Cache::fill`]) unless this
+    /// process has committed it since past that version, or a newer version is cached.
+    fn fill_record(s: &mut State, capacity: usize, record: Record) {
+        let id = record.id_hash;
+        if s.floors
+            .get(&id)
+            .is_some_and(|floor| record.version < *floor)
+            || s.records
+                .get(&id)
+                .is_some_and(|r| r.version > record.version)
+        {
+            return;
+        }
+        Cache::insert_record(s, capacity, record);
     }
 
     fn insert_record(s: &mut State, capacity: usize, record: Record) {
@@ -299,6 +332,16 @@ impl Cache {
     }
 }
 
+/// What [`Cache::commit_through`] does with a session's cached record.
+enum Keep {
+    /// Keep it: it is already at or past the commit's version.
+    Cached,
+    /// Replace it with the commit's result.
+    Written(Record),
+    /// Evict it.
+    Nothing,
+}
+
 /// Whether a channel did an operation itself, or left it to the store.
 pub(crate) enum Via<T> {
     /// Done on the channel's own connection.
@@ -310,10 +353,15 @@ pub(crate) enum Via<T> {
 /// How a channel keeps a [`Cache`] fresh.
 #[async_trait]
 pub(crate) trait Channel: Send + Sync + 'static {
-    /// Called before every hit and after every store read, on the caller's task: a polled
-    /// channel (SQLite) checks here and invalidates or goes offline; a pushed one (Redis,
-    /// PostgreSQL) has a task of its own and does nothing here.
-    fn check(&self, _cache: &Cache) {}
+    /// Called before every hit and after every store read, on the caller's task: whether
+    /// this operation may use the cache (hit or fill). A polled channel (SQLite) answers
+    /// from its watcher's last answer, or checks here (invalidating or going offline) when
+    /// that answer is too old, and says no when it cannot tell without waiting; a pushed one
+    /// (Redis, PostgreSQL) has a task of its own and always says yes here (the cache's
+    /// `online` flag tells whether that task is connected).
+    fn check(&self, _cache: &Cache) -> bool {
+        true
+    }
 
     /// Whether the channel hears only of changes to what it read itself (Redis tracking):
     /// then loads and epoch reads go through [`Channel::load`] and [`Channel::user_epoch`],
@@ -456,7 +504,7 @@ impl<S: Store> CachedStore<S> {
     /// Whether the invalidation channel is up (the cache is in use); while it is down every
     /// read goes to the store.
     pub fn is_online(&self) -> bool {
-        self.channel.check(&self.cache);
+        let _ = self.channel.check(&self.cache);
         self.cache.is_online()
     }
 
@@ -473,7 +521,6 @@ impl<S: Store> CachedStore<S> {
     fn forget(&self, id: &IdHash) {
         self.cache.wrote(|s| {
             s.records.remove(id);
-            s.pending.remove(id);
         })
     }
 }
@@ -488,10 +535,10 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn load(&self, id: &IdHash, now: u64) -> Result<Option<Record>, Error> {
-        self.channel.check(&self.cache);
+        let trusted = self.channel.check(&self.cache);
         let ticket = {
             let s = self.cache.lock();
-            if s.online {
+            if s.online && trusted {
                 if let Some(r) = s.records.get(id) {
                     self.cache.counters.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(r.is_live(now).then(|| r.clone()));
@@ -500,7 +547,7 @@ impl<S: Store> Store for CachedStore<S> {
             } else {
                 self.cache.counters.bypassed.fetch_add(1, Ordering::Relaxed);
             }
-            Ticket(s.online.then_some(s.generation))
+            Ticket((s.online && trusted).then_some(s.generation))
         };
         let (r, may_fill) = if self.channel.reads_itself() {
             match self.channel.load(id, now).await {
@@ -510,11 +557,13 @@ impl<S: Store> Store for CachedStore<S> {
         } else {
             (self.store.load(id, now).await?, true)
         };
-        if let Some(record) = r.as_ref().filter(|_| may_fill) {
-            // A polled channel must see whether the read raced another process's write.
-            self.channel.check(&self.cache);
+        // A polled channel must see whether the read raced another process's write.
+        if let Some(record) = r
+            .as_ref()
+            .filter(|_| may_fill && self.channel.check(&self.cache))
+        {
             self.cache.fill(ticket, |s, cap| {
-                Cache::insert_record(s, cap, record.clone());
+                Cache::fill_record(s, cap, record.clone());
             });
         }
         Ok(r)
@@ -534,31 +583,30 @@ impl<S: Store> Store for CachedStore<S> {
         now: u64,
         idle_deadline: u64,
     ) -> Result<Applied, Error> {
-        let through = self.cache.begin_commit(id, self.channel.writes_through());
-        let Some((n, base)) = through else {
+        if !self.channel.writes_through() {
+            self.forget(id);
             let r = self.store.apply(id, changes, now, idle_deadline).await;
-            self.cache.end_commit(id, None, None);
+            self.forget(id);
             return r;
-        };
-        let (r, written) = match self.channel.apply(id, changes, now, idle_deadline).await {
-            Via::Channel(r) => (r, true),
-            Via::Store => (
-                self.store.apply(id, changes, now, idle_deadline).await,
-                false,
-            ),
-        };
-        // What the store now holds, if the commit was the only change since `base`: the
-        // same changes applied here, checked against the version and deadline it returned.
-        let record = match &r {
-            Ok(applied) if written => cloakroom::apply_changes(base, changes, now, idle_deadline)
-                .ok()
-                .filter(|x| {
-                    x.version == applied.version && x.idle_deadline == applied.idle_deadline
-                }),
-            _ => None,
-        };
-        self.cache.end_commit(id, Some(n), record);
-        r
+        }
+        match self.channel.apply(id, changes, now, idle_deadline).await {
+            Via::Channel(Ok(applied)) => {
+                self.cache
+                    .commit_through(id, &applied, changes, now, idle_deadline);
+                Ok(applied)
+            }
+            Via::Channel(Err(e)) => {
+                self.forget(id);
+                Err(e)
+            }
+            // The channel is down (the cache with it): commit on the store.
+            Via::Store => {
+                self.forget(id);
+                let r = self.store.apply(id, changes, now, idle_deadline).await;
+                self.forget(id);
+                r
+            }
+        }
     }
 
     async fn touch(&self, id: &IdHash, now: u64, idle_deadline: u64) -> Result<(), Error> {
@@ -590,7 +638,6 @@ impl<S: Store> Store for CachedStore<S> {
         };
         let drop_user = |s: &mut State| {
             drop_user(s);
-            s.pending.clear();
         };
         self.cache.wrote(drop_user);
         let r = self.store.revoke_user_sessions(user, except).await;
@@ -599,10 +646,10 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn user_epoch(&self, user: &str) -> Result<u64, Error> {
-        self.channel.check(&self.cache);
+        let trusted = self.channel.check(&self.cache);
         let ticket = {
             let s = self.cache.lock();
-            if s.online {
+            if s.online && trusted {
                 if let Some(epoch) = s.epochs.get(user) {
                     self.cache.counters.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(*epoch);
@@ -611,7 +658,7 @@ impl<S: Store> Store for CachedStore<S> {
             } else {
                 self.cache.counters.bypassed.fetch_add(1, Ordering::Relaxed);
             }
-            Ticket(s.online.then_some(s.generation))
+            Ticket((s.online && trusted).then_some(s.generation))
         };
         let (epoch, may_fill) = if self.channel.reads_itself() {
             match self.channel.user_epoch(user).await {
@@ -621,8 +668,7 @@ impl<S: Store> Store for CachedStore<S> {
         } else {
             (self.store.user_epoch(user).await?, true)
         };
-        self.channel.check(&self.cache);
-        if may_fill {
+        if may_fill && self.channel.check(&self.cache) {
             self.cache
                 .fill(ticket, |s, cap| Cache::insert_epoch(s, cap, user, epoch));
         }
@@ -653,7 +699,6 @@ impl<S: Store> Store for CachedStore<S> {
         let r = self.store.purge_expired(now, limit).await;
         self.cache.wrote(|s| {
             s.records.retain(|_, r| r.is_live(now));
-            s.pending.clear();
         });
         r
     }

@@ -74,65 +74,121 @@ async fn a_read_that_raced_an_invalidation_is_not_cached() {
 }
 
 #[test]
-fn a_commit_writes_through_only_if_nothing_touched_its_record_meanwhile() {
+fn a_commit_writes_through_only_onto_the_version_it_was_applied_to() {
     let cache = Cache::new(8);
     cache.online();
     let r = record("u");
     let id = r.id_hash;
     let cached = |cache: &Cache| cache.lock().records.get(&id).cloned();
-    let fill = |cache: &Cache| {
+    let fill = |cache: &Cache, r: &Record| {
         let t = cache.ticket();
         cache.fill(t, |s, cap| Cache::insert_record(s, cap, r.clone()));
     };
-    let mut next = r.clone();
-    next.version += 1;
+    let change = |key: &str| {
+        let mut c = Changes::new();
+        c.set(key, Value::from(1));
+        c
+    };
+    let idle = NOW + 60;
+    let after =
+        |base: &Record, c: &Changes| cloakroom::apply_changes(base.clone(), c, NOW, idle).unwrap();
+    let answer = |x: &Record| Applied::new(x.version, x.idle_deadline);
 
-    // Nothing in between: written through.
-    fill(&cache);
-    let (n, base) = cache.begin_commit(&id, true).unwrap();
-    assert_eq!(base, r);
-    assert!(
-        cached(&cache).is_none(),
-        "the record leaves the cache while committed"
+    // Nothing in between: the record stays while the commit runs, then is written through.
+    fill(&cache, &r);
+    let (a, b) = (change("a"), change("b"));
+    let one = after(&r, &a);
+    let two = after(&one, &b);
+    cache.commit_through(&id, &answer(&one), &a, NOW, idle);
+    assert_eq!(cached(&cache), Some(one.clone()));
+    // A second commit, applied by the store after the first: written through on top of it.
+    cache.commit_through(&id, &answer(&two), &b, NOW, idle);
+    assert_eq!(cached(&cache), Some(two.clone()));
+    assert_eq!(cache.stats().written_through, 2);
+
+    // Answers taken out of order: the later commit's answer comes first and finds a version
+    // two behind: evicted, and the earlier commit's answer then finds nothing.
+    fill(&cache, &r);
+    cache.commit_through(&id, &answer(&two), &b, NOW, idle);
+    assert!(cached(&cache).is_none(), "a version gap must evict");
+    cache.commit_through(&id, &answer(&one), &a, NOW, idle);
+    assert!(cached(&cache).is_none(), "nothing cached, nothing written");
+    // A load after both commits filled the newer version: a late answer keeps it.
+    fill(&cache, &two);
+    cache.commit_through(&id, &answer(&one), &a, NOW, idle);
+    assert_eq!(
+        cached(&cache),
+        Some(two.clone()),
+        "a late answer evicted a newer record"
     );
-    cache.end_commit(&id, Some(n), Some(next.clone()));
-    assert_eq!(cached(&cache), Some(next.clone()));
-    assert_eq!(cache.stats().written_through, 1);
+    cache.commit_through(&id, &answer(&two), &b, NOW, idle);
+    assert_eq!(cached(&cache), Some(two.clone()));
 
-    // What spoils it: an invalidation of the record, of everything, a lost channel,
-    // another commit of the record beginning or ending, another write of it.
+    // What else spoils it: an invalidation, a drop of everything, a lost channel, another
+    // write of this process, a deadline the store computed otherwise.
     type Spoil = fn(&Cache, &IdHash);
-    let spoilers: [(&str, Spoil); 6] = [
+    let spoilers: [(&str, Spoil); 4] = [
         ("invalidation", |c, id| c.invalidate_record(id)),
         ("drop of everything", |c, _| c.invalidate_all()),
-        ("lost channel", |c, _| {
-            c.offline();
-            c.online();
-        }),
-        ("second commit", |c, id| {
-            assert!(c.begin_commit(id, true).is_none());
-        }),
-        ("other commit ending", |c, id| c.end_commit(id, None, None)),
+        ("lost channel", |c, _| c.offline()),
         ("own write", |c, id| {
             c.wrote(|s| {
                 s.records.remove(id);
-                s.pending.remove(id);
-            })
+            });
         }),
     ];
     for (what, spoil) in spoilers {
-        fill(&cache);
-        let (n, _) = cache.begin_commit(&id, true).unwrap();
+        cache.online();
+        fill(&cache, &r);
         spoil(&cache, &id);
-        cache.end_commit(&id, Some(n), Some(next.clone()));
+        cache.commit_through(&id, &answer(&one), &a, NOW, idle);
         assert!(cached(&cache).is_none(), "{what} must evict");
     }
-    // Nothing to write through: the record was not cached, or the channel echoes.
-    assert!(cache.begin_commit(&id, true).is_none());
-    fill(&cache);
-    assert!(cache.begin_commit(&id, false).is_none());
-    assert!(cached(&cache).is_none());
-    assert_eq!(cache.stats().written_through, 1);
+    cache.online();
+    fill(&cache, &r);
+    cache.commit_through(&id, &Applied::new(one.version, idle + 1), &a, NOW, idle);
+    assert!(cached(&cache).is_none(), "another deadline must evict");
+    assert_eq!(cache.stats().written_through, 2);
+
+    // A read that began before a commit (it holds the version before it) does not fill
+    // the cache afterwards, even when the commit's record was evicted meanwhile; a read of
+    // the committed version does; a newer cached version is never replaced by an older one.
+    let fill_record = |cache: &Cache, ticket: Ticket, r: &Record| {
+        cache.fill(ticket, |s, cap| Cache::fill_record(s, cap, r.clone()));
+    };
+    let ticket = cache.ticket();
+    fill(&cache, &r);
+    cache.commit_through(&id, &answer(&one), &a, NOW, idle);
+    assert_eq!(cached(&cache), Some(one.clone()));
+    fill_record(&cache, ticket, &r);
+    assert_eq!(
+        cached(&cache),
+        Some(one.clone()),
+        "an older read replaced a newer record"
+    );
+    cache.lock().records.remove(&id);
+    fill_record(&cache, ticket, &r);
+    assert!(
+        cached(&cache).is_none(),
+        "a read from before the commit filled the cache"
+    );
+    fill_record(&cache, ticket, &one);
+    assert_eq!(cached(&cache), Some(one.clone()));
+    // Floors stay bounded: past `capacity` sessions they are dropped with the generation.
+    let ticket = cache.ticket();
+    for _ in 0..8 {
+        let other = record("v");
+        fill(&cache, &other);
+        let x = after(&other, &a);
+        cache.commit_through(&other.id_hash, &answer(&x), &a, NOW, idle);
+    }
+    assert!(cache.lock().floors.len() <= 8);
+    cache.lock().records.remove(&id);
+    fill_record(&cache, ticket, &one);
+    assert!(
+        cached(&cache).is_none(),
+        "a read from before the floors were dropped filled"
+    );
 }
 
 /// A channel that commits on the store itself (no echo): for the version check.

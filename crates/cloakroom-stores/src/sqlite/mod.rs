@@ -7,9 +7,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cloakroom::store::{Error, ErrorKind};
-use cloakroom::{Applied, Changes, IdHash, Record};
+use cloakroom::{IdHash, Record};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+mod batch;
 mod options;
 
 pub use options::{SqliteOptions, Synchronous};
@@ -64,9 +65,12 @@ pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 ///
 /// Compare-and-swap is one statement, `UPDATE … WHERE id = ? AND version = ?`;
 /// [`Store::apply`](cloakroom::Store::apply) (a request's commit) reads, merges and writes
-/// in one `BEGIN IMMEDIATE` transaction on the writer connection, so overlapping commits
+/// in a `BEGIN IMMEDIATE` transaction on the writer connection, so overlapping commits
 /// queue (behind the writer mutex, and behind other processes for up to the busy timeout)
-/// rather than fail; purges
+/// rather than fail; the commits that queued while the writer was busy are written
+/// together in one transaction (group commit; each still reads the row as the ones before
+/// it left it, and a failure of the database fails them all, so nothing is acknowledged
+/// that was not committed); purges
 /// delete at most `limit` rows per statement (one short transaction per batch). Every
 /// call runs on tokio's blocking pool ([`tokio::task::spawn_blocking`]).
 ///
@@ -114,6 +118,11 @@ struct Inner {
     readers: Mutex<Readers>,
     /// Signalled when a reader comes back (or is closed).
     reader_free: Condvar,
+    /// Commits waiting for the writer, written together (group commit).
+    batch: batch::Queue,
+    /// The writer connection's last answer to `PRAGMA data_version`, for
+    /// [`SqliteStore::others_committed`]; read and written only with the writer held.
+    writer_seen: Mutex<Option<i64>>,
 }
 
 /// The reader pool: idle connections, and how many are open (idle or in use).
@@ -152,6 +161,34 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.options.path
+    }
+
+    /// Whether any connection other than this store's writer (another process, another
+    /// store on the same file) committed to the file since the last call: SQLite's
+    /// `PRAGMA data_version` on the writer connection moves for every commit but its own.
+    /// The session cache asks this when the file changed, to tell this store's own commits
+    /// (whose records it already evicted or wrote through) from anyone else's. Blocking;
+    /// with `wait` false, gives up (`None`) rather than wait for the writer. `None` also when
+    /// SQLite fails to answer, and `Some(true)` on the first call: the caller must then
+    /// assume others did commit.
+    pub(crate) fn others_committed(&self, wait: bool) -> Option<bool> {
+        let writer = if wait {
+            lock(&self.inner.writer)
+        } else {
+            match self.inner.writer.try_lock() {
+                Ok(writer) => writer,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        };
+        let version: i64 = writer
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .ok()?;
+        let mut seen = lock(&self.inner.writer_seen);
+        let others = *seen != Some(version);
+        *seen = Some(version);
+        Some(others)
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, Error>
@@ -306,6 +343,8 @@ impl Inner {
                 peak: 1,
             }),
             reader_free: Condvar::new(),
+            batch: batch::Queue::default(),
+            writer_seen: Mutex::new(None),
         })
     }
 
@@ -451,46 +490,6 @@ impl Inner {
                 Some(_) => Error::conflict(),
                 None => Error::not_found(),
             })
-        })
-    }
-
-    fn apply(
-        &self,
-        id: &IdHash,
-        changes: &Changes,
-        now: u64,
-        idle_deadline: u64,
-    ) -> Result<Applied, Error> {
-        self.with_writer(|conn| {
-            // Read, merge, write in one `BEGIN IMMEDIATE` transaction: it takes the write
-            // lock first (waiting up to the busy timeout for another process), so nothing
-            // can change the row between our read and our write. Within this process the
-            // writer mutex already orders the callers, so overlapping requests wait their
-            // turn instead of failing.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err("apply"))?;
-            let Some(current) = live_record(&tx, id, now, "apply")? else {
-                return Err(Error::not_found());
-            };
-            let next = cloakroom::apply_changes(current, changes, now, idle_deadline)?;
-            let bytes = next.encode()?;
-            let version = sql_version(next.version)?;
-            // The user does not change, so `user_id` (and its index) is not written.
-            tx.prepare_cached(
-                "UPDATE sessions SET expires_at = ?1, version = ?2, record = ?3 WHERE id = ?4",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    sql_time(next.expires_at()),
-                    version,
-                    bytes,
-                    id.as_bytes()
-                ])
-            })
-            .map_err(db_err("apply"))?;
-            tx.commit().map_err(db_err("apply"))?;
-            Ok(Applied::new(next.version, next.idle_deadline))
         })
     }
 
